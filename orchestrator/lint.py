@@ -63,7 +63,8 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     "require-statement-timeout",
 )
 
-# Old or alternative spellings squawk accepts, mapped to the names it reports.
+# Alternative spellings (squawk aliases, older rule names) mapped to the names squawk reports;
+# used for waivers and for `exclude` (squawk 2.70 itself rejects "prefer-big-int").
 _RULE_ALIASES: dict[str, tuple[str, ...]] = {
     "prefer-timestamptz": ("prefer-timestamp-tz",),
     "prefer-big-int": ("prefer-bigint-over-int",),
