@@ -1,0 +1,60 @@
+# Everyday commands. `make demo` needs nothing but Python; `make test` starts its own
+# throwaway PostgreSQL.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+ORCH := $(BIN)/orchestrator
+ENV ?= dev
+APPROVE_FLAG := $(if $(APPROVE),--approve,)
+REV_FLAG := $(if $(REV),--to $(REV),)
+
+.PHONY: install migrate plan status promote audit revision current history downgrade demo test lint bench clean
+
+$(BIN)/orchestrator: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+install: $(BIN)/orchestrator
+
+migrate: install
+	$(ORCH) migrate $(ENV) $(REV_FLAG) $(APPROVE_FLAG)
+
+plan: install
+	$(ORCH) plan $(ENV) $(REV_FLAG)
+
+status: install
+	$(ORCH) status
+
+promote: install
+	$(ORCH) promote $(ENV) $(APPROVE_FLAG)
+
+audit: install
+	$(ORCH) audit $(if $(filter-out dev,$(ENV)),--env $(ENV),)
+
+revision: install
+	$(BIN)/alembic revision $(if $(AUTOGEN),--autogenerate,) -m "$(m)"
+
+current: install
+	$(ORCH) current $(ENV)
+
+history: install
+	$(ORCH) history
+
+downgrade: install
+	$(ORCH) downgrade $(ENV) --to $(or $(REV),-1) --reason "$(or $(REASON),make downgrade)" $(APPROVE_FLAG)
+
+demo: install
+	./scripts/demo.sh
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy orchestrator
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf .orchestrator .pytest_cache .mypy_cache .ruff_cache

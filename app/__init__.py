@@ -1,0 +1,1 @@
+"""The example application whose schema this repository migrates."""

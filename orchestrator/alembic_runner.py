@@ -1,0 +1,165 @@
+"""The only module that drives Alembic's runtime.
+
+Alembic is imported lazily: `status` and a no-op `migrate` read the revision graph from
+the files (orchestrator.revisions) and never need it. When something runs, the script
+directory is loaded once per process and handed the exact steps the gate approved.
+"""
+
+from __future__ import annotations
+
+import configparser
+import io
+import re
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.errors import UsageError
+from orchestrator.revisions import RevisionGraph, read_versions
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+    from sqlalchemy import Connection
+
+_RUNNING = re.compile(r"^-- Running (?:upgrade|downgrade) .*?-> (?P<rev>\S+)\s*$", re.MULTILINE)
+
+
+class AlembicProject:
+    def __init__(self, ini_path: Path) -> None:
+        if not ini_path.is_file():
+            raise UsageError(
+                f"{ini_path} does not exist: point ORCHESTRATOR_ALEMBIC_INI at your alembic.ini."
+            )
+        self.ini_path = ini_path.resolve()
+
+    # -- cheap: no Alembic import ----------------------------------------------------------
+
+    @cached_property
+    def _ini(self) -> configparser.SectionProxy:
+        parser = configparser.ConfigParser(defaults={"here": str(self.ini_path.parent)})
+        parser.read(self.ini_path, encoding="utf-8")
+        if not parser.has_option("alembic", "script_location"):
+            raise UsageError(f"{self.ini_path}: [alembic] script_location is not set.")
+        return parser["alembic"]
+
+    @property
+    def script_location(self) -> Path:
+        return self._resolve(self._ini["script_location"])
+
+    @property
+    def versions_dirs(self) -> list[Path]:
+        locations = self._ini.get("version_locations")
+        if not locations:
+            return [self.script_location / "versions"]
+        separator = {"os": None, "space": None, "newline": "\n", ":": ":", ";": ";"}.get(
+            self._ini.get("path_separator", "space"), None
+        )
+        return [self._resolve(p) for p in locations.split(separator) if p.strip()]
+
+    def _resolve(self, value: str) -> Path:
+        path = Path(value.strip())
+        return path if path.is_absolute() else (Path.cwd() / path).resolve()
+
+    @cached_property
+    def graph(self) -> RevisionGraph:
+        return RevisionGraph(read_versions(self.versions_dirs))
+
+    # -- Alembic proper ----------------------------------------------------------------------
+
+    @cached_property
+    def config(self) -> Config:
+        from alembic.config import Config
+
+        return Config(str(self.ini_path))
+
+    @cached_property
+    def script(self) -> ScriptDirectory:
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self.config)
+
+    def _steps(self, revisions: Sequence[str], direction: str) -> Callable[..., list[Any]]:
+        from alembic.runtime.migration import MigrationStep
+
+        script = self.script
+
+        def steps(_heads: Any, _context: Any) -> list[Any]:
+            make = (
+                MigrationStep.upgrade_from_script
+                if direction == "up"
+                else MigrationStep.downgrade_from_script
+            )
+            return [make(script.revision_map, script.get_revision(r)) for r in revisions]
+
+        return steps
+
+    def run(
+        self,
+        connection: Connection,
+        revisions: Sequence[str],
+        direction: str,
+        on_version_apply: Callable[..., None],
+    ) -> None:
+        """Apply (or revert) exactly `revisions`, one transaction each, on our connection."""
+        from alembic.runtime.environment import EnvironmentContext
+
+        attributes = {"connection": connection, "on_version_apply": on_version_apply}
+        self._run_env(EnvironmentContext, revisions, direction, attributes, as_sql=False)
+
+    def offline_sql(
+        self, revisions: Sequence[str], direction: str, dialect: str, start: str | None
+    ) -> dict[str, str]:
+        """The SQL each revision would emit (Alembic's offline mode), per revision."""
+        from alembic.runtime.environment import EnvironmentContext
+
+        if not revisions:
+            return {}
+        buffer = io.StringIO()
+        attributes = {"dialect_name": dialect, "output_buffer": buffer}
+        self._run_env(
+            EnvironmentContext, revisions, direction, attributes, as_sql=True, start=start
+        )
+        return split_by_revision(buffer.getvalue())
+
+    def stamp(self, connection: Connection, revision: str | None) -> None:
+        """Set alembic_version without running anything (baseline)."""
+        from alembic.runtime.migration import MigrationContext
+
+        context = MigrationContext.configure(connection)
+        context.stamp(self.script, revision or "base")
+
+    def _run_env(
+        self,
+        environment: Any,
+        revisions: Sequence[str],
+        direction: str,
+        attributes: dict[str, Any],
+        as_sql: bool,
+        start: str | None = None,
+    ) -> None:
+        self.config.attributes.update(attributes)
+        try:
+            with environment(
+                self.config,
+                self.script,
+                fn=self._steps(revisions, direction),
+                as_sql=as_sql,
+                starting_rev=start,
+                destination_rev=revisions[-1] if revisions else None,
+                output_buffer=attributes.get("output_buffer"),
+            ):
+                self.script.run_env()
+        finally:
+            for key in attributes:
+                self.config.attributes.pop(key, None)
+
+
+def split_by_revision(sql: str) -> dict[str, str]:
+    """Cut Alembic's offline output at its `-- Running upgrade a -> b` markers."""
+    marks = list(_RUNNING.finditer(sql))
+    return {
+        mark.group("rev"): sql[mark.end() : marks[i + 1].start() if i + 1 < len(marks) else None]
+        for i, mark in enumerate(marks)
+    }

@@ -1,0 +1,121 @@
+"""Audit events: one record, three destinations (stderr via structlog, the target
+database's append-only table, and an optional JSON-lines file)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import Connection, Engine
+
+from orchestrator import ledger
+from orchestrator.logging import utc_now
+from orchestrator.secrets import redact_value
+
+_LEVELS = {
+    "run.failed": "error",
+    "migration.failed": "error",
+    "run.refused": "warning",
+    "gate.refused": "warning",
+    "lock.waiting": "warning",
+    "run.interrupted": "warning",
+}
+
+
+def detect_actor(configured: str | None, environ: dict[str, str] | None = None) -> str:
+    """ORCHESTRATOR_ACTOR, else the CI's user variables, else user@host."""
+    environ = dict(os.environ) if environ is None else environ
+    if configured:
+        return configured
+    for variable in ("GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILD_USER_ID", "BUILD_USER"):
+        if environ.get(variable):
+            return environ[variable]
+    try:
+        user = getpass.getuser()
+    except Exception:
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def detect_git_sha(project_dir: Path, environ: dict[str, str] | None = None) -> str | None:
+    environ = dict(os.environ) if environ is None else environ
+    for variable in ("GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT"):
+        if environ.get(variable):
+            return environ[variable]
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=project_dir,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+class AuditTrail:
+    """Emits the events of one run on one database."""
+
+    def __init__(
+        self,
+        *,
+        env: str,
+        run_id: str,
+        actor: str,
+        engine: Engine | None,
+        file: Path | None,
+        **common: Any,
+    ) -> None:
+        self.env, self.run_id, self.actor = env, run_id, actor
+        self.engine, self.file = engine, file
+        self.common = {k: v for k, v in common.items() if v is not None}
+        self.log = structlog.get_logger("orchestrator")
+
+    def emit(self, event: str, connection: Connection | None = None, **fields: Any) -> dict:
+        """Record `event`. With `connection`, the row joins the caller's transaction."""
+        record: dict[str, Any] = {
+            "timestamp": utc_now(),
+            "event": event,
+            "run_id": self.run_id,
+            "env": self.env,
+            "actor": self.actor,
+            **self.common,
+            **{k: v for k, v in fields.items() if v is not None},
+        }
+        record = redact_value(record)
+        if connection is not None:
+            ledger.append_audit(connection, record)
+        elif self.engine is not None:
+            self._persist(record)
+        if self.file is not None:
+            self._append_file(record)
+        getattr(self.log, _LEVELS.get(event, "info"))(**record)
+        return record
+
+    def _persist(self, record: dict[str, Any]) -> None:
+        assert self.engine is not None
+        try:
+            with self.engine.begin() as connection:
+                ledger.ensure_tables(connection)
+                ledger.append_audit(connection, record)
+        except Exception as exc:  # the run goes on; the failure to record is reported
+            self.log.error("audit.persist_failed", error=str(exc).splitlines()[0], of=record["event"])
+
+    def _append_file(self, record: dict[str, Any]) -> None:
+        self.file.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+        line = json.dumps(record, default=str) + "\n"
+        # one write() on an O_APPEND descriptor: lines of concurrent runs never interleave
+        fd = os.open(self.file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)  # type: ignore[arg-type]
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)

@@ -1,0 +1,411 @@
+"""Command line: parse, call a use case, render. `main(argv) -> exit code`.
+
+Heavy imports (SQLAlchemy, Alembic, pydantic) happen inside the commands, so `--help`
+answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+EXIT_HELP = """exit codes:
+  0  done, or nothing to do
+  1  a migration or database operation failed
+  2  usage or configuration error
+  3  refused by policy (gate, approval, downgrade policy, lint, checksum drift)
+  4  the migration lock was not acquired in time
+"""
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted before or after the command's name."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the result as JSON")
+    common.add_argument("--log-format", choices=["auto", "json", "console"],
+                        default=argparse.SUPPRESS, help="stderr log format (default: auto)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="orchestrator",
+        description="Promote Alembic migrations through environments: gated, locked, audited.",
+        epilog=EXIT_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+
+    add("envs", "the environments in promotion order, validated")
+    p = add("status", "per environment: current, head, pending, blocked, drift, last run")
+    p.add_argument("envs", nargs="*", metavar="ENV")
+
+    p = add("plan", "what migrate would do, the gate's verdict, lint findings; changes nothing")
+    p.add_argument("env", metavar="ENV")
+    p.add_argument("--to", metavar="REV")
+    p.add_argument("--sql", action="store_true", help="show the SQL (Alembic offline mode)")
+
+    for name, text in (
+        ("migrate", "upgrade ENV (default to head): gated, locked, audited"),
+        ("promote", "upgrade ENV to exactly the revision its predecessor runs now"),
+    ):
+        p = add(name, text)
+        p.add_argument("env", metavar="ENV")
+        if name == "migrate":
+            p.add_argument("--to", metavar="REV")
+        _run_options(p)
+
+    p = add("rollout", "migrate each environment on the path to ENV, in order")
+    p.add_argument("--through", required=True, metavar="ENV")
+    p.add_argument("--to", metavar="REV")
+    _run_options(p)
+
+    p = add("downgrade", "revert ENV to REV (or -1); refused where allow_downgrade is false")
+    p.add_argument("env", metavar="ENV")
+    p.add_argument("--to", required=True, metavar="REV|-N")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+    p.add_argument("--force", action="store_true", help="override allow_downgrade: false")
+    _run_options(p)
+
+    p = add("baseline", "adopt a database that plain Alembic already migrated")
+    p.add_argument("env", metavar="ENV")
+    p.add_argument("--revision", required=True, metavar="REV")
+    p.add_argument("--reason", required=True, metavar="TEXT")
+
+    p = add("audit", "review the audit trail (newest last); `audit verify` checks the chain")
+    p.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
+    p.add_argument("--env", metavar="ENV")
+    p.add_argument("--since", metavar="30m|12h|7d|DATE")
+    p.add_argument("--until", metavar="30m|12h|7d|DATE")
+    p.add_argument("--actor")
+    p.add_argument("--event")
+    p.add_argument("--revision")
+    p.add_argument("--outcome", choices=["succeeded", "failed", "refused", "interrupted"])
+    p.add_argument("--run", metavar="ID")
+    p.add_argument("--limit", type=int, metavar="N")
+
+    p = add("check", "for CI: one head, real downgrades, models match migrations, lint")
+    p.add_argument("--scratch-url", metavar="URL")
+
+    p = add("current", "the revision an environment's database is at")
+    p.add_argument("env", metavar="ENV")
+    add("history", "the revisions, newest first")
+    return parser
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--approve", action="store_true", help="approve a require_approval run")
+    p.add_argument("--ticket", metavar="ID", help="change ticket, recorded on every event")
+    p.add_argument("--lock-timeout", type=float, metavar="S", help="seconds to wait for the lock")
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+class Out:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.color = "NO_COLOR" not in os.environ and sys.stdout.isatty()
+
+    def paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.color else text
+
+    def json(self, data: Any) -> None:
+        print(json.dumps(data, indent=2, default=str))
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+        widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+        print(self.paint("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), "1"))
+        for row in cells:
+            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def short(revs: Sequence[str] | None) -> str:
+    return ",".join(r[:12] for r in revs) if revs else "base"
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def cmd_envs(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.config import Settings, env_summary, load_environments
+
+    envs = load_environments(Settings().environments_path)
+    rows = [env_summary(envs.by_name[name]) for name in envs.order]
+    if out.as_json:
+        out.json(rows)
+        return 0
+    out.table(
+        ["ENV", "PROMOTES FROM", "URL VARIABLE", "TARGETS", "APPROVAL", "DOWNGRADE", "LINT"],
+        [[r["name"], r["promotes_from"] or "-", r["url_env"] or "-", r["targets"],
+          "required" if r["require_approval"] else "-",
+          "allowed" if r["allow_downgrade"] else "refused", r["lint"]] for r in rows],
+    )
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.reporting import status
+
+    rows = status(_app(), args.envs)
+    if out.as_json:
+        out.json(rows)
+        return 0
+    table = []
+    for r in rows:
+        if r.get("error") and not r.get("current"):
+            state = "unconfigured" if not r["configured"] else "unreachable"
+            table.append([r["env"], r["target"] if r["target"] != r["env"] else "", state,
+                          short(r["head"]), "", "", "", "", r["error"][:60]])
+            continue
+        last = r["last_run"]
+        table.append([
+            r["env"], r["target"] if r["target"] != r["env"] else "", short(r["current"]),
+            short(r["head"]), len(r["pending"]),
+            out.paint(str(len(r["blocked"])), "33") if r["blocked"] else "0",
+            out.paint(",".join(x[:12] for x in r["drift"]), "31") if r["drift"] else "-",
+            out.paint(",".join(r["interrupted"]), "31") if r["interrupted"] else "-",
+            f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",
+        ])
+    out.table(["ENV", "TARGET", "CURRENT", "HEAD", "PENDING", "BLOCKED", "DRIFT",
+               "INTERRUPTED", "LAST RUN"], table)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.reporting import plan
+
+    plans = plan(_app(), args.env, args.to, args.sql)
+    refuse = any(p["would_refuse"] for p in plans)
+    if out.as_json:
+        out.json(plans[0] if len(plans) == 1 else plans)
+        return 3 if refuse else 0
+    for p in plans:
+        where = p["env"] if p["target"] == p["env"] else f"{p['env']}/{p['target']}"
+        print(f"{where}: {short(p['from'])} -> {p['to'][:12]}, {len(p['steps'])} revision(s)")
+        if p["steps"]:
+            out.table(["REVISION", "VERDICT", "WHAT / WHY"], [
+                [s["revision"], out.paint(s["verdict"], "32" if s["verdict"] == "allowed" else "31"),
+                 s["reason"] or s["doc"]] for s in p["steps"]])
+        for f in p["lint"]:
+            tag = "waived" if f["waived"] else "lint"
+            print(f"  {tag}: {f['revision']} {f['rule']}: {f['message']} {f['help']}".rstrip())
+        if p["lint_problem"]:
+            print(f"  lint could not run: {p['lint_problem']}")
+        if p["drift"]:
+            print(out.paint(f"  drift: {', '.join(p['drift'])} changed since {where} ran it", "31"))
+        for rev, sql in (p.get("sql") or {}).items():
+            print(f"-- {rev}\n{sql.strip()}\n")
+        verdict = "would be REFUSED" if p["would_refuse"] else "would run"
+        print(out.paint(f"  => {verdict}" + (" (needs --approve)" if p["requires_approval"] else ""),
+                        "31" if p["would_refuse"] else "32"))
+    return 3 if refuse else 0
+
+
+def _run_results(out: Out, results: list[Any]) -> int:
+    if out.as_json:
+        out.json([r.as_dict() for r in results])
+        return 0
+    for r in results:
+        where = r.env if r.target == r.env else f"{r.env}/{r.target}"
+        if r.applied:
+            print(f"{where}: {out.paint(r.outcome, '32')}, applied {len(r.applied)}: "
+                  f"{', '.join(r.applied)} (run {r.run_id})")
+        else:
+            print(f"{where}: {r.message or r.outcome}")
+    return 0
+
+
+def _options(args: argparse.Namespace) -> Any:
+    from orchestrator.service import Options
+
+    return Options(approve=args.approve, ticket=args.ticket, lock_timeout=args.lock_timeout)
+
+
+def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.service import migrate
+
+    return _run_results(out, migrate(_app(), args.env, args.to, _options(args)))
+
+
+def cmd_promote(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.service import promote
+
+    return _run_results(out, promote(_app(), args.env, _options(args)))
+
+
+def cmd_rollout(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.service import rollout
+
+    return _run_results(out, rollout(_app(), args.through, args.to, _options(args)))
+
+
+def cmd_downgrade(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.service import downgrade
+
+    results = downgrade(_app(), args.env, args.to, args.reason, args.force, _options(args))
+    return _run_results(out, results)
+
+
+def cmd_baseline(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.service import baseline
+
+    return _run_results(out, baseline(_app(), args.env, args.revision, args.reason))
+
+
+def cmd_audit(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator import reporting
+    from orchestrator.ledger import AuditFilter
+
+    app = _app()
+    if args.action == "verify":
+        results = reporting.verify(app, args.env)
+        broken = [r for r in results if r.get("checked") and not r["intact"]]
+        if out.as_json:
+            out.json(results)
+        else:
+            for r in results:
+                where = r["env"] if r["target"] == r["env"] else f"{r['env']}/{r['target']}"
+                if not r["checked"]:
+                    print(f"{where}: not checked ({r['error']})")
+                elif r["intact"]:
+                    print(f"{where}: {out.paint('intact', '32')} ({r['rows']} rows)")
+                else:
+                    b = r["broken"]
+                    print(out.paint(f"{where}: BROKEN at row {b['id']} ({b['timestamp']}): "
+                                    f"{b['problem']}", "31"))
+        return 1 if broken else 0
+    flt = AuditFilter(
+        env=args.env, since=reporting.parse_when(args.since), until=reporting.parse_when(args.until),
+        actor=args.actor, event=args.event, revision=args.revision, outcome=args.outcome,
+        run_id=args.run, limit=args.limit,
+    )
+    if args.env:
+        app.envs.get(args.env)
+    events, unreachable = reporting.audit(app, flt)
+    for problem in unreachable:
+        print(f"note: not read: {problem}", file=sys.stderr)
+    if out.as_json:
+        for event in events:
+            print(json.dumps(event, default=str))
+        return 0
+    out.table(
+        ["TIMESTAMP", "ENV", "EVENT", "OUTCOME", "REVISION", "ACTOR", "RUN", "DETAIL"],
+        [[e["timestamp"][:23].replace("T", " "),
+          e["env"] + (f"/{e['target']}" if e.get("target") else ""), e["event"],
+          e.get("outcome") or "", (e.get("revision") or "")[:12], e["actor"], e["run_id"],
+          _detail(e)] for e in events],
+    )
+    return 0
+
+
+def _detail(event: dict[str, Any]) -> str:
+    for key in ("error", "reason", "ticket"):
+        if event.get(key):
+            return str(event[key])[:80]
+    if event.get("to_revision"):
+        return f"-> {event['to_revision'][:12]}"
+    return ""
+
+
+def cmd_check(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.check import run_checks
+
+    findings = run_checks(_app(), args.scratch_url)
+    if out.as_json:
+        out.json(findings)
+    else:
+        for f in findings:
+            print(f"{out.paint(f['check'], '31')}: {f['message']}")
+        if not findings:
+            print(out.paint("check: all invariants hold", "32"))
+    return 3 if findings else 0
+
+
+def cmd_current(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.reporting import current
+
+    rows = current(_app(), args.env)
+    if out.as_json:
+        out.json(rows)
+    else:
+        for r in rows:
+            print(f"{r['target']}: {short(r['current'])}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.reporting import history
+
+    rows = history(_app())
+    if out.as_json:
+        out.json(rows)
+    else:
+        for r in rows:
+            mark = " (head)" if r["head"] else ""
+            print(f"{short(r['down_revisions'])} -> {r['revision']}{mark}, {r['doc']}")
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace, Out], int]] = {
+    "envs": cmd_envs, "status": cmd_status, "plan": cmd_plan, "migrate": cmd_migrate,
+    "promote": cmd_promote, "rollout": cmd_rollout, "downgrade": cmd_downgrade,
+    "baseline": cmd_baseline, "audit": cmd_audit, "check": cmd_check,
+    "current": cmd_current, "history": cmd_history,
+}
+
+
+def _app() -> Any:
+    from orchestrator.service import App
+
+    return App.load(interactive=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
+    log_format = getattr(args, "log_format", None) or os.environ.get("ORCHESTRATOR_LOG_FORMAT", "auto")
+    from orchestrator.errors import OrchestratorError
+    from orchestrator.logging import configure_logging, wants_json
+
+    configure_logging(log_format)
+    try:
+        return COMMANDS[args.command](args, Out(as_json))
+    except OrchestratorError as exc:
+        return _report(exc.message, exc.exit_code, wants_json(log_format))
+    except KeyboardInterrupt:
+        return _report("interrupted by the user", 130, wants_json(log_format))
+    except Exception as exc:  # an error we did not foresee: still one paragraph
+        if os.environ.get("ORCHESTRATOR_DEBUG"):
+            raise
+        from orchestrator.secrets import redact
+
+        text = redact(f"unexpected error: {type(exc).__name__}: {exc}".splitlines()[0])
+        return _report(text + " (set ORCHESTRATOR_DEBUG=1 for a traceback)", 1,
+                       wants_json(log_format))
+
+
+def _report(message: str, code: int, as_json: bool) -> int:
+    from orchestrator.secrets import redact
+
+    message = redact(message)
+    if as_json:
+        import structlog
+
+        structlog.get_logger("orchestrator").error("command.error", error=message, exit_code=code)
+    else:
+        color = "NO_COLOR" not in os.environ and sys.stderr.isatty()
+        prefix = "\033[31merror:\033[0m" if color else "error:"
+        print(f"{prefix} {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,323 @@
+"""Environment files and global settings: validated plain data, no database access.
+
+Importing this module must stay cheap (no SQLAlchemy, no Alembic): `envs` and `--help`
+only need it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.errors import UsageError
+
+_DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class Settings(BaseSettings):
+    """Global settings: `ORCHESTRATOR_*` variables, then `.env`, then these defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRATOR_", env_file=".env", extra="ignore")
+
+    project_dir: Path = Path(".")
+    environments_dir: Path | None = None
+    alembic_ini: Path | None = None
+    audit_file: Path | None = None
+    log_format: Literal["auto", "json", "console"] = "auto"
+    actor: str | None = None
+    env: str = "dev"
+
+    @property
+    def environments_path(self) -> Path:
+        return self.environments_dir or self.project_dir / "environments"
+
+    @property
+    def alembic_ini_path(self) -> Path:
+        return self.alembic_ini or self.project_dir / "alembic.ini"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NamedTarget(_Strict):
+    """One database of a fleet with its own URL (e.g. one per region)."""
+
+    name: str
+    url_env: str | None = None
+    url: str | None = None
+
+
+class DatabaseConfig(_Strict):
+    url_env: str | None = None
+    url: str | None = Field(default=None, description="literal URL, only without a password")
+    # Fleet form: the URL names a server; each entry of `databases` is one target on it.
+    databases: list[str] | None = None
+    databases_file: str | None = None
+    targets: list[NamedTarget] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatabaseConfig:
+        if not (self.url_env or self.url or self.targets):
+            raise ValueError("set `url_env` (the variable holding the URL), `url` or `targets`")
+        return self
+
+
+class LockConfig(_Strict):
+    timeout: float = Field(default=60, ge=0)
+    key: str | None = None
+
+
+class PolicyConfig(_Strict):
+    require_approval: bool = False
+    allow_downgrade: bool = True
+    lint: Literal["off", "warn", "error"] = "warn"
+    lint_exclude: list[str] = Field(default_factory=list)
+
+
+class SessionConfig(_Strict):
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+
+    @field_validator("lock_timeout", "statement_timeout")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None and not _DURATION.match(value):
+            raise ValueError(f"{value!r} is not a duration such as 5s, 500ms or 15min")
+        return value
+
+
+class EnvironmentConfig(_Strict):
+    name: str
+    promotes_from: str | None = None
+    database: DatabaseConfig
+    lock: LockConfig = LockConfig()
+    policy: PolicyConfig = PolicyConfig()
+    session: SessionConfig = SessionConfig()
+    source: str = Field(default="", exclude=True, description="the file it was read from")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One database an environment migrates: a single one, or one entry of a fleet."""
+
+    env: str
+    name: str
+    url: str  # may hold a password: render it with `safe_url` before showing it
+
+
+@dataclass(frozen=True)
+class Environments:
+    """All environments, in promotion order (parents before children)."""
+
+    by_name: dict[str, EnvironmentConfig]
+    order: tuple[str, ...]
+
+    def get(self, name: str) -> EnvironmentConfig:
+        if name not in self.by_name:
+            known = ", ".join(self.order) or "none"
+            raise UsageError(f"Unknown environment {name!r}. Known environments: {known}.")
+        return self.by_name[name]
+
+    def path_to(self, name: str) -> list[str]:
+        """The chain from the first environment down to `name`, inclusive."""
+        path = [self.get(name).name]
+        while (parent := self.by_name[path[-1]].promotes_from) is not None:
+            path.append(parent)
+        return path[::-1]
+
+
+# -- loading -----------------------------------------------------------------------------
+
+
+def load_environments(directory: Path) -> Environments:
+    if not directory.is_dir():
+        raise UsageError(
+            f"The environments directory {directory} does not exist. Create it with one "
+            "YAML file per environment, or set ORCHESTRATOR_ENVIRONMENTS_DIR."
+        )
+    files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+    if not files:
+        raise UsageError(f"No environment files (*.yaml) in {directory}.")
+    envs = [parse_environment(path.read_text(encoding="utf-8"), str(path)) for path in files]
+    return order_environments(envs)
+
+
+def parse_environment(text: str, source: str) -> EnvironmentConfig:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise UsageError(f"{source}{where}: not valid YAML ({problem}).") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{source}: expected a mapping of keys (name, database, ...).")
+    try:
+        env = EnvironmentConfig.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise UsageError(f"{source}: {describe_validation_error(exc)}") from None
+    stem = Path(source).stem
+    if env.name != stem:
+        raise UsageError(f"{source}: `name` is {env.name!r} but must equal the file's stem {stem!r}.")
+    if not _NAME.match(env.name):
+        raise UsageError(f"{source}: `name` {env.name!r} may use letters, digits, _ . - only.")
+    if env.database.url and urlsplit(env.database.url).password:
+        raise UsageError(
+            f"{source}: `database.url` holds a password. Secrets never live in YAML: put the URL "
+            "in a variable and name it with `database.url_env`."
+        )
+    return env
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            parts.append(f"unknown key `{key}`")
+        elif error["type"] == "missing":
+            parts.append(f"missing required key `{key}`")
+        else:
+            parts.append(f"`{key}`: {error['msg']}")
+    return "; ".join(parts) + "."
+
+
+def order_environments(envs: list[EnvironmentConfig]) -> Environments:
+    by_name: dict[str, EnvironmentConfig] = {}
+    for env in envs:
+        if env.name in by_name:
+            raise UsageError(f"Environment {env.name!r} is defined twice ({env.source}).")
+        by_name[env.name] = env
+    for env in envs:
+        if env.promotes_from is not None and env.promotes_from not in by_name:
+            raise UsageError(
+                f"{env.source}: `promotes_from: {env.promotes_from}` names no environment. "
+                f"Known environments: {', '.join(sorted(by_name))}."
+            )
+    order: list[str] = []
+    level = sorted(name for name, env in by_name.items() if env.promotes_from is None)
+    while level:
+        order.extend(level)
+        level = sorted(n for n, e in by_name.items() if e.promotes_from in level)
+    if len(order) != len(by_name):
+        cyclic = sorted(set(by_name) - set(order))
+        raise UsageError(
+            f"The `promotes_from` links of {', '.join(cyclic)} form a cycle: every chain must "
+            "start at an environment without `promotes_from`."
+        )
+    return Environments(by_name=by_name, order=tuple(order))
+
+
+# -- resolving URLs ----------------------------------------------------------------------
+
+
+def read_dotenv(project_dir: Path) -> dict[str, str]:
+    """Variables from `.env` (process variables win over it)."""
+    from dotenv import dotenv_values  # a dependency of pydantic-settings
+
+    path = project_dir / ".env"
+    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+
+
+def resolve_targets(
+    env: EnvironmentConfig, environ: Mapping[str, str], project_dir: Path
+) -> list[Target]:
+    """The databases of an environment, with URLs; a missing variable is a UsageError."""
+    db = env.database
+    targets: list[Target] = []
+    if db.url_env or db.url:
+        base = _resolve_url(env, db.url_env, db.url, environ, project_dir, what="database")
+        names = list(db.databases or [])
+        if db.databases_file:
+            names += _read_names(project_dir / db.databases_file, env.source)
+        if names:
+            targets += [Target(env.name, n, _with_database(base, n, project_dir)) for n in names]
+        elif not db.targets:
+            targets.append(Target(env.name, env.name, base))
+    for named in db.targets or []:
+        url = _resolve_url(env, named.url_env, named.url, environ, project_dir, what=named.name)
+        targets.append(Target(env.name, named.name, url))
+    seen: set[str] = set()
+    for target in targets:
+        if target.name in seen:
+            raise UsageError(f"{env.source}: target {target.name!r} is listed twice.")
+        seen.add(target.name)
+    return targets
+
+
+def _resolve_url(
+    env: EnvironmentConfig,
+    url_env: str | None,
+    literal: str | None,
+    environ: Mapping[str, str],
+    project_dir: Path,
+    what: str,
+) -> str:
+    if url_env and environ.get(url_env):
+        return _anchor_sqlite(environ[url_env], project_dir)
+    if literal:
+        if urlsplit(literal).password:
+            raise UsageError(f"{env.source}: the URL of {what!r} holds a password; use url_env.")
+        return _anchor_sqlite(literal, project_dir)
+    raise UsageError(
+        f"Environment {env.name!r} ({env.source}) reads its {what} URL from the variable "
+        f"{url_env}, which is not set. Export {url_env}=<SQLAlchemy URL> (or put it in .env); "
+        "this environment has no default, by design."
+    )
+
+
+def _anchor_sqlite(url: str, project_dir: Path) -> str:
+    """Relative SQLite paths are relative to the project, not to the caller's directory."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith(prefix + "/") and ":memory:" not in url:
+        path = url[len(prefix) :]
+        return prefix + str((project_dir / path).resolve())
+    return url
+
+
+def _with_database(base: str, name: str, project_dir: Path) -> str:
+    if "{database}" in base:
+        return _anchor_sqlite(base.replace("{database}", name), project_dir)
+    parts = urlsplit(base)
+    return parts._replace(path="/" + name).geturl()
+
+
+def _read_names(path: Path, source: str) -> list[str]:
+    if not path.exists():
+        raise UsageError(f"{source}: `database.databases_file` {path} does not exist.")
+    names = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        name = line.split("#", 1)[0].strip()
+        if not name:
+            continue
+        if not _NAME.match(name):
+            raise UsageError(f"{path}, line {number}: {name!r} is not a database name.")
+        names.append(name)
+    return names
+
+
+def env_summary(env: EnvironmentConfig) -> dict[str, Any]:
+    """What `envs` shows: the policy, never a URL."""
+    db = env.database
+    return {
+        "name": env.name,
+        "promotes_from": env.promotes_from,
+        "url_env": db.url_env,
+        "targets": len(db.databases or []) + len(db.targets or []) or 1,
+        "require_approval": env.policy.require_approval,
+        "allow_downgrade": env.policy.allow_downgrade,
+        "lint": env.policy.lint,
+        "lock_timeout": env.lock.timeout,
+        "file": env.source,
+    }

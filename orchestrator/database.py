@@ -1,0 +1,60 @@
+"""Engines and the few queries every command needs (SQLAlchemy Core only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+
+from orchestrator.secrets import register_password
+
+VERSION_TABLE = "alembic_version"
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def make_engine(url: str, application_name: str = "orchestrator", writer: bool = True) -> Engine:
+    parsed = make_url(url)
+    register_password(parsed.password)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, writer)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql":
+        connect_args = {"application_name": application_name[:63], "connect_timeout": 10}
+    return create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
+
+
+def _sqlite_engine(url: Any, writer: bool) -> Engine:
+    database = url.database
+    if database and database != ":memory:":
+        from pathlib import Path
+
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30})
+
+    # pysqlite's own transaction handling skips DDL; take it over so that DDL, the
+    # version row and the ledger row of a revision commit or roll back together.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+    return engine
+
+
+def is_postgresql(connection_or_engine: Connection | Engine) -> bool:
+    return connection_or_engine.dialect.name == "postgresql"
+
+
+def current_heads(connection: Connection) -> tuple[str, ...]:
+    if not inspect(connection).has_table(VERSION_TABLE):
+        return ()
+    rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
+    return tuple(sorted(row[0] for row in rows))

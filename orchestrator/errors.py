@@ -1,0 +1,42 @@
+"""One exception hierarchy, each class carrying the exit code of SPEC.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OrchestratorError(Exception):
+    """An error a user can cause or meet: printed as one paragraph, never a traceback."""
+
+    exit_code = 1
+    outcome = "failed"
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class MigrationFailed(OrchestratorError):
+    """A migration or database operation failed (exit 1)."""
+
+    exit_code = 1
+
+
+class UsageError(OrchestratorError):
+    """Bad usage or configuration: bad YAML, unknown env, missing variable, heads (exit 2)."""
+
+    exit_code = 2
+
+
+class Refused(OrchestratorError):
+    """Refused by policy: gate, approval, downgrade policy, lint, drift (exit 3)."""
+
+    exit_code = 3
+    outcome = "refused"
+
+
+class LockTimeout(OrchestratorError):
+    """The migration lock was not acquired in time (exit 4)."""
+
+    exit_code = 4

@@ -1,0 +1,292 @@
+"""The ledger and the audit table inside each target database: write, read, verify.
+
+Ledger: one row per applied/reverted revision, written by the caller inside the revision's
+own transaction. Audit: append-only, each row chained to the previous one by a sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    insert,
+    select,
+    text,
+)
+
+from orchestrator.planning import LedgerEntry
+
+LEDGER_TABLE = "orchestrator_ledger"
+AUDIT_TABLE = "orchestrator_audit"
+OWN_TABLES = frozenset({LEDGER_TABLE, AUDIT_TABLE})
+GENESIS = "0" * 64
+# Serialises appends to the audit chain (PostgreSQL); SQLite writers are serialised anyway.
+CHAIN_LOCK_KEY = 0x6F72636861696E  # "orchain"
+SETUP_LOCK_KEY = 0x6F72736574757000
+
+metadata = MetaData()
+
+ledger = Table(
+    LEDGER_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("revision", String(64), nullable=False, index=True),
+    Column("checksum", String(64), nullable=False),
+    Column("direction", String(8), nullable=False),  # up | down | baseline
+    Column("run_id", String(32), nullable=False),
+    Column("env", String(128), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("at", String(32), nullable=False),
+)
+
+audit = Table(
+    AUDIT_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("timestamp", String(32), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("run_id", String(32), nullable=False),
+    Column("env", String(128), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("revision", String(64)),
+    Column("outcome", String(16)),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_orchestrator_audit_timestamp", "timestamp"),
+    Index("ix_orchestrator_audit_run_id", "run_id"),
+    Index("ix_orchestrator_audit_env_timestamp", "env", "timestamp"),
+    Index("ix_orchestrator_audit_event", "event"),
+    Index("ix_orchestrator_audit_actor", "actor"),
+    Index("ix_orchestrator_audit_revision", "revision"),
+)
+
+_APPEND_ONLY_TRIGGER = f"""
+CREATE OR REPLACE FUNCTION orchestrator_audit_append_only() RETURNS trigger AS $$
+BEGIN
+  RAISE EXCEPTION 'orchestrator_audit is append-only: % is not allowed', TG_OP;
+END $$ LANGUAGE plpgsql;
+DROP TRIGGER IF EXISTS orchestrator_audit_no_change ON {AUDIT_TABLE};
+CREATE TRIGGER orchestrator_audit_no_change BEFORE UPDATE OR DELETE ON {AUDIT_TABLE}
+  FOR EACH ROW EXECUTE FUNCTION orchestrator_audit_append_only();
+DROP TRIGGER IF EXISTS orchestrator_audit_no_truncate ON {AUDIT_TABLE};
+CREATE TRIGGER orchestrator_audit_no_truncate BEFORE TRUNCATE ON {AUDIT_TABLE}
+  FOR EACH STATEMENT EXECUTE FUNCTION orchestrator_audit_append_only();
+"""
+
+_SQLITE_TRIGGERS = [
+    f"""CREATE TRIGGER IF NOT EXISTS orchestrator_audit_no_update BEFORE UPDATE ON {AUDIT_TABLE}
+        BEGIN SELECT RAISE(ABORT, 'orchestrator_audit is append-only'); END""",
+    f"""CREATE TRIGGER IF NOT EXISTS orchestrator_audit_no_delete BEFORE DELETE ON {AUDIT_TABLE}
+        BEGIN SELECT RAISE(ABORT, 'orchestrator_audit is append-only'); END""",
+]
+
+
+def tables_exist(connection: Connection) -> bool:
+    names = set(inspect(connection).get_table_names())
+    return OWN_TABLES <= names
+
+
+def ensure_tables(connection: Connection) -> None:
+    """Create the ledger and audit tables once; safe when several runs start together."""
+    if tables_exist(connection):
+        return
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
+        metadata.create_all(connection, checkfirst=True)
+        connection.exec_driver_sql(_APPEND_ONLY_TRIGGER)
+    else:
+        metadata.create_all(connection, checkfirst=True)
+        for statement in _SQLITE_TRIGGERS:
+            connection.exec_driver_sql(statement)
+
+
+# -- ledger ------------------------------------------------------------------------------
+
+
+def record_revision(
+    connection: Connection,
+    *,
+    revision: str,
+    checksum: str,
+    direction: str,
+    run_id: str,
+    env: str,
+    actor: str,
+    at: str,
+) -> None:
+    connection.execute(
+        insert(ledger).values(
+            revision=revision,
+            checksum=checksum,
+            direction=direction,
+            run_id=run_id,
+            env=env,
+            actor=actor,
+            at=at,
+        )
+    )
+
+
+def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:
+    """Per revision, its most recent ledger row (empty when the ledger does not exist)."""
+    if not inspect(connection).has_table(LEDGER_TABLE):
+        return {}
+    rows = connection.execute(select(ledger).order_by(ledger.c.id))
+    return {
+        row.revision: LedgerEntry(row.revision, row.checksum, row.direction, row.run_id, row.at)
+        for row in rows
+    }
+
+
+# -- audit -------------------------------------------------------------------------------
+
+
+def canonical(record: Mapping[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def chain_hash(prev_hash: str, row_id: int, payload: str) -> str:
+    return hashlib.sha256(f"{prev_hash}|{row_id}|{payload}".encode()).hexdigest()
+
+
+def append_audit(connection: Connection, record: Mapping[str, Any]) -> int:
+    """Append one event to the chain, inside the caller's transaction. Returns its id."""
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
+    last = connection.execute(
+        select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
+    ).first()
+    row_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS)
+    payload = canonical(record)
+    connection.execute(
+        insert(audit).values(
+            id=row_id,
+            timestamp=record["timestamp"],
+            event=record["event"],
+            run_id=record["run_id"],
+            env=record["env"],
+            actor=record["actor"],
+            revision=record.get("revision"),
+            outcome=record.get("outcome"),
+            payload=payload,
+            prev_hash=prev_hash,
+            hash=chain_hash(prev_hash, row_id, payload),
+        )
+    )
+    return row_id
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    env: str | None = None
+    since: str | None = None  # ISO timestamps, compared as text (fixed-width UTC)
+    until: str | None = None
+    actor: str | None = None
+    event: str | None = None
+    revision: str | None = None
+    outcome: str | None = None
+    run_id: str | None = None
+    limit: int | None = None
+
+
+def query_audit(connection: Connection, flt: AuditFilter) -> list[dict[str, Any]]:
+    """Matching events, oldest first; `limit` keeps the most recent ones."""
+    if not inspect(connection).has_table(AUDIT_TABLE):
+        return []
+    query = select(audit.c.id, audit.c.payload)
+    for column, value in (
+        (audit.c.env, flt.env),
+        (audit.c.actor, flt.actor),
+        (audit.c.event, flt.event),
+        (audit.c.outcome, flt.outcome),
+        (audit.c.run_id, flt.run_id),
+    ):
+        if value is not None:
+            query = query.where(column == value)
+    if flt.revision is not None:
+        query = query.where(audit.c.revision.startswith(flt.revision, autoescape=True))
+    if flt.since is not None:
+        query = query.where(audit.c.timestamp >= flt.since)
+    if flt.until is not None:
+        query = query.where(audit.c.timestamp <= flt.until)
+    query = query.order_by(audit.c.id.desc())
+    if flt.limit is not None:
+        query = query.limit(flt.limit)
+    rows = connection.execute(query).all()
+    return [{"id": row.id, **json.loads(row.payload)} for row in reversed(rows)]
+
+
+def runs_without_end(connection: Connection) -> list[dict[str, Any]]:
+    """`run.started` events with no terminal event: runs still going, or dead."""
+    if not inspect(connection).has_table(AUDIT_TABLE):
+        return []
+    ended = select(audit.c.run_id).where(audit.c.event.in_(TERMINAL_EVENTS))
+    rows = connection.execute(
+        select(audit.c.payload)
+        .where(audit.c.event == "run.started", audit.c.run_id.not_in(ended))
+        .order_by(audit.c.id)
+    )
+    return [json.loads(row.payload) for row in rows]
+
+
+def acquired_runs(connection: Connection, run_ids: Iterable[str]) -> set[str]:
+    ids = list(run_ids)
+    if not ids:
+        return set()
+    rows = connection.execute(
+        select(audit.c.run_id).where(audit.c.event == "lock.acquired", audit.c.run_id.in_(ids))
+    )
+    return {row.run_id for row in rows}
+
+
+TERMINAL_EVENTS = ("run.succeeded", "run.failed", "run.refused", "run.interrupted")
+
+
+@dataclass(frozen=True)
+class BrokenRow:
+    id: int
+    timestamp: str
+    problem: str
+
+
+def verify_chain(rows: Sequence[Mapping[str, Any]]) -> BrokenRow | None:
+    """Recompute the chain over rows ordered by id; the first row that does not fit."""
+    expected_prev, expected_id = GENESIS, 1
+    for row in rows:
+        problem = None
+        if row["id"] != expected_id:
+            problem = f"expected row {expected_id} here (rows missing or inserted)"
+        elif row["prev_hash"] != expected_prev:
+            problem = "its link to the previous row does not match"
+        elif chain_hash(row["prev_hash"], row["id"], row["payload"]) != row["hash"]:
+            problem = "its content does not match its hash"
+        else:
+            record = json.loads(row["payload"])
+            for column in ("timestamp", "event", "run_id", "env", "actor", "revision", "outcome"):
+                if record.get(column) != row[column]:
+                    problem = f"column {column} differs from the hashed record"
+                    break
+        if problem:
+            return BrokenRow(row["id"], row["timestamp"], problem)
+        expected_prev, expected_id = row["hash"], row["id"] + 1
+    return None
+
+
+def read_chain(connection: Connection) -> list[dict[str, Any]]:
+    if not inspect(connection).has_table(AUDIT_TABLE):
+        return []
+    return [dict(row._mapping) for row in connection.execute(select(audit).order_by(audit.c.id))]

@@ -1,0 +1,170 @@
+"""The migration lock: a PostgreSQL session advisory lock, or a file lock beside SQLite.
+
+Both are context managers that poll until the timeout, call `on_wait(holder)` once when
+they must wait, and raise LockTimeout naming the holder.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import make_url
+
+from orchestrator.errors import LockTimeout
+from orchestrator.logging import utc_now
+
+DEFAULT_KEY = "alembic-orchestrator"
+POLL_SECONDS = 0.1
+
+Holder = dict[str, Any]
+
+
+def lock_id(key: str) -> int:
+    """A stable signed 64-bit advisory-lock id from a configurable string."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
+
+
+@contextmanager
+def migration_lock(
+    engine: Engine,
+    key: str,
+    timeout: float,
+    on_wait: Callable[[Holder], None],
+    description: str,
+) -> Iterator[Holder | None]:
+    """Hold the lock for the whole block; yields the holder we waited for, if any."""
+    if engine.dialect.name == "postgresql":
+        with _advisory_lock(engine, lock_id(key), timeout, on_wait) as waited:
+            yield waited
+    else:
+        database = make_url(engine.url).database
+        if not database or database == ":memory:":
+            yield None
+            return
+        with _file_lock(Path(database + ".lock"), timeout, on_wait, description) as waited:
+            yield waited
+
+
+_HOLDER_SQL = text(
+    """
+    SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr,
+           a.backend_start, a.state
+    FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+    WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
+            SELECT oid FROM pg_database WHERE datname = current_database())
+      AND l.classid = ((:k >> 32) & 4294967295)::bigint::oid
+      AND l.objid = (:k & 4294967295)::bigint::oid AND l.objsubid = 1
+    """
+)
+
+
+@contextmanager
+def _advisory_lock(
+    engine: Engine, key: int, timeout: float, on_wait: Callable[[Holder], None]
+) -> Iterator[Holder | None]:
+    # Autocommit: the lock's session stays idle outside any transaction, so a revision
+    # running CREATE INDEX CONCURRENTLY never waits on it.
+    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        waited = None
+        deadline = time.monotonic() + timeout
+        while not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+            holder = pg_lock_holder(connection, key)
+            if waited is None:
+                waited = holder
+                on_wait(holder)
+            if time.monotonic() >= deadline:
+                raise LockTimeout(_timeout_message(timeout, holder), holder=holder)
+            time.sleep(POLL_SECONDS)
+        try:
+            yield waited
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+    finally:
+        connection.close()
+
+
+def pg_lock_holder(connection: Any, key: int) -> Holder:
+    row = connection.execute(_HOLDER_SQL, {"k": key}).first()
+    if row is None:  # released between our try and this look
+        return {"pid": None}
+    return {
+        "pid": row.pid,
+        "application_name": row.application_name,
+        "client_addr": row.client_addr or "local socket",
+        "since": row.backend_start.isoformat() if row.backend_start else None,
+        "state": row.state,
+    }
+
+
+@contextmanager
+def _file_lock(
+    path: Path, timeout: float, on_wait: Callable[[Holder], None], description: str
+) -> Iterator[Holder | None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        waited = None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _read_file_holder(path)
+                if waited is None:
+                    waited = holder
+                    on_wait(holder)
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(_timeout_message(timeout, holder), holder=holder) from None
+                time.sleep(POLL_SECONDS)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n{description}\n{utc_now()}\n".encode(), 0)
+        try:
+            yield waited
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)  # the kernel drops the flock if we die: no stale lock
+
+
+def _read_file_holder(path: Path) -> Holder:
+    try:
+        pid, description, since = (path.read_text().splitlines() + ["", "", ""])[:3]
+    except OSError:
+        return {"pid": None}
+    return {
+        "pid": int(pid) if pid.isdigit() else None,
+        "application_name": description or None,
+        "client_addr": "this machine",
+        "since": since or None,
+    }
+
+
+def describe_holder(holder: Holder) -> str:
+    if not holder.get("pid"):
+        return "a session that has since released it"
+    parts = [f"pid {holder['pid']}"]
+    if holder.get("application_name"):
+        parts.append(f"application {holder['application_name']!r}")
+    if holder.get("client_addr"):
+        parts.append(f"from {holder['client_addr']}")
+    if holder.get("since"):
+        parts.append(f"connected since {holder['since']}")
+    return ", ".join(parts)
+
+
+def _timeout_message(timeout: float, holder: Holder) -> str:
+    return (
+        f"The migration lock was not acquired within {timeout:g}s: it is held by "
+        f"{describe_holder(holder)}. Wait for that run to finish, or raise --lock-timeout."
+    )

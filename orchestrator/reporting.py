@@ -1,0 +1,234 @@
+"""Read-only use cases: status, plan, current, history, audit review and verification."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator import ledger
+from orchestrator.config import Target
+from orchestrator.database import safe_url
+from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.service import (
+    App,
+    _alive,
+    _db_error,
+    checksum_drift,
+    judge,
+    lint_revisions,
+    live_run_ids,
+    read_connection,
+    read_state,
+    upgrade_steps,
+)
+
+
+def status(app: App, names: list[str]) -> list[dict[str, Any]]:
+    names = names or list(app.envs.order)
+    heads = app.graph.heads()
+    head = heads[0] if len(heads) == 1 else None
+    rows = []
+    for name in names:
+        env = app.envs.get(name)
+        try:
+            targets = app.targets(env.name)
+        except UsageError as exc:
+            rows.append(_unconfigured(env.name, env.name, str(exc), heads))
+            continue
+        for target in targets:
+            rows.append(_target_status(app, target, head, heads))
+    return rows
+
+
+def _unconfigured(env: str, target: str, why: str, heads: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "env": env, "target": target, "configured": False, "error": why, "current": [],
+        "head": list(heads), "pending": [], "blocked": [], "drift": [], "last_run": None,
+        "interrupted": [],
+    }
+
+
+def _target_status(app: App, target: Target, head: str | None, heads: tuple[str, ...]) -> dict[str, Any]:
+    env = app.envs.get(target.env)
+    row: dict[str, Any] = {"env": env.name, "target": target.name, "configured": True,
+                           "database": safe_url(target.url), "head": list(heads)}
+    try:
+        with read_connection(target) as connection:
+            state = read_state(connection, app.graph, target.name)
+            open_runs = ledger.runs_without_end(connection)
+            live = live_run_ids(connection) if open_runs else set()
+            last = ledger.query_audit(
+                connection, ledger.AuditFilter(event=None, limit=200)
+            )
+    except (OrchestratorError, SQLAlchemyError) as exc:
+        row.update(_unconfigured(env.name, target.name, getattr(exc, "message", str(exc)), heads))
+        row["configured"] = True
+        return row
+    pending = upgrade_steps(app, state.heads, head, env.name) if head else []
+    steps = judge(app, env, pending) if pending else []
+    terminal = [e for e in last if e["event"] in ledger.TERMINAL_EVENTS]
+    last_success = max((e["id"] for e in terminal if e["event"] == "run.succeeded"), default=0)
+    interrupted = sorted(
+        {r["run_id"] for r in open_runs if not _alive(r, live)}
+        | {e["run_id"] for e in terminal if e["event"] == "run.interrupted" and e["id"] > last_success}
+    )
+    run = terminal[-1] if terminal else None
+    row.update(
+        current=list(state.heads),
+        pending=pending,
+        blocked=[{"revision": s.revision, "reason": s.reason} for s in steps if s.blocked],
+        drift=checksum_drift(app, state),
+        last_run=(
+            {"run_id": run["run_id"], "actor": run["actor"], "timestamp": run["timestamp"],
+             "outcome": run.get("outcome"), "command": run.get("command")}
+            if run else None
+        ),
+        interrupted=interrupted,
+    )
+    return row
+
+
+def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, Any]]:
+    env = app.envs.get(env_name)
+    destination = app.resolve(to or "head")
+    plans = []
+    for target in app.targets(env.name):
+        with read_connection(target) as connection:
+            state = read_state(connection, app.graph, target.name)
+        revisions = upgrade_steps(app, state.heads, destination, env.name)
+        steps = judge(app, env, revisions)
+        findings, problem = lint_revisions(app, env, revisions, state.heads)
+        drifted = checksum_drift(app, state)
+        lint_blocks = env.policy.lint == "error" and (
+            problem is not None or any(not f.waived for f in findings)
+        )
+        entry: dict[str, Any] = {
+            "env": env.name,
+            "target": target.name,
+            "from": list(state.heads),
+            "to": destination,
+            "steps": [
+                {"revision": s.revision, "verdict": s.verdict, "reason": s.reason,
+                 "doc": app.graph.get(s.revision).doc}
+                for s in steps
+            ],
+            "lint": [f.__dict__ for f in findings],
+            "lint_problem": problem,
+            "drift": drifted,
+            "requires_approval": env.policy.require_approval,
+            "would_refuse": any(s.blocked for s in steps) or bool(drifted) or lint_blocks,
+        }
+        if sql:
+            dialect = "postgresql" if target.url.startswith("postgres") else "sqlite"
+            start = state.heads[0] if state.heads else None
+            entry["sql"] = app.project.offline_sql(revisions, "up", dialect, start)
+        plans.append(entry)
+    return plans
+
+
+def current(app: App, env_name: str) -> list[dict[str, Any]]:
+    rows = []
+    for target in app.targets(app.envs.get(env_name).name):
+        with read_connection(target) as connection:
+            state = read_state(connection, app.graph, target.name)
+        rows.append({"env": env_name, "target": target.name, "current": list(state.heads)})
+    return rows
+
+
+def history(app: App) -> list[dict[str, Any]]:
+    graph = app.graph
+    heads = set(graph.heads())
+    ordered = sorted(graph, key=lambda r: len(graph.ancestors(r.revision)), reverse=True)
+    return [
+        {"revision": r.revision, "down_revisions": list(r.down_revisions), "doc": r.doc,
+         "head": r.revision in heads, "file": r.path.name}
+        for r in ordered
+    ]
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"^(\d+)\s*(m|h|d|w)$")
+
+
+def parse_when(value: str | None, now: datetime | None = None) -> str | None:
+    """`30m`, `12h`, `7d`, `2w`, or an ISO date/time -> our fixed-width UTC text."""
+    if value is None:
+        return None
+    now = now or datetime.now(UTC)
+    match = _RELATIVE.match(value.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        delta = {"m": timedelta(minutes=amount), "h": timedelta(hours=amount),
+                 "d": timedelta(days=amount), "w": timedelta(weeks=amount)}[unit]
+        moment = now - delta
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(
+                f"{value!r} is not a time: use 30m, 12h, 7d, 2w or a date such as 2026-11-01."
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit(app: App, flt: ledger.AuditFilter) -> tuple[list[dict[str, Any]], list[str]]:
+    """Matching events from every reachable database, and the ones we could not read."""
+    names = [flt.env] if flt.env else list(app.envs.order)
+    events: list[dict[str, Any]] = []
+    unreachable: list[str] = []
+    for name in names:
+        try:
+            targets = app.targets(app.envs.get(name).name)
+        except UsageError as exc:
+            if flt.env:
+                raise
+            unreachable.append(f"{name}: {exc.message}")
+            continue
+        for target in targets:
+            try:
+                with read_connection(target) as connection:
+                    found = ledger.query_audit(connection, flt)
+            except OrchestratorError as exc:
+                unreachable.append(f"{target.env}/{target.name}: {exc.message}")
+                continue
+            for event in found:
+                event.pop("id", None)
+            events.extend(found)
+    events.sort(key=lambda e: e["timestamp"])
+    if flt.limit is not None:
+        events = events[-flt.limit :] if flt.limit else []
+    return events, unreachable
+
+
+def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
+    names = [env_name] if env_name else list(app.envs.order)
+    results = []
+    for name in names:
+        try:
+            targets = app.targets(app.envs.get(name).name)
+        except UsageError as exc:
+            if env_name:
+                raise
+            results.append({"env": name, "target": name, "checked": False, "error": exc.message})
+            continue
+        for target in targets:
+            try:
+                with read_connection(target) as connection:
+                    rows = ledger.read_chain(connection)
+            except OrchestratorError as exc:
+                results.append({"env": name, "target": target.name, "checked": False,
+                                "error": exc.message})
+                continue
+            broken = ledger.verify_chain(rows)
+            results.append({
+                "env": name, "target": target.name, "checked": True, "rows": len(rows),
+                "intact": broken is None,
+                "broken": None if broken is None else broken.__dict__,
+            })
+    return results

@@ -1,0 +1,728 @@
+"""Use cases: wire the pure core (config, revisions, planning) to the shell (Alembic runner,
+locks, ledger and audit store). Each public function returns plain data for the CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator import ledger
+from orchestrator.alembic_runner import AlembicProject
+from orchestrator.audit import AuditTrail, detect_actor, detect_git_sha
+from orchestrator.config import (
+    EnvironmentConfig,
+    Environments,
+    Settings,
+    Target,
+    load_environments,
+    read_dotenv,
+    resolve_targets,
+)
+from orchestrator.database import current_heads, is_postgresql, make_engine, safe_url
+from orchestrator.errors import LockTimeout, MigrationFailed, Refused, UsageError
+from orchestrator.locks import DEFAULT_KEY, migration_lock
+from orchestrator.logging import utc_now
+from orchestrator.planning import LedgerEntry, Step, TargetState, drift, gate, refusal_message
+from orchestrator.revisions import RevisionGraph, RevisionsError
+from orchestrator.secrets import redact
+
+Executor = Callable[[Connection, Callable[..., None]], None]
+
+
+# -- the application's collaborators, built once per process -----------------------------
+
+
+@dataclass
+class App:
+    settings: Settings
+    envs: Environments
+    environ: dict[str, str]
+    interactive: bool = False
+
+    @classmethod
+    def load(cls, settings: Settings | None = None, interactive: bool = False) -> App:
+        settings = settings or Settings()
+        envs = load_environments(settings.environments_path)
+        environ = {**read_dotenv(settings.project_dir), **os.environ}
+        return cls(settings, envs, environ, interactive)
+
+    @cached_property
+    def project(self) -> AlembicProject:
+        return AlembicProject(self.settings.alembic_ini_path)
+
+    @cached_property
+    def graph(self) -> RevisionGraph:
+        try:
+            return self.project.graph
+        except RevisionsError as exc:
+            raise UsageError(f"The revision history cannot be read: {exc}") from None
+
+    @cached_property
+    def actor(self) -> str:
+        return detect_actor(self.settings.actor, self.environ)
+
+    @cached_property
+    def git_sha(self) -> str | None:
+        return detect_git_sha(self.settings.project_dir, self.environ)
+
+    def targets(self, env: str) -> list[Target]:
+        return resolve_targets(self.envs.get(env), self.environ, self.settings.project_dir)
+
+    def resolve(self, ref: str) -> str:
+        try:
+            return self.graph.resolve(ref)
+        except RevisionsError as exc:
+            raise UsageError(_revision_error(exc)) from None
+
+
+def _revision_error(exc: Exception) -> str:
+    message = str(exc)
+    if "head" in message.lower() and "multiple" in message.lower():
+        return f"{message} Merge them with `alembic merge heads -m 'merge'`, or name a revision."
+    return message
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+# -- what a database has run ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DbState:
+    heads: tuple[str, ...]
+    ledger: Mapping[str, LedgerEntry]
+    applied: frozenset[str]
+
+
+def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbState:
+    heads = current_heads(connection)
+    unknown = [h for h in heads if h not in graph]
+    if unknown:
+        raise UsageError(
+            f"{where} is at revision {', '.join(unknown)}, which this project's history does "
+            "not contain. Check out the code that database was migrated with."
+        )
+    applied: set[str] = set()
+    for head in heads:
+        applied |= graph.ancestors(head)
+    return DbState(heads, ledger.latest_ledger(connection), frozenset(applied))
+
+
+def connect_read(target: Target) -> Iterator[Connection]:
+    engine = make_engine(target.url, "orchestrator status", writer=False)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    except SQLAlchemyError as exc:
+        raise MigrationFailed(
+            f"Cannot read {target.env} ({safe_url(target.url)}): {_db_error(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+read_connection = contextmanager(connect_read)
+
+
+def _db_error(exc: BaseException) -> str:
+    origin = getattr(exc, "orig", None) or exc
+    lines = [line for line in str(origin).strip().splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(origin).__name__)
+
+
+def predecessor_states(app: App, env: EnvironmentConfig) -> list[TargetState]:
+    if env.promotes_from is None:
+        return []
+    states = []
+    for target in app.targets(env.promotes_from):
+        with read_connection(target) as connection:
+            state = read_state(connection, app.graph, f"{target.env}/{target.name}")
+        states.append(TargetState(target.name, state.applied, state.ledger))
+    return states
+
+
+def judge(app: App, env: EnvironmentConfig, revisions: Sequence[str]) -> list[Step]:
+    checksums = {rev: app.graph.get(rev).checksum for rev in revisions}
+    preds = predecessor_states(app, env) if revisions else []
+    return gate(revisions, checksums, env.promotes_from, preds)
+
+
+def upgrade_steps(app: App, heads: Sequence[str], to: str, env: str) -> list[str]:
+    if to in heads:
+        return []
+    applied = set().union(*(app.graph.ancestors(h) for h in heads)) if heads else set()
+    if to in applied:
+        raise UsageError(
+            f"--to {to} is below {env}'s current revision {', '.join(heads)}: that is not an "
+            f"upgrade. To go back, use `orchestrator downgrade {env} --to {to} --reason ...`."
+        )
+    try:
+        return app.graph.upgrade_path(heads, to)
+    except RevisionsError as exc:
+        raise UsageError(_revision_error(exc)) from None
+
+
+def checksum_drift(app: App, state: DbState) -> list[str]:
+    checksums = {rev: app.graph.get(rev).checksum for rev in state.applied}
+    return drift(state.applied, state.ledger, checksums)
+
+
+# -- one run on one database ---------------------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    env: str
+    target: str
+    run_id: str
+    outcome: str
+    applied: list[str] = field(default_factory=list)
+    message: str = ""
+    exit_code: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+class TargetRun:
+    """Lock, audit, gate and ledger around one migration of one database."""
+
+    def __init__(
+        self,
+        app: App,
+        target: Target,
+        command: str,
+        *,
+        ticket: str | None = None,
+        reason: str | None = None,
+        lock_timeout: float | None = None,
+    ) -> None:
+        self.app, self.target, self.command = app, target, command
+        self.env = app.envs.get(target.env)
+        self.run_id = new_run_id()
+        self.lock_timeout = self.env.lock.timeout if lock_timeout is None else lock_timeout
+        self.lock_key = self.env.lock.key or DEFAULT_KEY
+        name = f"orchestrator {self.env.name} run={self.run_id} {app.actor}"
+        self.engine: Engine = make_engine(target.url, name)
+        fleet = target.name != target.env
+        self.audit = AuditTrail(
+            env=self.env.name,
+            run_id=self.run_id,
+            actor=app.actor,
+            engine=self.engine,
+            file=app.settings.audit_file,
+            target=target.name if fleet else None,
+            command=command,
+            ticket=ticket,
+            reason=reason,
+            git_sha=app.git_sha,
+        )
+        self.applied: list[str] = []
+
+    @property
+    def where(self) -> str:
+        return self.env.name if self.target.name == self.env.name else f"{self.env.name}/{self.target.name}"
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- events ----------------------------------------------------------------------------
+
+    def start(self, **fields: Any) -> None:
+        self.audit.emit(
+            "run.started",
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            database=safe_url(self.target.url),
+            **fields,
+        )
+
+    def refuse(self, message: str, steps: Sequence[Step] | None = None, **fields: Any) -> None:
+        if steps is not None:
+            blocked = [{"revision": s.revision, "reason": s.reason} for s in steps if s.blocked]
+            self.audit.emit("gate.refused", outcome="refused", blocked=blocked, **fields)
+        self.audit.emit("run.refused", outcome="refused", error=message, **fields)
+        raise Refused(message)
+
+    def finish(self, **fields: Any) -> RunResult:
+        self.audit.emit("run.succeeded", outcome="succeeded", applied=self.applied, **fields)
+        return RunResult(self.env.name, self.target.name, self.run_id, "succeeded", self.applied)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        def on_wait(holder: dict[str, Any]) -> None:
+            self.audit.emit("lock.waiting", lock_key=self.lock_key, holder=holder)
+
+        try:
+            with migration_lock(
+                self.engine, self.lock_key, self.lock_timeout, on_wait,
+                f"orchestrator {self.env.name} run={self.run_id} {self.app.actor}",
+            ):
+                self.audit.emit("lock.acquired", lock_key=self.lock_key)
+                try:
+                    yield
+                finally:
+                    self.audit.emit("lock.released", lock_key=self.lock_key)
+        except LockTimeout as exc:
+            self.audit.emit(
+                "run.failed", outcome="failed", error=exc.message,
+                holder=exc.details.get("holder"), lock_key=self.lock_key,
+            )
+            raise
+
+    # -- state under the lock ----------------------------------------------------------------
+
+    def read(self) -> DbState:
+        with self.engine.connect() as connection:
+            return read_state(connection, self.app.graph, self.where)
+
+    def close_dead_runs(self) -> list[str]:
+        """Under the lock: runs that started and never ended are dead; record them."""
+        with self.engine.connect() as connection:
+            open_runs = [r for r in ledger.runs_without_end(connection) if r["run_id"] != self.run_id]
+            if not open_runs:
+                return []
+            held = ledger.acquired_runs(connection, [r["run_id"] for r in open_runs])
+            live = live_run_ids(connection)
+        dead = [r for r in open_runs if r["run_id"] in held or not _alive(r, live)]
+        for run in dead:
+            self.audit.emit(
+                "run.interrupted",
+                run_id=run["run_id"],
+                actor=run.get("actor"),
+                outcome="interrupted",
+                reason=f"started {run['timestamp']} by pid {run.get('pid')} and never finished",
+                noticed_by=self.run_id,
+            )
+        return [r["run_id"] for r in dead]
+
+    # -- applying ----------------------------------------------------------------------------
+
+    def apply(self, revisions: Sequence[str], direction: str, executor: Executor) -> None:
+        graph = self.app.graph
+        last = [time.monotonic()]
+
+        def on_version_apply(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+            if step.is_stamp:
+                return
+            revision = step.up_revision_id
+            checksum = graph.get(revision).checksum if revision in graph else ""
+            now = time.monotonic()
+            duration_ms = round((now - last[0]) * 1000)
+            last[0] = now
+            up = step.is_upgrade
+            ledger.record_revision(
+                ctx.connection,
+                revision=revision,
+                checksum=checksum,
+                direction="up" if up else "down",
+                run_id=self.run_id,
+                env=self.env.name,
+                actor=self.app.actor,
+                at=utc_now(),
+            )
+            self.audit.emit(
+                "migration.applied" if up else "migration.reverted",
+                connection=ctx.connection,
+                revision=revision,
+                checksum=checksum,
+                from_revision=",".join(step.source_revision_ids) or None,
+                to_revision=",".join(step.destination_revision_ids) or None,
+                duration_ms=duration_ms,
+            )
+            self.applied.append(revision)
+
+        with self.engine.connect() as connection:
+            self._session_settings(connection)
+            try:
+                executor(connection, on_version_apply)
+            except Exception as exc:
+                failed = next((r for r in revisions if r not in self.applied), None)
+                error = _db_error(exc)
+                self.audit.emit("migration.failed", outcome="failed", revision=failed, error=error)
+                heads = self.read().heads if self._readable() else ()
+                message = (
+                    f"Revision {failed} failed on {self.where}: {error}. It was rolled back; "
+                    f"{len(self.applied)} earlier revision(s) of this run stay applied "
+                    f"({', '.join(self.applied) or 'none'}); {self.where} is at "
+                    f"{', '.join(heads) or 'base'}."
+                )
+                self.audit.emit("run.failed", outcome="failed", revision=failed, error=message)
+                raise MigrationFailed(message, revision=failed) from None
+
+    def _readable(self) -> bool:
+        try:
+            self.read()
+            return True
+        except Exception:
+            return False
+
+    def _session_settings(self, connection: Connection) -> None:
+        if not is_postgresql(connection):
+            return
+        session = self.env.session
+        for name, value in (
+            ("lock_timeout", session.lock_timeout),
+            ("statement_timeout", session.statement_timeout),
+        ):
+            if value is not None:
+                connection.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+        connection.commit()
+
+
+_RUN_IN_APP = re.compile(r"run=(\w+)")
+
+
+def live_run_ids(connection: Connection) -> set[str] | None:
+    """Run ids with a live session (PostgreSQL); None where the database cannot tell."""
+    if not is_postgresql(connection):
+        return None
+    rows = connection.execute(
+        text("SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'orchestrator%'")
+    )
+    return {m.group(1) for (name,) in rows if (m := _RUN_IN_APP.search(name or ""))}
+
+
+def _alive(run: Mapping[str, Any], live: set[str] | None) -> bool:
+    if live is not None:
+        return run["run_id"] in live
+    if run.get("host") != socket.gethostname() or not run.get("pid"):
+        return True  # another machine: we cannot tell, assume alive
+    try:
+        os.kill(int(run["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+# -- approval and lint ------------------------------------------------------------------------
+
+
+def check_approval(app: App, run: TargetRun, approve: bool) -> None:
+    if not run.env.policy.require_approval or approve:
+        return
+    if app.interactive and sys.stdin.isatty():
+        typed = input(f"{run.env.name} requires approval. Type its name to proceed: ").strip()
+        if typed == run.env.name:
+            run.audit.common["approval"] = "typed"
+            return
+        run.refuse(f"Refused: the typed name {typed!r} does not match {run.env.name!r}.")
+    run.refuse(
+        f"Refused: {run.env.name} requires approval (policy.require_approval). Re-run with "
+        "--approve, or run on a terminal to confirm by typing the environment's name."
+    )
+    return
+
+
+def lint_revisions(app: App, env: EnvironmentConfig, revisions: Sequence[str], start: Sequence[str]) -> tuple[list[Any], str | None]:
+    """Findings for the revisions about to run, and a note when lint could not run."""
+    from orchestrator import lint
+
+    if env.policy.lint == "off" or not revisions:
+        return [], None
+    try:
+        sql = app.project.offline_sql(revisions, "up", "postgresql", start[0] if start else None)
+        waivers = {
+            rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
+            for rev in revisions
+        }
+        exclude = [*lint.DEFAULT_EXCLUDE, *env.policy.lint_exclude]
+        return lint.lint_revisions(sql, waivers, exclude=exclude), None
+    except lint.LintError as exc:
+        return [], str(exc)
+
+
+def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -> None:
+    from orchestrator.lint import blocking
+
+    mode = run.env.policy.lint
+    waivers = sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived})
+    if waivers:
+        run.audit.common["waivers"] = waivers
+    if problem is not None:
+        if mode == "error":
+            run.refuse(f"Refused: lint is required on {run.env.name} but could not run: {problem}")
+        run.audit.log.warning("lint.unavailable", env=run.env.name, error=problem)
+        return
+    bad = blocking(findings)
+    for finding in bad:
+        run.audit.log.warning(
+            "lint.finding", revision=finding.revision, rule=finding.rule,
+            message=finding.message, help=finding.help,
+        )
+    if bad and mode == "error":
+        listed = "; ".join(f"{f.revision} {f.rule}: {f.message}" for f in bad)
+        run.refuse(
+            f"Refused by lint on {run.env.name}: {listed}. Fix the migration, or waive a rule "
+            "for one revision with a line `# orchestrator: allow <rule>` in its file.",
+            findings=[f.__dict__ for f in bad],
+        )
+
+
+# -- migrate, promote, rollout ----------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    approve: bool = False
+    ticket: str | None = None
+    lock_timeout: float | None = None
+
+
+def migrate(app: App, env_name: str, to: str | None, options: Options) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    targets = app.targets(env.name)
+    destination = app.resolve(to or "head")
+    return [migrate_target(app, t, destination, options) for t in targets]
+
+
+def migrate_target(app: App, target: Target, destination: str, options: Options) -> RunResult:
+    run = TargetRun(app, target, "migrate", ticket=options.ticket, lock_timeout=options.lock_timeout)
+    try:
+        return _migrate(app, run, destination, options)
+    finally:
+        run.close()
+
+
+def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> RunResult:
+    try:
+        state = run.read()
+    except SQLAlchemyError as exc:
+        raise MigrationFailed(f"Cannot connect to {run.where}: {_db_error(exc)}") from None
+    revisions = upgrade_steps(app, state.heads, destination, run.where)
+    drifted = checksum_drift(app, state)
+    if not revisions and not drifted:
+        return RunResult(run.env.name, run.target.name, run.run_id, "succeeded", message="nothing to do")
+    run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
+    if drifted:
+        run.refuse(
+            f"Refused: {', '.join(drifted)} changed since {run.where} ran it (checksum drift). "
+            "Restore the file as it ran, or downgrade below it and upgrade again.",
+            drift=drifted,
+        )
+    steps = judge(app, run.env, revisions)
+    if any(s.blocked for s in steps):
+        run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+    check_approval(app, run, options.approve)
+    findings, problem = lint_revisions(app, run.env, revisions, state.heads)
+    enforce_lint(run, findings, problem)
+    with run.locked():
+        run.close_dead_runs()
+        state = run.read()  # another run may have moved it while we waited
+        revisions = upgrade_steps(app, state.heads, destination, run.where)
+        if not revisions:
+            return run.finish(message="already at target")
+        steps = judge(app, run.env, revisions)
+        if any(s.blocked for s in steps):
+            run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+        run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
+        project = app.project
+
+        def execute(connection: Connection, hook: Callable[..., None]) -> None:
+            project.run(connection, revisions, "up", hook)
+
+        run.apply(revisions, "up", execute)
+        return run.finish(to_revision=destination)
+
+
+def promote(app: App, env_name: str, options: Options) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    if env.promotes_from is None:
+        raise UsageError(f"{env.name} promotes from nothing: it is the first environment. Use migrate.")
+    heads: set[tuple[str, ...]] = set()
+    for target in app.targets(env.promotes_from):
+        with read_connection(target) as connection:
+            heads.add(current_heads(connection))
+    if len(heads) != 1:
+        raise Refused(
+            f"Refused: the databases of {env.promotes_from} are at different revisions "
+            f"({', '.join(sorted(','.join(h) or 'base' for h in heads))}); finish {env.promotes_from} first."
+        )
+    (pred_heads,) = heads
+    if not pred_heads:
+        raise Refused(f"Refused: {env.promotes_from} has run nothing yet; nothing to promote.")
+    if len(pred_heads) > 1:
+        raise UsageError(f"{env.promotes_from} has several heads ({', '.join(pred_heads)}).")
+    return [migrate_target(app, t, pred_heads[0], options) for t in app.targets(env.name)]
+
+
+def rollout(app: App, through: str, to: str | None, options: Options) -> list[RunResult]:
+    results: list[RunResult] = []
+    destination = app.resolve(to or "head")
+    for name in app.envs.path_to(through):
+        for target in app.targets(name):
+            results.append(migrate_target(app, target, destination, options))
+    return results
+
+
+# -- downgrade and baseline -------------------------------------------------------------------
+
+
+def downgrade(
+    app: App, env_name: str, to: str, reason: str, force: bool, options: Options
+) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    if not reason.strip():
+        raise UsageError("A downgrade needs --reason TEXT: it goes on the audit trail.")
+    return [
+        _downgrade_target(app, target, to, reason, force, options) for target in app.targets(env.name)
+    ]
+
+
+def _downgrade_target(
+    app: App, target: Target, to: str, reason: str, force: bool, options: Options
+) -> RunResult:
+    run = TargetRun(app, target, "downgrade", ticket=options.ticket, reason=reason,
+                    lock_timeout=options.lock_timeout)
+    try:
+        state = run.read()
+        destination = _downgrade_destination(app, state.heads, to)
+        run.start(from_revision=",".join(state.heads) or None, to_revision=destination, forced=force or None)
+        if not run.env.policy.allow_downgrade and not force:
+            run.refuse(
+                f"Refused: downgrades are not allowed on {run.env.name} (policy.allow_downgrade "
+                "is false). If you must, re-run with --force; the reason is recorded."
+            )
+        check_approval(app, run, options.approve)
+        with run.locked():
+            run.close_dead_runs()
+            state = run.read()
+            destination = _downgrade_destination(app, state.heads, to)
+            revisions = app.graph.downgrade_path(state.heads, destination)
+            if not revisions:
+                return run.finish(message="nothing to revert")
+            project = app.project
+
+            def execute(connection: Connection, hook: Callable[..., None]) -> None:
+                project.run(connection, revisions, "down", hook)
+
+            run.apply(revisions, "down", execute)
+            return run.finish(to_revision=destination)
+    finally:
+        run.close()
+
+
+def _downgrade_destination(app: App, heads: Sequence[str], to: str) -> str:
+    try:
+        if to.startswith("-") or to.startswith("+"):
+            return app.graph.resolve_relative(heads, to)
+        return app.graph.resolve(to)
+    except RevisionsError as exc:
+        raise UsageError(_revision_error(exc)) from None
+
+
+def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    if not reason.strip():
+        raise UsageError("A baseline needs --reason TEXT: it goes on the audit trail.")
+    rev = app.resolve(revision)
+    results = []
+    for target in app.targets(env.name):
+        run = TargetRun(app, target, "baseline", reason=reason)
+        try:
+            run.start(to_revision=rev)
+            with run.locked():
+                state = run.read()
+                if state.heads and state.heads != (rev,):
+                    run.refuse(
+                        f"Refused: {run.where} is at {', '.join(state.heads)}, not {rev}. "
+                        "Baseline adopts the revision a database is at; name that one."
+                    )
+                chain = sorted(app.graph.ancestors(rev), key=lambda r: len(app.graph.ancestors(r)))
+                with run.engine.begin() as connection:
+                    if not state.heads:
+                        app.project.stamp(connection, rev)
+                    for r in chain:
+                        ledger.record_revision(
+                            connection, revision=r, checksum=app.graph.get(r).checksum,
+                            direction="baseline", run_id=run.run_id, env=run.env.name,
+                            actor=app.actor, at=utc_now(),
+                        )
+                run.applied = chain
+                results.append(run.finish(to_revision=rev, baselined=len(chain)))
+        finally:
+            run.close()
+    return results
+
+
+# -- plain `alembic` through this repository's env.py --------------------------------------------
+
+
+def _plain_env(context: Any) -> tuple[App, Target]:
+    settings = Settings()
+    app = App.load(settings)
+    name = context.get_x_argument(as_dictionary=True).get("env") or settings.env
+    targets = app.targets(app.envs.get(name).name)
+    wanted = context.get_x_argument(as_dictionary=True).get("target")
+    if wanted:
+        targets = [t for t in targets if t.name == wanted]
+    if len(targets) != 1:
+        raise UsageError(
+            f"{name} has {len(targets)} databases: name one with `-x target=NAME`, or use "
+            "`orchestrator migrate`, which fans out over all of them."
+        )
+    return app, targets[0]
+
+
+def plain_alembic_dialect(context: Any) -> str:
+    _app_, target = _plain_env(context)
+    return target.url.split(":", 1)[0].split("+", 1)[0]
+
+
+def plain_alembic(context: Any, options: dict[str, Any]) -> None:
+    """`alembic upgrade/downgrade/...`: same lock, ledger rows and audit trail as our runs."""
+    from alembic.util import CommandError
+
+    from orchestrator.logging import configure_logging
+
+    try:
+        app, target = _plain_env(context)
+    except OrchestratorError as exc:
+        raise CommandError(exc.message) from None
+    configure_logging(app.settings.log_format)
+    cmd_opts = getattr(context.config, "cmd_opts", None)
+    command = cmd_opts.cmd[0].__name__ if cmd_opts is not None and getattr(cmd_opts, "cmd", None) else ""
+    run = TargetRun(app, target, f"alembic {command}".strip())
+
+    def execute(connection: Connection, hook: Callable[..., None]) -> None:
+        context.configure(connection=connection, on_version_apply=[hook], **options)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    try:
+        if command not in ("upgrade", "downgrade", "stamp"):
+            with run.engine.connect() as connection:
+                execute(connection, lambda **_: None)
+                connection.commit()
+            return
+        run.start()
+        if command == "upgrade":
+            state = run.read()
+            revisions = upgrade_steps(app, state.heads, app.resolve(context.get_revision_argument() or "head"), run.where)
+            steps = judge(app, run.env, revisions)
+            if any(s.blocked for s in steps):
+                run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+        with run.locked():
+            run.close_dead_runs()
+            run.apply([], command, execute)
+            run.finish()
+    except OrchestratorError as exc:
+        raise CommandError(exc.message) from None
+    finally:
+        run.close()
