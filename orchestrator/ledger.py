@@ -77,7 +77,7 @@ audit = Table(
 _APPEND_ONLY_TRIGGER = f"""
 CREATE OR REPLACE FUNCTION orchestrator_audit_append_only() RETURNS trigger AS $$
 BEGIN
-  RAISE EXCEPTION 'orchestrator_audit is append-only: % is not allowed', TG_OP;
+  RAISE EXCEPTION USING MESSAGE = 'orchestrator_audit is append-only: ' || TG_OP || ' is not allowed';
 END $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS orchestrator_audit_no_change ON {AUDIT_TABLE};
 CREATE TRIGGER orchestrator_audit_no_change BEFORE UPDATE OR DELETE ON {AUDIT_TABLE}

@@ -61,3 +61,24 @@ def pg_url_factory(pg_cluster: PgCluster) -> Iterator[Callable[[], str]]:
 def pg_db(pg_url_factory: Callable[[], str]) -> str:
     """SQLAlchemy URL (postgresql+psycopg://postgres@127.0.0.1:PORT/t_xxx) of a fresh DB."""
     return pg_url_factory()
+
+
+# --------------------------------------------------------------------------
+# Projects: a copy of this repo's Alembic project per test (tests/projectkit.py)
+#   - ``pg_project``      dev, staging, prod on three fresh PostgreSQL databases
+#   - ``sqlite_project``  dev, staging, prod on SQLite files in tmp_path
+# --------------------------------------------------------------------------
+
+from projectkit import Project, make_project  # noqa: E402
+
+
+@pytest.fixture
+def pg_project(tmp_path: Path, pg_url_factory: Callable[[], str]) -> Project:
+    urls = {name: pg_url_factory() for name in ("dev", "staging", "prod")}
+    return make_project(tmp_path / "project", urls)
+
+
+@pytest.fixture
+def sqlite_project(tmp_path: Path) -> Project:
+    urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("dev", "staging", "prod")}
+    return make_project(tmp_path / "project", urls)

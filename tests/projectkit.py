@@ -1,0 +1,170 @@
+"""A throwaway copy of this repository's Alembic project, driven as a user would.
+
+`Project.run("migrate", "staging")` runs the real console entry point in a subprocess
+(`python -m orchestrator`), with the environment variables of the project's databases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+REPO = Path(__file__).resolve().parent.parent
+URL_VARS = {"dev": "DEV_DATABASE_URL", "staging": "STAGING_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
+SHIPPED = ["5c626978d652", "8f3b1c2d4e5a", "a41d7e9c0b12", "c7e2f5a8d903", "e19b6a3f4c70"]
+HEAD = SHIPPED[-1]
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+@dataclass
+class Project:
+    path: Path
+    urls: dict[str, str]
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def environ(self, **overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "GITHUB_", "CI_"))}
+        env.update({URL_VARS[name]: url for name, url in self.urls.items()})
+        env.update(
+            ORCHESTRATOR_PROJECT_DIR=str(self.path),
+            ORCHESTRATOR_ACTOR="tester",
+            ORCHESTRATOR_LOG_FORMAT="json",
+            PYTHONPATH=str(REPO),
+        )
+        env.update(self.extra_env)
+        env.update(overrides)
+        return env
+
+    def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
+        done = subprocess.run(
+            [sys.executable, "-m", "orchestrator", *args],
+            cwd=self.path, env=self.environ(**env), capture_output=True, text=True,
+            timeout=timeout, stdin=subprocess.DEVNULL,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "orchestrator", *args],
+            cwd=self.path, env=self.environ(**env), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        )
+
+    def alembic(self, *args: str, **env: str) -> Result:
+        done = subprocess.run(
+            [sys.executable, "-m", "alembic", *args],
+            cwd=self.path, env=self.environ(**env), capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    # -- files --------------------------------------------------------------------------
+
+    @property
+    def versions(self) -> Path:
+        return self.path / "alembic" / "versions"
+
+    def add_revision(self, rev: str, down: str | None, upgrade: str, downgrade: str = "pass",
+                     doc: str = "test revision", header: str = "") -> Path:
+        body = textwrap.dedent(f'''\
+            """{doc}
+            {header}
+            """
+            import sqlalchemy as sa
+            from alembic import op
+
+            revision = {rev!r}
+            down_revision = {down!r}
+            branch_labels = None
+            depends_on = None
+
+
+            def upgrade():
+            {textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")}
+
+
+            def downgrade():
+            {textwrap.indent(textwrap.dedent(downgrade).strip(), "    ")}
+            ''')
+        path = self.versions / f"{rev}_test.py"
+        path.write_text(body)
+        return path
+
+    def write_env(self, name: str, text: str) -> None:
+        (self.path / "environments" / f"{name}.yaml").write_text(textwrap.dedent(text))
+
+    # -- database ---------------------------------------------------------------------------
+
+    def engine(self, env: str) -> sa.Engine:
+        return sa.create_engine(self.urls[env])
+
+    def query(self, env: str, sql: str) -> list[tuple[Any, ...]]:
+        engine = self.engine(env)
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.execute(sa.text(sql))]
+        finally:
+            engine.dispose()
+
+    def version(self, env: str) -> list[str]:
+        try:
+            return sorted(r[0] for r in self.query(env, "SELECT version_num FROM alembic_version"))
+        except sa.exc.DatabaseError:
+            return []
+
+    def ledger(self, env: str) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self.query(
+            env, "SELECT revision, direction FROM orchestrator_ledger ORDER BY id")]
+
+    def audit_events(self, env: str) -> list[dict[str, Any]]:
+        return [json.loads(r[0]) for r in self.query(
+            env, "SELECT payload FROM orchestrator_audit ORDER BY id")]
+
+    def schema(self, env: str) -> dict[str, Any]:
+        """Tables, columns and indexes, except the orchestrator's own tables."""
+        engine = self.engine(env)
+        try:
+            inspector = sa.inspect(engine)
+            return {
+                table: (
+                    [(c["name"], str(c["type"])) for c in inspector.get_columns(table)],
+                    sorted(i["name"] or "" for i in inspector.get_indexes(table)),
+                )
+                for table in sorted(inspector.get_table_names())
+                if not table.startswith("orchestrator_")
+            }
+        finally:
+            engine.dispose()
+
+
+def make_project(root: Path, urls: dict[str, str]) -> Project:
+    root.mkdir(parents=True, exist_ok=True)
+    for item in ("alembic.ini", "alembic", "app", "environments"):
+        source = REPO / item
+        if source.is_dir():
+            shutil.copytree(source, root / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, root / item)
+    return Project(root, urls)
