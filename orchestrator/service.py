@@ -31,7 +31,7 @@ from orchestrator.config import (
     resolve_targets,
 )
 from orchestrator.database import current_heads, is_postgresql, make_engine, safe_url
-from orchestrator.errors import LockTimeout, MigrationFailed, Refused, UsageError
+from orchestrator.errors import LockTimeout, MigrationFailed, OrchestratorError, Refused, UsageError
 from orchestrator.locks import DEFAULT_KEY, migration_lock
 from orchestrator.logging import utc_now
 from orchestrator.planning import LedgerEntry, Step, TargetState, drift, gate, refusal_message
