@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("envs", "the environments in promotion order, validated")
     p = add("status", "per environment: current, head, pending, blocked, drift, last run")
     p.add_argument("envs", nargs="*", metavar="ENV")
+    p.add_argument("--targets", action="store_true", help="list every database of a fleet")
 
     p = add("plan", "what migrate would do, the gate's verdict, lint findings; changes nothing")
     p.add_argument("env", metavar="ENV")
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", required=True, metavar="REV|-N")
     p.add_argument("--reason", required=True, metavar="TEXT")
     p.add_argument("--force", action="store_true", help="override allow_downgrade: false")
-    _run_options(p)
+    _run_options(p, fleet=False)
 
     p = add("baseline", "adopt a database that plain Alembic already migrated")
     p.add_argument("env", metavar="ENV")
@@ -103,18 +104,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _run_options(p: argparse.ArgumentParser) -> None:
+def _run_options(p: argparse.ArgumentParser, fleet: bool = True) -> None:
     p.add_argument("--approve", action="store_true", help="approve a require_approval run")
     p.add_argument("--ticket", metavar="ID", help="change ticket, recorded on every event")
     p.add_argument("--lock-timeout", type=float, metavar="S", help="seconds to wait for the lock")
+    if fleet:
+        group = p.add_argument_group("fleets (environments with many databases)")
+        group.add_argument("--parallel", type=int, default=1, metavar="N",
+                           help="worker processes (default 1)")
+        group.add_argument("--canary", type=int, default=0, metavar="K",
+                           help="migrate the first K databases alone first")
+        group.add_argument("--on-error", choices=["stop", "continue"], default="stop")
+        group.add_argument("--shard", metavar="I/N", help="only every N-th database from the I-th")
 
 
 # -- rendering -------------------------------------------------------------------------------
 
 
 class Out:
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, json_logs: bool = False) -> None:
         self.as_json = as_json
+        self.json_logs = json_logs
         self.color = "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
     def paint(self, text: str, code: str) -> str:
@@ -141,8 +151,9 @@ def short(revs: Sequence[str] | None) -> str:
 def cmd_envs(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.config import Settings, env_summary, load_environments
 
-    envs = load_environments(Settings().environments_path)
-    rows = [env_summary(envs.by_name[name]) for name in envs.order]
+    settings = Settings()
+    envs = load_environments(settings.environments_path)
+    rows = [env_summary(envs.by_name[name], settings.project_dir) for name in envs.order]
     if out.as_json:
         out.json(rows)
         return 0
@@ -162,6 +173,11 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
     if out.as_json:
         out.json(rows)
         return 0
+    fleets = list(dict.fromkeys(r["env"] for r in rows if r["target"] != r["env"]))
+    if not args.targets:
+        for env in fleets:
+            _fleet_summary(out, env, [r for r in rows if r["env"] == env])
+        rows = [r for r in rows if r["env"] not in fleets]
     table = []
     for r in rows:
         if r.get("error") and not r.get("current"):
@@ -181,6 +197,24 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
     out.table(["ENV", "TARGET", "CURRENT", "HEAD", "PENDING", "BLOCKED", "DRIFT",
                "INTERRUPTED", "LAST RUN"], table)
     return 0
+
+
+def _fleet_summary(out: Out, env: str, rows: list[dict[str, Any]]) -> None:
+    from collections import Counter
+
+    at = Counter(short(r["current"]) if r.get("configured") and not r.get("error") else
+                 "unreachable" for r in rows)
+    failed = [r["target"] for r in rows if (r.get("last_run") or {}).get("outcome") == "failed"]
+    drifted = [r["target"] for r in rows if r.get("drift")]
+    interrupted = [r["target"] for r in rows if r.get("interrupted")]
+    print(out.paint(f"{env}: fleet of {len(rows)} databases", "1"))
+    for revision, count in at.most_common():
+        print(f"  {count:>4} at {revision}")
+    for label, names in (("last run failed", failed), ("drifted", drifted),
+                         ("interrupted", interrupted)):
+        if names:
+            print(out.paint(f"  {label}: {', '.join(names)}", "31"))
+    print("  (status --targets lists every database)")
 
 
 def cmd_plan(args: argparse.Namespace, out: Out) -> int:
@@ -214,17 +248,25 @@ def cmd_plan(args: argparse.Namespace, out: Out) -> int:
 
 
 def _run_results(out: Out, results: list[Any]) -> int:
+    """Print each database's outcome; the exit code is the first failure's."""
+    code = next((r.exit_code for r in results if r.exit_code), 0)
     if out.as_json:
         out.json([r.as_dict() for r in results])
-        return 0
-    for r in results:
-        where = r.env if r.target == r.env else f"{r.env}/{r.target}"
-        if r.applied:
-            print(f"{where}: {out.paint(r.outcome, '32')}, applied {len(r.applied)}: "
-                  f"{', '.join(r.applied)} (run {r.run_id})")
-        else:
-            print(f"{where}: {r.message or r.outcome}")
-    return 0
+    else:
+        for r in results:
+            where = r.env if r.target == r.env else f"{r.env}/{r.target}"
+            if r.exit_code:
+                print(f"{where}: {out.paint(r.outcome, '31')} (exit {r.exit_code}): {r.message}")
+            elif r.applied:
+                print(f"{where}: {out.paint(r.outcome, '32')}, applied {len(r.applied)}: "
+                      f"{', '.join(r.applied)} (run {r.run_id})")
+            else:
+                print(f"{where}: {r.message or r.outcome}")
+    failed = [r.target for r in results if r.exit_code]
+    if failed:
+        _report(f"{len(failed)} database(s) did not finish: {', '.join(failed)}.", code,
+                out.json_logs)
+    return code
 
 
 def _options(args: argparse.Namespace) -> Any:
@@ -233,22 +275,34 @@ def _options(args: argparse.Namespace) -> Any:
     return Options(approve=args.approve, ticket=args.ticket, lock_timeout=args.lock_timeout)
 
 
+def _fleet(args: argparse.Namespace) -> Any:
+    from orchestrator.fleet import FleetOptions, parse_shard
+
+    if args.parallel < 1 or args.canary < 0:
+        from orchestrator.errors import UsageError
+
+        raise UsageError("--parallel must be at least 1 and --canary at least 0.")
+    return FleetOptions(parallel=args.parallel, canary=args.canary, on_error=args.on_error,
+                        shard=parse_shard(args.shard))
+
+
 def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.service import migrate
 
-    return _run_results(out, migrate(_app(), args.env, args.to, _options(args)))
+    return _run_results(out, migrate(_app(), args.env, args.to, _options(args), _fleet(args)))
 
 
 def cmd_promote(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.service import promote
 
-    return _run_results(out, promote(_app(), args.env, _options(args)))
+    return _run_results(out, promote(_app(), args.env, _options(args), _fleet(args)))
 
 
 def cmd_rollout(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.service import rollout
 
-    return _run_results(out, rollout(_app(), args.through, args.to, _options(args)))
+    results = rollout(_app(), args.through, args.to, _options(args), _fleet(args))
+    return _run_results(out, results)
 
 
 def cmd_downgrade(args: argparse.Namespace, out: Out) -> int:
@@ -381,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     configure_logging(log_format)
     try:
-        return COMMANDS[args.command](args, Out(as_json))
+        return COMMANDS[args.command](args, Out(as_json, wants_json(log_format)))
     except OrchestratorError as exc:
         return _report(exc.message, exc.exit_code, wants_json(log_format))
     except KeyboardInterrupt:

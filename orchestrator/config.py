@@ -84,6 +84,11 @@ class PolicyConfig(_Strict):
     lint: Literal["off", "warn", "error"] = "warn"
     lint_exclude: list[str] = Field(default_factory=list)
 
+    @field_validator("lint", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
 
 class SessionConfig(_Strict):
     lock_timeout: str | None = None
@@ -307,14 +312,17 @@ def _read_names(path: Path, source: str) -> list[str]:
     return names
 
 
-def env_summary(env: EnvironmentConfig) -> dict[str, Any]:
+def env_summary(env: EnvironmentConfig, project_dir: Path) -> dict[str, Any]:
     """What `envs` shows: the policy, never a URL."""
     db = env.database
+    listed = len(db.databases or []) + len(db.targets or [])
+    if db.databases_file:
+        listed += len(_read_names(project_dir / db.databases_file, env.source))
     return {
         "name": env.name,
         "promotes_from": env.promotes_from,
         "url_env": db.url_env,
-        "targets": len(db.databases or []) + len(db.targets or []) or 1,
+        "targets": listed or 1,
         "require_approval": env.policy.require_approval,
         "allow_downgrade": env.policy.allow_downgrade,
         "lint": env.policy.lint,

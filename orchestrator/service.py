@@ -31,6 +31,7 @@ from orchestrator.config import (
     resolve_targets,
 )
 from orchestrator.database import current_heads, is_postgresql, make_engine, safe_url
+from orchestrator.fleet import FleetOptions, fan_out, select_shard
 from orchestrator.errors import LockTimeout, MigrationFailed, OrchestratorError, Refused, UsageError
 from orchestrator.locks import DEFAULT_KEY, migration_lock
 from orchestrator.logging import utc_now
@@ -50,6 +51,7 @@ class App:
     envs: Environments
     environ: dict[str, str]
     interactive: bool = False
+    predecessor_cache: dict[str, list[TargetState]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, settings: Settings | None = None, interactive: bool = False) -> App:
@@ -147,11 +149,14 @@ def _db_error(exc: BaseException) -> str:
 def predecessor_states(app: App, env: EnvironmentConfig) -> list[TargetState]:
     if env.promotes_from is None:
         return []
+    if env.promotes_from in app.predecessor_cache:
+        return app.predecessor_cache[env.promotes_from]
     states = []
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{target.env}/{target.name}")
         states.append(TargetState(target.name, state.applied, state.ledger))
+    app.predecessor_cache[env.promotes_from] = states
     return states
 
 
@@ -485,11 +490,27 @@ class Options:
     lock_timeout: float | None = None
 
 
-def migrate(app: App, env_name: str, to: str | None, options: Options) -> list[RunResult]:
+def migrate(
+    app: App, env_name: str, to: str | None, options: Options, fleet: FleetOptions = FleetOptions()
+) -> list[RunResult]:
     env = app.envs.get(env_name)
-    targets = app.targets(env.name)
+    targets = select_shard(app.targets(env.name), fleet.shard)
     destination = app.resolve(to or "head")
-    return [migrate_target(app, t, destination, options) for t in targets]
+    return each_target(app, env, targets, lambda t: migrate_target(app, t, destination, options), fleet)
+
+
+def each_target(
+    app: App,
+    env: EnvironmentConfig,
+    targets: list[Target],
+    work: Callable[[Target], RunResult],
+    fleet: FleetOptions,
+) -> list[RunResult]:
+    """One database: run it here, errors propagate. A fleet: fan out, collect outcomes."""
+    if len(targets) == 1 and fleet == FleetOptions():
+        return [work(targets[0])]
+    predecessor_states(app, env)  # read the predecessor once, before forking workers
+    return fan_out(targets, work, fleet)
 
 
 def migrate_target(app: App, target: Target, destination: str, options: Options) -> RunResult:
@@ -498,6 +519,7 @@ def migrate_target(app: App, target: Target, destination: str, options: Options)
         return _migrate(app, run, destination, options)
     finally:
         run.close()
+        app.predecessor_cache.pop(target.env, None)  # it may have moved: successors re-read it
 
 
 def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> RunResult:
@@ -541,7 +563,9 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         return run.finish(to_revision=destination)
 
 
-def promote(app: App, env_name: str, options: Options) -> list[RunResult]:
+def promote(
+    app: App, env_name: str, options: Options, fleet: FleetOptions = FleetOptions()
+) -> list[RunResult]:
     env = app.envs.get(env_name)
     if env.promotes_from is None:
         raise UsageError(f"{env.name} promotes from nothing: it is the first environment. Use migrate.")
@@ -559,15 +583,25 @@ def promote(app: App, env_name: str, options: Options) -> list[RunResult]:
         raise Refused(f"Refused: {env.promotes_from} has run nothing yet; nothing to promote.")
     if len(pred_heads) > 1:
         raise UsageError(f"{env.promotes_from} has several heads ({', '.join(pred_heads)}).")
-    return [migrate_target(app, t, pred_heads[0], options) for t in app.targets(env.name)]
+    targets = select_shard(app.targets(env.name), fleet.shard)
+    work = lambda t: migrate_target(app, t, pred_heads[0], options)  # noqa: E731
+    return each_target(app, env, targets, work, fleet)
 
 
-def rollout(app: App, through: str, to: str | None, options: Options) -> list[RunResult]:
+def rollout(
+    app: App, through: str, to: str | None, options: Options, fleet: FleetOptions = FleetOptions()
+) -> list[RunResult]:
+    """Each environment on the path to `through`, in order; stop at the first failure."""
     results: list[RunResult] = []
     destination = app.resolve(to or "head")
     for name in app.envs.path_to(through):
-        for target in app.targets(name):
-            results.append(migrate_target(app, target, destination, options))
+        env = app.envs.get(name)
+        targets = select_shard(app.targets(name), fleet.shard)
+        work = lambda t: migrate_target(app, t, destination, options)  # noqa: E731
+        done = each_target(app, env, targets, work, fleet)
+        results.extend(done)
+        if any(r.exit_code for r in done):
+            break
     return results
 
 

@@ -1,0 +1,146 @@
+"""Fan a command out over the databases of an environment (tenants, shards, regions).
+
+Alembic's runtime is process-global, so parallel work runs in worker processes (fork),
+each target with its own lock, ledger and audit trail, exactly as a single database.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from orchestrator.config import Target
+from orchestrator.errors import OrchestratorError, UsageError
+
+
+@dataclass(frozen=True)
+class FleetOptions:
+    parallel: int = 1
+    canary: int = 0
+    on_error: str = "stop"  # stop | continue
+    shard: tuple[int, int] | None = None  # (I, N), 1-based
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        index, total = (int(part) for part in value.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard {value!r}: expected I/N, e.g. 1/4.") from None
+    if not 1 <= index <= total:
+        raise UsageError(f"--shard {value!r}: I must be between 1 and N.")
+    return index, total
+
+
+def select_shard(targets: Sequence[Target], shard: tuple[int, int] | None) -> list[Target]:
+    """Every N-th target from the I-th: a stable split that needs no coordination."""
+    if shard is None:
+        return list(targets)
+    index, total = shard
+    return list(targets[index - 1 :: total])
+
+
+Work = Callable[[Target], Any]
+_work: Work | None = None  # set before forking; workers inherit it
+
+
+def _run(target: Target) -> Any:
+    assert _work is not None
+    return _guarded(_work, target)
+
+
+def _guarded(work: Work, target: Target) -> Any:
+    from orchestrator.service import RunResult
+
+    try:
+        return work(target)
+    except OrchestratorError as exc:
+        return RunResult(target.env, target.name, "", exc.outcome, message=exc.message,
+                         exit_code=exc.exit_code)
+
+
+def fan_out(targets: Sequence[Target], work: Work, options: FleetOptions) -> list[Any]:
+    """Run `work` on each target; canary first; stop or continue after a failure."""
+    progress = Progress(len(targets))
+    canary, rest = list(targets[: options.canary]), list(targets[options.canary :])
+    results = _batch(canary, work, options, progress)
+    if any(r.exit_code for r in results):
+        progress.skip(len(rest), "canary failed")
+        return results
+    results += _batch(rest, work, options, progress)
+    progress.close()
+    return results
+
+
+def _batch(targets: list[Target], work: Work, options: FleetOptions, progress: Progress) -> list[Any]:
+    if not targets:
+        return []
+    if options.parallel <= 1 or len(targets) == 1:
+        results = []
+        for i, target in enumerate(targets):
+            result = _guarded(work, target)
+            results.append(result)
+            progress.done(result)
+            if result.exit_code and options.on_error == "stop":
+                progress.skip(len(targets) - i - 1, "stopped after a failure")
+                break
+        return results
+    global _work
+    _work = work
+    order = {t.name: i for i, t in enumerate(targets)}
+    results = []
+    pending = list(targets)
+    running: set[Future[Any]] = set()
+    stop = False
+    with ProcessPoolExecutor(options.parallel, mp_context=multiprocessing.get_context("fork")) as pool:
+        while pending or running:
+            while pending and not stop and len(running) < options.parallel:
+                running.add(pool.submit(_run, pending.pop(0)))
+            if not running:
+                break
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                result = future.result()
+                results.append(result)
+                progress.done(result)
+                if result.exit_code and options.on_error == "stop":
+                    stop = True
+        if stop and pending:
+            progress.skip(len(pending), "stopped after a failure")
+    return sorted(results, key=lambda r: order[r.target])
+
+
+class Progress:
+    """Targets done / failed / remaining: a line on a terminal, JSON events otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.finished, self.failed = total, 0, 0
+        self.tty = sys.stderr.isatty()
+        self.log = structlog.get_logger("orchestrator")
+
+    def done(self, result: Any) -> None:
+        self.finished += 1
+        self.failed += bool(result.exit_code)
+        self.log.info("fleet.target", target=result.target, env=result.env,
+                      outcome=result.outcome, done=self.finished, failed=self.failed,
+                      remaining=self.total - self.finished) if not self.tty else self._line()
+
+    def skip(self, count: int, why: str) -> None:
+        if count:
+            self.log.warning("fleet.skipped", count=count, reason=why)
+
+    def _line(self) -> None:
+        sys.stderr.write(f"\r  targets: {self.finished}/{self.total} done, {self.failed} failed, "
+                         f"{self.total - self.finished} remaining ")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty and self.total:
+            sys.stderr.write("\n")
