@@ -53,9 +53,7 @@ class AlembicProject:
         locations = self._ini.get("version_locations")
         if not locations:
             return [self.script_location / "versions"]
-        separator = {"os": None, "space": None, "newline": "\n", ":": ":", ";": ";"}.get(
-            self._ini.get("path_separator", "space"), None
-        )
+        separator = {"os": None, "space": None, "newline": "\n", ":": ":", ";": ";"}.get(self._ini.get("path_separator", "space"))
         return [self._resolve(p) for p in locations.split(separator) if p.strip()]
 
     def _resolve(self, value: str) -> Path:
@@ -122,6 +120,36 @@ class AlembicProject:
             EnvironmentContext, revisions, direction, attributes, as_sql=True, start=start
         )
         return split_by_revision(buffer.getvalue())
+
+    def compare_models(self, connection: Connection) -> list[Any]:
+        """Autogenerate's diffs between the database and env.py's own target_metadata.
+
+        Same approach as `alembic check`: env.py runs with a `fn` that compares instead of
+        migrating, so it configures the context (target_metadata, include_name, compare_type)
+        exactly as for a migration, and the script directory is loaded only once.
+        """
+        from alembic.autogenerate import compare_metadata
+        from alembic.runtime.environment import EnvironmentContext
+
+        diffs: list[Any] = []
+
+        def compare(_rev: Any, context: Any) -> list[Any]:
+            metadata = context.opts.get("target_metadata")
+            if metadata is None:
+                raise UsageError(
+                    f"{self.script_location / 'env.py'} configures no target_metadata: "
+                    "pass your models' MetaData to run_migrations(target_metadata=...)."
+                )
+            diffs.extend(compare_metadata(context, metadata))
+            return []
+
+        self.config.attributes["connection"] = connection
+        try:
+            with EnvironmentContext(self.config, self.script, fn=compare, as_sql=False):
+                self.script.run_env()
+        finally:
+            self.config.attributes.pop("connection", None)
+        return diffs
 
     def stamp(self, connection: Connection, revision: str | None) -> None:
         """Set alembic_version without running anything (baseline)."""

@@ -420,6 +420,9 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Out], int]] = {
 }
 
 
+QUIET_COMMANDS = {"envs", "history"}
+
+
 def _app() -> Any:
     from orchestrator.service import App
 
@@ -433,7 +436,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.errors import OrchestratorError
     from orchestrator.logging import configure_logging, wants_json
 
-    configure_logging(log_format)
+    if args.command not in QUIET_COMMANDS:  # structlog costs start-up time `envs` need not pay
+        configure_logging(log_format)
     try:
         return COMMANDS[args.command](args, Out(as_json, wants_json(log_format)))
     except OrchestratorError as exc:
@@ -457,6 +461,9 @@ def _report(message: str, code: int, as_json: bool) -> int:
     if as_json:
         import structlog
 
+        from orchestrator.logging import configure_logging
+
+        configure_logging("json")
         structlog.get_logger("orchestrator").error("command.error", error=message, exit_code=code)
     else:
         color = "NO_COLOR" not in os.environ and sys.stderr.isatty()

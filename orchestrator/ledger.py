@@ -18,11 +18,12 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     Text,
-    inspect,
     insert,
+    inspect,
     select,
     text,
 )
@@ -97,7 +98,7 @@ _SQLITE_TRIGGERS = [
 
 def tables_exist(connection: Connection) -> bool:
     names = set(inspect(connection).get_table_names())
-    return OWN_TABLES <= names
+    return names >= OWN_TABLES
 
 
 def ensure_tables(connection: Connection) -> None:
@@ -207,6 +208,12 @@ def query_audit(connection: Connection, flt: AuditFilter) -> list[dict[str, Any]
     """Matching events, oldest first; `limit` keeps the most recent ones."""
     if not inspect(connection).has_table(AUDIT_TABLE):
         return []
+    rows = connection.execute(audit_select(flt)).all()
+    return [{"id": row.id, **json.loads(row.payload)} for row in reversed(rows)]
+
+
+def audit_select(flt: AuditFilter) -> Select[Any]:
+    """The statement behind `query_audit`: newest first, each filter on an indexed column."""
     query = select(audit.c.id, audit.c.payload)
     for column, value in (
         (audit.c.env, flt.env),
@@ -226,8 +233,7 @@ def query_audit(connection: Connection, flt: AuditFilter) -> list[dict[str, Any]
     query = query.order_by(audit.c.id.desc())
     if flt.limit is not None:
         query = query.limit(flt.limit)
-    rows = connection.execute(query).all()
-    return [{"id": row.id, **json.loads(row.payload)} for row in reversed(rows)]
+    return query
 
 
 def runs_without_end(connection: Connection) -> list[dict[str, Any]]:

@@ -8,8 +8,6 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-import structlog
-
 from orchestrator.secrets import redact_value
 
 
@@ -42,6 +40,8 @@ def wants_color(stream: Any = None) -> bool:
 
 
 def configure_logging(log_format: str = "auto") -> None:
+    import structlog
+
     as_json = wants_json(log_format)
     shared: list[Any] = [
         structlog.processors.add_log_level,

@@ -15,7 +15,6 @@ from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.service import (
     App,
     _alive,
-    _db_error,
     checksum_drift,
     judge,
     lint_revisions,

@@ -350,7 +350,12 @@ def read_versions_with_alembic(dirs: Sequence[Path], recursive: bool = False) ->
         version_locations=[str(d) for d in existing],
         recursive_version_locations=recursive,
     )
-    scripts = list(script_dir.walk_revisions("base", "heads"))
+    try:
+        scripts = list(script_dir.walk_revisions("base", "heads"))
+    except SyntaxError as exc:  # a broken revision file: the user's to fix, not a crash
+        raise RevisionGraphError(f"{exc.filename}, line {exc.lineno}: {exc.msg}") from exc
+    except ImportError as exc:
+        raise RevisionGraphError(f"a revision file cannot be imported: {exc}") from exc
     order = {p: i for i, p in enumerate(list_revision_paths(existing, recursive=recursive))}
     scripts.sort(key=lambda s: order.get(Path(s.path).resolve(), len(order)))
     out: list[RevisionFile] = []

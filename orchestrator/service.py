@@ -31,8 +31,8 @@ from orchestrator.config import (
     resolve_targets,
 )
 from orchestrator.database import current_heads, is_postgresql, make_engine, safe_url
-from orchestrator.fleet import FleetOptions, fan_out, select_shard
 from orchestrator.errors import LockTimeout, MigrationFailed, OrchestratorError, Refused, UsageError
+from orchestrator.fleet import FleetOptions, fan_out, select_shard
 from orchestrator.locks import DEFAULT_KEY, migration_lock
 from orchestrator.logging import utc_now
 from orchestrator.planning import LedgerEntry, Step, TargetState, drift, gate, refusal_message
@@ -40,6 +40,7 @@ from orchestrator.revisions import RevisionGraph, RevisionsError
 from orchestrator.secrets import redact
 
 Executor = Callable[[Connection, Callable[..., None]], None]
+ONE_AT_A_TIME = FleetOptions()
 
 
 # -- the application's collaborators, built once per process -----------------------------
@@ -491,7 +492,7 @@ class Options:
 
 
 def migrate(
-    app: App, env_name: str, to: str | None, options: Options, fleet: FleetOptions = FleetOptions()
+    app: App, env_name: str, to: str | None, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
 ) -> list[RunResult]:
     env = app.envs.get(env_name)
     targets = select_shard(app.targets(env.name), fleet.shard)
@@ -507,7 +508,7 @@ def each_target(
     fleet: FleetOptions,
 ) -> list[RunResult]:
     """One database: run it here, errors propagate. A fleet: fan out, collect outcomes."""
-    if len(targets) == 1 and fleet == FleetOptions():
+    if len(targets) == 1 and fleet == ONE_AT_A_TIME:
         return [work(targets[0])]
     predecessor_states(app, env)  # read the predecessor once, before forking workers
     return fan_out(targets, work, fleet)
@@ -564,7 +565,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
 
 
 def promote(
-    app: App, env_name: str, options: Options, fleet: FleetOptions = FleetOptions()
+    app: App, env_name: str, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
 ) -> list[RunResult]:
     env = app.envs.get(env_name)
     if env.promotes_from is None:
@@ -589,7 +590,7 @@ def promote(
 
 
 def rollout(
-    app: App, through: str, to: str | None, options: Options, fleet: FleetOptions = FleetOptions()
+    app: App, through: str, to: str | None, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
 ) -> list[RunResult]:
     """Each environment on the path to `through`, in order; stop at the first failure."""
     results: list[RunResult] = []

@@ -8,6 +8,7 @@ Create Date: 2026-11-02 09:12:44.118302
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "5c626978d652"

@@ -8,6 +8,7 @@ Create Date: 2026-11-05 10:02:51.004417
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "a41d7e9c0b12"

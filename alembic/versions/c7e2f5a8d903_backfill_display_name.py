@@ -10,6 +10,7 @@ filled from the existing names.
 from collections.abc import Sequence
 
 import sqlalchemy as sa
+
 from alembic import op
 
 revision: str = "c7e2f5a8d903"

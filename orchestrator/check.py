@@ -1,0 +1,287 @@
+"""`orchestrator check`: the invariants a CI job enforces on the revision history.
+
+Each check is named after the invariant it protects (as pytest-alembic names its tests):
+
+- ``single_head``: the history has exactly one head;
+- ``downgrade_does_something``: every revision that changes something can be reverted;
+- ``models_match_migrations``: upgrading an empty (scratch) database to head yields the
+  schema of the models, as Alembic's autogenerate sees it;
+- ``lint``: the PostgreSQL SQL of every revision passes squawk under the strictest
+  environment's policy (waived findings are not findings).
+
+No shared database and no URL variable is needed: the scratch database is a temporary SQLite
+file unless ``--scratch-url`` names one.
+"""
+
+from __future__ import annotations
+
+import ast
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.errors import MigrationFailed
+from orchestrator.revisions import RevisionFile, RevisionsError
+
+if TYPE_CHECKING:
+    from orchestrator.config import EnvironmentConfig
+    from orchestrator.service import App
+
+Finding = dict[str, Any]
+
+
+def run_checks(app: App, scratch_url: str | None) -> list[Finding]:
+    findings: list[Finding] = []
+    heads = list(app.graph.real_heads())
+    findings += check_single_head(app, heads)
+    findings += check_downgrades(app)
+    findings += check_models(app, scratch_url, "heads" if len(heads) > 1 else "head")
+    findings += check_lint(app, "heads" if len(heads) > 1 else "head")
+    return findings
+
+
+# -- single_head -------------------------------------------------------------------------------
+
+
+def check_single_head(app: App, heads: Sequence[str]) -> list[Finding]:
+    if len(heads) <= 1:
+        return []
+    listed = ", ".join(f"{h} ({app.graph.get(h).doc or 'no message'})" for h in heads)
+    return [{
+        "check": "single_head",
+        "message": (
+            f"the revision history has {len(heads)} heads: {listed}. Two branches were written "
+            "in parallel; merge them with `alembic merge heads -m \"merge heads\"` and commit "
+            "the merge revision."
+        ),
+        "heads": list(heads),
+    }]
+
+
+# -- downgrade_does_something ------------------------------------------------------------------
+
+
+def _function(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    found = None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            found = node  # the last definition wins, as at import
+    return found
+
+
+def _does_nothing(function: ast.FunctionDef | ast.AsyncFunctionDef | None) -> bool:
+    """True for a missing function or one whose body is only pass, docstrings and `...`."""
+    if function is None:
+        return True
+    return all(
+        isinstance(stmt, ast.Pass)
+        or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+        for stmt in function.body
+    )
+
+
+def check_downgrades(app: App) -> list[Finding]:
+    findings = []
+    for revision in app.graph:
+        problem = _downgrade_problem(revision)
+        if problem:
+            findings.append({
+                "check": "downgrade_does_something",
+                "revision": revision.revision,
+                "message": f"revision {revision.revision} ({revision.path.name}) {problem}",
+            })
+    return findings
+
+
+def _downgrade_problem(revision: RevisionFile) -> str | None:
+    try:
+        tree = ast.parse(revision.path.read_bytes(), filename=str(revision.path))
+    except (OSError, SyntaxError, ValueError) as exc:
+        return f"cannot be parsed: {exc}."
+    downgrade = _function(tree, "downgrade")
+    if not _does_nothing(downgrade):
+        return None
+    if _does_nothing(_function(tree, "upgrade")):
+        return None  # a merge point or a no-op revision: nothing to revert
+    what = "has no downgrade()" if downgrade is None else "has a downgrade() that does nothing"
+    return (
+        f"{what}, so reverting it would mark it undone while its changes stay in the "
+        "database. Write the statements that undo its upgrade() (e.g. op.drop_index for "
+        "op.create_index); if it truly cannot be undone, say so with "
+        "`raise NotImplementedError(\"why\")` so that a downgrade fails loudly."
+    )
+
+
+# -- models_match_migrations -------------------------------------------------------------------
+
+
+def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
+    from orchestrator.database import current_heads, make_engine, safe_url
+
+    with tempfile.TemporaryDirectory(prefix="orchestrator-check-") as tmp:
+        url = scratch_url or f"sqlite:///{Path(tmp) / 'scratch.db'}"
+        where = safe_url(url) if scratch_url else "a scratch SQLite database"
+        engine = make_engine(url, "orchestrator check")
+        try:
+            with engine.connect() as connection:
+                heads = current_heads(connection)
+                connection.rollback()
+                try:
+                    revisions = app.graph.upgrade_path(heads, head)
+                except RevisionsError as exc:
+                    return [_models_finding(
+                        f"{where} is at {', '.join(heads)}, which cannot be upgraded to "
+                        f"{head}: {exc}. Give --scratch-url an empty database."
+                    )]
+                if revisions:
+                    failed = _upgrade(app, connection, revisions)
+                    if failed:
+                        return [_models_finding(
+                            f"upgrading {where} to head failed: {failed}. Fix that revision: "
+                            "the migrations must build the schema from an empty database."
+                        )]
+                diffs = app.project.compare_models(connection)
+                connection.rollback()
+        except SQLAlchemyError as exc:
+            from orchestrator.service import _db_error
+
+            raise MigrationFailed(
+                f"check: cannot use the scratch database {safe_url(url)}: {_db_error(exc)}"
+            ) from None
+        finally:
+            engine.dispose()
+    if not diffs:
+        return []
+    lines = [describe_diff(d) for d in diffs]
+    return [{
+        "check": "models_match_migrations",
+        "message": (
+            f"the models and the schema the migrations build differ ({len(lines)} "
+            f"difference(s)): {'; '.join(lines)}. Write a migration for these changes "
+            "(`make revision m=\"...\" AUTOGEN=1`, i.e. `alembic revision --autogenerate`, then "
+            "review it), or bring the models back in line with the migrations."
+        ),
+        "differences": lines,
+    }]
+
+
+def _models_finding(message: str) -> Finding:
+    return {"check": "models_match_migrations", "message": message}
+
+
+def _upgrade(app: App, connection: Any, revisions: Sequence[str]) -> str | None:
+    """Upgrade the scratch database; a description of the failure, or None."""
+    from orchestrator.service import _db_error
+
+    applied: list[str] = []
+
+    def hook(**kwargs: Any) -> None:
+        applied.append(kwargs["step"].up_revision_id)
+
+    try:
+        app.project.run(connection, revisions, "up", hook)
+    except Exception as exc:  # the revision's own error, whatever it is
+        connection.rollback()
+        failed = next((r for r in revisions if r not in applied), revisions[-1])
+        return f"revision {failed}: {_db_error(exc)}"
+    return None
+
+
+def _name(obj: Any) -> str:
+    table = getattr(obj, "table", None)
+    name = getattr(obj, "name", None) or "(unnamed)"
+    return f"{table.name}.{name}" if table is not None and hasattr(table, "name") else str(name)
+
+
+def _columns(obj: Any) -> str:
+    cols = getattr(obj, "columns", None)
+    try:
+        return "(" + ", ".join(c.name for c in cols) + ")" if cols is not None else ""
+    except TypeError:
+        return ""
+
+
+def describe_diff(diff: Any) -> str:
+    """One of autogenerate's diff tuples (or a list of modify_* tuples) in plain words."""
+    if isinstance(diff, list):
+        return "; ".join(describe_diff(d) for d in diff)
+    kind = diff[0]
+    models, migrations = "in the models but no migration creates it", "created by the migrations but not in the models"
+    if kind in ("add_table", "remove_table"):
+        return f"table {diff[1].name} is {models if kind == 'add_table' else migrations}"
+    if kind in ("add_column", "remove_column"):
+        _, _schema, table, column = diff
+        where = models if kind == "add_column" else migrations
+        return f"column {table}.{column.name} ({column.type}) is {where}"
+    if kind in ("add_index", "remove_index", "add_constraint", "remove_constraint", "add_fk", "remove_fk"):
+        noun = {"index": "index", "constraint": "constraint", "fk": "foreign key"}[kind.split("_", 1)[1]]
+        unique = "unique " if getattr(diff[1], "unique", False) and noun == "index" else ""
+        where = models if kind.startswith("add") else migrations
+        return f"{unique}{noun} {_name(diff[1])} {_columns(diff[1])} is {where}".replace("  ", " ")
+    if kind.startswith("modify_"):
+        _, _schema, table, column, _existing, old, new = diff
+        what = kind.removeprefix("modify_")
+        return f"column {table}.{column}: {what} is {old!r} in the migrations, {new!r} in the models"
+    return f"{kind}: {diff[1:]!r}"
+
+
+# -- lint --------------------------------------------------------------------------------------
+
+
+def strictest_env(app: App) -> EnvironmentConfig | None:
+    rank = {"off": 0, "warn": 1, "error": 2}
+    envs = [app.envs.by_name[name] for name in app.envs.order]
+    if not envs:
+        return None
+    # the strictest lint mode; among equals, the last in promotion order (closest to prod)
+    return max(reversed(envs), key=lambda e: rank[e.policy.lint])
+
+
+def check_lint(app: App, head: str) -> list[Finding]:
+    from orchestrator import lint
+
+    env = strictest_env(app)
+    exclude = [*lint.DEFAULT_EXCLUDE, *(env.policy.lint_exclude if env else [])]
+    policy = f" (the lint policy of {env.name})" if env else ""
+    revisions = app.graph.upgrade_path((), head)
+    if not revisions:
+        return []
+    try:
+        sql = app.project.offline_sql(revisions, "up", "postgresql", None)
+    except Exception as exc:  # a revision that cannot run offline: still one paragraph
+        from orchestrator.service import _db_error
+
+        return [{
+            "check": "lint",
+            "message": (
+                f"the PostgreSQL SQL of the revisions cannot be rendered offline (alembic "
+                f"upgrade --sql): {_db_error(exc)}. A revision that reads the database "
+                "cannot be linted; make it work in offline mode."
+            ),
+        }]
+    waivers = {rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
+               for rev in revisions}
+    try:
+        findings = lint.lint_revisions(sql, waivers, exclude=exclude)
+    except lint.SquawkMissing as exc:
+        return [{"check": "lint", "message": f"the migrations were not linted: {exc}."}]
+    except lint.LintError as exc:
+        return [{"check": "lint", "message": f"the migrations could not be linted: {exc}."}]
+    return [
+        {
+            "check": "lint",
+            "revision": f.revision,
+            "rule": f.rule,
+            "line": f.line,
+            "message": (
+                f"revision {f.revision} ({app.graph.get(f.revision).path.name}) breaks "
+                f"{f.rule}{policy}: {f.message} {f.help} Fix the migration, or, if it is safe "
+                f"here, waive the rule for this revision with a line "
+                f"`# orchestrator: allow {f.rule}` in its file, saying why."
+            ).replace("  ", " "),
+        }
+        for f in lint.blocking(findings)
+    ]
