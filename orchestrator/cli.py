@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision")
     p.add_argument("--outcome", choices=["succeeded", "failed", "refused", "interrupted"])
     p.add_argument("--run", metavar="ID")
-    p.add_argument("--limit", type=int, metavar="N")
+    p.add_argument("--limit", type=_count, metavar="N", help="keep the N most recent matches")
 
     p = add("check", "for CI: one head, real downgrades, models match migrations, lint")
     p.add_argument("--scratch-url", metavar="URL")
@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("env", metavar="ENV")
     add("history", "the revisions, newest first")
     return parser
+
+
+def _count(value: str) -> int:
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r} is not a count (0, 1, 2, ...)")
+    return int(value)
 
 
 def _run_options(p: argparse.ArgumentParser, fleet: bool = True) -> None:
@@ -326,6 +332,8 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
     if args.action == "verify":
         results = reporting.verify(app, args.env)
         broken = [r for r in results if r.get("checked") and not r["intact"]]
+        # a configured database we could not read is not proven intact
+        unread = [r for r in results if not r["checked"] and r.get("configured", True)]
         if out.as_json:
             out.json(results)
         else:
@@ -339,7 +347,7 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
                     b = r["broken"]
                     print(out.paint(f"{where}: BROKEN at row {b['id']} ({b['timestamp']}): "
                                     f"{b['problem']}", "31"))
-        return 1 if broken else 0
+        return 1 if broken or unread else 0
     flt = AuditFilter(
         env=args.env, since=reporting.parse_when(args.since), until=reporting.parse_when(args.until),
         actor=args.actor, event=args.event, revision=args.revision, outcome=args.outcome,
@@ -348,12 +356,15 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
     if args.env:
         app.envs.get(args.env)
     events, unreachable = reporting.audit(app, flt)
-    for problem in unreachable:
-        print(f"note: not read: {problem}", file=sys.stderr)
+    if unreachable:  # a log event: off a terminal, every stderr line stays one JSON object
+        import structlog
+
+        for problem in unreachable:
+            structlog.get_logger("orchestrator").warning("audit.not_read", problem=problem)
     if out.as_json:
         for event in events:
             print(json.dumps(event, default=str))
-        return 0
+        return 1 if args.env and unreachable else 0
     out.table(
         ["TIMESTAMP", "ENV", "EVENT", "OUTCOME", "REVISION", "ACTOR", "RUN", "DETAIL"],
         [[e["timestamp"][:23].replace("T", " "),
@@ -361,7 +372,7 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
           e.get("outcome") or "", (e.get("revision") or "")[:12], e["actor"], e["run_id"],
           _detail(e)] for e in events],
     )
-    return 0
+    return 1 if args.env and unreachable else 0  # the one env asked for could not be read
 
 
 def _detail(event: dict[str, Any]) -> str:

@@ -72,7 +72,11 @@ audit = Table(
     Index("ix_orchestrator_audit_env_timestamp", "env", "timestamp"),
     Index("ix_orchestrator_audit_event", "event"),
     Index("ix_orchestrator_audit_actor", "actor"),
-    Index("ix_orchestrator_audit_revision", "revision"),
+    # pattern ops: `--revision` is a prefix (LIKE 'abc%'), which a plain btree serves only
+    # under the C collation; these serve = and the prefix under any collation
+    Index("ix_orchestrator_audit_revision", "revision",
+          postgresql_ops={"revision": "varchar_pattern_ops"}),
+    Index("ix_orchestrator_audit_outcome", "outcome"),
 )
 
 _APPEND_ONLY_TRIGGER = f"""

@@ -214,7 +214,8 @@ def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
         except UsageError as exc:
             if env_name:
                 raise
-            results.append({"env": name, "target": name, "checked": False, "error": exc.message})
+            results.append({"env": name, "target": name, "checked": False, "configured": False,
+                            "error": exc.message})
             continue
         for target in targets:
             try:
