@@ -8,7 +8,7 @@ ENV ?= dev
 APPROVE_FLAG := $(if $(APPROVE),--approve,)
 REV_FLAG := $(if $(REV),--to $(REV),)
 
-.PHONY: install migrate plan status promote audit revision current history downgrade demo test lint bench clean
+.PHONY: install migrate plan status promote audit revision current history downgrade demo fleet-demo test lint bench clean
 
 $(BIN)/orchestrator: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,9 @@ downgrade: install
 
 demo: install
 	./scripts/demo.sh
+
+fleet-demo: install
+	./scripts/fleet_demo.sh
 
 test: install
 	$(BIN)/ruff check .

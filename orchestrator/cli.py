@@ -200,8 +200,9 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
             out.paint(",".join(r["interrupted"]), "31") if r["interrupted"] else "-",
             f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",
         ])
-    out.table(["ENV", "TARGET", "CURRENT", "HEAD", "PENDING", "BLOCKED", "DRIFT",
-               "INTERRUPTED", "LAST RUN"], table)
+    if table or not fleets:  # only fleets, rolled up: no empty table under them
+        out.table(["ENV", "TARGET", "CURRENT", "HEAD", "PENDING", "BLOCKED", "DRIFT",
+                   "INTERRUPTED", "LAST RUN"], table)
     return 0
 
 
@@ -269,8 +270,10 @@ def _run_results(out: Out, results: list[Any]) -> int:
             else:
                 print(f"{where}: {r.message or r.outcome}")
     failed = [r.target for r in results if r.exit_code]
+    skipped = sum(r.outcome == "skipped" for r in results)
     if failed:
-        _report(f"{len(failed)} database(s) did not finish: {', '.join(failed)}.", code,
+        left = f" {skipped} more not run; a re-run does only what is left." if skipped else ""
+        _report(f"{len(failed)} database(s) did not finish: {', '.join(failed)}.{left}", code,
                 out.json_logs)
     return code
 

@@ -56,6 +56,19 @@ class NamedTarget(_Strict):
     url_env: str | None = None
     url: str | None = None
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"target name {value!r} may use letters, digits, _ . - only")
+        return value
+
+    @model_validator(mode="after")
+    def _has_url(self) -> NamedTarget:
+        if not (self.url_env or self.url):
+            raise ValueError(f"target {self.name!r} needs `url_env` (or a literal `url`)")
+        return self
+
 
 class DatabaseConfig(_Strict):
     url_env: str | None = None
@@ -65,10 +78,23 @@ class DatabaseConfig(_Strict):
     databases_file: str | None = None
     targets: list[NamedTarget] | None = None
 
+    @field_validator("databases")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        for name in value or []:
+            if not _NAME.match(name):
+                raise ValueError(f"{name!r} is not a database name (letters, digits, _ . - only)")
+        return value
+
     @model_validator(mode="after")
     def _one_source(self) -> DatabaseConfig:
         if not (self.url_env or self.url or self.targets):
             raise ValueError("set `url_env` (the variable holding the URL), `url` or `targets`")
+        if (self.databases is not None or self.databases_file) and not (self.url_env or self.url):
+            raise ValueError(
+                "`databases` and `databases_file` name databases on the server of `url_env` "
+                "(or `url`): set one of them"
+            )
         return self
 
 
@@ -173,7 +199,9 @@ def parse_environment(text: str, source: str) -> EnvironmentConfig:
         raise UsageError(f"{source}: {describe_validation_error(exc)}") from None
     stem = Path(source).stem
     if env.name != stem:
-        raise UsageError(f"{source}: `name` is {env.name!r} but must equal the file's stem {stem!r}.")
+        raise UsageError(
+            f"{source}: `name` is {env.name!r} but must equal the file's stem {stem!r}."
+        )
     if not _NAME.match(env.name):
         raise UsageError(f"{source}: `name` {env.name!r} may use letters, digits, _ . - only.")
     if env.database.url and urlsplit(env.database.url).password:
@@ -245,6 +273,19 @@ def resolve_targets(
         names = list(db.databases or [])
         if db.databases_file:
             names += _read_names(project_dir / db.databases_file, env.source)
+        listed = db.databases is not None or db.databases_file is not None
+        if listed and not names:
+            # never fall back to the server URL's own database (e.g. `postgres`)
+            raise UsageError(
+                f"{env.source}: `database.databases`"
+                + (f" and {db.databases_file}" if db.databases_file else "")
+                + " list no database: name at least one."
+            )
+        if names and base.startswith("sqlite") and "{database}" not in base:
+            raise UsageError(
+                f"{env.source}: the SQLite URL of a fleet must say where each database goes: "
+                "put `{database}` in it, e.g. sqlite:///.orchestrator/tenants/{database}.db."
+            )
         if names:
             targets += [Target(env.name, n, _with_database(base, n, project_dir)) for n in names]
         elif not db.targets:

@@ -57,6 +57,7 @@ def _run(target: Target) -> Any:
 
 
 def _guarded(work: Work, target: Target) -> Any:
+    """One target's outcome as a result: its failure never takes the rest of the fleet down."""
     from orchestrator.service import RunResult
 
     try:
@@ -64,6 +65,24 @@ def _guarded(work: Work, target: Target) -> Any:
     except OrchestratorError as exc:
         return RunResult(target.env, target.name, "", exc.outcome, message=exc.message,
                          exit_code=exc.exit_code)
+    except Exception as exc:  # a surprise on one database: report it, go on with the others
+        return _failed(target, exc)
+
+
+def _failed(target: Target, exc: BaseException) -> Any:
+    from orchestrator.secrets import redact
+    from orchestrator.service import RunResult
+
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return RunResult(target.env, target.name, "", "failed", exit_code=1,
+                     message=redact(f"unexpected error: {type(exc).__name__}: {text}"))
+
+
+def _skipped(targets: Sequence[Target], why: str) -> list[Any]:
+    """Targets left alone (after a failure, or a failed canary): named, so a re-run can tell."""
+    from orchestrator.service import RunResult
+
+    return [RunResult(t.env, t.name, "", "skipped", message=f"not run: {why}") for t in targets]
 
 
 def fan_out(targets: Sequence[Target], work: Work, options: FleetOptions) -> list[Any]:
@@ -73,13 +92,16 @@ def fan_out(targets: Sequence[Target], work: Work, options: FleetOptions) -> lis
     results = _batch(canary, work, options, progress)
     if any(r.exit_code for r in results):
         progress.skip(len(rest), "canary failed")
-        return results
+        progress.close()
+        return results + _skipped(rest, "a canary failed")
     results += _batch(rest, work, options, progress)
     progress.close()
     return results
 
 
-def _batch(targets: list[Target], work: Work, options: FleetOptions, progress: Progress) -> list[Any]:
+def _batch(
+    targets: list[Target], work: Work, options: FleetOptions, progress: Progress
+) -> list[Any]:
     if not targets:
         return []
     if options.parallel <= 1 or len(targets) == 1:
@@ -90,30 +112,37 @@ def _batch(targets: list[Target], work: Work, options: FleetOptions, progress: P
             progress.done(result)
             if result.exit_code and options.on_error == "stop":
                 progress.skip(len(targets) - i - 1, "stopped after a failure")
-                break
+                return results + _skipped(targets[i + 1 :], f"stopped after {target.name} failed")
         return results
     global _work
     _work = work
     order = {t.name: i for i, t in enumerate(targets)}
     results = []
     pending = list(targets)
-    running: set[Future[Any]] = set()
-    stop = False
-    with ProcessPoolExecutor(options.parallel, mp_context=multiprocessing.get_context("fork")) as pool:
+    running: dict[Future[Any], Target] = {}
+    stop: str | None = None
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(options.parallel, mp_context=context) as pool:
         while pending or running:
             while pending and not stop and len(running) < options.parallel:
-                running.add(pool.submit(_run, pending.pop(0)))
+                target = pending.pop(0)
+                running[pool.submit(_run, target)] = target
             if not running:
                 break
-            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
             for future in finished:
-                result = future.result()
+                target = running.pop(future)
+                try:
+                    result = future.result()
+                except Exception as exc:  # the worker died (killed, out of memory)
+                    result = _failed(target, exc)
                 results.append(result)
                 progress.done(result)
-                if result.exit_code and options.on_error == "stop":
-                    stop = True
+                if result.exit_code and options.on_error == "stop" and not stop:
+                    stop = f"stopped after {target.name} failed"
         if stop and pending:
             progress.skip(len(pending), "stopped after a failure")
+            results += _skipped(pending, stop)
     return sorted(results, key=lambda r: order[r.target])
 
 

@@ -111,8 +111,9 @@ def drift(
 def refusal_message(env: str, predecessor: str | None, steps: Sequence[Step]) -> str:
     blocked = [s for s in steps if s.blocked]
     lines = "; ".join(f"{s.revision}: {s.reason}" for s in blocked)
+    name = env.split("/", 1)[0]  # `prod/acme`, one database of a fleet: promote the environment
     return (
         f"Refused: {env} may only run revisions that {predecessor} has run with the same "
         f"script. Blocked {len(blocked)} of {len(steps)}: {lines}. Migrate {predecessor} first "
-        f"(or `orchestrator promote {env}` to go exactly as far as {predecessor})."
+        f"(or `orchestrator promote {name}` to go exactly as far as {predecessor})."
     )

@@ -296,6 +296,11 @@ class TargetRun:
         with self.engine.connect() as connection:
             return read_state(connection, self.app.graph, self.where)
 
+    def open_runs(self) -> bool:
+        """Whether some run on this database started and never ended (live, or dead)."""
+        with self.engine.connect() as connection:
+            return bool(ledger.runs_without_end(connection))
+
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
         with self.engine.connect() as connection:
@@ -531,7 +536,17 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     revisions = upgrade_steps(app, state.heads, destination, run.where)
     drifted = checksum_drift(app, state)
     if not revisions and not drifted:
-        return RunResult(run.env.name, run.target.name, run.run_id, "succeeded", message="nothing to do")
+        if not run.open_runs():
+            return RunResult(run.env.name, run.target.name, run.run_id, "succeeded",
+                             message="nothing to do")
+        # A run killed after its last revision committed left no end: at the target, yet not
+        # done. Take the lock (a live run finishes first) and record the dead one as interrupted.
+        run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
+        with run.locked():
+            run.close_dead_runs()
+        done = run.finish(to_revision=destination)
+        done.message = "nothing to do"
+        return done
     run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
     if drifted:
         run.refuse(
