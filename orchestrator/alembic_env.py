@@ -52,7 +52,7 @@ def run_migrations(target_metadata: Any) -> None:
         return
     context.configure(
         connection=connection,
-        on_version_apply=config.attributes.get("on_version_apply") or [],
+        on_version_apply=config.attributes.get("on_version_apply"),
         **options,
     )
     with context.begin_transaction():

@@ -310,6 +310,13 @@ def _resolve_url(
     what: str,
 ) -> str:
     if url_env and environ.get(url_env):
+        problem = _url_problem(environ[url_env])
+        if problem:
+            raise UsageError(
+                f"The variable {url_env} (database of {env.name!r}, {env.source}) does not hold "
+                f"a usable SQLAlchemy URL: {problem}. Expected e.g. "
+                "postgresql+psycopg://user:password@host:5432/dbname."
+            )
         return _anchor_sqlite(environ[url_env], project_dir)
     if literal:
         if urlsplit(literal).password:
@@ -320,6 +327,20 @@ def _resolve_url(
         f"{url_env}, which is not set. Export {url_env}=<SQLAlchemy URL> (or put it in .env); "
         "this environment has no default, by design."
     )
+
+
+def _url_problem(url: str) -> str | None:
+    """Why a URL cannot work, checked without SQLAlchemy and without echoing a secret."""
+    if "://" not in url:
+        return "it has no `dialect://` scheme"
+    try:
+        parts = urlsplit(url)
+        _port = parts.port
+    except ValueError:
+        return "its port is not a number"
+    if not re.match(r"^[a-z][a-z0-9_]*(\+[a-z0-9_]+)?$", parts.scheme):
+        return f"{parts.scheme!r} is not a dialect name"
+    return None
 
 
 def _anchor_sqlite(url: str, project_dir: Path) -> str:

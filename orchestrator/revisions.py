@@ -26,6 +26,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import hashlib
+import json
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -219,6 +220,9 @@ def _check_no_dynamic_binding(tree: ast.Module, accepted: set[int], path: Path) 
 
 
 def _parse_source(data: bytes, path: Path) -> RevisionFile | None:
+    cached = _CACHE.get(checksum_bytes(data))
+    if cached is not None:
+        return RevisionFile(path=path, **cached)
     try:
         tree = ast.parse(data, filename=str(path))
     except (SyntaxError, ValueError) as exc:
@@ -261,7 +265,7 @@ def _parse_source(data: bytes, path: Path) -> RevisionFile | None:
     if "down_revision" not in nodes:
         raise NotPlain(path, "no down_revision assignment")
     fields = {name: _literal(node, name, path) or () for name, node in nodes.items()}
-    return RevisionFile(
+    parsed = RevisionFile(
         revision=revision,
         down_revisions=fields["down_revision"],
         branch_labels=fields.get("branch_labels", ()),
@@ -270,6 +274,68 @@ def _parse_source(data: bytes, path: Path) -> RevisionFile | None:
         doc=_first_line(ast.get_docstring(tree, clean=True)),
         checksum=checksum_bytes(data),
     )
+    _CACHE.remember(parsed)
+    return parsed
+
+
+class _ParseCache:
+    """What parsing a file's exact bytes gave, keyed by its checksum.
+
+    Keyed by content, never by name or mtime, so an edited file is always parsed again:
+    the gate's checksums stay computed from the bytes on disk. Stored beside the
+    revisions in `__pycache__`, where Python keeps its own byte-code cache.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, dict[str, Any]] = {}
+        self.used: set[str] = set()
+        self.dirty = False
+
+    def get(self, checksum: str) -> dict[str, Any] | None:
+        entry = self.entries.get(checksum)
+        if entry is not None:
+            self.used.add(checksum)
+            return {
+                "revision": entry["revision"],
+                "down_revisions": tuple(entry["down_revisions"]),
+                "branch_labels": tuple(entry["branch_labels"]),
+                "depends_on": tuple(entry["depends_on"]),
+                "doc": entry["doc"],
+                "checksum": checksum,
+            }
+        return None
+
+    def remember(self, rf: RevisionFile) -> None:
+        self.entries[rf.checksum] = {
+            "revision": rf.revision,
+            "down_revisions": list(rf.down_revisions),
+            "branch_labels": list(rf.branch_labels),
+            "depends_on": list(rf.depends_on),
+            "doc": rf.doc,
+        }
+        self.used.add(rf.checksum)
+        self.dirty = True
+
+    def load(self, path: Path) -> None:
+        self.entries, self.used, self.dirty = {}, set(), False
+        with contextlib.suppress(OSError, ValueError):
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if data.get("version") == _CACHE_VERSION:
+                self.entries = data["entries"]
+
+    def save(self, path: Path) -> None:
+        if not self.dirty and len(self.used) == len(self.entries):
+            return
+        keep = {k: v for k, v in self.entries.items() if k in self.used}
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"version": _CACHE_VERSION, "entries": keep}))
+            os.replace(tmp, path)
+
+
+_CACHE_VERSION = 1
+_CACHE = _ParseCache()
 
 
 def read_revision_file(path: Path) -> RevisionFile | None:
@@ -316,6 +382,9 @@ def read_versions(dirs: Sequence[Path], recursive: bool = False) -> list[Revisio
     whole set is loaded by Alembic instead (:func:`read_versions_with_alembic`).
     """
     result: list[RevisionFile] = []
+    cache_file = Path(dirs[0]).absolute() / "__pycache__" / "orchestrator-revisions.json" if dirs else None
+    if cache_file is not None:
+        _CACHE.load(cache_file)
     for path in list_revision_paths(dirs, recursive=recursive):
         try:
             rf = read_revision_file(path)
@@ -324,6 +393,8 @@ def read_versions(dirs: Sequence[Path], recursive: bool = False) -> list[Revisio
         if rf is None:
             return read_versions_with_alembic(dirs, recursive=recursive)
         result.append(rf)
+    if cache_file is not None:
+        _CACHE.save(cache_file)
     return result
 
 
