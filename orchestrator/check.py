@@ -155,7 +155,8 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
             engine.dispose()
     if not diffs:
         return []
-    lines = [describe_diff(d) for d in diffs]
+    flat = [d for diff in diffs for d in (diff if isinstance(diff, list) else [diff])]
+    lines = [describe_diff(d) for d in flat]
     return [{
         "check": "models_match_migrations",
         "message": (
@@ -204,27 +205,41 @@ def _columns(obj: Any) -> str:
         return ""
 
 
+def _show(value: Any) -> str:
+    from sqlalchemy.types import TypeEngine
+
+    if isinstance(value, TypeEngine):
+        return str(value)
+    text = getattr(value, "arg", None)  # a server default
+    return str(getattr(text, "text", text)) if text is not None else str(value)
+
+
 def describe_diff(diff: Any) -> str:
     """One of autogenerate's diff tuples (or a list of modify_* tuples) in plain words."""
     if isinstance(diff, list):
         return "; ".join(describe_diff(d) for d in diff)
     kind = diff[0]
-    models, migrations = "in the models but no migration creates it", "created by the migrations but not in the models"
+    models = "in the models but no migration creates it"
+    migrations = "created by the migrations but not in the models"
     if kind in ("add_table", "remove_table"):
         return f"table {diff[1].name} is {models if kind == 'add_table' else migrations}"
     if kind in ("add_column", "remove_column"):
         _, _schema, table, column = diff
         where = models if kind == "add_column" else migrations
         return f"column {table}.{column.name} ({column.type}) is {where}"
-    if kind in ("add_index", "remove_index", "add_constraint", "remove_constraint", "add_fk", "remove_fk"):
-        noun = {"index": "index", "constraint": "constraint", "fk": "foreign key"}[kind.split("_", 1)[1]]
+    nouns = {"index": "index", "constraint": "constraint", "fk": "foreign key"}
+    if kind.startswith(("add_", "remove_")) and kind.split("_", 1)[1] in nouns:
+        noun = nouns[kind.split("_", 1)[1]]
         unique = "unique " if getattr(diff[1], "unique", False) and noun == "index" else ""
         where = models if kind.startswith("add") else migrations
         return f"{unique}{noun} {_name(diff[1])} {_columns(diff[1])} is {where}".replace("  ", " ")
     if kind.startswith("modify_"):
         _, _schema, table, column, _existing, old, new = diff
         what = kind.removeprefix("modify_")
-        return f"column {table}.{column}: {what} is {old!r} in the migrations, {new!r} in the models"
+        if what == "nullable":
+            old, new = ("NULL" if v else "NOT NULL" for v in (old, new))
+        return (f"column {table}.{column}: {what} is {_show(old)} in the migrations, "
+                f"{_show(new)} in the models")
     return f"{kind}: {diff[1:]!r}"
 
 

@@ -88,7 +88,9 @@ class Project:
 
     def add_revision(self, rev: str, down: str | None, upgrade: str, downgrade: str = "pass",
                      doc: str = "test revision", header: str = "") -> Path:
-        body = textwrap.dedent(f'''\
+        # dedent the template before the bodies go in: a multi-line body must not change
+        # the common indentation (it did, and broke every multi-line body)
+        body = textwrap.dedent('''\
             """{doc}
             {header}
             """
@@ -102,12 +104,16 @@ class Project:
 
 
             def upgrade():
-            {textwrap.indent(textwrap.dedent(upgrade).strip(), "    ")}
+            {upgrade}
 
 
             def downgrade():
-            {textwrap.indent(textwrap.dedent(downgrade).strip(), "    ")}
-            ''')
+            {downgrade}
+            ''').format(
+            doc=doc, header=header, rev=rev, down=down,
+            upgrade=textwrap.indent(textwrap.dedent(upgrade).strip(), "    "),
+            downgrade=textwrap.indent(textwrap.dedent(downgrade).strip(), "    "),
+        )
         path = self.versions / f"{rev}_test.py"
         path.write_text(body)
         return path
