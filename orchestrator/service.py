@@ -459,13 +459,18 @@ def lint_revisions(app: App, env: EnvironmentConfig, revisions: Sequence[str], s
         return [], str(exc)
 
 
+def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
+    """The waivers that silenced a finding (`revision:rule`), on the run's events from now on."""
+    waivers = sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived})
+    if waivers:
+        run.audit.common["waivers"] = waivers
+
+
 def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -> None:
     from orchestrator.lint import blocking
 
     mode = run.env.policy.lint
-    waivers = sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived})
-    if waivers:
-        run.audit.common["waivers"] = waivers
+    record_waivers(run, findings)
     if problem is not None:
         if mode == "error":
             run.refuse(f"Refused: lint is required on {run.env.name} but could not run: {problem}")
@@ -547,6 +552,9 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         done = run.finish(to_revision=destination)
         done.message = "nothing to do"
         return done
+    # lint first, so that the waivers in force are on every event of the run, run.started too
+    findings, problem = lint_revisions(app, run.env, revisions, state.heads)
+    record_waivers(run, findings)
     run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
     if drifted:
         run.refuse(
@@ -558,7 +566,6 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
     check_approval(app, run, options.approve)
-    findings, problem = lint_revisions(app, run.env, revisions, state.heads)
     enforce_lint(run, findings, problem)
     with run.locked():
         run.close_dead_runs()
