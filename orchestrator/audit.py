@@ -62,6 +62,14 @@ def detect_git_sha(project_dir: Path, environ: dict[str, str] | None = None) -> 
     return done.stdout.strip() or None if done.returncode == 0 else None
 
 
+SQLITE_BUSY_WAIT = 0.2  # seconds an event waits for a SQLite database another run is migrating
+FINAL_WAIT = 2.0  # at the end of a run, for the records still pending
+
+
+def _database_busy(exc: BaseException) -> bool:
+    return "database is locked" in str(getattr(exc, "orig", None) or exc)
+
+
 class AuditTrail:
     """Emits the events of one run on one database."""
 
@@ -79,6 +87,7 @@ class AuditTrail:
         self.engine, self.file = engine, file
         self.common = {k: v for k, v in common.items() if v is not None}
         self.log = structlog.get_logger("orchestrator")
+        self._pending: list[dict[str, Any]] = []
 
     def emit(self, event: str, connection: Connection | None = None, **fields: Any) -> dict:
         """Record `event`. With `connection`, the row joins the caller's transaction."""
@@ -102,13 +111,41 @@ class AuditTrail:
         return record
 
     def _persist(self, record: dict[str, Any]) -> None:
-        assert self.engine is not None
+        self._pending.append(record)
+        self.flush(wait=SQLITE_BUSY_WAIT)
+
+    def flush(self, wait: float) -> None:
+        """Write the records not yet in the database, oldest first.
+
+        SQLite has one writer at a time, and a run that is migrating holds the database for a
+        whole revision. A run waiting for the migration lock must not block behind it (its
+        --lock-timeout would mean nothing), so on SQLite it waits at most `wait` seconds for
+        the database and otherwise keeps its records for the next event or the end of the run.
+        """
+        if not self._pending or self.engine is None:
+            return
         try:
-            with self.engine.begin() as connection:
-                ledger.ensure_tables(connection)
-                ledger.append_audit(connection, record)
+            with self.engine.connect() as connection:
+                sqlite = connection.dialect.name == "sqlite"
+                if sqlite:  # raw: a statement through SQLAlchemy would begin the transaction first
+                    connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                        f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                try:
+                    with connection.begin():
+                        ledger.ensure_tables(connection)
+                        for record in self._pending:
+                            ledger.append_audit(connection, record)
+                finally:
+                    if sqlite:
+                        connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                            "PRAGMA busy_timeout = 30000")
+            self._pending.clear()
         except Exception as exc:  # the run goes on; the failure to record is reported
-            self.log.error("audit.persist_failed", error=str(exc).splitlines()[0], of=record["event"])
+            if _database_busy(exc) and wait < FINAL_WAIT:
+                return  # kept for the next try
+            self.log.error("audit.persist_failed", error=str(exc).splitlines()[0],
+                           of=[r["event"] for r in self._pending])
+            self._pending.clear()
 
     def _append_file(self, record: dict[str, Any]) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]

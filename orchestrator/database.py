@@ -42,9 +42,12 @@ def _sqlite_engine(url: Any, writer: bool) -> Engine:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
 
+    # A writer takes the write lock at BEGIN; a read (`execution_options(read_only=True)`)
+    # does not, so that it never waits for another run's migration to commit.
     @event.listens_for(engine, "begin")
     def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+        read_only = not writer or connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

@@ -244,6 +244,9 @@ class TargetRun:
         return self.env.name if self.target.name == self.env.name else f"{self.env.name}/{self.target.name}"
 
     def close(self) -> None:
+        from orchestrator.audit import FINAL_WAIT
+
+        self.audit.flush(wait=FINAL_WAIT)  # records a busy SQLite database could not take yet
         self.engine.dispose()
 
     # -- events ----------------------------------------------------------------------------
@@ -294,6 +297,7 @@ class TargetRun:
 
     def read(self) -> DbState:
         with self.engine.connect() as connection:
+            connection.execution_options(read_only=True)  # SQLite: no write lock to wait for
             return read_state(connection, self.app.graph, self.where)
 
     def open_runs(self) -> bool:
@@ -392,6 +396,13 @@ class TargetRun:
         ):
             if value is not None:
                 connection.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+        # A runner killed mid-statement frees the lock at once (its lock session sees EOF), but
+        # the backend of its migration would go on running the statement, holding its locks,
+        # until it next talks to the dead client. Have it notice the dead client (PG >= 14).
+        if (connection.dialect.server_version_info or (0,)) >= (14,):
+            connection.execute(
+                text("SELECT set_config('client_connection_check_interval', '1s', false)")
+            )
         connection.commit()
 
 

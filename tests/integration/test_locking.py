@@ -1,0 +1,478 @@
+"""Concurrency and failure safety (SPEC "Locking", "Failure", "Ledger and audit trail").
+
+Real processes, real PostgreSQL, real SIGKILL: every run goes through the CLI in a
+subprocess, and every wait has a timeout so that a hang fails the test instead of CI.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pgcluster import PgCluster
+from projectkit import HEAD, SHIPPED, Project
+
+from orchestrator.locks import DEFAULT_KEY, lock_id
+
+LOCK_ID = lock_id(DEFAULT_KEY)
+CIC_REVISION = SHIPPED[1]  # 8f3b1c2d4e5a: CREATE INDEX CONCURRENTLY in an autocommit block
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def wait_for(
+    what: str, predicate: Callable[[], Any], timeout: float = 20, every: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except Exception:  # tables not created yet, and the like
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
+    """Wait for a CLI process; kill it (and fail) if it outlives `timeout`."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"{proc.args} still running after {timeout}s:\n{err[-3000:]}"
+        ) from None
+    return proc.returncode, out, err
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[Any]]]:
+    """Processes a test starts; whatever is still alive at the end is killed."""
+    started: list[subprocess.Popen[Any]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def dbname(project: Project, env: str) -> str:
+    return project.urls[env].rsplit("/", 1)[1]
+
+
+def events(
+    project: Project, env: str, name: str | None = None, run_id: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in project.audit_events(env)
+        if (name is None or e["event"] == name) and (run_id is None or e["run_id"] == run_id)
+    ]
+
+
+def advisory_locks(project: Project, env: str) -> list[tuple[Any, ...]]:
+    return project.query(
+        env,
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+
+
+def assert_consistent(project: Project, env: str) -> None:
+    """alembic_version and the ledger tell the same story, each revision applied once."""
+    ups = [r for r, d in project.ledger(env) if d == "up"]
+    assert len(ups) == len(set(ups)), f"a revision was recorded twice: {ups}"
+    version = project.version(env)
+    assert version == ([ups[-1]] if ups else []), (version, ups)
+
+
+def assert_audit_verifies(project: Project, env: str) -> None:
+    result = project.run("audit", "verify", "--env", env, timeout=30)
+    assert result.code == 0, result.output
+
+
+def add_chain(project: Project, start: str, *bodies: str) -> list[str]:
+    """Revisions after `start`, one per upgrade body; returns their ids."""
+    revs, down = [], start
+    for i, body in enumerate(bodies):
+        rev = uuid.uuid4().hex[:12]
+        project.add_revision(rev, down, body, doc=f"test revision {i}")
+        revs.append(rev)
+        down = rev
+    return revs
+
+
+# -- many runs at once -----------------------------------------------------------------------
+
+
+def test_eight_concurrent_runs_apply_each_revision_once(pg_project: Project, procs: list) -> None:
+    assert pg_project.run("migrate", "dev", timeout=60).code == 0
+
+    runs = [
+        pg_project.popen("migrate", "staging", "--json", "--lock-timeout", "60") for _ in range(8)
+    ]
+    procs.extend(runs)
+    results = [finish(p, 60) for p in runs]
+
+    for code, _out, err in results:
+        assert code == 0, err[-3000:]
+    applied = sorted((r["applied"] for _, out, _ in results for r in json.loads(out)), key=len)
+    assert applied == [[]] * 7 + [SHIPPED], applied
+    assert pg_project.version("staging") == [HEAD]
+    assert [r for r, d in pg_project.ledger("staging")] == SHIPPED
+    assert_consistent(pg_project, "staging")
+    audit = pg_project.audit_events("staging")
+    started = {e["run_id"] for e in audit if e["event"] == "run.started"}
+    ended = {e["run_id"] for e in audit if e["event"] == "run.succeeded"}
+    assert started <= ended, "every run that started also ended"
+    assert not [e for e in audit if e["event"] in ("run.failed", "run.interrupted")]
+    assert len([e for e in audit if e["event"] == "migration.applied"]) == len(SHIPPED)
+    assert_audit_verifies(pg_project, "staging")
+
+
+# -- lock timeout names the holder -------------------------------------------------------------
+
+
+def test_lock_timeout_names_the_postgres_session_holding_it(
+    pg_project: Project, pg_cluster: PgCluster, procs: list
+) -> None:
+    db = dbname(pg_project, "dev")
+    holder = subprocess.Popen(
+        [
+            *pg_cluster.psql_args(db),
+            "-c",
+            f"SELECT pg_advisory_lock({LOCK_ID})",
+            "-c",
+            "SELECT pg_sleep(60)",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
+    procs.append(holder)
+    (pid,) = wait_for(
+        "psql to hold the lock", lambda: [r[0] for r in advisory_locks(pg_project, "dev")]
+    )
+    assert pg_project.query(
+        "dev", f"SELECT application_name FROM pg_stat_activity WHERE pid = {pid}"
+    ) == [("psql",)]
+
+    began = time.monotonic()
+    result = pg_project.run("migrate", "dev", "--lock-timeout", "2", timeout=30)
+    took = time.monotonic() - began
+
+    assert result.code == 4, result.output
+    assert took < 10, f"a 2s lock timeout took {took:.1f}s"
+    assert f"pid {pid}" in result.stderr and "psql" in result.stderr
+    waiting = events(pg_project, "dev", "lock.waiting")
+    failed = events(pg_project, "dev", "run.failed")
+    assert [e["holder"]["pid"] for e in waiting] == [pid]
+    assert [e["holder"]["pid"] for e in failed] == [pid]
+    assert failed[0]["run_id"] == waiting[0]["run_id"]
+    assert pg_project.version("dev") == []
+    assert_audit_verifies(pg_project, "dev")
+
+
+# -- CREATE INDEX CONCURRENTLY versus our own lock connections ------------------------------------
+
+
+def test_concurrent_index_does_not_wait_for_our_own_lock_or_a_waiting_run(
+    pg_project: Project, procs: list
+) -> None:
+    # From empty: the shipped CIC revision completes while this run holds the lock.
+    first = pg_project.run("migrate", "dev", timeout=30)
+    assert first.code == 0, first.output
+    assert ("ix_users_email",) in pg_project.query(
+        "dev",
+        "SELECT indexname FROM pg_indexes WHERE indexname = 'ix_users_email' AND "
+        "EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+        "WHERE c.relname = 'ix_users_email' AND i.indisvalid)",
+    )
+
+    # A holder run: a slow revision, then a CIC; a second run waits for the lock meanwhile.
+    slow, cic = add_chain(
+        pg_project,
+        HEAD,
+        "op.execute('SELECT pg_sleep(5)')",
+        """
+        with op.get_context().autocommit_block():
+            op.create_index("ix_orders_total", "orders", ["total"], postgresql_concurrently=True)
+        """,
+    )
+    holder = pg_project.popen("migrate", "dev")
+    procs.append(holder)
+    holder_run = wait_for(
+        "the holder to take the lock",
+        lambda: holder.poll() is not None or events(pg_project, "dev", "lock.acquired")[1:],
+    )
+    assert holder.poll() is None, finish(holder, 5)
+    holder_run = holder_run[0]["run_id"]
+    waiter = pg_project.popen("migrate", "dev", "--lock-timeout", "45")
+    procs.append(waiter)
+    wait_for(
+        "the second run to wait", lambda: events(pg_project, "dev", "lock.waiting"), timeout=10
+    )
+
+    code, _, err = finish(holder, 25)  # a CIC blocked by the waiter would hang here until 45s
+    assert code == 0, err[-3000:]
+    code, _, err = finish(waiter, 25)
+    assert code == 0, err[-3000:]
+
+    applied = {e["revision"]: e for e in events(pg_project, "dev", "migration.applied", holder_run)}
+    assert set(applied) == {slow, cic}
+    (waited,) = events(pg_project, "dev", "lock.waiting")
+    assert waited["timestamp"] < applied[cic]["timestamp"], "the waiter was waiting during the CIC"
+    assert pg_project.version("dev") == [cic]
+    assert_consistent(pg_project, "dev")
+
+
+# -- SIGKILL mid-way ---------------------------------------------------------------------------
+
+
+SLOW_PG = """
+import os
+if os.environ.get("TEST_SLOW_REVISION"):
+    op.execute("SELECT pg_sleep(30)")
+op.create_table("after_slow", sa.Column("id", sa.Integer, primary_key=True))
+"""
+SLOW_PY = """
+import os, time
+if os.environ.get("TEST_SLOW_REVISION") and not op.get_context().as_sql:  # not while linting
+    time.sleep(30)
+op.create_table("after_slow", sa.Column("id", sa.Integer, primary_key=True))
+"""
+
+
+def kill_mid_run(project: Project, procs: list, slow_body: str) -> tuple[list[str], str]:
+    """Two quick revisions and a slow one; SIGKILL the runner while it is in the slow one."""
+    revs = add_chain(
+        project,
+        HEAD,
+        'op.create_table("quick_one", sa.Column("id", sa.Integer, primary_key=True))',
+        'op.create_table("quick_two", sa.Column("id", sa.Integer, primary_key=True))',
+        slow_body,
+    )
+    runner = project.popen("migrate", "dev", TEST_SLOW_REVISION="1")
+    procs.append(runner)
+    wait_for(
+        "the quick revisions", lambda: revs[1] in [r for r, _ in project.ledger("dev")], timeout=30
+    )
+    time.sleep(0.5)  # well inside the slow revision now
+    assert runner.poll() is None, runner.communicate()[1][-3000:]
+    os.kill(runner.pid, signal.SIGKILL)
+    runner.wait(timeout=10)  # reaped: no zombie that looks alive
+    (started,) = [e for e in events(project, "dev", "run.started") if e.get("pid") == runner.pid]
+    return revs, started["run_id"]
+
+
+def check_after_kill(project: Project, revs: list[str], dead: str) -> None:
+    assert project.version("dev") == [revs[1]]
+    assert [r for r, _ in project.ledger("dev")] == [*SHIPPED, *revs[:2]]
+    assert_consistent(project, "dev")
+
+    status = project.run("status", "dev", "--json", timeout=30)
+    assert status.code == 0, status.output
+    (row,) = status.json()
+    assert row["interrupted"] == [dead], row
+    assert row["pending"] == [revs[2]]
+
+    again = project.run("migrate", "dev", "--json", timeout=30)
+    assert again.code == 0, again.output
+    assert again.json()[0]["applied"] == [revs[2]]
+    assert project.version("dev") == [revs[2]]
+    assert [r for r, _ in project.ledger("dev")] == [*SHIPPED, *revs]
+    (interrupted,) = events(project, "dev", "run.interrupted")
+    assert interrupted["run_id"] == dead and interrupted["outcome"] == "interrupted"
+    assert interrupted["noticed_by"] == again.json()[0]["run_id"]
+    assert_audit_verifies(project, "dev")
+
+
+def test_sigkill_mid_run_on_postgres(pg_project: Project, procs: list) -> None:
+    revs, dead = kill_mid_run(pg_project, procs, SLOW_PG)
+
+    # The lock dies with the session, and so does the dead run's migration transaction.
+    wait_for(
+        "the advisory lock to be released", lambda: not advisory_locks(pg_project, "dev"), timeout=5
+    )
+    wait_for(
+        "the killed run's backends to go away",
+        lambda: (
+            not pg_project.query(
+                "dev",
+                f"SELECT pid FROM pg_stat_activity WHERE application_name LIKE '%run={dead}%'",
+            )
+        ),
+        timeout=10,
+    )
+    check_after_kill(pg_project, revs, dead)
+
+
+def test_sigkill_mid_run_on_sqlite(sqlite_project: Project, procs: list) -> None:
+    revs, dead = kill_mid_run(sqlite_project, procs, SLOW_PY)
+    lock_file = Path(sqlite_project.urls["dev"].removeprefix("sqlite:///") + ".lock")
+    with lock_file.open("a") as handle:  # the kernel dropped the dead run's flock
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    check_after_kill(sqlite_project, revs, dead)
+
+
+# -- a failing revision in the middle ---------------------------------------------------------
+
+
+@pytest.fixture(params=["pg", "sqlite"])
+def project(request: pytest.FixtureRequest) -> Project:
+    return request.getfixturevalue(f"{request.param}_project")
+
+
+def test_failing_revision_rolls_back_alone(project: Project) -> None:
+    assert project.run("migrate", "dev", timeout=30).code == 0
+    good, bad, after = add_chain(
+        project,
+        HEAD,
+        'op.create_table("good_one", sa.Column("id", sa.Integer, primary_key=True))',
+        """
+        op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))
+        op.execute("INSERT INTO no_such_table VALUES (1)")
+        """,
+        'op.create_table("never_reached", sa.Column("id", sa.Integer, primary_key=True))',
+    )
+
+    result = project.run("migrate", "dev", timeout=30)
+
+    assert result.code == 1, result.output
+    assert f"Revision {bad} failed" in result.stderr
+    assert "no_such_table" in result.stderr
+    assert project.version("dev") == [good]
+    assert [r for r, _ in project.ledger("dev")] == [*SHIPPED, good]
+    assert "half_done" not in project.schema("dev") and "never_reached" not in project.schema("dev")
+    assert "good_one" in project.schema("dev")
+    (failed,) = events(project, "dev", "migration.failed")
+    assert failed["revision"] == bad and "no_such_table" in failed["error"]
+    (run_failed,) = events(project, "dev", "run.failed")
+    assert run_failed["run_id"] == failed["run_id"] and bad in run_failed["error"]
+    assert [
+        e["revision"] for e in events(project, "dev", "migration.applied", failed["run_id"])
+    ] == [good]
+    assert_audit_verifies(project, "dev")
+
+
+# -- session settings on the migration connection ------------------------------------------------
+
+
+def test_session_settings_apply_to_the_migration_connection(pg_project: Project) -> None:
+    (probe,) = add_chain(
+        pg_project,
+        HEAD,
+        """
+        op.execute(
+            "CREATE TABLE session_probe AS SELECT current_setting('lock_timeout') AS lock_timeout, "
+            "current_setting('statement_timeout') AS statement_timeout"
+        )
+        """,
+    )
+    assert pg_project.run("migrate", "dev", timeout=30).code == 0
+    result = pg_project.run("migrate", "staging", timeout=30)
+    assert result.code == 0, result.output
+    assert pg_project.query("staging", "SELECT * FROM session_probe") == [("5s", "15min")]
+    assert pg_project.query("dev", "SELECT * FROM session_probe") == [("0", "0")]  # dev sets none
+
+
+# -- SQLite: the file lock ---------------------------------------------------------------------
+
+HOLD_FLOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.ftruncate(fd, 0)
+os.pwrite(fd, f"{os.getpid()}\\nheld by a test\\n2030-01-01T00:00:00Z\\n".encode(), 0)
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_timeout_names_the_process_holding_the_sqlite_file_lock(
+    sqlite_project: Project, procs: list
+) -> None:
+    lock_file = sqlite_project.urls["dev"].removeprefix("sqlite:///") + ".lock"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FLOCK, lock_file],
+        stdout=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    procs.append(holder)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+
+    began = time.monotonic()
+    result = sqlite_project.run("migrate", "dev", "--lock-timeout", "1", timeout=30)
+    took = time.monotonic() - began
+
+    assert result.code == 4, result.output
+    assert took < 10
+    assert f"pid {holder.pid}" in result.stderr and "held by a test" in result.stderr
+    assert [e["holder"]["pid"] for e in events(sqlite_project, "dev", "lock.waiting")] == [
+        holder.pid
+    ]
+    assert [e["holder"]["pid"] for e in events(sqlite_project, "dev", "run.failed")] == [holder.pid]
+    assert sqlite_project.version("dev") == []
+
+    holder.kill()
+    holder.wait(timeout=10)
+    after = sqlite_project.run("migrate", "dev", "--lock-timeout", "5", timeout=30)
+    assert after.code == 0, after.output
+    assert sqlite_project.version("dev") == [HEAD]
+    assert_audit_verifies(sqlite_project, "dev")
+
+
+def test_second_sqlite_run_times_out_behind_a_running_one(
+    sqlite_project: Project, procs: list, tmp_path: Path
+) -> None:
+    assert sqlite_project.run("migrate", "dev", timeout=30).code == 0
+    release = tmp_path / "release"
+    (slow,) = add_chain(
+        sqlite_project,
+        HEAD,
+        f"""
+        import pathlib, time
+        deadline = time.monotonic() + 20
+        while not op.get_context().as_sql and not pathlib.Path({str(release)!r}).exists():
+            assert time.monotonic() < deadline, "never released"
+            time.sleep(0.05)
+        """,
+    )
+    first = sqlite_project.popen("migrate", "dev")
+    procs.append(first)
+    wait_for(
+        "the first run to take the lock",
+        lambda: first.poll() is not None or events(sqlite_project, "dev", "lock.acquired")[1:],
+    )
+    assert first.poll() is None, finish(first, 5)
+
+    # The first run holds SQLite's write lock for its whole revision: the second must neither
+    # block on it for its reads nor for its audit rows, or --lock-timeout would mean nothing.
+    began = time.monotonic()
+    second = sqlite_project.run("migrate", "dev", "--lock-timeout", "1", timeout=30)
+    assert second.code == 4, second.output
+    assert f"pid {first.pid}" in second.stderr
+    assert time.monotonic() - began < 10
+
+    release.touch()
+    code, _, err = finish(first, 20)
+    assert code == 0, err[-3000:]
+    assert sqlite_project.version("dev") == [slow]
+    assert_audit_verifies(sqlite_project, "dev")
