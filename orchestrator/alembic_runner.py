@@ -53,7 +53,9 @@ class AlembicProject:
         locations = self._ini.get("version_locations")
         if not locations:
             return [self.script_location / "versions"]
-        separator = {"os": None, "space": None, "newline": "\n", ":": ":", ";": ";"}.get(self._ini.get("path_separator", "space"))
+        separator = {"os": None, "space": None, "newline": "\n", ":": ":", ";": ";"}.get(
+            self._ini.get("path_separator", "space")
+        )
         return [self._resolve(p) for p in locations.split(separator) if p.strip()]
 
     def _resolve(self, value: str) -> Path:

@@ -129,7 +129,8 @@ class AuditTrail:
                 sqlite = connection.dialect.name == "sqlite"
                 if sqlite:  # raw: a statement through SQLAlchemy would begin the transaction first
                     connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                        f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                        f"PRAGMA busy_timeout = {int(wait * 1000)}"
+                    )
                 try:
                     with connection.begin():
                         ledger.ensure_tables(connection)
@@ -138,13 +139,17 @@ class AuditTrail:
                 finally:
                     if sqlite:
                         connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]
-                            "PRAGMA busy_timeout = 30000")
+                            "PRAGMA busy_timeout = 30000"
+                        )
             self._pending.clear()
         except Exception as exc:  # the run goes on; the failure to record is reported
             if _database_busy(exc) and wait < FINAL_WAIT:
                 return  # kept for the next try
-            self.log.error("audit.persist_failed", error=str(exc).splitlines()[0],
-                           of=[r["event"] for r in self._pending])
+            self.log.error(
+                "audit.persist_failed",
+                error=str(exc).splitlines()[0],
+                of=[r["event"] for r in self._pending],
+            )
             self._pending.clear()
 
     def _append_file(self, record: dict[str, Any]) -> None:

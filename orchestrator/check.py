@@ -50,15 +50,17 @@ def check_single_head(app: App, heads: Sequence[str]) -> list[Finding]:
     if len(heads) <= 1:
         return []
     listed = ", ".join(f"{h} ({app.graph.get(h).doc or 'no message'})" for h in heads)
-    return [{
-        "check": "single_head",
-        "message": (
-            f"the revision history has {len(heads)} heads: {listed}. Two branches were written "
-            "in parallel; merge them with `alembic merge heads -m \"merge heads\"` and commit "
-            "the merge revision."
-        ),
-        "heads": list(heads),
-    }]
+    return [
+        {
+            "check": "single_head",
+            "message": (
+                f"the revision history has {len(heads)} heads: {listed}. Two branches were written "
+                'in parallel; merge them with `alembic merge heads -m "merge heads"` and commit '
+                "the merge revision."
+            ),
+            "heads": list(heads),
+        }
+    ]
 
 
 # -- downgrade_does_something ------------------------------------------------------------------
@@ -88,11 +90,13 @@ def check_downgrades(app: App) -> list[Finding]:
     for revision in app.graph:
         problem = _downgrade_problem(revision)
         if problem:
-            findings.append({
-                "check": "downgrade_does_something",
-                "revision": revision.revision,
-                "message": f"revision {revision.revision} ({revision.path.name}) {problem}",
-            })
+            findings.append(
+                {
+                    "check": "downgrade_does_something",
+                    "revision": revision.revision,
+                    "message": f"revision {revision.revision} ({revision.path.name}) {problem}",
+                }
+            )
     return findings
 
 
@@ -111,7 +115,7 @@ def _downgrade_problem(revision: RevisionFile) -> str | None:
         f"{what}, so reverting it would mark it undone while its changes stay in the "
         "database. Write the statements that undo its upgrade() (e.g. op.drop_index for "
         "op.create_index); if it truly cannot be undone, say so with "
-        "`raise NotImplementedError(\"why\")` so that a downgrade fails loudly."
+        '`raise NotImplementedError("why")` so that a downgrade fails loudly.'
     )
 
 
@@ -132,17 +136,21 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
                 try:
                     revisions = app.graph.upgrade_path(heads, head)
                 except RevisionsError as exc:
-                    return [_models_finding(
-                        f"{where} is at {', '.join(heads)}, which cannot be upgraded to "
-                        f"{head}: {exc}. Give --scratch-url an empty database."
-                    )]
+                    return [
+                        _models_finding(
+                            f"{where} is at {', '.join(heads)}, which cannot be upgraded to "
+                            f"{head}: {exc}. Give --scratch-url an empty database."
+                        )
+                    ]
                 if revisions:
                     failed = _upgrade(app, connection, revisions)
                     if failed:
-                        return [_models_finding(
-                            f"upgrading {where} to head failed: {failed}. Fix that revision: "
-                            "the migrations must build the schema from an empty database."
-                        )]
+                        return [
+                            _models_finding(
+                                f"upgrading {where} to head failed: {failed}. Fix that revision: "
+                                "the migrations must build the schema from an empty database."
+                            )
+                        ]
                 diffs = app.project.compare_models(connection)
                 connection.rollback()
         except SQLAlchemyError as exc:
@@ -157,16 +165,18 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
         return []
     flat = [d for diff in diffs for d in (diff if isinstance(diff, list) else [diff])]
     lines = [describe_diff(d) for d in flat]
-    return [{
-        "check": "models_match_migrations",
-        "message": (
-            f"the models and the schema the migrations build differ ({len(lines)} "
-            f"difference(s)): {'; '.join(lines)}. Write a migration for these changes "
-            "(`make revision m=\"...\" AUTOGEN=1`, i.e. `alembic revision --autogenerate`, then "
-            "review it), or bring the models back in line with the migrations."
-        ),
-        "differences": lines,
-    }]
+    return [
+        {
+            "check": "models_match_migrations",
+            "message": (
+                f"the models and the schema the migrations build differ ({len(lines)} "
+                f"difference(s)): {'; '.join(lines)}. Write a migration for these changes "
+                '(`make revision m="..." AUTOGEN=1`, i.e. `alembic revision --autogenerate`, then '
+                "review it), or bring the models back in line with the migrations."
+            ),
+            "differences": lines,
+        }
+    ]
 
 
 def _models_finding(message: str) -> Finding:
@@ -238,8 +248,10 @@ def describe_diff(diff: Any) -> str:
         what = kind.removeprefix("modify_")
         if what == "nullable":
             old, new = ("NULL" if v else "NOT NULL" for v in (old, new))
-        return (f"column {table}.{column}: {what} is {_show(old)} in the migrations, "
-                f"{_show(new)} in the models")
+        return (
+            f"column {table}.{column}: {what} is {_show(old)} in the migrations, "
+            f"{_show(new)} in the models"
+        )
     return f"{kind}: {diff[1:]!r}"
 
 
@@ -269,16 +281,20 @@ def check_lint(app: App, head: str) -> list[Finding]:
     except Exception as exc:  # a revision that cannot run offline: still one paragraph
         from orchestrator.service import _db_error
 
-        return [{
-            "check": "lint",
-            "message": (
-                f"the PostgreSQL SQL of the revisions cannot be rendered offline (alembic "
-                f"upgrade --sql): {_db_error(exc)}. A revision that reads the database "
-                "cannot be linted; make it work in offline mode."
-            ),
-        }]
-    waivers = {rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
-               for rev in revisions}
+        return [
+            {
+                "check": "lint",
+                "message": (
+                    f"the PostgreSQL SQL of the revisions cannot be rendered offline (alembic "
+                    f"upgrade --sql): {_db_error(exc)}. A revision that reads the database "
+                    "cannot be linted; make it work in offline mode."
+                ),
+            }
+        ]
+    waivers = {
+        rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
+        for rev in revisions
+    }
     try:
         findings = lint.lint_revisions(sql, waivers, exclude=exclude)
     except lint.SquawkMissing as exc:

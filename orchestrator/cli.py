@@ -25,10 +25,15 @@ EXIT_HELP = """exit codes:
 def _common() -> argparse.ArgumentParser:
     """Options accepted before or after the command's name."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                        help="print the result as JSON")
-    common.add_argument("--log-format", choices=["auto", "json", "console"],
-                        default=argparse.SUPPRESS, help="stderr log format (default: auto)")
+    common.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
+    )
+    common.add_argument(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        default=argparse.SUPPRESS,
+        help="stderr log format (default: auto)",
+    )
     return common
 
 
@@ -116,10 +121,16 @@ def _run_options(p: argparse.ArgumentParser, fleet: bool = True) -> None:
     p.add_argument("--lock-timeout", type=float, metavar="S", help="seconds to wait for the lock")
     if fleet:
         group = p.add_argument_group("fleets (environments with many databases)")
-        group.add_argument("--parallel", type=int, default=1, metavar="N",
-                           help="worker processes (default 1)")
-        group.add_argument("--canary", type=int, default=0, metavar="K",
-                           help="migrate the first K databases alone first")
+        group.add_argument(
+            "--parallel", type=int, default=1, metavar="N", help="worker processes (default 1)"
+        )
+        group.add_argument(
+            "--canary",
+            type=int,
+            default=0,
+            metavar="K",
+            help="migrate the first K databases alone first",
+        )
         group.add_argument("--on-error", choices=["stop", "continue"], default="stop")
         group.add_argument("--shard", metavar="I/N", help="only every N-th database from the I-th")
 
@@ -142,7 +153,11 @@ class Out:
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         cells = [[("" if c is None else str(c)) for c in row] for row in rows]
         widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-        print(self.paint("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), "1"))
+        print(
+            self.paint(
+                "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), "1"
+            )
+        )
         for row in cells:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
@@ -165,9 +180,18 @@ def cmd_envs(args: argparse.Namespace, out: Out) -> int:
         return 0
     out.table(
         ["ENV", "PROMOTES FROM", "URL VARIABLE", "TARGETS", "APPROVAL", "DOWNGRADE", "LINT"],
-        [[r["name"], r["promotes_from"] or "-", r["url_env"] or "-", r["targets"],
-          "required" if r["require_approval"] else "-",
-          "allowed" if r["allow_downgrade"] else "refused", r["lint"]] for r in rows],
+        [
+            [
+                r["name"],
+                r["promotes_from"] or "-",
+                r["url_env"] or "-",
+                r["targets"],
+                "required" if r["require_approval"] else "-",
+                "allowed" if r["allow_downgrade"] else "refused",
+                r["lint"],
+            ]
+            for r in rows
+        ],
     )
     return 0
 
@@ -188,37 +212,70 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
     for r in rows:
         if r.get("error") and not r.get("current"):
             state = "unconfigured" if not r["configured"] else "unreachable"
-            table.append([r["env"], r["target"] if r["target"] != r["env"] else "", state,
-                          short(r["head"]), "", "", "", "", r["error"][:60]])
+            table.append(
+                [
+                    r["env"],
+                    r["target"] if r["target"] != r["env"] else "",
+                    state,
+                    short(r["head"]),
+                    "",
+                    "",
+                    "",
+                    "",
+                    r["error"][:60],
+                ]
+            )
             continue
         last = r["last_run"]
-        table.append([
-            r["env"], r["target"] if r["target"] != r["env"] else "", short(r["current"]),
-            short(r["head"]), len(r["pending"]),
-            out.paint(str(len(r["blocked"])), "33") if r["blocked"] else "0",
-            out.paint(",".join(x[:12] for x in r["drift"]), "31") if r["drift"] else "-",
-            out.paint(",".join(r["interrupted"]), "31") if r["interrupted"] else "-",
-            f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",
-        ])
+        table.append(
+            [
+                r["env"],
+                r["target"] if r["target"] != r["env"] else "",
+                short(r["current"]),
+                short(r["head"]),
+                len(r["pending"]),
+                out.paint(str(len(r["blocked"])), "33") if r["blocked"] else "0",
+                out.paint(",".join(x[:12] for x in r["drift"]), "31") if r["drift"] else "-",
+                out.paint(",".join(r["interrupted"]), "31") if r["interrupted"] else "-",
+                f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",
+            ]
+        )
     if table or not fleets:  # only fleets, rolled up: no empty table under them
-        out.table(["ENV", "TARGET", "CURRENT", "HEAD", "PENDING", "BLOCKED", "DRIFT",
-                   "INTERRUPTED", "LAST RUN"], table)
+        out.table(
+            [
+                "ENV",
+                "TARGET",
+                "CURRENT",
+                "HEAD",
+                "PENDING",
+                "BLOCKED",
+                "DRIFT",
+                "INTERRUPTED",
+                "LAST RUN",
+            ],
+            table,
+        )
     return 0
 
 
 def _fleet_summary(out: Out, env: str, rows: list[dict[str, Any]]) -> None:
     from collections import Counter
 
-    at = Counter(short(r["current"]) if r.get("configured") and not r.get("error") else
-                 "unreachable" for r in rows)
+    at = Counter(
+        short(r["current"]) if r.get("configured") and not r.get("error") else "unreachable"
+        for r in rows
+    )
     failed = [r["target"] for r in rows if (r.get("last_run") or {}).get("outcome") == "failed"]
     drifted = [r["target"] for r in rows if r.get("drift")]
     interrupted = [r["target"] for r in rows if r.get("interrupted")]
     print(out.paint(f"{env}: fleet of {len(rows)} databases", "1"))
     for revision, count in at.most_common():
         print(f"  {count:>4} at {revision}")
-    for label, names in (("last run failed", failed), ("drifted", drifted),
-                         ("interrupted", interrupted)):
+    for label, names in (
+        ("last run failed", failed),
+        ("drifted", drifted),
+        ("interrupted", interrupted),
+    ):
         if names:
             print(out.paint(f"  {label}: {', '.join(names)}", "31"))
     print("  (status --targets lists every database)")
@@ -236,9 +293,17 @@ def cmd_plan(args: argparse.Namespace, out: Out) -> int:
         where = p["env"] if p["target"] == p["env"] else f"{p['env']}/{p['target']}"
         print(f"{where}: {short(p['from'])} -> {p['to'][:12]}, {len(p['steps'])} revision(s)")
         if p["steps"]:
-            out.table(["REVISION", "VERDICT", "WHAT / WHY"], [
-                [s["revision"], out.paint(s["verdict"], "32" if s["verdict"] == "allowed" else "31"),
-                 s["reason"] or s["doc"]] for s in p["steps"]])
+            out.table(
+                ["REVISION", "VERDICT", "WHAT / WHY"],
+                [
+                    [
+                        s["revision"],
+                        out.paint(s["verdict"], "32" if s["verdict"] == "allowed" else "31"),
+                        s["reason"] or s["doc"],
+                    ]
+                    for s in p["steps"]
+                ],
+            )
         for f in p["lint"]:
             tag = "waived" if f["waived"] else "lint"
             print(f"  {tag}: {f['revision']} {f['rule']}: {f['message']} {f['help']}".rstrip())
@@ -249,8 +314,12 @@ def cmd_plan(args: argparse.Namespace, out: Out) -> int:
         for rev, sql in (p.get("sql") or {}).items():
             print(f"-- {rev}\n{sql.strip()}\n")
         verdict = "would be REFUSED" if p["would_refuse"] else "would run"
-        print(out.paint(f"  => {verdict}" + (" (needs --approve)" if p["requires_approval"] else ""),
-                        "31" if p["would_refuse"] else "32"))
+        print(
+            out.paint(
+                f"  => {verdict}" + (" (needs --approve)" if p["requires_approval"] else ""),
+                "31" if p["would_refuse"] else "32",
+            )
+        )
     return 3 if refuse else 0
 
 
@@ -265,16 +334,21 @@ def _run_results(out: Out, results: list[Any]) -> int:
             if r.exit_code:
                 print(f"{where}: {out.paint(r.outcome, '31')} (exit {r.exit_code}): {r.message}")
             elif r.applied:
-                print(f"{where}: {out.paint(r.outcome, '32')}, applied {len(r.applied)}: "
-                      f"{', '.join(r.applied)} (run {r.run_id})")
+                print(
+                    f"{where}: {out.paint(r.outcome, '32')}, applied {len(r.applied)}: "
+                    f"{', '.join(r.applied)} (run {r.run_id})"
+                )
             else:
                 print(f"{where}: {r.message or r.outcome}")
     failed = [r.target for r in results if r.exit_code]
     skipped = sum(r.outcome == "skipped" for r in results)
     if failed:
         left = f" {skipped} more not run; a re-run does only what is left." if skipped else ""
-        _report(f"{len(failed)} database(s) did not finish: {', '.join(failed)}.{left}", code,
-                out.json_logs)
+        _report(
+            f"{len(failed)} database(s) did not finish: {', '.join(failed)}.{left}",
+            code,
+            out.json_logs,
+        )
     return code
 
 
@@ -291,8 +365,12 @@ def _fleet(args: argparse.Namespace) -> Any:
         from orchestrator.errors import UsageError
 
         raise UsageError("--parallel must be at least 1 and --canary at least 0.")
-    return FleetOptions(parallel=args.parallel, canary=args.canary, on_error=args.on_error,
-                        shard=parse_shard(args.shard))
+    return FleetOptions(
+        parallel=args.parallel,
+        canary=args.canary,
+        on_error=args.on_error,
+        shard=parse_shard(args.shard),
+    )
 
 
 def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
@@ -348,13 +426,23 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
                     print(f"{where}: {out.paint('intact', '32')} ({r['rows']} rows)")
                 else:
                     b = r["broken"]
-                    print(out.paint(f"{where}: BROKEN at row {b['id']} ({b['timestamp']}): "
-                                    f"{b['problem']}", "31"))
+                    print(
+                        out.paint(
+                            f"{where}: BROKEN at row {b['id']} ({b['timestamp']}): {b['problem']}",
+                            "31",
+                        )
+                    )
         return 1 if broken or unread else 0
     flt = AuditFilter(
-        env=args.env, since=reporting.parse_when(args.since), until=reporting.parse_when(args.until),
-        actor=args.actor, event=args.event, revision=args.revision, outcome=args.outcome,
-        run_id=args.run, limit=args.limit,
+        env=args.env,
+        since=reporting.parse_when(args.since),
+        until=reporting.parse_when(args.until),
+        actor=args.actor,
+        event=args.event,
+        revision=args.revision,
+        outcome=args.outcome,
+        run_id=args.run,
+        limit=args.limit,
     )
     if args.env:
         app.envs.get(args.env)
@@ -370,10 +458,19 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
         return 1 if args.env and unreachable else 0
     out.table(
         ["TIMESTAMP", "ENV", "EVENT", "OUTCOME", "REVISION", "ACTOR", "RUN", "DETAIL"],
-        [[e["timestamp"][:23].replace("T", " "),
-          e["env"] + (f"/{e['target']}" if e.get("target") else ""), e["event"],
-          e.get("outcome") or "", (e.get("revision") or "")[:12], e["actor"], e["run_id"],
-          _detail(e)] for e in events],
+        [
+            [
+                e["timestamp"][:23].replace("T", " "),
+                e["env"] + (f"/{e['target']}" if e.get("target") else ""),
+                e["event"],
+                e.get("outcome") or "",
+                (e.get("revision") or "")[:12],
+                e["actor"],
+                e["run_id"],
+                _detail(e),
+            ]
+            for e in events
+        ],
     )
     return 1 if args.env and unreachable else 0  # the one env asked for could not be read
 
@@ -427,10 +524,18 @@ def cmd_history(args: argparse.Namespace, out: Out) -> int:
 
 
 COMMANDS: dict[str, Callable[[argparse.Namespace, Out], int]] = {
-    "envs": cmd_envs, "status": cmd_status, "plan": cmd_plan, "migrate": cmd_migrate,
-    "promote": cmd_promote, "rollout": cmd_rollout, "downgrade": cmd_downgrade,
-    "baseline": cmd_baseline, "audit": cmd_audit, "check": cmd_check,
-    "current": cmd_current, "history": cmd_history,
+    "envs": cmd_envs,
+    "status": cmd_status,
+    "plan": cmd_plan,
+    "migrate": cmd_migrate,
+    "promote": cmd_promote,
+    "rollout": cmd_rollout,
+    "downgrade": cmd_downgrade,
+    "baseline": cmd_baseline,
+    "audit": cmd_audit,
+    "check": cmd_check,
+    "current": cmd_current,
+    "history": cmd_history,
 }
 
 
@@ -446,7 +551,9 @@ def _app() -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     as_json = getattr(args, "json", False)
-    log_format = getattr(args, "log_format", None) or os.environ.get("ORCHESTRATOR_LOG_FORMAT", "auto")
+    log_format = getattr(args, "log_format", None) or os.environ.get(
+        "ORCHESTRATOR_LOG_FORMAT", "auto"
+    )
     from orchestrator.errors import OrchestratorError
     from orchestrator.logging import configure_logging, wants_json
 
@@ -464,8 +571,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from orchestrator.secrets import redact
 
         text = redact(f"unexpected error: {type(exc).__name__}: {exc}".splitlines()[0])
-        return _report(text + " (set ORCHESTRATOR_DEBUG=1 for a traceback)", 1,
-                       wants_json(log_format))
+        return _report(
+            text + " (set ORCHESTRATOR_DEBUG=1 for a traceback)", 1, wants_json(log_format)
+        )
 
 
 def _report(message: str, code: int, as_json: bool) -> int:

@@ -6,7 +6,9 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from orchestrator.errors import UsageError
 from orchestrator.secrets import register_password
 
 VERSION_TABLE = "alembic_version"
@@ -25,7 +27,12 @@ def make_engine(url: str, application_name: str = "orchestrator", writer: bool =
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"application_name": application_name[:63], "connect_timeout": 10}
-    return create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
+    try:
+        return create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise UsageError(
+            f"Cannot use the database URL {safe_url(url)}: {exc}. Is its driver installed?"
+        ) from None
 
 
 def _sqlite_engine(url: Any, writer: bool) -> Engine:

@@ -63,8 +63,9 @@ def _guarded(work: Work, target: Target) -> Any:
     try:
         return work(target)
     except OrchestratorError as exc:
-        return RunResult(target.env, target.name, "", exc.outcome, message=exc.message,
-                         exit_code=exc.exit_code)
+        return RunResult(
+            target.env, target.name, "", exc.outcome, message=exc.message, exit_code=exc.exit_code
+        )
     except Exception as exc:  # a surprise on one database: report it, go on with the others
         return _failed(target, exc)
 
@@ -74,8 +75,14 @@ def _failed(target: Target, exc: BaseException) -> Any:
     from orchestrator.service import RunResult
 
     text = (str(exc).strip().splitlines() or [""])[0]
-    return RunResult(target.env, target.name, "", "failed", exit_code=1,
-                     message=redact(f"unexpected error: {type(exc).__name__}: {text}"))
+    return RunResult(
+        target.env,
+        target.name,
+        "",
+        "failed",
+        exit_code=1,
+        message=redact(f"unexpected error: {type(exc).__name__}: {text}"),
+    )
 
 
 def _skipped(targets: Sequence[Target], why: str) -> list[Any]:
@@ -157,17 +164,25 @@ class Progress:
     def done(self, result: Any) -> None:
         self.finished += 1
         self.failed += bool(result.exit_code)
-        self.log.info("fleet.target", target=result.target, env=result.env,
-                      outcome=result.outcome, done=self.finished, failed=self.failed,
-                      remaining=self.total - self.finished) if not self.tty else self._line()
+        self.log.info(
+            "fleet.target",
+            target=result.target,
+            env=result.env,
+            outcome=result.outcome,
+            done=self.finished,
+            failed=self.failed,
+            remaining=self.total - self.finished,
+        ) if not self.tty else self._line()
 
     def skip(self, count: int, why: str) -> None:
         if count:
             self.log.warning("fleet.skipped", count=count, reason=why)
 
     def _line(self) -> None:
-        sys.stderr.write(f"\r  targets: {self.finished}/{self.total} done, {self.failed} failed, "
-                         f"{self.total - self.finished} remaining ")
+        sys.stderr.write(
+            f"\r  targets: {self.finished}/{self.total} done, {self.failed} failed, "
+            f"{self.total - self.finished} remaining "
+        )
         sys.stderr.flush()
 
     def close(self) -> None:

@@ -74,15 +74,19 @@ audit = Table(
     Index("ix_orchestrator_audit_actor", "actor"),
     # pattern ops: `--revision` is a prefix (LIKE 'abc%'), which a plain btree serves only
     # under the C collation; these serve = and the prefix under any collation
-    Index("ix_orchestrator_audit_revision", "revision",
-          postgresql_ops={"revision": "varchar_pattern_ops"}),
+    Index(
+        "ix_orchestrator_audit_revision",
+        "revision",
+        postgresql_ops={"revision": "varchar_pattern_ops"},
+    ),
     Index("ix_orchestrator_audit_outcome", "outcome"),
 )
 
 _APPEND_ONLY_TRIGGER = f"""
 CREATE OR REPLACE FUNCTION orchestrator_audit_append_only() RETURNS trigger AS $$
 BEGIN
-  RAISE EXCEPTION USING MESSAGE = 'orchestrator_audit is append-only: ' || TG_OP || ' is not allowed';
+  RAISE EXCEPTION USING
+    MESSAGE = 'orchestrator_audit is append-only: ' || TG_OP || ' is not allowed';
 END $$ LANGUAGE plpgsql;
 DROP TRIGGER IF EXISTS orchestrator_audit_no_change ON {AUDIT_TABLE};
 CREATE TRIGGER orchestrator_audit_no_change BEFORE UPDATE OR DELETE ON {AUDIT_TABLE}

@@ -44,24 +44,37 @@ def status(app: App, names: list[str]) -> list[dict[str, Any]]:
 
 def _unconfigured(env: str, target: str, why: str, heads: tuple[str, ...]) -> dict[str, Any]:
     return {
-        "env": env, "target": target, "configured": False, "error": why, "current": [],
-        "head": list(heads), "pending": [], "blocked": [], "drift": [], "last_run": None,
+        "env": env,
+        "target": target,
+        "configured": False,
+        "error": why,
+        "current": [],
+        "head": list(heads),
+        "pending": [],
+        "blocked": [],
+        "drift": [],
+        "last_run": None,
         "interrupted": [],
     }
 
 
-def _target_status(app: App, target: Target, head: str | None, heads: tuple[str, ...]) -> dict[str, Any]:
+def _target_status(
+    app: App, target: Target, head: str | None, heads: tuple[str, ...]
+) -> dict[str, Any]:
     env = app.envs.get(target.env)
-    row: dict[str, Any] = {"env": env.name, "target": target.name, "configured": True,
-                           "database": safe_url(target.url), "head": list(heads)}
+    row: dict[str, Any] = {
+        "env": env.name,
+        "target": target.name,
+        "configured": True,
+        "database": safe_url(target.url),
+        "head": list(heads),
+    }
     try:
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, target.name)
             open_runs = ledger.runs_without_end(connection)
             live = live_run_ids(connection) if open_runs else set()
-            last = ledger.query_audit(
-                connection, ledger.AuditFilter(event=None, limit=200)
-            )
+            last = ledger.query_audit(connection, ledger.AuditFilter(event=None, limit=200))
     except (OrchestratorError, SQLAlchemyError) as exc:
         row.update(_unconfigured(env.name, target.name, getattr(exc, "message", str(exc)), heads))
         row["configured"] = True
@@ -72,7 +85,11 @@ def _target_status(app: App, target: Target, head: str | None, heads: tuple[str,
     last_success = max((e["id"] for e in terminal if e["event"] == "run.succeeded"), default=0)
     interrupted = sorted(
         {r["run_id"] for r in open_runs if not _alive(r, live)}
-        | {e["run_id"] for e in terminal if e["event"] == "run.interrupted" and e["id"] > last_success}
+        | {
+            e["run_id"]
+            for e in terminal
+            if e["event"] == "run.interrupted" and e["id"] > last_success
+        }
     )
     run = terminal[-1] if terminal else None
     row.update(
@@ -81,9 +98,15 @@ def _target_status(app: App, target: Target, head: str | None, heads: tuple[str,
         blocked=[{"revision": s.revision, "reason": s.reason} for s in steps if s.blocked],
         drift=checksum_drift(app, state),
         last_run=(
-            {"run_id": run["run_id"], "actor": run["actor"], "timestamp": run["timestamp"],
-             "outcome": run.get("outcome"), "command": run.get("command")}
-            if run else None
+            {
+                "run_id": run["run_id"],
+                "actor": run["actor"],
+                "timestamp": run["timestamp"],
+                "outcome": run.get("outcome"),
+                "command": run.get("command"),
+            }
+            if run
+            else None
         ),
         interrupted=interrupted,
     )
@@ -110,8 +133,12 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             "from": list(state.heads),
             "to": destination,
             "steps": [
-                {"revision": s.revision, "verdict": s.verdict, "reason": s.reason,
-                 "doc": app.graph.get(s.revision).doc}
+                {
+                    "revision": s.revision,
+                    "verdict": s.verdict,
+                    "reason": s.reason,
+                    "doc": app.graph.get(s.revision).doc,
+                }
                 for s in steps
             ],
             "lint": [f.__dict__ for f in findings],
@@ -142,8 +169,13 @@ def history(app: App) -> list[dict[str, Any]]:
     heads = set(graph.heads())
     ordered = sorted(graph, key=lambda r: len(graph.ancestors(r.revision)), reverse=True)
     return [
-        {"revision": r.revision, "down_revisions": list(r.down_revisions), "doc": r.doc,
-         "head": r.revision in heads, "file": r.path.name}
+        {
+            "revision": r.revision,
+            "down_revisions": list(r.down_revisions),
+            "doc": r.doc,
+            "head": r.revision in heads,
+            "file": r.path.name,
+        }
         for r in ordered
     ]
 
@@ -161,8 +193,12 @@ def parse_when(value: str | None, now: datetime | None = None) -> str | None:
     match = _RELATIVE.match(value.strip())
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        delta = {"m": timedelta(minutes=amount), "h": timedelta(hours=amount),
-                 "d": timedelta(days=amount), "w": timedelta(weeks=amount)}[unit]
+        delta = {
+            "m": timedelta(minutes=amount),
+            "h": timedelta(hours=amount),
+            "d": timedelta(days=amount),
+            "w": timedelta(weeks=amount),
+        }[unit]
         moment = now - delta
     else:
         try:
@@ -214,21 +250,34 @@ def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
         except UsageError as exc:
             if env_name:
                 raise
-            results.append({"env": name, "target": name, "checked": False, "configured": False,
-                            "error": exc.message})
+            results.append(
+                {
+                    "env": name,
+                    "target": name,
+                    "checked": False,
+                    "configured": False,
+                    "error": exc.message,
+                }
+            )
             continue
         for target in targets:
             try:
                 with read_connection(target) as connection:
                     rows = ledger.read_chain(connection)
             except OrchestratorError as exc:
-                results.append({"env": name, "target": target.name, "checked": False,
-                                "error": exc.message})
+                results.append(
+                    {"env": name, "target": target.name, "checked": False, "error": exc.message}
+                )
                 continue
             broken = ledger.verify_chain(rows)
-            results.append({
-                "env": name, "target": target.name, "checked": True, "rows": len(rows),
-                "intact": broken is None,
-                "broken": None if broken is None else broken.__dict__,
-            })
+            results.append(
+                {
+                    "env": name,
+                    "target": target.name,
+                    "checked": True,
+                    "rows": len(rows),
+                    "intact": broken is None,
+                    "broken": None if broken is None else broken.__dict__,
+                }
+            )
     return results

@@ -382,7 +382,9 @@ def read_versions(dirs: Sequence[Path], recursive: bool = False) -> list[Revisio
     whole set is loaded by Alembic instead (:func:`read_versions_with_alembic`).
     """
     result: list[RevisionFile] = []
-    cache_file = Path(dirs[0]).absolute() / "__pycache__" / "orchestrator-revisions.json" if dirs else None
+    cache_file = (
+        Path(dirs[0]).absolute() / "__pycache__" / "orchestrator-revisions.json" if dirs else None
+    )
     if cache_file is not None:
         _CACHE.load(cache_file)
     for path in list_revision_paths(dirs, recursive=recursive):

@@ -241,7 +241,11 @@ class TargetRun:
 
     @property
     def where(self) -> str:
-        return self.env.name if self.target.name == self.env.name else f"{self.env.name}/{self.target.name}"
+        return (
+            self.env.name
+            if self.target.name == self.env.name
+            else f"{self.env.name}/{self.target.name}"
+        )
 
     def close(self) -> None:
         from orchestrator.audit import FINAL_WAIT
@@ -278,7 +282,10 @@ class TargetRun:
 
         try:
             with migration_lock(
-                self.engine, self.lock_key, self.lock_timeout, on_wait,
+                self.engine,
+                self.lock_key,
+                self.lock_timeout,
+                on_wait,
                 f"orchestrator {self.env.name} run={self.run_id} {self.app.actor}",
             ):
                 self.audit.emit("lock.acquired", lock_key=self.lock_key)
@@ -288,8 +295,11 @@ class TargetRun:
                     self.audit.emit("lock.released", lock_key=self.lock_key)
         except LockTimeout as exc:
             self.audit.emit(
-                "run.failed", outcome="failed", error=exc.message,
-                holder=exc.details.get("holder"), lock_key=self.lock_key,
+                "run.failed",
+                outcome="failed",
+                error=exc.message,
+                holder=exc.details.get("holder"),
+                lock_key=self.lock_key,
             )
             raise
 
@@ -308,7 +318,9 @@ class TargetRun:
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
         with self.engine.connect() as connection:
-            open_runs = [r for r in ledger.runs_without_end(connection) if r["run_id"] != self.run_id]
+            open_runs = [
+                r for r in ledger.runs_without_end(connection) if r["run_id"] != self.run_id
+            ]
             if not open_runs:
                 return []
             held = ledger.acquired_runs(connection, [r["run_id"] for r in open_runs])
@@ -389,13 +401,20 @@ class TargetRun:
     def _session_settings(self, connection: Connection) -> None:
         if not is_postgresql(connection):
             return
+        # Each revision commits on its own; none of those commits waits for the disk. The
+        # run's last audit row is committed durably on another session, which flushes the
+        # WAL, theirs included, before we report success. A server crash mid-run can lose
+        # only whole revisions, ledger rows with them: never a half, never a reported one.
+        connection.execute(text("SET synchronous_commit = off"))
         session = self.env.session
         for name, value in (
             ("lock_timeout", session.lock_timeout),
             ("statement_timeout", session.statement_timeout),
         ):
             if value is not None:
-                connection.execute(text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value})
+                connection.execute(
+                    text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value}
+                )
         # A runner killed mid-statement frees the lock at once (its lock session sees EOF), but
         # the backend of its migration would go on running the statement, holding its locks,
         # until it next talks to the dead client. Have it notice the dead client (PG >= 14).
@@ -414,7 +433,10 @@ def live_run_ids(connection: Connection) -> set[str] | None:
     if not is_postgresql(connection):
         return None
     rows = connection.execute(
-        text("SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'orchestrator%'")
+        text(
+            "SELECT application_name FROM pg_stat_activity"
+            " WHERE application_name LIKE 'orchestrator%'"
+        )
     )
     return {m.group(1) for (name,) in rows if (m := _RUN_IN_APP.search(name or ""))}
 
@@ -440,7 +462,10 @@ def check_approval(app: App, run: TargetRun, approve: bool) -> None:
     if not run.env.policy.require_approval or approve:
         return
     if app.interactive and sys.stdin.isatty():
-        typed = input(f"{run.env.name} requires approval. Type its name to proceed: ").strip()
+        # the prompt goes to stderr: stdout may be piped into another program
+        sys.stderr.write(f"{run.env.name} requires approval. Type its name to proceed: ")
+        sys.stderr.flush()
+        typed = sys.stdin.readline().strip()
         if typed == run.env.name:
             run.audit.common["approval"] = "typed"
             return
@@ -452,7 +477,9 @@ def check_approval(app: App, run: TargetRun, approve: bool) -> None:
     return
 
 
-def lint_revisions(app: App, env: EnvironmentConfig, revisions: Sequence[str], start: Sequence[str]) -> tuple[list[Any], str | None]:
+def lint_revisions(
+    app: App, env: EnvironmentConfig, revisions: Sequence[str], start: Sequence[str]
+) -> tuple[list[Any], str | None]:
     """Findings for the revisions about to run, and a note when lint could not run."""
     from orchestrator import lint
 
@@ -490,8 +517,11 @@ def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -
     bad = blocking(findings)
     for finding in bad:
         run.audit.log.warning(
-            "lint.finding", revision=finding.revision, rule=finding.rule,
-            message=finding.message, help=finding.help,
+            "lint.finding",
+            revision=finding.revision,
+            rule=finding.rule,
+            message=finding.message,
+            help=finding.help,
         )
     if bad and mode == "error":
         listed = "; ".join(f"{f.revision} {f.rule}: {f.message}" for f in bad)
@@ -518,7 +548,9 @@ def migrate(
     env = app.envs.get(env_name)
     targets = select_shard(app.targets(env.name), fleet.shard)
     destination = app.resolve(to or "head")
-    return each_target(app, env, targets, lambda t: migrate_target(app, t, destination, options), fleet)
+    return each_target(
+        app, env, targets, lambda t: migrate_target(app, t, destination, options), fleet
+    )
 
 
 def each_target(
@@ -536,7 +568,9 @@ def each_target(
 
 
 def migrate_target(app: App, target: Target, destination: str, options: Options) -> RunResult:
-    run = TargetRun(app, target, "migrate", ticket=options.ticket, lock_timeout=options.lock_timeout)
+    run = TargetRun(
+        app, target, "migrate", ticket=options.ticket, lock_timeout=options.lock_timeout
+    )
     try:
         return _migrate(app, run, destination, options)
     finally:
@@ -553,8 +587,9 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     drifted = checksum_drift(app, state)
     if not revisions and not drifted:
         if not run.open_runs():
-            return RunResult(run.env.name, run.target.name, run.run_id, "succeeded",
-                             message="nothing to do")
+            return RunResult(
+                run.env.name, run.target.name, run.run_id, "succeeded", message="nothing to do"
+            )
         # A run killed after its last revision committed left no end: at the target, yet not
         # done. Take the lock (a live run finishes first) and record the dead one as interrupted.
         run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
@@ -602,7 +637,9 @@ def promote(
 ) -> list[RunResult]:
     env = app.envs.get(env_name)
     if env.promotes_from is None:
-        raise UsageError(f"{env.name} promotes from nothing: it is the first environment. Use migrate.")
+        raise UsageError(
+            f"{env.name} promotes from nothing: it is the first environment. Use migrate."
+        )
     heads: set[tuple[str, ...]] = set()
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:
@@ -610,7 +647,8 @@ def promote(
     if len(heads) != 1:
         raise Refused(
             f"Refused: the databases of {env.promotes_from} are at different revisions "
-            f"({', '.join(sorted(','.join(h) or 'base' for h in heads))}); finish {env.promotes_from} first."
+            f"({', '.join(sorted(','.join(h) or 'base' for h in heads))}); "
+            f"finish {env.promotes_from} first."
         )
     (pred_heads,) = heads
     if not pred_heads:
@@ -649,19 +687,30 @@ def downgrade(
     if not reason.strip():
         raise UsageError("A downgrade needs --reason TEXT: it goes on the audit trail.")
     return [
-        _downgrade_target(app, target, to, reason, force, options) for target in app.targets(env.name)
+        _downgrade_target(app, target, to, reason, force, options)
+        for target in app.targets(env.name)
     ]
 
 
 def _downgrade_target(
     app: App, target: Target, to: str, reason: str, force: bool, options: Options
 ) -> RunResult:
-    run = TargetRun(app, target, "downgrade", ticket=options.ticket, reason=reason,
-                    lock_timeout=options.lock_timeout)
+    run = TargetRun(
+        app,
+        target,
+        "downgrade",
+        ticket=options.ticket,
+        reason=reason,
+        lock_timeout=options.lock_timeout,
+    )
     try:
         state = run.read()
         destination = _downgrade_destination(app, state.heads, to)
-        run.start(from_revision=",".join(state.heads) or None, to_revision=destination, forced=force or None)
+        run.start(
+            from_revision=",".join(state.heads) or None,
+            to_revision=destination,
+            forced=force or None,
+        )
         if not run.env.policy.allow_downgrade and not force:
             run.refuse(
                 f"Refused: downgrades are not allowed on {run.env.name} (policy.allow_downgrade "
@@ -718,9 +767,14 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                         app.project.stamp(connection, rev)
                     for r in chain:
                         ledger.record_revision(
-                            connection, revision=r, checksum=app.graph.get(r).checksum,
-                            direction="baseline", run_id=run.run_id, env=run.env.name,
-                            actor=app.actor, at=utc_now(),
+                            connection,
+                            revision=r,
+                            checksum=app.graph.get(r).checksum,
+                            direction="baseline",
+                            run_id=run.run_id,
+                            env=run.env.name,
+                            actor=app.actor,
+                            at=utc_now(),
                         )
                 run.applied = chain
                 results.append(run.finish(to_revision=rev, baselined=len(chain)))
@@ -765,11 +819,13 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
         raise CommandError(exc.message) from None
     configure_logging(app.settings.log_format)
     cmd_opts = getattr(context.config, "cmd_opts", None)
-    command = cmd_opts.cmd[0].__name__ if cmd_opts is not None and getattr(cmd_opts, "cmd", None) else ""
+    command = (
+        cmd_opts.cmd[0].__name__ if cmd_opts is not None and getattr(cmd_opts, "cmd", None) else ""
+    )
     run = TargetRun(app, target, f"alembic {command}".strip())
 
     def execute(connection: Connection, hook: Callable[..., None]) -> None:
-        context.configure(connection=connection, on_version_apply=[hook], **options)
+        context.configure(connection=connection, on_version_apply=hook, **options)
         with context.begin_transaction():
             context.run_migrations()
 
@@ -782,7 +838,9 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
         run.start()
         if command == "upgrade":
             state = run.read()
-            revisions = upgrade_steps(app, state.heads, app.resolve(context.get_revision_argument() or "head"), run.where)
+            revisions = upgrade_steps(
+                app, state.heads, app.resolve(context.get_revision_argument() or "head"), run.where
+            )
             steps = judge(app, run.env, revisions)
             if any(s.blocked for s in steps):
                 run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)

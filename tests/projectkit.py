@@ -19,7 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 
 REPO = Path(__file__).resolve().parent.parent
-URL_VARS = {"dev": "DEV_DATABASE_URL", "staging": "STAGING_DATABASE_URL", "prod": "PROD_DATABASE_URL"}
+URL_VARS = {
+    "dev": "DEV_DATABASE_URL",
+    "staging": "STAGING_DATABASE_URL",
+    "prod": "PROD_DATABASE_URL",
+}
 SHIPPED = ["5c626978d652", "8f3b1c2d4e5a", "a41d7e9c0b12", "c7e2f5a8d903", "e19b6a3f4c70"]
 HEAD = SHIPPED[-1]
 
@@ -45,7 +49,11 @@ class Project:
     extra_env: dict[str, str] = field(default_factory=dict)
 
     def environ(self, **overrides: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ORCHESTRATOR_", "GITHUB_", "CI_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("ORCHESTRATOR_", "GITHUB_", "CI_"))
+        }
         env.update({URL_VARS[name]: url for name, url in self.urls.items()})
         env.update(
             ORCHESTRATOR_PROJECT_DIR=str(self.path),
@@ -60,22 +68,34 @@ class Project:
     def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
         done = subprocess.run(
             [sys.executable, "-m", "orchestrator", *args],
-            cwd=self.path, env=self.environ(**env), capture_output=True, text=True,
-            timeout=timeout, stdin=subprocess.DEVNULL,
+            cwd=self.path,
+            env=self.environ(**env),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
         return Result(done.returncode, done.stdout, done.stderr)
 
     def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "orchestrator", *args],
-            cwd=self.path, env=self.environ(**env), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+            cwd=self.path,
+            env=self.environ(**env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
         )
 
     def alembic(self, *args: str, **env: str) -> Result:
         done = subprocess.run(
             [sys.executable, "-m", "alembic", *args],
-            cwd=self.path, env=self.environ(**env), capture_output=True, text=True, timeout=120,
+            cwd=self.path,
+            env=self.environ(**env),
+            capture_output=True,
+            text=True,
+            timeout=120,
             stdin=subprocess.DEVNULL,
         )
         return Result(done.returncode, done.stdout, done.stderr)
@@ -86,8 +106,15 @@ class Project:
     def versions(self) -> Path:
         return self.path / "alembic" / "versions"
 
-    def add_revision(self, rev: str, down: str | None, upgrade: str, downgrade: str = "pass",
-                     doc: str = "test revision", header: str = "") -> Path:
+    def add_revision(
+        self,
+        rev: str,
+        down: str | None,
+        upgrade: str,
+        downgrade: str = "pass",
+        doc: str = "test revision",
+        header: str = "",
+    ) -> Path:
         # dedent the template before the bodies go in: a multi-line body must not change
         # the common indentation (it did, and broke every multi-line body)
         body = textwrap.dedent('''\
@@ -110,7 +137,10 @@ class Project:
             def downgrade():
             {downgrade}
             ''').format(
-            doc=doc, header=header, rev=rev, down=down,
+            doc=doc,
+            header=header,
+            rev=rev,
+            down=down,
             upgrade=textwrap.indent(textwrap.dedent(upgrade).strip(), "    "),
             downgrade=textwrap.indent(textwrap.dedent(downgrade).strip(), "    "),
         )
@@ -141,12 +171,18 @@ class Project:
             return []
 
     def ledger(self, env: str) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self.query(
-            env, "SELECT revision, direction FROM orchestrator_ledger ORDER BY id")]
+        return [
+            (r[0], r[1])
+            for r in self.query(
+                env, "SELECT revision, direction FROM orchestrator_ledger ORDER BY id"
+            )
+        ]
 
     def audit_events(self, env: str) -> list[dict[str, Any]]:
-        return [json.loads(r[0]) for r in self.query(
-            env, "SELECT payload FROM orchestrator_audit ORDER BY id")]
+        return [
+            json.loads(r[0])
+            for r in self.query(env, "SELECT payload FROM orchestrator_audit ORDER BY id")
+        ]
 
     def schema(self, env: str) -> dict[str, Any]:
         """Tables, columns and indexes, except the orchestrator's own tables."""

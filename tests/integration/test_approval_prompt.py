@@ -15,9 +15,12 @@ from projectkit import HEAD, Project
 def run_on_terminal(project: Project, args: list[str], typed: str) -> tuple[int, str]:
     leader, follower = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator", *args], cwd=project.path,
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=project.path,
         env=project.environ(ORCHESTRATOR_LOG_FORMAT="console"),
-        stdin=follower, stdout=follower, stderr=follower,
+        stdin=follower,
+        stdout=follower,
+        stderr=follower,
     )
     os.close(follower)
     seen = b""

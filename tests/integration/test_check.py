@@ -45,8 +45,9 @@ def test_passes_with_a_postgresql_scratch_database(tmp_path: Path, pg_db: str) -
 
 def test_two_heads_is_a_finding_and_a_merge_fixes_it(tmp_path: Path) -> None:
     project = no_urls(tmp_path)
-    project.add_revision("f00000000001", SHIPPED[-2], "op.execute('SELECT 1')",
-                         "op.execute('SELECT 1')")
+    project.add_revision(
+        "f00000000001", SHIPPED[-2], "op.execute('SELECT 1')", "op.execute('SELECT 1')"
+    )
     findings = checks(project)
     assert [f["check"] for f in findings] == ["single_head"]
     assert set(findings[0]["heads"]) == {HEAD, "f00000000001"}
@@ -59,18 +60,25 @@ def test_two_heads_is_a_finding_and_a_merge_fixes_it(tmp_path: Path) -> None:
 
 def test_a_downgrade_that_does_nothing_is_a_finding(tmp_path: Path) -> None:
     project = no_urls(tmp_path)
-    project.add_revision("f00000000001", HEAD,
-                         "op.execute(\"UPDATE users SET display_name = name\")",
-                         '"""nothing to undo?"""\npass')
+    project.add_revision(
+        "f00000000001",
+        HEAD,
+        'op.execute("UPDATE users SET display_name = name")',
+        '"""nothing to undo?"""\npass',
+    )
     findings = checks(project)
     assert [(f["check"], f.get("revision")) for f in findings] == [
-        ("downgrade_does_something", "f00000000001")]
+        ("downgrade_does_something", "f00000000001")
+    ]
     assert "NotImplementedError" in findings[0]["message"]
 
     # an explicit, loud refusal to downgrade is a downgrade that does something
-    project.add_revision("f00000000001", HEAD,
-                         "op.execute(\"UPDATE users SET display_name = name\")",
-                         "raise NotImplementedError('display names cannot be un-backfilled')")
+    project.add_revision(
+        "f00000000001",
+        HEAD,
+        'op.execute("UPDATE users SET display_name = name")',
+        "raise NotImplementedError('display names cannot be un-backfilled')",
+    )
     assert checks(project) == []
 
 
@@ -95,15 +103,19 @@ def test_a_model_changed_without_a_migration_is_a_finding(tmp_path: Path, pg_db:
 
 def test_a_blocking_index_without_a_waiver_is_a_finding(tmp_path: Path) -> None:
     project = no_urls(tmp_path)
-    edit_models(project, 'Index("ix_users_email", "email", unique=True),',
-                'Index("ix_users_email", "email", unique=True), Index("ix_users_name", "name"),')
+    edit_models(
+        project,
+        'Index("ix_users_email", "email", unique=True),',
+        'Index("ix_users_email", "email", unique=True), Index("ix_users_name", "name"),',
+    )
     upgrade = 'op.create_index("ix_users_name", "users", ["name"])'
     downgrade = 'op.drop_index("ix_users_name", table_name="users")'
     project.add_revision("f00000000001", HEAD, upgrade, downgrade)
 
     findings = checks(project)
     assert [(f["check"], f.get("revision"), f.get("rule")) for f in findings] == [
-        ("lint", "f00000000001", "require-concurrent-index-creation")]
+        ("lint", "f00000000001", "require-concurrent-index-creation")
+    ]
     assert "# orchestrator: allow require-concurrent-index-creation" in findings[0]["message"]
 
     project.add_revision("f00000000001", HEAD, upgrade, downgrade, header=WAIVER)
@@ -112,14 +124,25 @@ def test_a_blocking_index_without_a_waiver_is_a_finding(tmp_path: Path) -> None:
 
 def test_the_strictest_environment_lint_exclude_applies(tmp_path: Path) -> None:
     project = no_urls(tmp_path)
-    edit_models(project, 'Index("ix_users_email", "email", unique=True),',
-                'Index("ix_users_email", "email", unique=True), Index("ix_users_name", "name"),')
-    project.add_revision("f00000000001", HEAD,
-                         'op.create_index("ix_users_name", "users", ["name"])',
-                         'op.drop_index("ix_users_name", table_name="users")')
+    edit_models(
+        project,
+        'Index("ix_users_email", "email", unique=True),',
+        'Index("ix_users_email", "email", unique=True), Index("ix_users_name", "name"),',
+    )
+    project.add_revision(
+        "f00000000001",
+        HEAD,
+        'op.create_index("ix_users_name", "users", ["name"])',
+        'op.drop_index("ix_users_name", table_name="users")',
+    )
     prod = (project.path / "environments" / "prod.yaml").read_text()
-    project.write_env("prod", prod.replace(
-        "  lint: error\n", "  lint: error\n  lint_exclude: [require-concurrent-index-creation]\n"))
+    project.write_env(
+        "prod",
+        prod.replace(
+            "  lint: error\n",
+            "  lint: error\n  lint_exclude: [require-concurrent-index-creation]\n",
+        ),
+    )
     assert checks(project) == []
 
 
@@ -133,13 +156,18 @@ def test_squawk_missing_is_a_finding_not_a_pass(tmp_path: Path) -> None:
     (bare / "lib").symlink_to(venv / "lib")
     python = bare / "bin" / "python"
     python.symlink_to(Path(sys.base_prefix) / "bin" / "python3")
-    path = os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
-                           if not (Path(p) / "squawk").exists())
+    path = os.pathsep.join(
+        p for p in os.environ.get("PATH", "").split(os.pathsep) if not (Path(p) / "squawk").exists()
+    )
     import subprocess
 
     done = subprocess.run(
-        [str(python), "-m", "orchestrator", "check", "--json"], cwd=project.path,
-        env=project.environ(PATH=path), capture_output=True, text=True, timeout=120,
+        [str(python), "-m", "orchestrator", "check", "--json"],
+        cwd=project.path,
+        env=project.environ(PATH=path),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 3, done.stderr
     import json

@@ -21,7 +21,9 @@ def test_envs_lists_the_chain_in_promotion_order_without_any_url(sqlite_project:
 
 
 def test_options_may_stand_before_or_after_the_command(sqlite_project: Project) -> None:
-    assert sqlite_project.run("--json", "envs").json() == sqlite_project.run("envs", "--json").json()
+    assert (
+        sqlite_project.run("--json", "envs").json() == sqlite_project.run("envs", "--json").json()
+    )
 
 
 def test_migrate_status_current_history_on_sqlite(sqlite_project: Project) -> None:
@@ -52,12 +54,15 @@ def test_malformed_yaml_names_file_and_line(sqlite_project: Project) -> None:
 
 
 def test_unknown_key_names_key_and_file(sqlite_project: Project) -> None:
-    sqlite_project.write_env("prod", """\
+    sqlite_project.write_env(
+        "prod",
+        """\
         name: prod
         promotes_from: staging
         database: {url_env: PROD_DATABASE_URL}
         policy: {requre_approval: true}
-        """)
+        """,
+    )
     assert_usage_error(sqlite_project.run("status"), "prod.yaml", "policy.requre_approval")
 
 

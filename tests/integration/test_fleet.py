@@ -45,12 +45,19 @@ class Fleet:
         """The CLI in its own process group, so that a kill takes its workers too."""
         return subprocess.Popen(
             [sys.executable, "-m", "orchestrator", *args],
-            cwd=self.project.path, env=self.project.environ(), stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=self.project.path,
+            env=self.project.environ(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
 
     def write_staging(self, names: list[str]) -> None:
-        self.project.write_env("staging", f"""\
+        self.project.write_env(
+            "staging",
+            f"""\
             name: staging
             promotes_from: dev
             database:
@@ -60,7 +67,8 @@ class Fleet:
               timeout: 60
             policy:
               lint: off
-            """)
+            """,
+        )
 
     def rows(self, db: str, sql: str) -> list[tuple[Any, ...]]:
         with self.cluster.connect(db) as conn:
@@ -76,22 +84,34 @@ class Fleet:
             return sorted(r[0] for r in conn.execute("SELECT version_num FROM alembic_version"))
 
     def ledger(self, db: str) -> list[tuple[str, str]]:
-        return [(r[0], r[1]) for r in self.rows(
-            db, "SELECT revision, direction FROM orchestrator_ledger ORDER BY id")]
+        return [
+            (r[0], r[1])
+            for r in self.rows(
+                db, "SELECT revision, direction FROM orchestrator_ledger ORDER BY id"
+            )
+        ]
 
     def events(self, db: str) -> list[str]:
         with self.cluster.connect(db) as conn:
             if conn.execute("SELECT to_regclass('orchestrator_audit')").fetchone() == (None,):
                 return []
-            return [r[0] for r in conn.execute(
-                "SELECT payload::jsonb->>'event' FROM orchestrator_audit ORDER BY id")]
+            return [
+                r[0]
+                for r in conn.execute(
+                    "SELECT payload::jsonb->>'event' FROM orchestrator_audit ORDER BY id"
+                )
+            ]
 
     def audit(self, db: str) -> list[tuple[str, str]]:
         """(event, run_id) of each audit row, oldest first."""
         with self.cluster.connect(db) as conn:
-            return [(r[0], r[1]) for r in conn.execute(
-                "SELECT payload::jsonb->>'event', payload::jsonb->>'run_id' "
-                "FROM orchestrator_audit ORDER BY id")]
+            return [
+                (r[0], r[1])
+                for r in conn.execute(
+                    "SELECT payload::jsonb->>'event', payload::jsonb->>'run_id' "
+                    "FROM orchestrator_audit ORDER BY id"
+                )
+            ]
 
     def assert_applied_once(self, db: str, revisions: list[str]) -> None:
         """Each revision exactly once, upwards, in order: nothing ran twice, nothing reverted."""
@@ -114,16 +134,22 @@ def fleet(tmp_path: Path, pg_cluster: PgCluster) -> Iterator[Fleet]:
         PROD_SERVER_URL=pg_cluster.url("postgres"),
         PROD_EU_DATABASE_URL=pg_cluster.url(prod_eu),
     )
-    project.write_env("dev", """\
+    project.write_env(
+        "dev",
+        """\
         name: dev
         database:
           url_env: DEV_DATABASE_URL
         policy:
           lint: off
-        """)
+        """,
+    )
     (project.path / "prod-tenants.txt").write_text(
-        "# production tenants, one per line\n" + "\n".join(prod) + "\n\n")
-    project.write_env("prod", """\
+        "# production tenants, one per line\n" + "\n".join(prod) + "\n\n"
+    )
+    project.write_env(
+        "prod",
+        """\
         name: prod
         promotes_from: staging
         database:
@@ -136,7 +162,8 @@ def fleet(tmp_path: Path, pg_cluster: PgCluster) -> Iterator[Fleet]:
           require_approval: true
           allow_downgrade: false
           lint: off
-        """)
+        """,
+    )
     f = Fleet(project, pg_cluster, staging, prod, prod_eu)
     f.write_staging(staging)
     yield f
@@ -197,7 +224,11 @@ def test_parallel_fan_out_reaches_head_on_every_target_and_a_rerun_is_a_quick_no
     assert [r["target"] for r in results] == fleet.staging  # reported in the file's order
     for r in results:
         assert (r["env"], r["outcome"], r["exit_code"], r["applied"]) == (
-            "staging", "succeeded", 0, SHIPPED), r
+            "staging",
+            "succeeded",
+            0,
+            SHIPPED,
+        ), r
     run_ids = {r["run_id"] for r in results}
     assert len(run_ids) == FLEET_SIZE  # each target its own run, lock, ledger, audit trail
     for db in fleet.staging:
@@ -212,7 +243,8 @@ def test_parallel_fan_out_reaches_head_on_every_target_and_a_rerun_is_a_quick_no
     elapsed = time.monotonic() - started
     assert again.code == 0, again.stderr
     assert {(r["applied"] == [], r["message"]) for r in json.loads(again.stdout)} == {
-        (True, "nothing to do")}
+        (True, "nothing to do")
+    }
     assert elapsed < 15, f"a no-op re-run over {FLEET_SIZE} databases took {elapsed:.1f}s"
     for db in fleet.staging:
         fleet.assert_applied_once(db, SHIPPED)
@@ -231,7 +263,8 @@ def test_failing_target_stop_then_continue_then_fix_resumes_only_what_is_left(fl
     results = results_by_target(stopped.stdout)
     assert list(results) == fleet.staging  # one result per target, the untouched ones too
     assert [r["outcome"] for r in results.values()] == ["succeeded"] * 5 + ["failed"] + [
-        "skipped"] * (FLEET_SIZE - 6)
+        "skipped"
+    ] * (FLEET_SIZE - 6)
     assert results[fleet.staging[6]]["message"] == f"not run: stopped after {bad} failed"
     assert results[bad]["exit_code"] == 1
     assert "a41d7e9c0b12" in results[bad]["message"]
@@ -281,13 +314,15 @@ def test_failing_target_stop_then_continue_then_fix_resumes_only_what_is_left(fl
 def test_a_failing_canary_leaves_every_other_target_untouched(fleet: Fleet) -> None:
     migrate_dev(fleet)
     break_tenant(fleet, fleet.staging[1])
-    result = fleet.run("migrate", "staging", "--canary", "2", "--parallel", "4",
-                       "--on-error", "continue", "--json")
+    result = fleet.run(
+        "migrate", "staging", "--canary", "2", "--parallel", "4", "--on-error", "continue", "--json"
+    )
     assert result.code == 1
     assert fleet.staging[1] in result.stderr
     results = results_by_target(result.stdout)
-    assert [r["outcome"] for r in results.values()] == ["succeeded", "failed"] + [
-        "skipped"] * (FLEET_SIZE - 2)
+    assert [r["outcome"] for r in results.values()] == ["succeeded", "failed"] + ["skipped"] * (
+        FLEET_SIZE - 2
+    )
     assert results[fleet.staging[1]]["exit_code"] == 1
     assert {r["exit_code"] for r in results.values()} == {0, 1}
     assert fleet.version(fleet.staging[0]) == [HEAD]  # the other canary ran
@@ -306,15 +341,23 @@ def test_sigkill_mid_fan_out_then_rerun_finishes_only_what_is_left(fleet: Fleet)
         return [db for db in fleet.staging if _has_revision(conns[db], SLOW)]
 
     def sleeping() -> list[str]:
-        return [r[0] for r in conns["postgres"].execute(
-            "SELECT datname FROM pg_stat_activity WHERE state = 'active' "
-            "AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()").fetchall()]
+        return [
+            r[0]
+            for r in conns["postgres"]
+            .execute(
+                "SELECT datname FROM pg_stat_activity WHERE state = 'active' "
+                "AND query LIKE '%%pg_sleep%%' AND pid <> pg_backend_pid()"
+            )
+            .fetchall()
+        ]
 
     proc = fleet.popen("migrate", "staging", "--parallel", "2")
     try:
         # some targets done, and a worker inside the slow revision right now: kill everything
-        cut = wait_for("a worker mid-revision after a few targets",
-                       lambda: len(slow_done()) >= 3 and sleeping())
+        cut = wait_for(
+            "a worker mid-revision after a few targets",
+            lambda: len(slow_done()) >= 3 and sleeping(),
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=10)
     finally:
@@ -337,7 +380,7 @@ def test_sigkill_mid_fan_out_then_rerun_finishes_only_what_is_left(fleet: Fleet)
         assert results[db]["applied"] == [] and results[db]["message"] == "nothing to do", db
     for db in set(fleet.staging) - set(finished):
         assert results[db]["applied"], db
-        assert results[db]["applied"] == everything[everything.index(results[db]["applied"][0]):]
+        assert results[db]["applied"] == everything[everything.index(results[db]["applied"][0]) :]
     for db in cut:
         assert results[db]["applied"] == [SLOW], db  # only what was left
     for db in fleet.staging:
@@ -362,8 +405,10 @@ def _has_revision(conn: Any, revision: str) -> bool:
 
 def test_overlapping_shard_runners_never_apply_a_revision_twice(fleet: Fleet) -> None:
     migrate_dev(fleet)
-    runners = [fleet.popen("migrate", "staging", "--shard", shard, "--json")
-               for shard in ("1/2", "1/2", "2/2")]
+    runners = [
+        fleet.popen("migrate", "staging", "--shard", shard, "--json")
+        for shard in ("1/2", "1/2", "2/2")
+    ]
     outcomes = [finish(p) for p in runners]
     for code, _, err in outcomes:
         assert code == 0, err
@@ -379,8 +424,10 @@ def test_overlapping_shard_runners_never_apply_a_revision_twice(fleet: Fleet) ->
     # a new revision: a whole-fleet runner and a half-fleet runner at once
     fleet.project.add_revision(SLOW, HEAD, "op.execute('SELECT pg_sleep(0.05)')")
     migrate_dev(fleet)
-    runners = [fleet.popen("migrate", "staging", "--shard", shard, "--parallel", "2")
-               for shard in ("1/1", "1/2")]
+    runners = [
+        fleet.popen("migrate", "staging", "--shard", shard, "--parallel", "2")
+        for shard in ("1/1", "1/2")
+    ]
     for code, _, err in (finish(p) for p in runners):
         assert code == 0, err
     for db in fleet.staging:
@@ -396,8 +443,9 @@ def test_gate_refuses_prod_while_one_staging_target_lags(fleet: Fleet) -> None:
     fleet.write_staging(fleet.staging[:-1])
     assert fleet.run("migrate", "staging", "--parallel", "4").code == 0
     fleet.write_staging(fleet.staging)  # a new tenant joins staging, migrated only part-way
-    partial = fleet.run("migrate", "staging", "--shard", f"{FLEET_SIZE}/{FLEET_SIZE}",
-                        "--to", SHIPPED[2], "--json")
+    partial = fleet.run(
+        "migrate", "staging", "--shard", f"{FLEET_SIZE}/{FLEET_SIZE}", "--to", SHIPPED[2], "--json"
+    )
     assert partial.code == 0, partial.stderr
     assert list(results_by_target(partial.stdout)) == [onboarded_later]
     prod_dbs = [*fleet.prod, fleet.prod_eu]
@@ -439,8 +487,9 @@ def test_status_lists_every_target_and_rolls_the_fleet_up(fleet: Fleet) -> None:
     assert fleet.run("migrate", "staging", "--parallel", "4").code == 0
     drifted = fleet.staging[3]
     with fleet.cluster.connect(drifted) as conn:  # as if that tenant ran another script
-        conn.execute("UPDATE orchestrator_ledger SET checksum = repeat('0', 64) "
-                     "WHERE revision = %s", (HEAD,))
+        conn.execute(
+            "UPDATE orchestrator_ledger SET checksum = repeat('0', 64) WHERE revision = %s", (HEAD,)
+        )
 
     listed = fleet.run("status", "--json")
     assert listed.code == 0, listed.stderr
@@ -454,8 +503,10 @@ def test_status_lists_every_target_and_rolls_the_fleet_up(fleet: Fleet) -> None:
     prod = {r["target"]: r for r in rows if r["env"] == "prod"}
     assert sorted(prod) == sorted([*fleet.prod, "eu"])
     assert all(r["pending"] == SHIPPED and r["current"] == [] for r in prod.values())
-    assert all(r["blocked"] == [{"revision": HEAD, "reason": prod["eu"]["blocked"][0]["reason"]}]
-               for r in prod.values())
+    assert all(
+        r["blocked"] == [{"revision": HEAD, "reason": prod["eu"]["blocked"][0]["reason"]}]
+        for r in prod.values()
+    )
     assert drifted in prod["eu"]["blocked"][0]["reason"]
 
     text = fleet.run("status")
@@ -471,27 +522,33 @@ def test_status_lists_every_target_and_rolls_the_fleet_up(fleet: Fleet) -> None:
     assert all(db in per_target.stdout for db in fleet.staging)
 
 
-@pytest.mark.parametrize(("database", "named"), [
-    ("databases: []", "list no database"),
-    ("databases_file: empty.txt", "list no database"),
-    ("databases: [good, 'bad name']", "'bad name' is not a database name"),
-    ("databases: [a, b, a]", "target 'a' is listed twice"),
-    ("databases_file: missing.txt", "missing.txt does not exist"),
-    ("targets: [{name: eu}]", "target 'eu' needs `url_env`"),
-    ("targets: [{name: eu, url_env: NOT_SET_ANYWHERE}]", "NOT_SET_ANYWHERE"),
-])
+@pytest.mark.parametrize(
+    ("database", "named"),
+    [
+        ("databases: []", "list no database"),
+        ("databases_file: empty.txt", "list no database"),
+        ("databases: [good, 'bad name']", "'bad name' is not a database name"),
+        ("databases: [a, b, a]", "target 'a' is listed twice"),
+        ("databases_file: missing.txt", "missing.txt does not exist"),
+        ("targets: [{name: eu}]", "target 'eu' needs `url_env`"),
+        ("targets: [{name: eu, url_env: NOT_SET_ANYWHERE}]", "NOT_SET_ANYWHERE"),
+    ],
+)
 def test_bad_fleet_entries_are_usage_errors_naming_the_entry(
     tmp_path: Path, database: str, named: str
 ) -> None:
     project = make_project(tmp_path / "project", {})
     (project.path / "empty.txt").write_text("# nobody yet\n\n")
-    project.write_env("staging", f"""\
+    project.write_env(
+        "staging",
+        f"""\
         name: staging
         promotes_from: dev
         database:
           url_env: STAGING_SERVER_URL
           {database}
-        """)
+        """,
+    )
     result = project.run("migrate", "staging", STAGING_SERVER_URL="sqlite:///x/{database}.db")
     assert result.code == 2, result.output
     assert named in result.stderr and "staging.yaml" in result.stderr, result.stderr

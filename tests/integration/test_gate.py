@@ -47,7 +47,9 @@ def test_revision_rolled_back_on_staging_is_refused(project: Project) -> None:
     assert project.version("prod") == []
 
 
-def test_revision_edited_after_staging_ran_it_is_refused_and_shows_as_drift(project: Project) -> None:
+def test_revision_edited_after_staging_ran_it_is_refused_and_shows_as_drift(
+    project: Project,
+) -> None:
     for env in ("dev", "staging"):
         assert project.run("migrate", env).code == 0
     path = next(project.versions.glob(f"{HEAD}_*.py"))
@@ -112,8 +114,9 @@ def test_baseline_adopts_a_database_migrated_by_plain_alembic(project: Project) 
 def test_rollout_stops_at_the_first_failing_environment(project: Project) -> None:
     project.add_revision("f00000000001", HEAD, "op.execute('SELECT * FROM no_such_table')")
     del project.urls["prod"]  # prod must never be reached
-    result = project.run("rollout", "--through", "prod", "--approve", "--to", "f00000000001",
-                         "--lock-timeout", "5")
+    result = project.run(
+        "rollout", "--through", "prod", "--approve", "--to", "f00000000001", "--lock-timeout", "5"
+    )
     assert result.code == 1
     assert "f00000000001" in result.stderr
     assert project.version("dev") == [HEAD]

@@ -26,8 +26,14 @@ def run_events(project: Project, env: str, run_id: str | None = None) -> list[di
     return [e for e in events if e["run_id"] == run_id]
 
 
-def env_yaml(name: str, *, promotes_from: str | None = None, lint: str = "warn",
-             allow_downgrade: bool = True, require_approval: bool = False) -> str:
+def env_yaml(
+    name: str,
+    *,
+    promotes_from: str | None = None,
+    lint: str = "warn",
+    allow_downgrade: bool = True,
+    require_approval: bool = False,
+) -> str:
     lines = [f"name: {name}"]
     if promotes_from:
         lines.append(f"promotes_from: {promotes_from}")
@@ -96,8 +102,17 @@ def test_downgrade_refused_then_forced_with_reason_blocks_the_next_env(project: 
     assert no_reason.code == 2 and "--reason" in no_reason.stderr
     assert project.version("staging") == [HEAD]
 
-    forced = project.run("downgrade", "staging", "--to", "-1", "--force", "--reason", "bad index",
-                         "--ticket", "INC-7")
+    forced = project.run(
+        "downgrade",
+        "staging",
+        "--to",
+        "-1",
+        "--force",
+        "--reason",
+        "bad index",
+        "--ticket",
+        "INC-7",
+    )
     assert forced.code == 0, forced.stderr
     assert project.version("staging") == [SHIPPED[-2]]
     assert project.ledger("staging")[-1] == (HEAD, "down")
@@ -166,8 +181,13 @@ def test_lint_off_does_not_lint(pg_project: Project) -> None:
 def test_a_waived_rule_passes_lint_error_and_is_on_every_event(pg_project: Project) -> None:
     project = pg_project
     assert project.run("migrate", "dev", "--to", SHIPPED[-2]).code == 0
-    project.add_revision(NEW, HEAD, PLAIN_INDEX, DROP_INDEX,
-                         header=f"# orchestrator: allow {RULE}  -- users is small")
+    project.add_revision(
+        NEW,
+        HEAD,
+        PLAIN_INDEX,
+        DROP_INDEX,
+        header=f"# orchestrator: allow {RULE}  -- users is small",
+    )
     project.write_env("dev", env_yaml("dev", lint="error"))
 
     result = project.run("migrate", "dev")

@@ -41,7 +41,7 @@ def rules(findings: list[Finding]) -> set[str]:
 
 
 def test_parse_waivers_single() -> None:
-    src = 'def upgrade():\n    # orchestrator: allow require-concurrent-index-creation\n    pass\n'
+    src = "def upgrade():\n    # orchestrator: allow require-concurrent-index-creation\n    pass\n"
     assert parse_waivers(src) == frozenset({"require-concurrent-index-creation"})
 
 
@@ -51,10 +51,7 @@ def test_parse_waivers_several_on_one_line_commas_and_spaces() -> None:
 
 
 def test_parse_waivers_several_lines_case_insensitive_prefix_and_spacing() -> None:
-    src = (
-        "#Orchestrator:Allow ban-drop-table\n"
-        "x = 1  #  ORCHESTRATOR :  allow   Ban-Drop-Column\n"
-    )
+    src = "#Orchestrator:Allow ban-drop-table\nx = 1  #  ORCHESTRATOR :  allow   Ban-Drop-Column\n"
     assert parse_waivers(src) == {"ban-drop-table", "ban-drop-column"}
 
 
@@ -183,8 +180,10 @@ def test_same_sql_without_excludes_reports_style_rules() -> None:
         ("ALTER TABLE orders ALTER COLUMN total TYPE numeric(12, 2);\n", "changing-column-type"),
         ("ALTER TABLE orders ADD COLUMN status text NOT NULL;\n", "adding-required-field"),
         ("ALTER TABLE orders ALTER COLUMN status SET NOT NULL;\n", "adding-not-nullable-field"),
-        ("ALTER TABLE orders ADD COLUMN ref uuid DEFAULT gen_random_uuid();\n",
-         "adding-field-with-default"),
+        (
+            "ALTER TABLE orders ADD COLUMN ref uuid DEFAULT gen_random_uuid();\n",
+            "adding-field-with-default",
+        ),
         ("DROP INDEX ix_orders_user_id;\n", "require-concurrent-index-deletion"),
         ("ALTER TABLE orders DROP COLUMN legacy;\n", "ban-drop-column"),
     ],
