@@ -88,9 +88,13 @@ class AuditTrail:
         self.common = {k: v for k, v in common.items() if v is not None}
         self.log = structlog.get_logger("orchestrator")
         self._pending: list[dict[str, Any]] = []
+        self._tables_ready = False
 
-    def emit(self, event: str, connection: Connection | None = None, **fields: Any) -> dict:
-        """Record `event`. With `connection`, the row joins the caller's transaction."""
+    def emit(
+        self, event: str, connection: Connection | None = None, defer: bool = False, **fields: Any
+    ) -> dict:
+        """Record `event`. With `connection`, the row joins the caller's transaction; with
+        `defer`, it joins the next write (one transaction for a run's many revisions)."""
         record: dict[str, Any] = {
             "timestamp": utc_now(),
             "event": event,
@@ -102,17 +106,15 @@ class AuditTrail:
         }
         record = redact_value(record)
         if connection is not None:
-            ledger.append_audit(connection, record)
+            ledger.append_audit(connection, [record])
         elif self.engine is not None:
-            self._persist(record)
+            self._pending.append(record)
+            if not defer:
+                self.flush(wait=SQLITE_BUSY_WAIT)
         if self.file is not None:
             self._append_file(record)
         getattr(self.log, _LEVELS.get(event, "info"))(**record)
         return record
-
-    def _persist(self, record: dict[str, Any]) -> None:
-        self._pending.append(record)
-        self.flush(wait=SQLITE_BUSY_WAIT)
 
     def flush(self, wait: float) -> None:
         """Write the records not yet in the database, oldest first.
@@ -133,9 +135,10 @@ class AuditTrail:
                     )
                 try:
                     with connection.begin():
-                        ledger.ensure_tables(connection)
-                        for record in self._pending:
-                            ledger.append_audit(connection, record)
+                        if not self._tables_ready:
+                            ledger.ensure_tables(connection)
+                        ledger.append_audit(connection, self._pending)
+                    self._tables_ready = True
                 finally:
                     if sqlite:
                         connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]

@@ -172,31 +172,54 @@ def chain_hash(prev_hash: str, row_id: int, payload: str) -> str:
     return hashlib.sha256(f"{prev_hash}|{row_id}|{payload}".encode()).hexdigest()
 
 
-def append_audit(connection: Connection, record: Mapping[str, Any]) -> int:
-    """Append one event to the chain, inside the caller's transaction. Returns its id."""
+def append_audit(connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
+    """Append events to the chain, in order, inside the caller's transaction."""
+    if not records:
+        return
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
     last = connection.execute(
         select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
     ).first()
-    row_id, prev_hash = (last.id + 1, last.hash) if last else (1, GENESIS)
-    payload = canonical(record)
-    connection.execute(
-        insert(audit).values(
-            id=row_id,
-            timestamp=record["timestamp"],
-            event=record["event"],
-            run_id=record["run_id"],
-            env=record["env"],
-            actor=record["actor"],
-            revision=record.get("revision"),
-            outcome=record.get("outcome"),
-            payload=payload,
-            prev_hash=prev_hash,
-            hash=chain_hash(prev_hash, row_id, payload),
+    row_id, prev_hash = (last.id, last.hash) if last else (0, GENESIS)
+    rows = []
+    for record in records:
+        row_id += 1
+        payload = canonical(record)
+        digest = chain_hash(prev_hash, row_id, payload)
+        rows.append(
+            {
+                "id": row_id,
+                "timestamp": record["timestamp"],
+                "event": record["event"],
+                "run_id": record["run_id"],
+                "env": record["env"],
+                "actor": record["actor"],
+                "revision": record.get("revision"),
+                "outcome": record.get("outcome"),
+                "payload": payload,
+                "prev_hash": prev_hash,
+                "hash": digest,
+            }
+        )
+        prev_hash = digest
+    connection.execute(insert(audit), rows)
+
+
+def audited_revisions(connection: Connection, run_id: str) -> set[str]:
+    """Revisions whose migration.applied/reverted event of `run_id` is in the table."""
+    rows = connection.execute(
+        select(audit.c.revision).where(
+            audit.c.run_id == run_id,
+            audit.c.event.in_(("migration.applied", "migration.reverted")),
         )
     )
-    return row_id
+    return {row.revision for row in rows}
+
+
+def ledger_rows(connection: Connection, run_id: str) -> list[dict[str, Any]]:
+    rows = connection.execute(select(ledger).where(ledger.c.run_id == run_id).order_by(ledger.c.id))
+    return [dict(row._mapping) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -77,11 +77,12 @@ def _advisory_lock(
         waited = None
         deadline = time.monotonic() + timeout
         while not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
-            holder = pg_lock_holder(connection, key)
+            # who holds it: asked when we start waiting and when we give up, not every poll
             if waited is None:
-                waited = holder
-                on_wait(holder)
+                waited = pg_lock_holder(connection, key)
+                on_wait(waited)
             if time.monotonic() >= deadline:
+                holder = pg_lock_holder(connection, key)
                 raise LockTimeout(_timeout_message(timeout, holder), holder=holder)
             time.sleep(POLL_SECONDS)
         try:

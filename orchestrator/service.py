@@ -235,7 +235,6 @@ class TargetRun:
             command=command,
             ticket=ticket,
             reason=reason,
-            git_sha=app.git_sha,
         )
         self.applied: list[str] = []
 
@@ -256,6 +255,7 @@ class TargetRun:
     # -- events ----------------------------------------------------------------------------
 
     def start(self, **fields: Any) -> None:
+        self.audit.common["git_sha"] = self.app.git_sha  # looked up only for a real run
         self.audit.emit(
             "run.started",
             pid=os.getpid(),
@@ -327,6 +327,7 @@ class TargetRun:
             live = live_run_ids(connection)
         dead = [r for r in open_runs if r["run_id"] in held or not _alive(r, live)]
         for run in dead:
+            self._recover_migration_events(run)
             self.audit.emit(
                 "run.interrupted",
                 run_id=run["run_id"],
@@ -336,6 +337,26 @@ class TargetRun:
                 noticed_by=self.run_id,
             )
         return [r["run_id"] for r in dead]
+
+    def _recover_migration_events(self, run: Mapping[str, Any]) -> None:
+        """A run killed mid-way committed ledger rows whose audit events were still queued:
+        write them from its ledger, so the trail says what the dead run applied."""
+        with self.engine.connect() as connection:
+            rows = ledger.ledger_rows(connection, run["run_id"])
+            known = ledger.audited_revisions(connection, run["run_id"]) if rows else set()
+        for row in rows:
+            if row["revision"] in known or row["direction"] == "baseline":
+                continue
+            self.audit.emit(
+                "migration.applied" if row["direction"] == "up" else "migration.reverted",
+                defer=True,
+                run_id=run["run_id"],
+                actor=row["actor"],
+                revision=row["revision"],
+                checksum=row["checksum"],
+                applied_at=row["at"],
+                recovered_by=self.run_id,
+            )
 
     # -- applying ----------------------------------------------------------------------------
 
@@ -364,7 +385,7 @@ class TargetRun:
             )
             self.audit.emit(
                 "migration.applied" if up else "migration.reverted",
-                connection=ctx.connection,
+                defer=True,  # the ledger row is the in-transaction record; this joins the next write
                 revision=revision,
                 checksum=checksum,
                 from_revision=",".join(step.source_revision_ids) or None,
