@@ -137,17 +137,22 @@ def record_revision(
     actor: str,
     at: str,
 ) -> None:
+    # one statement object with bound parameters: compiled once per process, not per row
     connection.execute(
-        insert(ledger).values(
-            revision=revision,
-            checksum=checksum,
-            direction=direction,
-            run_id=run_id,
-            env=env,
-            actor=actor,
-            at=at,
-        )
+        _RECORD,
+        {
+            "revision": revision,
+            "checksum": checksum,
+            "direction": direction,
+            "run_id": run_id,
+            "env": env,
+            "actor": actor,
+            "at": at,
+        },
     )
+
+
+_RECORD = insert(ledger)
 
 
 def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:

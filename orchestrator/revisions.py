@@ -353,24 +353,28 @@ def list_revision_paths(dirs: Sequence[Path], recursive: bool = False) -> list[P
     """Resolved paths of the files Alembic would load, in Alembic's load order."""
     out: list[Path] = []
     seen: set[Path] = set()
+
+    def walk(directory: Path) -> None:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        for entry in entries:
+            if entry.is_dir():
+                continue
+            # resolving every file costs a syscall per path component: only links need it
+            real = Path(entry.path).resolve() if entry.is_symlink() else directory / entry.name
+            if real in seen:
+                continue
+            seen.add(real)
+            if _ONLY_SOURCE_REV_FILE.match(real.name):
+                out.append(real)
+        if recursive:
+            for entry in entries:
+                if entry.is_dir() and not entry.name.endswith("__pycache__"):
+                    walk(directory / entry.name)
+
     for location in dirs:
         location = Path(location).absolute()
-        if not location.exists():
-            continue
-        for root, subdirs, files in os.walk(location, topdown=True):
-            root_path = Path(root)
-            if root_path.name.endswith("__pycache__"):
-                continue
-            for filename in sorted(files):
-                real = (root_path / filename).resolve()
-                if real in seen:
-                    continue
-                seen.add(real)
-                if _ONLY_SOURCE_REV_FILE.match(real.name):
-                    out.append(real)
-            if not recursive:
-                break
-            subdirs.sort()
+        if location.exists():
+            walk(location.resolve())
     return out
 
 
@@ -772,9 +776,31 @@ class RevisionGraph:
         upper = self._target(target)
         if upper == "base":
             return []
+        linear = self._linear_path(lower, upper)
+        if linear is not None:
+            return linear
         with self._translate_errors():
             revs = list(self._revision_map().iterate_revisions(upper, lower, implicit_base=True))
         return [r.revision for r in reversed(revs)]
+
+    def _linear_path(self, lower: tuple[str, ...], upper: str) -> list[str] | None:
+        """The common case without Alembic: a straight line of single-parent revisions
+        from `upper` down to the one current head (or to a base). None when the history
+        there branches, merges or depends on another line: Alembic orders those."""
+        if len(lower) > 1 or upper not in self._files:
+            return None
+        stop = lower[0] if lower else None
+        path: list[str] = []
+        rev: str | None = upper
+        while rev is not None and rev != stop:
+            node = self._files[rev]
+            if len(node.down_revisions) > 1 or node.depends_on or node.branch_labels:
+                return None
+            path.append(rev)
+            rev = node.down_revisions[0] if node.down_revisions else None
+        if rev != stop:  # reached a base without meeting the current head
+            return None
+        return path[::-1]
 
     def downgrade_path(self, current_heads: Sequence[str], target: str) -> list[str]:
         """Revisions to revert, in order, to downgrade to ``target``.

@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -125,7 +125,9 @@ def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbSt
     return DbState(heads, ledger.latest_ledger(connection), frozenset(applied))
 
 
-def connect_read(target: Target) -> Iterator[Connection]:
+@contextmanager
+def read_connection(target: Target) -> Iterator[Connection]:
+    """A read-only look at one database; failures become one clear error."""
     engine = make_engine(target.url, "orchestrator status", writer=False)
     try:
         with engine.connect() as connection:
@@ -136,9 +138,6 @@ def connect_read(target: Target) -> Iterator[Connection]:
         ) from None
     finally:
         engine.dispose()
-
-
-read_connection = contextmanager(connect_read)
 
 
 def _db_error(exc: BaseException) -> str:
@@ -201,7 +200,7 @@ class RunResult:
     exit_code: int = 0
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        return asdict(self)
 
 
 class TargetRun:
@@ -306,9 +305,12 @@ class TargetRun:
     # -- state under the lock ----------------------------------------------------------------
 
     def read(self) -> DbState:
-        with self.engine.connect() as connection:
-            connection.execution_options(read_only=True)  # SQLite: no write lock to wait for
-            return read_state(connection, self.app.graph, self.where)
+        try:
+            with self.engine.connect() as connection:
+                connection.execution_options(read_only=True)  # SQLite: no write lock to wait for
+                return read_state(connection, self.app.graph, self.where)
+        except SQLAlchemyError as exc:
+            raise MigrationFailed(f"Cannot read {self.where}: {_db_error(exc)}") from None
 
     def open_runs(self) -> bool:
         """Whether some run on this database started and never ended (live, or dead)."""
@@ -385,7 +387,8 @@ class TargetRun:
             )
             self.audit.emit(
                 "migration.applied" if up else "migration.reverted",
-                defer=True,  # the ledger row is the in-transaction record; this joins the next write
+                defer=True,  # the ledger row is the in-transaction record; this waits
+                # for the next write, so a run of many revisions writes its audit rows once
                 revision=revision,
                 checksum=checksum,
                 from_revision=",".join(step.source_revision_ids) or None,
@@ -402,22 +405,20 @@ class TargetRun:
                 failed = next((r for r in revisions if r not in self.applied), None)
                 error = _db_error(exc)
                 self.audit.emit("migration.failed", outcome="failed", revision=failed, error=error)
-                heads = self.read().heads if self._readable() else ()
                 message = (
                     f"Revision {failed} failed on {self.where}: {error}. It was rolled back; "
                     f"{len(self.applied)} earlier revision(s) of this run stay applied "
                     f"({', '.join(self.applied) or 'none'}); {self.where} is at "
-                    f"{', '.join(heads) or 'base'}."
+                    f"{self._where_now()}."
                 )
                 self.audit.emit("run.failed", outcome="failed", revision=failed, error=message)
                 raise MigrationFailed(message, revision=failed) from None
 
-    def _readable(self) -> bool:
+    def _where_now(self) -> str:
         try:
-            self.read()
-            return True
-        except Exception:
-            return False
+            return ", ".join(self.read().heads) or "base"
+        except OrchestratorError:
+            return "a revision we could not read back"
 
     def _session_settings(self, connection: Connection) -> None:
         if not is_postgresql(connection):
@@ -480,7 +481,12 @@ def _alive(run: Mapping[str, Any], live: set[str] | None) -> bool:
 
 
 def check_approval(app: App, run: TargetRun, approve: bool) -> None:
-    if not run.env.policy.require_approval or approve:
+    """Where approval is required: --approve, or the environment's name typed on a terminal;
+    how it was given goes on the run's events."""
+    if not run.env.policy.require_approval:
+        return
+    if approve:
+        run.audit.common["approval"] = "--approve"
         return
     if app.interactive and sys.stdin.isatty():
         # the prompt goes to stderr: stdout may be piped into another program
@@ -495,7 +501,6 @@ def check_approval(app: App, run: TargetRun, approve: bool) -> None:
         f"Refused: {run.env.name} requires approval (policy.require_approval). Re-run with "
         "--approve, or run on a terminal to confirm by typing the environment's name."
     )
-    return
 
 
 def lint_revisions(
@@ -600,10 +605,7 @@ def migrate_target(app: App, target: Target, destination: str, options: Options)
 
 
 def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> RunResult:
-    try:
-        state = run.read()
-    except SQLAlchemyError as exc:
-        raise MigrationFailed(f"Cannot connect to {run.where}: {_db_error(exc)}") from None
+    state = run.read()
     revisions = upgrade_steps(app, state.heads, destination, run.where)
     drifted = checksum_drift(app, state)
     if not revisions and not drifted:
