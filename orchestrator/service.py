@@ -329,36 +329,40 @@ class TargetRun:
             live = live_run_ids(connection)
         dead = [r for r in open_runs if r["run_id"] in held or not _alive(r, live)]
         for run in dead:
-            self._recover_migration_events(run)
-            self.audit.emit(
-                "run.interrupted",
-                run_id=run["run_id"],
-                actor=run.get("actor"),
-                outcome="interrupted",
-                reason=f"started {run['timestamp']} by pid {run.get('pid')} and never finished",
-                noticed_by=self.run_id,
-            )
+            self._close_dead_run(run)
         return [r["run_id"] for r in dead]
 
-    def _recover_migration_events(self, run: Mapping[str, Any]) -> None:
-        """A run killed mid-way committed ledger rows whose audit events were still queued:
-        write them from its ledger, so the trail says what the dead run applied."""
+    def _close_dead_run(self, run: Mapping[str, Any]) -> None:
+        """Record a dead run's end on its own behalf (its run id, its actor), first writing
+        the audit events of the revisions its ledger shows it committed: a run killed
+        mid-way had them queued, not yet written."""
+        trail = AuditTrail(
+            env=self.env.name,
+            run_id=run["run_id"],
+            actor=run.get("actor") or "unknown",
+            engine=self.engine,
+            file=self.app.settings.audit_file,
+            target=run.get("target"),
+            command=run.get("command"),
+            noticed_by=self.run_id,
+        )
         with self.engine.connect() as connection:
             rows = ledger.ledger_rows(connection, run["run_id"])
             known = ledger.audited_revisions(connection, run["run_id"]) if rows else set()
         for row in rows:
-            if row["revision"] in known or row["direction"] == "baseline":
-                continue
-            self.audit.emit(
-                "migration.applied" if row["direction"] == "up" else "migration.reverted",
-                defer=True,
-                run_id=run["run_id"],
-                actor=row["actor"],
-                revision=row["revision"],
-                checksum=row["checksum"],
-                applied_at=row["at"],
-                recovered_by=self.run_id,
-            )
+            if row["revision"] not in known and row["direction"] != "baseline":
+                trail.emit(
+                    "migration.applied" if row["direction"] == "up" else "migration.reverted",
+                    defer=True,
+                    revision=row["revision"],
+                    checksum=row["checksum"],
+                    applied_at=row["at"],
+                )
+        trail.emit(
+            "run.interrupted",
+            outcome="interrupted",
+            reason=f"started {run['timestamp']} by pid {run.get('pid')} and never finished",
+        )
 
     # -- applying ----------------------------------------------------------------------------
 
@@ -499,7 +503,8 @@ def check_approval(app: App, run: TargetRun, approve: bool) -> None:
         run.refuse(f"Refused: the typed name {typed!r} does not match {run.env.name!r}.")
     run.refuse(
         f"Refused: {run.env.name} requires approval (policy.require_approval). Re-run with "
-        "--approve, or run on a terminal to confirm by typing the environment's name."
+        "--approve (plain alembic: -x approve=yes), or run on a terminal to confirm by typing "
+        "the environment's name."
     )
 
 
@@ -524,10 +529,14 @@ def lint_revisions(
 
 
 def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
-    """The waivers that silenced a finding (`revision:rule`), on the run's events from now on."""
+    """The waivers that silenced a finding, and the findings let through (lint: warn), as
+    `revision:rule`, on the run's events from now on."""
     waivers = sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived})
+    warnings = sorted({f"{f.revision}:{f.rule}" for f in findings if not f.waived})
     if waivers:
         run.audit.common["waivers"] = waivers
+    if warnings:
+        run.audit.common["lint_findings"] = warnings
 
 
 def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -> None:
@@ -811,7 +820,7 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
 
 def _plain_env(context: Any) -> tuple[App, Target]:
     settings = Settings()
-    app = App.load(settings)
+    app = App.load(settings, interactive=True)
     name = context.get_x_argument(as_dictionary=True).get("env") or settings.env
     targets = app.targets(app.envs.get(name).name)
     wanted = context.get_x_argument(as_dictionary=True).get("target")
@@ -852,6 +861,7 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
         with context.begin_transaction():
             context.run_migrations()
 
+    x_args = context.get_x_argument(as_dictionary=True)
     try:
         if command not in ("upgrade", "downgrade", "stamp"):
             with run.engine.connect() as connection:
@@ -859,17 +869,23 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 connection.commit()
             return
         run.start()
+        revisions: list[str] = []
         if command == "upgrade":
             state = run.read()
-            revisions = upgrade_steps(
-                app, state.heads, app.resolve(context.get_revision_argument() or "head"), run.where
-            )
+            destination = app.resolve(context.get_revision_argument() or "head")
+            revisions = upgrade_steps(app, state.heads, destination, run.where)
             steps = judge(app, run.env, revisions)
             if any(s.blocked for s in steps):
                 run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+        if command == "downgrade" and not run.env.policy.allow_downgrade:
+            run.refuse(
+                f"Refused: downgrades are not allowed on {run.env.name}. If you must, use "
+                f"`orchestrator downgrade {run.env.name} --to REV --reason TEXT --force`."
+            )
+        check_approval(app, run, approve=x_args.get("approve") in ("1", "yes", "true"))
         with run.locked():
             run.close_dead_runs()
-            run.apply([], command, execute)
+            run.apply(revisions, command, execute)
             run.finish()
     except OrchestratorError as exc:
         raise CommandError(exc.message) from None

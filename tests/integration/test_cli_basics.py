@@ -136,3 +136,19 @@ def test_autogenerate_finds_no_changes_when_models_match(sqlite_project: Project
     assert len(created) == 1
     body = created[0].read_text()
     assert "op." not in body.split("def upgrade")[1].split("def downgrade")[0]
+
+
+def test_plain_alembic_keeps_production_policies(sqlite_project: Project) -> None:
+    for env in ("dev", "staging"):
+        assert sqlite_project.alembic("-x", f"env={env}", "upgrade", "head").code == 0
+    refused = sqlite_project.alembic("-x", "env=prod", "upgrade", "head")
+    assert refused.code != 0 and "requires approval" in refused.output
+    assert sqlite_project.version("prod") == []
+    approved = sqlite_project.alembic("-x", "env=prod", "-x", "approve=yes", "upgrade", "head")
+    assert approved.code == 0, approved.output
+    assert sqlite_project.version("prod") == [HEAD]
+    down = sqlite_project.alembic("-x", "env=prod", "-x", "approve=yes", "downgrade", "-1")
+    assert down.code != 0 and "downgrades are not allowed on prod" in down.output
+    assert sqlite_project.version("prod") == [HEAD]
+    events = [e["event"] for e in sqlite_project.audit_events("prod")]
+    assert events.count("run.refused") == 2 and "migration.applied" in events
