@@ -299,6 +299,11 @@ def check_after_kill(project: Project, revs: list[str], dead: str) -> None:
     (interrupted,) = events(project, "dev", "run.interrupted")
     assert interrupted["run_id"] == dead and interrupted["outcome"] == "interrupted"
     assert interrupted["noticed_by"] == again.json()[0]["run_id"]
+    # the dead run's committed revisions are on the trail too, recovered from its ledger rows
+    recovered = events(project, "dev", "migration.applied", dead)
+    assert [e["revision"] for e in recovered] == [*SHIPPED, *revs[:2]]
+    assert all(e["noticed_by"] == interrupted["noticed_by"] for e in recovered)
+    assert "ticket" not in interrupted  # the dead run's events carry nothing of the new run
     assert_audit_verifies(project, "dev")
 
 
