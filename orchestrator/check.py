@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.alembic_runner import quiet_alembic
 from orchestrator.errors import MigrationFailed
 from orchestrator.revisions import RevisionFile, RevisionsError
 
@@ -151,7 +152,8 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
                                 "the migrations must build the schema from an empty database."
                             )
                         ]
-                diffs = app.project.compare_models(connection)
+                with quiet_alembic():
+                    diffs = app.project.compare_models(connection)
                 connection.rollback()
         except SQLAlchemyError as exc:
             from orchestrator.service import _db_error
@@ -193,7 +195,8 @@ def _upgrade(app: App, connection: Any, revisions: Sequence[str]) -> str | None:
         applied.append(kwargs["step"].up_revision_id)
 
     try:
-        app.project.run(connection, revisions, "up", hook)
+        with quiet_alembic():  # a scratch database: its progress is noise
+            app.project.run(connection, revisions, "up", hook)
     except Exception as exc:  # the revision's own error, whatever it is
         connection.rollback()
         failed = next((r for r in revisions if r not in applied), revisions[-1])
