@@ -32,7 +32,7 @@ promote: install
 	$(ORCH) promote $(ENV) $(APPROVE_FLAG)
 
 audit: install
-	$(ORCH) audit $(if $(filter-out dev,$(ENV)),--env $(ENV),)
+	$(ORCH) audit $(if $(filter command line environment,$(origin ENV)),--env $(ENV),)
 
 revision: install
 	$(BIN)/alembic revision $(if $(AUTOGEN),--autogenerate,) -m "$(m)"

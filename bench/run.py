@@ -6,7 +6,7 @@ repetition, and writes the medians and ratios to bench/results.md.
 
     .venv/bin/python bench/run.py            # N = 10, 200, 1000
     BENCH_QUICK=1 .venv/bin/python bench/run.py   # N = 10, 200, 3 repetitions
-    BENCH_N=10,200 BENCH_REPS=5 BENCH_PROFILE=0 ...  # finer control
+    BENCH_N=10,200 BENCH_REPS=5 BENCH_PROFILE=0 BENCH_FLEET=0 ...  # finer control
 
 Not part of `make test`; nothing asserts a time.
 """
@@ -25,6 +25,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 from cluster import DurableCluster  # noqa: E402
+from fleet import fleet_bench  # noqa: E402
 from measure import Command, Contender, Sample, alternate, run_concurrently, run_once  # noqa: E402
 from projects import WORK, BenchProject, make_project  # noqa: E402
 
@@ -465,6 +466,12 @@ def main() -> int:
             all_samples[n] = bench.run()
             benches[n] = bench
         rows = ratio_rows(all_samples)
+        fleet = ""
+        if os.environ.get("BENCH_FLEET", "1") == "1" and min(ns) in benches:
+            small = benches[min(ns)]
+            fleet = fleet_bench(
+                cluster, small.project.orch, ORCH, small.orch_env, reps_upgrade, log
+            )
         profiles = (
             profile_failures(benches, rows)
             if os.environ.get("BENCH_PROFILE", "1") == "1"
@@ -475,7 +482,7 @@ def main() -> int:
             all_samples,
             rows,
             (reps_upgrade, reps_fast),
-            profiles,
+            fleet + profiles,
             time.perf_counter() - started,
         )
     finally:
