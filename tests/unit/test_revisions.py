@@ -636,7 +636,6 @@ def test_graph_errors() -> None:
 
 def test_shipped_history_agrees_with_alembic() -> None:
     """The example application's own revisions, as Alembic reads them."""
-    files, graph, _sd = assert_agrees([REPO_ROOT / "alembic" / "versions"])
-    assert files[0].path.name == "5c626978d652_create_user.py" or "5c626978d652" in graph
+    _files, graph, _sd = assert_agrees([REPO_ROOT / "alembic" / "versions"])
     assert len(graph.heads()) == 1
     assert graph.upgrade_path((), "head")[0] == "5c626978d652"
