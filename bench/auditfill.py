@@ -1,7 +1,7 @@
 """Append many audit events to a target database, fast, with a valid hash chain.
 
 The chain continues from the last row already there (real runs wrote some), hashes are
-computed with the orchestrator's own `canonical` and `chain_hash`, and rows go in with
+computed with the orchestrator's own `chain_rows`, and rows go in with
 COPY, so `orchestrator audit verify` still finds the trail intact.
 """
 
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from orchestrator.ledger import AUDIT_TABLE, GENESIS, canonical, chain_hash
+from orchestrator.ledger import AUDIT_TABLE, GENESIS, chain_rows
 
 ACTORS = ["alice", "bob", "carol", "dave", "ci-bot"]
 COLUMNS = (
@@ -93,51 +93,33 @@ def fill_audit(dsn: str, env: str, count: int, revisions: list[str], seed: int =
     now = datetime.now(UTC)
     start = now - timedelta(days=60)
     step = (now - timedelta(minutes=5) - start) / count
+    records: list[dict] = []
+    while len(records) < count:
+        run_id = uuid.UUID(int=rng.getrandbits(128)).hex[:12]
+        actor = rng.choice(ACTORS)
+        for fields in _run_events(rng, revisions)[: count - len(records)]:
+            moment = start + step * len(records)
+            records.append(
+                {
+                    "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                    "run_id": run_id,
+                    "env": env,
+                    "actor": actor,
+                    "command": "migrate",
+                    **fields,
+                }
+            )
     with psycopg.connect(dsn) as conn:
         last = conn.execute(
             f"SELECT id, hash FROM {AUDIT_TABLE} ORDER BY id DESC LIMIT 1"
         ).fetchone()
-        row_id, prev = (last[0], last[1]) if last else (0, GENESIS)
-        made = 0
+        rows = chain_rows(records, *(last if last else (0, GENESIS)))
         with (
             conn.cursor() as cur,
             cur.copy(f"COPY {AUDIT_TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy,
         ):
-            while made < count:
-                run_id = uuid.UUID(int=rng.getrandbits(128)).hex[:12]
-                actor = rng.choice(ACTORS)
-                for fields in _run_events(rng, revisions):
-                    if made >= count:
-                        break
-                    moment = start + step * made
-                    record = {
-                        "timestamp": moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-                        "run_id": run_id,
-                        "env": env,
-                        "actor": actor,
-                        "command": "migrate",
-                        **fields,
-                    }
-                    row_id += 1
-                    payload = canonical(record)
-                    digest = chain_hash(prev, row_id, payload)
-                    copy.write_row(
-                        (
-                            row_id,
-                            record["timestamp"],
-                            record["event"],
-                            run_id,
-                            env,
-                            actor,
-                            record.get("revision"),
-                            record.get("outcome"),
-                            payload,
-                            prev,
-                            digest,
-                        )
-                    )
-                    prev = digest
-                    made += 1
+            for row in rows:
+                copy.write_row(tuple(row[c] for c in COLUMNS))
         conn.execute(f"ANALYZE {AUDIT_TABLE}")
         conn.commit()
-    return row_id
+    return rows[-1]["id"] if rows else (last[0] if last else 0)

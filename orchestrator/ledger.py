@@ -177,17 +177,12 @@ def chain_hash(prev_hash: str, row_id: int, payload: str) -> str:
     return hashlib.sha256(f"{prev_hash}|{row_id}|{payload}".encode()).hexdigest()
 
 
-def append_audit(connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
-    """Append events to the chain, in order, inside the caller's transaction."""
-    if not records:
-        return
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
-    last = connection.execute(
-        select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
-    ).first()
-    row_id, prev_hash = (last.id, last.hash) if last else (0, GENESIS)
+def chain_rows(
+    records: Sequence[Mapping[str, Any]], last_id: int, last_hash: str
+) -> list[dict[str, Any]]:
+    """Pure: the audit rows for `records`, chained after the row (`last_id`, `last_hash`)."""
     rows = []
+    row_id, prev_hash = last_id, last_hash
     for record in records:
         row_id += 1
         payload = canonical(record)
@@ -208,6 +203,19 @@ def append_audit(connection: Connection, records: Sequence[Mapping[str, Any]]) -
             }
         )
         prev_hash = digest
+    return rows
+
+
+def append_audit(connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
+    """Append events to the chain, in order, inside the caller's transaction."""
+    if not records:
+        return
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
+    last = connection.execute(
+        select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
+    ).first()
+    rows = chain_rows(records, *((last.id, last.hash) if last else (0, GENESIS)))
     connection.execute(insert(audit), rows)
 
 

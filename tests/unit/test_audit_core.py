@@ -29,9 +29,8 @@ ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
 
 def _chain(n: int = 5) -> list[dict[str, Any]]:
-    """Rows as `append_audit` writes them (same columns, same hashing)."""
-    rows: list[dict[str, Any]] = []
-    prev = ledger.GENESIS
+    """Rows as `append_audit` writes them (the same pure `chain_rows`)."""
+    records = []
     for i in range(1, n + 1):
         record = {
             "timestamp": f"2026-01-01T00:00:0{i}.000000Z",
@@ -40,28 +39,17 @@ def _chain(n: int = 5) -> list[dict[str, Any]]:
             "env": "prod",
             "actor": "alice",
             "revision": f"rev{i}" if i % 2 else None,
-            "outcome": None,
         }
-        record = {k: v for k, v in record.items() if v is not None}
-        payload = ledger.canonical(record)
-        digest = ledger.chain_hash(prev, i, payload)
-        rows.append(
-            {
-                "id": i,
-                "timestamp": record["timestamp"],
-                "event": record["event"],
-                "run_id": record["run_id"],
-                "env": record["env"],
-                "actor": record["actor"],
-                "revision": record.get("revision"),
-                "outcome": record.get("outcome"),
-                "payload": payload,
-                "prev_hash": prev,
-                "hash": digest,
-            }
-        )
-        prev = digest
-    return rows
+        records.append({k: v for k, v in record.items() if v is not None})
+    return ledger.chain_rows(records, 0, ledger.GENESIS)
+
+
+def test_chain_rows_link_each_row_to_the_previous_one() -> None:
+    rows = _chain(3)
+    assert [r["id"] for r in rows] == [1, 2, 3]
+    assert rows[0]["prev_hash"] == ledger.GENESIS
+    assert [r["prev_hash"] for r in rows[1:]] == [r["hash"] for r in rows[:-1]]
+    assert rows[1]["hash"] == ledger.chain_hash(rows[0]["hash"], 2, rows[1]["payload"])
 
 
 def test_intact_chain_verifies() -> None:
