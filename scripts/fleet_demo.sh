@@ -16,14 +16,7 @@ unset PROD_EU_DATABASE_URL   # the named prod database: its embedded default
 LOG="$FLEET/events.log"      # the structured events of every step (stderr), kept for reading
 BROKEN=globex
 
-if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1m' R=$'\033[0m'; else B="" R=""; fi
-step() { printf '\n%s== %s%s\n$ %s\n' "$B" "$1" "$R" "$2"; }
-expect() {  # expect CODE command...: run it, show its result, fail the demo on a surprise
-  local want=$1; shift
-  "$@" 2>>"$LOG"; local got=$?
-  [ "$got" = "$want" ] || { echo "demo: expected exit $want, got $got from: $*" >&2; tail -3 "$LOG" >&2; exit 1; }
-  echo "(exit $got)"
-}
+. scripts/demo_lib.sh
 sql() {  # sql DB STATEMENT: what someone does by hand to one tenant
   "$PY" -c 'import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute(sys.argv[2]); c.commit()' "$1" "$2"
 }
