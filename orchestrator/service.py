@@ -698,9 +698,11 @@ def rollout(
     """Each environment on the path to `through`, in order; stop at the first failure."""
     results: list[RunResult] = []
     destination = app.resolve(to or "head")
-    for name in app.envs.path_to(through):
-        env = app.envs.get(name)
-        targets = select_shard(app.targets(name), fleet.shard)
+    # every environment's databases resolved first: a missing variable for the last one
+    # must not show up after the first ones have been migrated
+    path = [(app.envs.get(name), app.targets(name)) for name in app.envs.path_to(through)]
+    for env, all_targets in path:
+        targets = select_shard(all_targets, fleet.shard)
         work = lambda t: migrate_target(app, t, destination, options)  # noqa: E731
         done = each_target(app, env, targets, work, fleet)
         results.extend(done)

@@ -113,7 +113,6 @@ def test_baseline_adopts_a_database_migrated_by_plain_alembic(project: Project) 
 
 def test_rollout_stops_at_the_first_failing_environment(project: Project) -> None:
     project.add_revision("f00000000001", HEAD, "op.execute('SELECT * FROM no_such_table')")
-    del project.urls["prod"]  # prod must never be reached
     result = project.run(
         "rollout", "--through", "prod", "--approve", "--to", "f00000000001", "--lock-timeout", "5"
     )
@@ -121,6 +120,14 @@ def test_rollout_stops_at_the_first_failing_environment(project: Project) -> Non
     assert "f00000000001" in result.stderr
     assert project.version("dev") == [HEAD]
     assert project.version("staging") == []
+    assert project.version("prod") == []  # never reached
+
+
+def test_rollout_checks_every_environment_before_touching_any(project: Project) -> None:
+    del project.urls["prod"]
+    result = project.run("rollout", "--through", "prod", "--approve")
+    assert result.code == 2 and "PROD_DATABASE_URL" in result.stderr
+    assert project.version("dev") == []
 
 
 def test_two_heads_make_head_ambiguous(project: Project) -> None:
