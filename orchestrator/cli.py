@@ -234,7 +234,9 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                 short(r["current"]),
                 short(r["head"]),
                 len(r["pending"]),
-                out.paint(str(len(r["blocked"])), "33") if r["blocked"] else "0",
+                "?"
+                if r.get("gate")
+                else (out.paint(str(len(r["blocked"])), "33") if r["blocked"] else "0"),
                 out.paint(",".join(x[:12] for x in r["drift"]), "31") if r["drift"] else "-",
                 out.paint(",".join(r["interrupted"]), "31") if r["interrupted"] else "-",
                 f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",

@@ -80,7 +80,10 @@ def _target_status(
         row["configured"] = True
         return row
     pending = upgrade_steps(app, state.heads, head, env.name) if head else []
-    steps = judge(app, env, pending) if pending else []
+    try:
+        steps = judge(app, env, pending) if pending else []
+    except OrchestratorError as exc:  # the predecessor is unconfigured or unreachable
+        steps, row["gate"] = [], f"not judged: {exc.message}"
     terminal = [e for e in last if e["event"] in ledger.TERMINAL_EVENTS]
     last_success = max((e["id"] for e in terminal if e["event"] == "run.succeeded"), default=0)
     interrupted = sorted(
