@@ -236,6 +236,7 @@ class TargetRun:
             reason=reason,
         )
         self.applied: list[str] = []
+        self.started_at = time.monotonic()
 
     @property
     def where(self) -> str:
@@ -254,6 +255,7 @@ class TargetRun:
     # -- events ----------------------------------------------------------------------------
 
     def start(self, **fields: Any) -> None:
+        self.started_at = time.monotonic()
         self.audit.common["git_sha"] = self.app.git_sha  # looked up only for a real run
         self.audit.emit(
             "run.started",
@@ -270,8 +272,17 @@ class TargetRun:
         self.audit.emit("run.refused", outcome="refused", error=message, **fields)
         raise Refused(message)
 
+    def elapsed_ms(self) -> int:
+        return round((time.monotonic() - self.started_at) * 1000)
+
     def finish(self, **fields: Any) -> RunResult:
-        self.audit.emit("run.succeeded", outcome="succeeded", applied=self.applied, **fields)
+        self.audit.emit(
+            "run.succeeded",
+            outcome="succeeded",
+            applied=self.applied,
+            duration_ms=self.elapsed_ms(),
+            **fields,
+        )
         return RunResult(self.env.name, self.target.name, self.run_id, "succeeded", self.applied)
 
     @contextmanager
@@ -415,7 +426,13 @@ class TargetRun:
                     f"({', '.join(self.applied) or 'none'}); {self.where} is at "
                     f"{self._where_now()}."
                 )
-                self.audit.emit("run.failed", outcome="failed", revision=failed, error=message)
+                self.audit.emit(
+                    "run.failed",
+                    outcome="failed",
+                    revision=failed,
+                    error=message,
+                    duration_ms=self.elapsed_ms(),
+                )
                 raise MigrationFailed(message, revision=failed) from None
 
     def _where_now(self) -> str:

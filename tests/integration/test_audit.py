@@ -100,6 +100,7 @@ def test_successful_run_records_every_event_with_its_fields(
         assert e["checksum"] == checksum(pg_project, e["revision"])
         assert isinstance(e["duration_ms"], int) and e["duration_ms"] >= 0
     assert run[-2]["outcome"] == "succeeded"
+    assert run[-2]["duration_ms"] >= max(e["duration_ms"] for e in applied)  # the whole run
     assert run[1]["lock_key"] == run[-1]["lock_key"] == DEFAULT_KEY
 
     # the ledger agrees, with the same run id
