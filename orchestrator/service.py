@@ -576,10 +576,14 @@ def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -
             help=finding.help,
         )
     if bad and mode == "error":
-        listed = "; ".join(f"{f.revision} {f.rule}: {f.message}" for f in bad)
+        listed = " ".join(
+            f"{f.revision} breaks {f.rule}: {f.message.rstrip('.')}. {f.help}".rstrip() for f in bad
+        )
+        waiver = f"# orchestrator: allow {bad[0].rule}"
         run.refuse(
-            f"Refused by lint on {run.env.name}: {listed}. Fix the migration, or waive a rule "
-            "for one revision with a line `# orchestrator: allow <rule>` in its file.",
+            f"Refused by lint on {run.env.name}: {listed} Fix the migration or, if it is safe "
+            f"here, waive the rule for that revision with a line `{waiver}` in its file, "
+            "saying why.",
             findings=[f.__dict__ for f in bad],
         )
 

@@ -155,7 +155,8 @@ def test_lint_error_refuses_a_blocking_index_and_warn_lets_it_through(pg_project
     project.write_env("dev", env_yaml("dev", lint="error"))
     refused = project.run("migrate", "dev")
     assert refused.code == 3
-    assert f"{NEW} {RULE}" in refused.stderr
+    assert f"{NEW} breaks {RULE}" in refused.stderr
+    assert f"# orchestrator: allow {RULE}" in refused.stderr  # says how to waive it
     assert "# orchestrator: allow <rule>" in refused.stderr
     assert project.version("dev") == [HEAD]
     events = run_events(project, "dev")
