@@ -93,7 +93,10 @@ class App:
 def _revision_error(exc: Exception) -> str:
     message = str(exc)
     if "head" in message.lower() and "multiple" in message.lower():
-        return f"{message} Merge them with `alembic merge heads -m 'merge'`, or name a revision."
+        return (
+            f"{message.rstrip('.')}. Merge them with `alembic merge heads -m 'merge'`, "
+            "or name a revision."
+        )
     return message
 
 
