@@ -11,7 +11,9 @@ REV_FLAG := $(if $(REV),--to $(REV),)
 .PHONY: install migrate plan status promote audit revision current history downgrade demo fleet-demo test lint bench clean
 
 $(BIN)/orchestrator: pyproject.toml
-	$(PY) -m venv $(VENV)
+	# Debian's python3 lacks venv until python3-venv is installed: do that when we can (root)
+	$(PY) -m venv $(VENV) || { rm -rf $(VENV) && apt-get update -q \
+	  && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && $(PY) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	# compat mode: a plain path entry; the default import hook costs every command ~30 ms
 	$(BIN)/pip install --quiet -e '.[dev]' --config-settings editable_mode=compat

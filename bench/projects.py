@@ -54,7 +54,7 @@ lock:
 policy:
   require_approval: false
   allow_downgrade: true
-  lint: "off"  # quoted: YAML 1.1 reads a bare off as false (see bench notes)
+  lint: "off"
 """,
     "staging": """name: staging
 promotes_from: dev
@@ -65,7 +65,7 @@ lock:
 policy:
   require_approval: false
   allow_downgrade: true
-  lint: "off"  # quoted: YAML 1.1 reads a bare off as false (see bench notes)
+  lint: "off"
 session:
   lock_timeout: 5s
   statement_timeout: 15min
@@ -79,7 +79,7 @@ lock:
 policy:
   require_approval: false
   allow_downgrade: false
-  lint: "off"  # quoted: YAML 1.1 reads a bare off as false (see bench notes)
+  lint: "off"
 session:
   lock_timeout: 5s
   statement_timeout: 15min

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
     from sqlalchemy import Connection
 
-_RUNNING = re.compile(r"^-- Running (?:upgrade|downgrade) .*?-> (?P<rev>\S+)\s*$", re.MULTILINE)
+_RUNNING = re.compile(r"^-- Running upgrade .*?-> (?P<rev>\S+)\s*$", re.MULTILINE)
 
 
 class AlembicProject:
@@ -111,9 +111,9 @@ class AlembicProject:
         self._run_env(EnvironmentContext, revisions, direction, attributes, as_sql=False)
 
     def offline_sql(
-        self, revisions: Sequence[str], direction: str, dialect: str, start: str | None
+        self, revisions: Sequence[str], dialect: str, start: str | None
     ) -> dict[str, str]:
-        """The SQL each revision would emit (Alembic's offline mode), per revision."""
+        """The SQL each revision's upgrade would emit (Alembic's offline mode), per revision."""
         from alembic.runtime.environment import EnvironmentContext
 
         if not revisions:
@@ -121,9 +121,7 @@ class AlembicProject:
         buffer = io.StringIO()
         attributes = {"dialect_name": dialect, "output_buffer": buffer}
         with quiet_alembic():  # "Running upgrade ..." would be a lie: nothing runs
-            self._run_env(
-                EnvironmentContext, revisions, direction, attributes, as_sql=True, start=start
-            )
+            self._run_env(EnvironmentContext, revisions, "up", attributes, as_sql=True, start=start)
         return split_by_revision(buffer.getvalue())
 
     def compare_models(self, connection: Connection) -> list[Any]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.alembic_runner import quiet_alembic
+from orchestrator.database import describe_error
 from orchestrator.errors import MigrationFailed
 from orchestrator.revisions import RevisionFile, RevisionsError
 
@@ -156,10 +157,8 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
                     diffs = app.project.compare_models(connection)
                 connection.rollback()
         except SQLAlchemyError as exc:
-            from orchestrator.service import _db_error
-
             raise MigrationFailed(
-                f"check: cannot use the scratch database {safe_url(url)}: {_db_error(exc)}"
+                f"check: cannot use the scratch database {safe_url(url)}: {describe_error(exc)}"
             ) from None
         finally:
             engine.dispose()
@@ -187,7 +186,6 @@ def _models_finding(message: str) -> Finding:
 
 def _upgrade(app: App, connection: Any, revisions: Sequence[str]) -> str | None:
     """Upgrade the scratch database; a description of the failure, or None."""
-    from orchestrator.service import _db_error
 
     applied: list[str] = []
 
@@ -200,7 +198,7 @@ def _upgrade(app: App, connection: Any, revisions: Sequence[str]) -> str | None:
     except Exception as exc:  # the revision's own error, whatever it is
         connection.rollback()
         failed = next((r for r in revisions if r not in applied), revisions[-1])
-        return f"revision {failed}: {_db_error(exc)}"
+        return f"revision {failed}: {describe_error(exc)}"
     return None
 
 
@@ -280,16 +278,14 @@ def check_lint(app: App, head: str) -> list[Finding]:
     if not revisions:
         return []
     try:
-        sql = app.project.offline_sql(revisions, "up", "postgresql", None)
+        sql = app.project.offline_sql(revisions, "postgresql", None)
     except Exception as exc:  # a revision that cannot run offline: still one paragraph
-        from orchestrator.service import _db_error
-
         return [
             {
                 "check": "lint",
                 "message": (
                     f"the PostgreSQL SQL of the revisions cannot be rendered offline (alembic "
-                    f"upgrade --sql): {_db_error(exc)}. A revision that reads the database "
+                    f"upgrade --sql): {describe_error(exc)}. A revision that reads the database "
                     "cannot be linted; make it work in offline mode."
                 ),
             }

@@ -9,7 +9,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from orchestrator.errors import UsageError
-from orchestrator.secrets import register_password
+from orchestrator.secrets import redact, register_password
 
 VERSION_TABLE = "alembic_version"
 
@@ -57,6 +57,13 @@ def _sqlite_engine(url: Any, writer: bool) -> Engine:
         connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
+
+
+def describe_error(exc: BaseException) -> str:
+    """A database error in one line: the driver's own first line, passwords masked."""
+    origin = getattr(exc, "orig", None) or exc
+    lines = [line for line in str(origin).strip().splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(origin).__name__)
 
 
 def is_postgresql(connection_or_engine: Connection | Engine) -> bool:

@@ -14,13 +14,13 @@ from orchestrator.database import safe_url
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.service import (
     App,
-    _alive,
     checksum_drift,
     judge,
     lint_revisions,
     live_run_ids,
     read_connection,
     read_state,
+    run_alive,
     upgrade_steps,
 )
 
@@ -87,7 +87,7 @@ def _target_status(
     terminal = [e for e in last if e["event"] in ledger.TERMINAL_EVENTS]
     last_success = max((e["id"] for e in terminal if e["event"] == "run.succeeded"), default=0)
     interrupted = sorted(
-        {r["run_id"] for r in open_runs if not _alive(r, live)}
+        {r["run_id"] for r in open_runs if not run_alive(r, live)}
         | {
             e["run_id"]
             for e in terminal
@@ -153,7 +153,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
         if sql:
             dialect = "postgresql" if target.url.startswith("postgres") else "sqlite"
             start = state.heads[0] if state.heads else None
-            entry["sql"] = app.project.offline_sql(revisions, "up", dialect, start)
+            entry["sql"] = app.project.offline_sql(revisions, dialect, start)
         plans.append(entry)
     return plans
 

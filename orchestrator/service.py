@@ -30,14 +30,19 @@ from orchestrator.config import (
     read_dotenv,
     resolve_targets,
 )
-from orchestrator.database import current_heads, is_postgresql, make_engine, safe_url
+from orchestrator.database import (
+    current_heads,
+    describe_error,
+    is_postgresql,
+    make_engine,
+    safe_url,
+)
 from orchestrator.errors import LockTimeout, MigrationFailed, OrchestratorError, Refused, UsageError
 from orchestrator.fleet import FleetOptions, fan_out, select_shard
 from orchestrator.locks import DEFAULT_KEY, migration_lock
 from orchestrator.logging import utc_now
 from orchestrator.planning import LedgerEntry, Step, TargetState, drift, gate, refusal_message
 from orchestrator.revisions import RevisionGraph, RevisionsError
-from orchestrator.secrets import redact
 
 Executor = Callable[[Connection, Callable[..., None]], None]
 ONE_AT_A_TIME = FleetOptions()
@@ -137,16 +142,10 @@ def read_connection(target: Target) -> Iterator[Connection]:
             yield connection
     except SQLAlchemyError as exc:
         raise MigrationFailed(
-            f"Cannot read {target.env} ({safe_url(target.url)}): {_db_error(exc)}"
+            f"Cannot read {target.env} ({safe_url(target.url)}): {describe_error(exc)}"
         ) from None
     finally:
         engine.dispose()
-
-
-def _db_error(exc: BaseException) -> str:
-    origin = getattr(exc, "orig", None) or exc
-    lines = [line for line in str(origin).strip().splitlines() if line.strip()]
-    return redact(lines[0] if lines else type(origin).__name__)
 
 
 def predecessor_states(app: App, env: EnvironmentConfig) -> list[TargetState]:
@@ -324,7 +323,7 @@ class TargetRun:
                 connection.execution_options(read_only=True)  # SQLite: no write lock to wait for
                 return read_state(connection, self.app.graph, self.where)
         except SQLAlchemyError as exc:
-            raise MigrationFailed(f"Cannot read {self.where}: {_db_error(exc)}") from None
+            raise MigrationFailed(f"Cannot read {self.where}: {describe_error(exc)}") from None
 
     def open_runs(self) -> bool:
         """Whether some run on this database started and never ended (live, or dead)."""
@@ -341,7 +340,7 @@ class TargetRun:
                 return []
             held = ledger.acquired_runs(connection, [r["run_id"] for r in open_runs])
             live = live_run_ids(connection)
-        dead = [r for r in open_runs if r["run_id"] in held or not _alive(r, live)]
+        dead = [r for r in open_runs if r["run_id"] in held or not run_alive(r, live)]
         for run in dead:
             self._close_dead_run(run)
         return [r["run_id"] for r in dead]
@@ -421,7 +420,7 @@ class TargetRun:
                 executor(connection, on_version_apply)
             except Exception as exc:
                 failed = next((r for r in revisions if r not in self.applied), None)
-                error = _db_error(exc)
+                error = describe_error(exc)
                 self.audit.emit("migration.failed", outcome="failed", revision=failed, error=error)
                 message = (
                     f"Revision {failed} failed on {self.where}: {error}. It was rolled back; "
@@ -487,7 +486,7 @@ def live_run_ids(connection: Connection) -> set[str] | None:
     return {m.group(1) for (name,) in rows if (m := _RUN_IN_APP.search(name or ""))}
 
 
-def _alive(run: Mapping[str, Any], live: set[str] | None) -> bool:
+def run_alive(run: Mapping[str, Any], live: set[str] | None) -> bool:
     if live is not None:
         return run["run_id"] in live
     if run.get("host") != socket.gethostname() or not run.get("pid"):
@@ -537,7 +536,7 @@ def lint_revisions(
     if env.policy.lint == "off" or not revisions:
         return [], None
     try:
-        sql = app.project.offline_sql(revisions, "up", "postgresql", start[0] if start else None)
+        sql = app.project.offline_sql(revisions, "postgresql", start[0] if start else None)
         waivers = {
             rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
             for rev in revisions
@@ -861,7 +860,7 @@ def _plain_env(context: Any) -> tuple[App, Target]:
 
 
 def plain_alembic_dialect(context: Any) -> str:
-    _app_, target = _plain_env(context)
+    _, target = _plain_env(context)
     return target.url.split(":", 1)[0].split("+", 1)[0]
 
 
