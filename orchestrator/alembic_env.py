@@ -3,7 +3,7 @@
 - the orchestrator, which hands over its own connection in `config.attributes`;
 - offline mode (`--sql`, linting), which needs only a dialect;
 - plain `alembic upgrade/downgrade/...`, which gets the same lock, ledger and audit trail
-  as an orchestrator run (see `service.plain_alembic`).
+  as an orchestrator run (see `plain_alembic.py`).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run_migrations(target_metadata: Any) -> None:
     if context.is_offline_mode():
         dialect = config.attributes.get("dialect_name")
         if dialect is None:
-            from orchestrator.service import plain_alembic_dialect
+            from orchestrator.plain_alembic import plain_alembic_dialect
 
             dialect = plain_alembic_dialect(context)
         context.configure(dialect_name=dialect, literal_binds=True, **options)
@@ -46,7 +46,7 @@ def run_migrations(target_metadata: Any) -> None:
         return
     connection = config.attributes.get("connection")
     if connection is None:
-        from orchestrator.service import plain_alembic
+        from orchestrator.plain_alembic import plain_alembic
 
         plain_alembic(context, options)
         return

@@ -197,7 +197,7 @@ def cmd_envs(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.reporting import status
+    from orchestrator.commands.status import status
 
     rows = status(_app(), args.envs)
     if out.as_json:
@@ -284,7 +284,7 @@ def _fleet_summary(out: Out, env: str, rows: list[dict[str, Any]]) -> None:
 
 
 def cmd_plan(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.reporting import plan
+    from orchestrator.commands.status import plan
 
     plans = plan(_app(), args.env, args.to, args.sql)
     refuse = any(p["would_refuse"] for p in plans)
@@ -355,7 +355,7 @@ def _run_results(out: Out, results: list[Any]) -> int:
 
 
 def _options(args: argparse.Namespace) -> Any:
-    from orchestrator.service import Options
+    from orchestrator.commands.migrate import Options
 
     return Options(approve=args.approve, ticket=args.ticket, lock_timeout=args.lock_timeout)
 
@@ -376,44 +376,44 @@ def _fleet(args: argparse.Namespace) -> Any:
 
 
 def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.service import migrate
+    from orchestrator.commands.migrate import migrate
 
     return _run_results(out, migrate(_app(), args.env, args.to, _options(args), _fleet(args)))
 
 
 def cmd_promote(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.service import promote
+    from orchestrator.commands.migrate import promote
 
     return _run_results(out, promote(_app(), args.env, _options(args), _fleet(args)))
 
 
 def cmd_rollout(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.service import rollout
+    from orchestrator.commands.migrate import rollout
 
     results = rollout(_app(), args.through, args.to, _options(args), _fleet(args))
     return _run_results(out, results)
 
 
 def cmd_downgrade(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.service import downgrade
+    from orchestrator.commands.downgrade import downgrade
 
     results = downgrade(_app(), args.env, args.to, args.reason, args.force, _options(args))
     return _run_results(out, results)
 
 
 def cmd_baseline(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.service import baseline
+    from orchestrator.commands.downgrade import baseline
 
     return _run_results(out, baseline(_app(), args.env, args.revision, args.reason))
 
 
 def cmd_audit(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator import reporting
+    from orchestrator.commands import audit as audit_commands
     from orchestrator.ledger import AuditFilter
 
     app = _app()
     if args.action == "verify":
-        results = reporting.verify(app, args.env)
+        results = audit_commands.verify(app, args.env)
         broken = [r for r in results if r.get("checked") and not r["intact"]]
         # a configured database we could not read is not proven intact
         unread = [r for r in results if not r["checked"] and r.get("configured", True)]
@@ -437,8 +437,8 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
         return 1 if broken or unread else 0
     flt = AuditFilter(
         env=args.env,
-        since=reporting.parse_when(args.since),
-        until=reporting.parse_when(args.until),
+        since=audit_commands.parse_when(args.since),
+        until=audit_commands.parse_when(args.until),
         actor=args.actor,
         event=args.event,
         revision=args.revision,
@@ -448,7 +448,7 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
     )
     if args.env:
         app.envs.get(args.env)
-    events, unreachable = reporting.audit(app, flt)
+    events, unreachable = audit_commands.audit(app, flt)
     if unreachable:  # a log event: off a terminal, every stderr line stays one JSON object
         import structlog
 
@@ -487,7 +487,7 @@ def _detail(event: dict[str, Any]) -> str:
 
 
 def cmd_check(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.check import run_checks
+    from orchestrator.commands.check import run_checks
 
     findings = run_checks(_app(), args.scratch_url)
     if out.as_json:
@@ -501,7 +501,7 @@ def cmd_check(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_current(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.reporting import current
+    from orchestrator.commands.status import current
 
     rows = current(_app(), args.env)
     if out.as_json:
@@ -513,7 +513,7 @@ def cmd_current(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_history(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.reporting import history
+    from orchestrator.commands.status import history
 
     rows = history(_app())
     if out.as_json:
@@ -545,7 +545,7 @@ QUIET_COMMANDS = {"envs", "history"}
 
 
 def _app() -> Any:
-    from orchestrator.service import App
+    from orchestrator.app import App
 
     return App.load(interactive=True)
 

@@ -58,7 +58,7 @@ def _run(target: Target) -> Any:
 
 def _guarded(work: Work, target: Target) -> Any:
     """One target's outcome as a result: its failure never takes the rest of the fleet down."""
-    from orchestrator.service import RunResult
+    from orchestrator.results import RunResult
 
     try:
         return work(target)
@@ -71,8 +71,8 @@ def _guarded(work: Work, target: Target) -> Any:
 
 
 def _failed(target: Target, exc: BaseException) -> Any:
+    from orchestrator.results import RunResult
     from orchestrator.secrets import redact
-    from orchestrator.service import RunResult
 
     text = (str(exc).strip().splitlines() or [""])[0]
     return RunResult(
@@ -87,7 +87,7 @@ def _failed(target: Target, exc: BaseException) -> Any:
 
 def _skipped(targets: Sequence[Target], why: str) -> list[Any]:
     """Targets left alone (after a failure, or a failed canary): named, so a re-run can tell."""
-    from orchestrator.service import RunResult
+    from orchestrator.results import RunResult
 
     return [RunResult(t.env, t.name, "", "skipped", message=f"not run: {why}") for t in targets]
 

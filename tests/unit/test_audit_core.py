@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 
 from orchestrator import ledger
 from orchestrator.audit import AuditTrail, detect_actor
+from orchestrator.commands.audit import parse_when
 from orchestrator.errors import UsageError
 from orchestrator.logging import redact_secrets
-from orchestrator.reporting import parse_when
 from orchestrator.secrets import redact, register_password
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")

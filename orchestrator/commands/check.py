@@ -29,8 +29,8 @@ from orchestrator.errors import MigrationFailed
 from orchestrator.revisions import RevisionFile, RevisionsError
 
 if TYPE_CHECKING:
+    from orchestrator.app import App
     from orchestrator.config import EnvironmentConfig
-    from orchestrator.service import App
 
 Finding = dict[str, Any]
 

@@ -1,0 +1,81 @@
+"""The application's collaborators, built once per process: settings, environments, the
+revision graph, who is running it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from orchestrator.alembic_runner import AlembicProject
+from orchestrator.audit import detect_actor, detect_git_sha
+from orchestrator.config import (
+    Environments,
+    Settings,
+    Target,
+    load_environments,
+    read_dotenv,
+    resolve_targets,
+)
+from orchestrator.errors import UsageError
+from orchestrator.planning import TargetState
+from orchestrator.revisions import RevisionGraph, RevisionsError
+
+
+@dataclass
+class App:
+    settings: Settings
+    envs: Environments
+    environ: dict[str, str]
+    interactive: bool = False
+    predecessor_cache: dict[str, list[TargetState]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, settings: Settings | None = None, interactive: bool = False) -> App:
+        settings = settings or Settings()
+        envs = load_environments(settings.environments_path)
+        environ = {**read_dotenv(settings.project_dir), **os.environ}
+        return cls(settings, envs, environ, interactive)
+
+    @cached_property
+    def project(self) -> AlembicProject:
+        return AlembicProject(self.settings.alembic_ini_path)
+
+    @cached_property
+    def graph(self) -> RevisionGraph:
+        try:
+            return self.project.graph
+        except RevisionsError as exc:
+            raise UsageError(f"The revision history cannot be read: {exc}") from None
+
+    @cached_property
+    def actor(self) -> str:
+        return detect_actor(self.settings.actor, self.environ)
+
+    @cached_property
+    def git_sha(self) -> str | None:
+        return detect_git_sha(self.settings.project_dir, self.environ)
+
+    def targets(self, env: str) -> list[Target]:
+        return resolve_targets(self.envs.get(env), self.environ, self.settings.project_dir)
+
+    def resolve(self, ref: str) -> str:
+        try:
+            return self.graph.resolve(ref)
+        except RevisionsError as exc:
+            raise UsageError(revision_error(exc)) from None
+
+
+def revision_error(exc: Exception) -> str:
+    message = str(exc)
+    if "head" in message.lower() and "multiple" in message.lower():
+        return (
+            f"{message.rstrip('.')}. Merge them with `alembic merge heads -m 'merge'`, "
+            "or name a revision."
+        )
+    return message
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]

@@ -1,0 +1,112 @@
+"""audit and audit verify: review the trail, and prove nobody edited it."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from orchestrator import ledger
+from orchestrator.app import App
+from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.evidence import read_connection
+
+_RELATIVE = re.compile(r"^(\d+)\s*(m|h|d|w)$")
+
+
+def parse_when(value: str | None, now: datetime | None = None) -> str | None:
+    """`30m`, `12h`, `7d`, `2w`, or an ISO date/time -> our fixed-width UTC text."""
+    if value is None:
+        return None
+    now = now or datetime.now(UTC)
+    match = _RELATIVE.match(value.strip())
+    if match:
+        amount, unit = int(match.group(1)), match.group(2)
+        delta = {
+            "m": timedelta(minutes=amount),
+            "h": timedelta(hours=amount),
+            "d": timedelta(days=amount),
+            "w": timedelta(weeks=amount),
+        }[unit]
+        moment = now - delta
+    else:
+        try:
+            moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise UsageError(
+                f"{value!r} is not a time: use 30m, 12h, 7d, 2w or a date such as 2026-11-01."
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def audit(app: App, flt: ledger.AuditFilter) -> tuple[list[dict[str, Any]], list[str]]:
+    """Matching events from every reachable database, and the ones we could not read."""
+    names = [flt.env] if flt.env else list(app.envs.order)
+    events: list[dict[str, Any]] = []
+    unreachable: list[str] = []
+    for name in names:
+        try:
+            targets = app.targets(app.envs.get(name).name)
+        except UsageError as exc:
+            if flt.env:
+                raise
+            unreachable.append(f"{name}: {exc.message}")
+            continue
+        for target in targets:
+            try:
+                with read_connection(target) as connection:
+                    found = ledger.query_audit(connection, flt)
+            except OrchestratorError as exc:
+                unreachable.append(f"{target.env}/{target.name}: {exc.message}")
+                continue
+            for event in found:
+                event.pop("id", None)
+            events.extend(found)
+    events.sort(key=lambda e: e["timestamp"])
+    if flt.limit is not None:
+        events = events[-flt.limit :] if flt.limit else []
+    return events, unreachable
+
+
+def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
+    names = [env_name] if env_name else list(app.envs.order)
+    results = []
+    for name in names:
+        try:
+            targets = app.targets(app.envs.get(name).name)
+        except UsageError as exc:
+            if env_name:
+                raise
+            results.append(
+                {
+                    "env": name,
+                    "target": name,
+                    "checked": False,
+                    "configured": False,
+                    "error": exc.message,
+                }
+            )
+            continue
+        for target in targets:
+            try:
+                with read_connection(target) as connection:
+                    rows = ledger.read_chain(connection)
+            except OrchestratorError as exc:
+                results.append(
+                    {"env": name, "target": target.name, "checked": False, "error": exc.message}
+                )
+                continue
+            broken = ledger.verify_chain(rows)
+            results.append(
+                {
+                    "env": name,
+                    "target": target.name,
+                    "checked": True,
+                    "rows": len(rows),
+                    "intact": broken is None,
+                    "broken": None if broken is None else broken.__dict__,
+                }
+            )
+    return results

@@ -1,0 +1,121 @@
+"""downgrade and baseline: runs that move a database back, or adopt the revision it is at."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import Connection
+
+from orchestrator import ledger
+from orchestrator.app import App, revision_error
+from orchestrator.commands.migrate import Options
+from orchestrator.config import Target
+from orchestrator.errors import UsageError
+from orchestrator.logging import utc_now
+from orchestrator.policies import check_approval
+from orchestrator.results import RunResult
+from orchestrator.revisions import RevisionsError
+from orchestrator.run import TargetRun
+
+
+def downgrade(
+    app: App, env_name: str, to: str, reason: str, force: bool, options: Options
+) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    if not reason.strip():
+        raise UsageError("A downgrade needs --reason TEXT: it goes on the audit trail.")
+    return [
+        _downgrade_target(app, target, to, reason, force, options)
+        for target in app.targets(env.name)
+    ]
+
+
+def _downgrade_target(
+    app: App, target: Target, to: str, reason: str, force: bool, options: Options
+) -> RunResult:
+    run = TargetRun(
+        app,
+        target,
+        "downgrade",
+        ticket=options.ticket,
+        reason=reason,
+        lock_timeout=options.lock_timeout,
+    )
+    try:
+        state = run.read()
+        destination = _downgrade_destination(app, state.heads, to)
+        run.start(
+            from_revision=",".join(state.heads) or None,
+            to_revision=destination,
+            forced=force or None,
+        )
+        if not run.env.policy.allow_downgrade and not force:
+            run.refuse(
+                f"Refused: downgrades are not allowed on {run.env.name} (policy.allow_downgrade "
+                "is false). If you must, re-run with --force; the reason is recorded."
+            )
+        check_approval(app, run, options.approve)
+        with run.locked():
+            run.close_dead_runs()
+            state = run.read()
+            destination = _downgrade_destination(app, state.heads, to)
+            revisions = app.graph.downgrade_path(state.heads, destination)
+            if not revisions:
+                return run.finish(message="nothing to revert")
+            project = app.project
+
+            def execute(connection: Connection, hook: Callable[..., None]) -> None:
+                project.run(connection, revisions, "down", hook)
+
+            run.apply(revisions, "down", execute)
+            return run.finish(to_revision=destination)
+    finally:
+        run.close()
+
+
+def _downgrade_destination(app: App, heads: Sequence[str], to: str) -> str:
+    try:
+        if to.startswith("-") or to.startswith("+"):
+            return app.graph.resolve_relative(heads, to)
+        return app.graph.resolve(to)
+    except RevisionsError as exc:
+        raise UsageError(revision_error(exc)) from None
+
+
+def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    if not reason.strip():
+        raise UsageError("A baseline needs --reason TEXT: it goes on the audit trail.")
+    rev = app.resolve(revision)
+    results = []
+    for target in app.targets(env.name):
+        run = TargetRun(app, target, "baseline", reason=reason)
+        try:
+            run.start(to_revision=rev)
+            with run.locked():
+                state = run.read()
+                if state.heads and state.heads != (rev,):
+                    run.refuse(
+                        f"Refused: {run.where} is at {', '.join(state.heads)}, not {rev}. "
+                        "Baseline adopts the revision a database is at; name that one."
+                    )
+                chain = sorted(app.graph.ancestors(rev), key=lambda r: len(app.graph.ancestors(r)))
+                with run.engine.begin() as connection:
+                    if not state.heads:
+                        app.project.stamp(connection, rev)
+                    for r in chain:
+                        ledger.record_revision(
+                            connection,
+                            revision=r,
+                            checksum=app.graph.get(r).checksum,
+                            direction="baseline",
+                            run_id=run.run_id,
+                            env=run.env.name,
+                            actor=app.actor,
+                            at=utc_now(),
+                        )
+                run.applied = chain
+                results.append(run.finish(to_revision=rev, baselined=len(chain)))
+        finally:
+            run.close()
+    return results

@@ -1,0 +1,168 @@
+"""migrate, promote, rollout: gated, locked, audited upgrades."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+
+from orchestrator.app import App
+from orchestrator.config import EnvironmentConfig, Target
+from orchestrator.database import current_heads
+from orchestrator.errors import Refused, UsageError
+from orchestrator.evidence import (
+    checksum_drift,
+    judge,
+    predecessor_states,
+    read_connection,
+    upgrade_steps,
+)
+from orchestrator.fleet import FleetOptions, fan_out, select_shard
+from orchestrator.planning import refusal_message
+from orchestrator.policies import check_approval, enforce_lint, lint_revisions, record_waivers
+from orchestrator.results import RunResult
+from orchestrator.run import TargetRun
+
+ONE_AT_A_TIME = FleetOptions()
+
+
+@dataclass
+class Options:
+    approve: bool = False
+    ticket: str | None = None
+    lock_timeout: float | None = None
+
+
+def migrate(
+    app: App, env_name: str, to: str | None, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
+) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    targets = select_shard(app.targets(env.name), fleet.shard)
+    destination = app.resolve(to or "head")
+    return each_target(
+        app, env, targets, lambda t: migrate_target(app, t, destination, options), fleet
+    )
+
+
+def each_target(
+    app: App,
+    env: EnvironmentConfig,
+    targets: list[Target],
+    work: Callable[[Target], RunResult],
+    fleet: FleetOptions,
+) -> list[RunResult]:
+    """One database: run it here, errors propagate. A fleet: fan out, collect outcomes."""
+    if len(targets) == 1 and fleet == ONE_AT_A_TIME:
+        return [work(targets[0])]
+    predecessor_states(app, env)  # read the predecessor once, before forking workers
+    return fan_out(targets, work, fleet)
+
+
+def migrate_target(app: App, target: Target, destination: str, options: Options) -> RunResult:
+    run = TargetRun(
+        app, target, "migrate", ticket=options.ticket, lock_timeout=options.lock_timeout
+    )
+    try:
+        return _migrate(app, run, destination, options)
+    finally:
+        run.close()
+        app.predecessor_cache.pop(target.env, None)  # it may have moved: successors re-read it
+
+
+def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> RunResult:
+    state = run.read()
+    revisions = upgrade_steps(app, state.heads, destination, run.where)
+    drifted = checksum_drift(app, state)
+    if not revisions and not drifted:
+        if not run.open_runs():
+            return RunResult(
+                run.env.name, run.target.name, run.run_id, "succeeded", message="nothing to do"
+            )
+        # A run killed after its last revision committed left no end: at the target, yet not
+        # done. Take the lock (a live run finishes first) and record the dead one as interrupted.
+        run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
+        with run.locked():
+            run.close_dead_runs()
+        done = run.finish(to_revision=destination)
+        done.message = "nothing to do"
+        return done
+    # lint first, so that the waivers in force are on every event of the run, run.started too
+    findings, problem = lint_revisions(app, run.env, revisions, state.heads)
+    record_waivers(run, findings)
+    run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
+    if drifted:
+        run.refuse(
+            f"Refused: {', '.join(drifted)} changed since {run.where} ran it (checksum drift). "
+            "Restore the file as it ran, or downgrade below it and upgrade again.",
+            drift=drifted,
+        )
+    steps = judge(app, run.env, revisions)
+    if any(s.blocked for s in steps):
+        run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+    check_approval(app, run, options.approve)
+    enforce_lint(run, findings, problem)
+    with run.locked():
+        run.close_dead_runs()
+        state = run.read()  # another run may have moved it while we waited
+        revisions = upgrade_steps(app, state.heads, destination, run.where)
+        if not revisions:
+            return run.finish(message="already at target")
+        steps = judge(app, run.env, revisions)
+        if any(s.blocked for s in steps):
+            run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+        run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
+        project = app.project
+
+        def execute(connection: Connection, hook: Callable[..., None]) -> None:
+            project.run(connection, revisions, "up", hook)
+
+        run.apply(revisions, "up", execute)
+        return run.finish(to_revision=destination)
+
+
+def promote(
+    app: App, env_name: str, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
+) -> list[RunResult]:
+    env = app.envs.get(env_name)
+    if env.promotes_from is None:
+        raise UsageError(
+            f"{env.name} promotes from nothing: it is the first environment. Use migrate."
+        )
+    heads: set[tuple[str, ...]] = set()
+    for target in app.targets(env.promotes_from):
+        with read_connection(target) as connection:
+            heads.add(current_heads(connection))
+    if len(heads) != 1:
+        raise Refused(
+            f"Refused: the databases of {env.promotes_from} are at different revisions "
+            f"({', '.join(sorted(','.join(h) or 'base' for h in heads))}); "
+            f"finish {env.promotes_from} first."
+        )
+    (pred_heads,) = heads
+    if not pred_heads:
+        raise Refused(f"Refused: {env.promotes_from} has run nothing yet; nothing to promote.")
+    if len(pred_heads) > 1:
+        raise UsageError(f"{env.promotes_from} has several heads ({', '.join(pred_heads)}).")
+    targets = select_shard(app.targets(env.name), fleet.shard)
+    work = lambda t: migrate_target(app, t, pred_heads[0], options)  # noqa: E731
+    return each_target(app, env, targets, work, fleet)
+
+
+def rollout(
+    app: App, through: str, to: str | None, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
+) -> list[RunResult]:
+    """Each environment on the path to `through`, in order; stop at the first failure."""
+    results: list[RunResult] = []
+    destination = app.resolve(to or "head")
+    # every environment's databases resolved first: a missing variable for the last one
+    # must not show up after the first ones have been migrated
+    path = [(app.envs.get(name), app.targets(name)) for name in app.envs.path_to(through)]
+    for env, all_targets in path:
+        targets = select_shard(all_targets, fleet.shard)
+        work = lambda t: migrate_target(app, t, destination, options)  # noqa: E731
+        done = each_target(app, env, targets, work, fleet)
+        results.extend(done)
+        if any(r.exit_code for r in done):
+            break
+    return results

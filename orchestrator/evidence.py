@@ -1,0 +1,95 @@
+"""What a database has run (heads, ledger), what its predecessor has run, and the gate's
+judgement of revisions against that evidence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator import ledger
+from orchestrator.app import App, revision_error
+from orchestrator.config import EnvironmentConfig, Target
+from orchestrator.database import current_heads, describe_error, make_engine, safe_url
+from orchestrator.errors import MigrationFailed, UsageError
+from orchestrator.planning import LedgerEntry, Step, TargetState, drift, gate
+from orchestrator.revisions import RevisionGraph, RevisionsError
+
+
+@dataclass(frozen=True)
+class DbState:
+    heads: tuple[str, ...]
+    ledger: Mapping[str, LedgerEntry]
+    applied: frozenset[str]
+
+
+def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbState:
+    heads = current_heads(connection)
+    unknown = [h for h in heads if h not in graph]
+    if unknown:
+        raise UsageError(
+            f"{where} is at revision {', '.join(unknown)}, which this project's history does "
+            "not contain. Check out the code that database was migrated with."
+        )
+    applied: set[str] = set()
+    for head in heads:
+        applied |= graph.ancestors(head)
+    return DbState(heads, ledger.latest_ledger(connection), frozenset(applied))
+
+
+@contextmanager
+def read_connection(target: Target) -> Iterator[Connection]:
+    """A read-only look at one database; failures become one clear error."""
+    engine = make_engine(target.url, "orchestrator status", writer=False)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    except SQLAlchemyError as exc:
+        raise MigrationFailed(
+            f"Cannot read {target.env} ({safe_url(target.url)}): {describe_error(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def predecessor_states(app: App, env: EnvironmentConfig) -> list[TargetState]:
+    if env.promotes_from is None:
+        return []
+    if env.promotes_from in app.predecessor_cache:
+        return app.predecessor_cache[env.promotes_from]
+    states = []
+    for target in app.targets(env.promotes_from):
+        with read_connection(target) as connection:
+            state = read_state(connection, app.graph, f"{target.env}/{target.name}")
+        states.append(TargetState(target.name, state.applied, state.ledger))
+    app.predecessor_cache[env.promotes_from] = states
+    return states
+
+
+def judge(app: App, env: EnvironmentConfig, revisions: Sequence[str]) -> list[Step]:
+    checksums = {rev: app.graph.get(rev).checksum for rev in revisions}
+    preds = predecessor_states(app, env) if revisions else []
+    return gate(revisions, checksums, env.promotes_from, preds)
+
+
+def upgrade_steps(app: App, heads: Sequence[str], to: str, env: str) -> list[str]:
+    if to in heads:
+        return []
+    applied = set().union(*(app.graph.ancestors(h) for h in heads)) if heads else set()
+    if to in applied:
+        raise UsageError(
+            f"--to {to} is below {env}'s current revision {', '.join(heads)}: that is not an "
+            f"upgrade. To go back, use `orchestrator downgrade {env} --to {to} --reason ...`."
+        )
+    try:
+        return app.graph.upgrade_path(heads, to)
+    except RevisionsError as exc:
+        raise UsageError(revision_error(exc)) from None
+
+
+def checksum_drift(app: App, state: DbState) -> list[str]:
+    checksums = {rev: app.graph.get(rev).checksum for rev in state.applied}
+    return drift(state.applied, state.ledger, checksums)

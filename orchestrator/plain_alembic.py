@@ -1,0 +1,92 @@
+"""Plain `alembic upgrade/downgrade/stamp` through the project's env.py: the same lock,
+ledger rows, policies and audit trail as an orchestrator run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection
+
+from orchestrator.app import App
+from orchestrator.config import Settings, Target
+from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.evidence import judge, upgrade_steps
+from orchestrator.planning import refusal_message
+from orchestrator.policies import check_approval
+from orchestrator.run import TargetRun
+
+
+def _plain_env(context: Any) -> tuple[App, Target]:
+    settings = Settings()
+    app = App.load(settings, interactive=True)
+    name = context.get_x_argument(as_dictionary=True).get("env") or settings.env
+    targets = app.targets(app.envs.get(name).name)
+    wanted = context.get_x_argument(as_dictionary=True).get("target")
+    if wanted:
+        targets = [t for t in targets if t.name == wanted]
+    if len(targets) != 1:
+        raise UsageError(
+            f"{name} has {len(targets)} databases: name one with `-x target=NAME`, or use "
+            "`orchestrator migrate`, which fans out over all of them."
+        )
+    return app, targets[0]
+
+
+def plain_alembic_dialect(context: Any) -> str:
+    _, target = _plain_env(context)
+    return target.url.split(":", 1)[0].split("+", 1)[0]
+
+
+def plain_alembic(context: Any, options: dict[str, Any]) -> None:
+    """`alembic upgrade/downgrade/...`: same lock, ledger rows and audit trail as our runs."""
+    from alembic.util import CommandError
+
+    from orchestrator.logging import configure_logging
+
+    try:
+        app, target = _plain_env(context)
+    except OrchestratorError as exc:
+        raise CommandError(exc.message) from None
+    configure_logging(app.settings.log_format)
+    cmd_opts = getattr(context.config, "cmd_opts", None)
+    command = (
+        cmd_opts.cmd[0].__name__ if cmd_opts is not None and getattr(cmd_opts, "cmd", None) else ""
+    )
+    run = TargetRun(app, target, f"alembic {command}".strip())
+
+    def execute(connection: Connection, hook: Callable[..., None]) -> None:
+        context.configure(connection=connection, on_version_apply=hook, **options)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    x_args = context.get_x_argument(as_dictionary=True)
+    try:
+        if command not in ("upgrade", "downgrade", "stamp"):
+            with run.engine.connect() as connection:
+                execute(connection, lambda **_: None)
+                connection.commit()
+            return
+        run.start()
+        revisions: list[str] = []
+        if command == "upgrade":
+            state = run.read()
+            destination = app.resolve(context.get_revision_argument() or "head")
+            revisions = upgrade_steps(app, state.heads, destination, run.where)
+            steps = judge(app, run.env, revisions)
+            if any(s.blocked for s in steps):
+                run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+        if command == "downgrade" and not run.env.policy.allow_downgrade:
+            run.refuse(
+                f"Refused: downgrades are not allowed on {run.env.name}. If you must, use "
+                f"`orchestrator downgrade {run.env.name} --to REV --reason TEXT --force`."
+            )
+        check_approval(app, run, approve=x_args.get("approve") in ("1", "yes", "true"))
+        with run.locked():
+            run.close_dead_runs()
+            run.apply(revisions, command, execute)
+            run.finish()
+    except OrchestratorError as exc:
+        raise CommandError(exc.message) from None
+    finally:
+        run.close()

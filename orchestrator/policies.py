@@ -1,0 +1,98 @@
+"""The policies a run enforces before it takes the lock: approval and lint."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from orchestrator.app import App
+from orchestrator.config import EnvironmentConfig
+from orchestrator.run import TargetRun
+
+
+def check_approval(app: App, run: TargetRun, approve: bool) -> None:
+    """Where approval is required: --approve, or the environment's name typed on a terminal;
+    how it was given goes on the run's events."""
+    if not run.env.policy.require_approval:
+        return
+    if approve:
+        run.audit.common["approval"] = "--approve"
+        return
+    if app.interactive and sys.stdin.isatty():
+        # the prompt goes to stderr: stdout may be piped into another program
+        sys.stderr.write(f"{run.env.name} requires approval. Type its name to proceed: ")
+        sys.stderr.flush()
+        typed = sys.stdin.readline().strip()
+        if typed == run.env.name:
+            run.audit.common["approval"] = "typed"
+            return
+        run.refuse(f"Refused: the typed name {typed!r} does not match {run.env.name!r}.")
+    run.refuse(
+        f"Refused: {run.env.name} requires approval (policy.require_approval). Re-run with "
+        "--approve (plain alembic: -x approve=yes), or run on a terminal to confirm by typing "
+        "the environment's name."
+    )
+
+
+def lint_revisions(
+    app: App, env: EnvironmentConfig, revisions: Sequence[str], start: Sequence[str]
+) -> tuple[list[Any], str | None]:
+    """Findings for the revisions about to run, and a note when lint could not run."""
+    from orchestrator import lint
+
+    if env.policy.lint == "off" or not revisions:
+        return [], None
+    try:
+        sql = app.project.offline_sql(revisions, "postgresql", start[0] if start else None)
+        waivers = {
+            rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
+            for rev in revisions
+        }
+        exclude = [*lint.DEFAULT_EXCLUDE, *env.policy.lint_exclude]
+        return lint.lint_revisions(sql, waivers, exclude=exclude), None
+    except lint.LintError as exc:
+        return [], str(exc)
+
+
+def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
+    """The waivers that silenced a finding, and the findings let through (lint: warn), as
+    `revision:rule`, on the run's events from now on."""
+    waivers = sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived})
+    warnings = sorted({f"{f.revision}:{f.rule}" for f in findings if not f.waived})
+    if waivers:
+        run.audit.common["waivers"] = waivers
+    if warnings:
+        run.audit.common["lint_findings"] = warnings
+
+
+def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -> None:
+    from orchestrator.lint import blocking
+
+    mode = run.env.policy.lint
+    record_waivers(run, findings)
+    if problem is not None:
+        if mode == "error":
+            run.refuse(f"Refused: lint is required on {run.env.name} but could not run: {problem}")
+        run.audit.log.warning("lint.unavailable", env=run.env.name, error=problem)
+        return
+    bad = blocking(findings)
+    for finding in bad:
+        run.audit.log.warning(
+            "lint.finding",
+            revision=finding.revision,
+            rule=finding.rule,
+            message=finding.message,
+            help=finding.help,
+        )
+    if bad and mode == "error":
+        listed = " ".join(
+            f"{f.revision} breaks {f.rule}: {f.message.rstrip('.')}. {f.help}".rstrip() for f in bad
+        )
+        waiver = f"# orchestrator: allow {bad[0].rule}"
+        run.refuse(
+            f"Refused by lint on {run.env.name}: {listed} Fix the migration or, if it is safe "
+            f"here, waive the rule for that revision with a line `{waiver}` in its file, "
+            "saying why.",
+            findings=[f.__dict__ for f in bad],
+        )
