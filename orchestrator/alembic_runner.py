@@ -10,6 +10,7 @@ from __future__ import annotations
 import configparser
 import io
 import logging
+import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import UsageError
+from orchestrator.project_modules import ProjectModules
 from orchestrator.revisions import RevisionGraph, read_versions
 
 if TYPE_CHECKING:
@@ -60,13 +62,28 @@ class AlembicProject:
         )
         return [self._resolve(p) for p in locations.split(separator) if p.strip()]
 
+    @property
+    def import_roots(self) -> list[Path]:
+        """Where the project's own modules are imported from: Alembic's `prepend_sys_path`
+        entries (relative to the working directory, as Alembic puts them on sys.path), then
+        the project directory."""
+        value = self._ini.get("prepend_sys_path") or ""
+        separator = self._ini.get("path_separator")
+        if separator is None:  # Alembic's legacy splitting
+            entries = re.split(r", *| +|:", value)
+        else:
+            sep = {"os": os.pathsep, "space": " ", "newline": "\n"}.get(separator, separator)
+            entries = value.split(sep)
+        return [*(self._resolve(e) for e in entries if e.strip()), self.ini_path.parent]
+
     def _resolve(self, value: str) -> Path:
         path = Path(value.strip())
         return path if path.is_absolute() else (Path.cwd() / path).resolve()
 
     @cached_property
     def graph(self) -> RevisionGraph:
-        return RevisionGraph(read_versions(self.versions_dirs))
+        modules = ProjectModules(self.ini_path.parent, self.import_roots)
+        return RevisionGraph(read_versions(self.versions_dirs, modules=modules))
 
     # -- Alembic proper ----------------------------------------------------------------------
 

@@ -29,10 +29,12 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from orchestrator.project_modules import Import, ProjectModules, imports_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from alembic.script.revision import RevisionMap
@@ -49,6 +51,7 @@ __all__ = [
     "RevisionsError",
     "UnknownRevision",
     "checksum_bytes",
+    "combined_checksum",
     "checksum_file",
     "list_revision_paths",
     "read_revision_file",
@@ -137,6 +140,23 @@ def checksum_file(path: Path) -> str:
     return checksum_bytes(Path(path).read_bytes())
 
 
+def combined_checksum(own: str, modules: Mapping[str, str]) -> str:
+    """A revision's checksum: its file's and those of the project modules it imports.
+
+    `own` is `checksum_bytes` of the revision file; `modules` maps each project module it
+    imports, directly or through other project modules, to its `checksum_bytes`, keyed by its
+    path relative to the project directory with `/` separators. Without such modules the
+    checksum is the file's own digest, exactly as before modules were covered, so ledgers
+    written then stay valid. Otherwise it is the sha256 hex digest of the UTF-8 JSON text
+    `["<own>",[["<path>","<digest>"],...]]`: pairs sorted by path, no spaces, ASCII escapes
+    (Python's `json.dumps(..., separators=(",", ":"))`).
+    """
+    if not modules:
+        return own
+    text = json.dumps([own, sorted(modules.items())], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 # --------------------------------------------------------------------------
 # static reading
 # --------------------------------------------------------------------------
@@ -151,6 +171,8 @@ class RevisionFile:
     path: Path
     doc: str
     checksum: str
+    # the file's import statements (project_modules.Import), for `combined_checksum`
+    imports: tuple[Import, ...] = field(default=(), repr=False, compare=False)
 
 
 def _first_line(doc: str | None) -> str:
@@ -273,6 +295,7 @@ def _parse_source(data: bytes, path: Path) -> RevisionFile | None:
         path=path,
         doc=_first_line(ast.get_docstring(tree, clean=True)),
         checksum=checksum_bytes(data),
+        imports=imports_of(tree),
     )
     _CACHE.remember(parsed)
     return parsed
@@ -302,6 +325,7 @@ class _ParseCache:
                 "depends_on": tuple(entry["depends_on"]),
                 "doc": entry["doc"],
                 "checksum": checksum,
+                "imports": tuple((lv, m, tuple(n)) for lv, m, n in entry["imports"]),
             }
         return None
 
@@ -312,6 +336,7 @@ class _ParseCache:
             "branch_labels": list(rf.branch_labels),
             "depends_on": list(rf.depends_on),
             "doc": rf.doc,
+            "imports": [list(i) for i in rf.imports],
         }
         self.used.add(rf.checksum)
         self.dirty = True
@@ -334,7 +359,7 @@ class _ParseCache:
             os.replace(tmp, path)
 
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2
 _CACHE = _ParseCache()
 
 
@@ -378,12 +403,16 @@ def list_revision_paths(dirs: Sequence[Path], recursive: bool = False) -> list[P
     return out
 
 
-def read_versions(dirs: Sequence[Path], recursive: bool = False) -> list[RevisionFile]:
+def read_versions(
+    dirs: Sequence[Path], recursive: bool = False, modules: ProjectModules | None = None
+) -> list[RevisionFile]:
     """Read every revision in ``dirs`` (Alembic version locations), in load order.
 
     Uses the static reader; if any file is not plain (or has no ``revision``,
     which Alembic would reject or handle via its legacy file-name rule), the
     whole set is loaded by Alembic instead (:func:`read_versions_with_alembic`).
+    With ``modules``, checksums cover the project modules each revision imports
+    (:func:`combined_checksum`); without, each is its file's own digest.
     """
     result: list[RevisionFile] = []
     cache_file = (
@@ -395,13 +424,47 @@ def read_versions(dirs: Sequence[Path], recursive: bool = False) -> list[Revisio
         try:
             rf = read_revision_file(path)
         except NotPlain:
-            return read_versions_with_alembic(dirs, recursive=recursive)
+            return read_versions_with_alembic(dirs, recursive=recursive, modules=modules)
         if rf is None:
-            return read_versions_with_alembic(dirs, recursive=recursive)
+            return read_versions_with_alembic(dirs, recursive=recursive, modules=modules)
         result.append(rf)
     if cache_file is not None:
         _CACHE.save(cache_file)
-    return result
+    return result if modules is None else _cover_modules(result, modules)
+
+
+_MODULE_IMPORTS: dict[str, tuple[Import, ...]] = {}  # a module's imports, by its digest
+
+
+def _cover_modules(files: Sequence[RevisionFile], modules: ProjectModules) -> list[RevisionFile]:
+    """`files` with checksums that cover the project modules each one imports."""
+    known: dict[Path, tuple[str, tuple[Path, ...]]] = {}
+
+    def read(path: Path) -> tuple[str, tuple[Path, ...]]:
+        if path not in known:
+            data = path.read_bytes()
+            digest = checksum_bytes(data)
+            if digest not in _MODULE_IMPORTS:
+                try:
+                    _MODULE_IMPORTS[digest] = imports_of(ast.parse(data, filename=str(path)))
+                except (SyntaxError, ValueError):  # it fails when run; its bytes still count
+                    _MODULE_IMPORTS[digest] = ()
+            known[path] = (digest, ())  # an import cycle ends here
+            known[path] = (digest, tuple(modules.files(path, _MODULE_IMPORTS[digest])))
+        return known[path]
+
+    out: list[RevisionFile] = []
+    for rf in files:
+        digests: dict[str, str] = {}
+        todo = list(modules.files(rf.path, rf.imports))
+        while todo:
+            path = todo.pop()
+            name = modules.relative(path)
+            if name not in digests and path != rf.path:
+                digests[name], imported = read(path)
+                todo.extend(imported)
+        out.append(replace(rf, checksum=combined_checksum(rf.checksum, digests)) if digests else rf)
+    return out
 
 
 def _as_str_tuple(value: Any) -> tuple[str, ...]:
@@ -415,7 +478,9 @@ def _as_str_tuple(value: Any) -> tuple[str, ...]:
         return (value,)
 
 
-def read_versions_with_alembic(dirs: Sequence[Path], recursive: bool = False) -> list[RevisionFile]:
+def read_versions_with_alembic(
+    dirs: Sequence[Path], recursive: bool = False, modules: ProjectModules | None = None
+) -> list[RevisionFile]:
     """Load ``dirs`` through Alembic's ScriptDirectory (executes the files)."""
     from alembic.script import ScriptDirectory
 
@@ -439,6 +504,7 @@ def read_versions_with_alembic(dirs: Sequence[Path], recursive: bool = False) ->
     for script in scripts:
         module = script.module
         path = Path(script.path)
+        data = path.read_bytes()
         out.append(
             RevisionFile(
                 revision=script.revision,
@@ -447,10 +513,11 @@ def read_versions_with_alembic(dirs: Sequence[Path], recursive: bool = False) ->
                 depends_on=_as_str_tuple(getattr(module, "depends_on", None)),
                 path=path,
                 doc=_first_line(module.__doc__),
-                checksum=checksum_file(path),
+                checksum=checksum_bytes(data),
+                imports=imports_of(ast.parse(data, filename=str(path))),
             )
         )
-    return out
+    return out if modules is None else _cover_modules(out, modules)
 
 
 # --------------------------------------------------------------------------

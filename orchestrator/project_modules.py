@@ -1,0 +1,142 @@
+"""Which of the project's own modules a Python file runs when imported: found statically.
+
+A revision's checksum covers these modules too (see `revisions.combined_checksum`), so that
+changing a helper a revision imports is drift like editing the revision itself.
+
+Nothing is imported or executed. Every `import` / `from ... import` statement of a file (at
+any depth: inside functions too) is resolved the way Python's path finder would resolve it
+against the project's import roots (the Alembic project's directory and its
+`prepend_sys_path` entries): `import a.b.c` runs `a/__init__.py`, `a/b/__init__.py` and
+`a/b/c.py`; `from a import x` also runs `a/x.py` when `x` is a submodule; relative imports
+are resolved from the importing file's directory. Modules found elsewhere (the standard
+library, site-packages) are not the project's and are left out, as are dynamic imports
+(`importlib.import_module(name)`), which no static reading can follow.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sysconfig
+from collections.abc import Iterator, Sequence
+from importlib.machinery import PathFinder
+from pathlib import Path
+
+# (level, module, names): `from ..a import b, c` is (2, "a", ("b", "c")),
+# `import a.b` is (0, "a.b", ())
+Import = tuple[int, str, tuple[str, ...]]
+
+__all__ = ["Import", "ProjectModules", "imports_of"]
+
+
+def imports_of(tree: ast.Module) -> tuple[Import, ...]:
+    """Every import statement of a parsed file, in source order."""
+    found: list[Import] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((0, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names = tuple(alias.name for alias in node.names if alias.name != "*")
+            found.append((node.level, node.module or "", names))
+    return tuple(found)
+
+
+def _foreign_dirs() -> tuple[str, ...]:
+    """Where modules that are not the project's live: stdlib and installed packages."""
+    paths = sysconfig.get_paths()
+    keys = ("stdlib", "platstdlib", "purelib", "platlib")
+    return tuple(sorted({os.path.realpath(paths[k]) + os.sep for k in keys if k in paths}))
+
+
+class ProjectModules:
+    """Resolves imports to project files, one file-system lookup per module name.
+
+    `roots` are the directories a top-level name is looked up in, in order, as on `sys.path`;
+    `project` is the directory that `relative` names files from.
+    Create one per read of the revisions: the memos assume the files do not change meanwhile.
+    """
+
+    def __init__(self, project: Path, roots: Sequence[Path]) -> None:
+        self.project = Path(os.path.realpath(project))
+        foreign = _foreign_dirs()
+        self.roots = tuple(
+            r
+            for r in dict.fromkeys(Path(os.path.realpath(p)) for p in roots)
+            if not (str(r) + os.sep).startswith(foreign)
+        )
+        self._foreign = foreign
+        self._top: dict[str, Path | None] = {}
+        self._absolute: dict[tuple[Import, ...], list[Path]] = {}
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to the project directory, `/`-separated."""
+        return Path(os.path.relpath(path, self.project)).as_posix()
+
+    def files(self, importer: Path, imports: tuple[Import, ...]) -> list[Path]:
+        """The project files that running `importer`'s import statements executes (directly)."""
+        known = self._absolute.get(imports)
+        if known is not None:  # revisions mostly share the very same absolute imports
+            return known
+        found = list(self._files(importer, imports))
+        if not any(level for level, _, _ in imports):
+            self._absolute[imports] = found
+        return found
+
+    def _files(self, importer: Path, imports: Sequence[Import]) -> Iterator[Path]:
+        for level, module, names in imports:
+            parts = module.split(".") if module else []
+            if level:
+                base: Path | None = (
+                    importer.parents[level - 1] if level <= len(importer.parents) else None
+                )
+            else:
+                base = self._root_of(parts[0])
+            found = self._walk(base, parts) if base is not None else None
+            if found is None:
+                continue
+            files, package = found
+            if package is not None:  # `from package import name`: name may be a submodule
+                for name in names:
+                    sub = self._walk(package, [name])
+                    files += sub[0][-1:] if sub else []
+            yield from (f for f in files if not str(f).startswith(self._foreign))
+
+    def _root_of(self, top: str) -> Path | None:
+        """The root Python would find `top` in: the first with a module or regular package
+        of that name; else the first with a directory of that name (a namespace package),
+        unless an installed module or package of that name wins over it."""
+        if top not in self._top:
+            regular = (
+                root
+                for root in self.roots
+                if (root / top / "__init__.py").is_file() or (root / f"{top}.py").is_file()
+            )
+            found = next(regular, None)
+            if found is None:
+                namespace = next((r for r in self.roots if (r / top).is_dir()), None)
+                if namespace is not None and top.isidentifier():
+                    spec = PathFinder.find_spec(top)  # top-level: finds, executes nothing
+                    installed = spec is not None and spec.origin not in (None, "namespace")
+                    found = None if installed else namespace
+            self._top[top] = found
+        return self._top[top]
+
+    @staticmethod
+    def _walk(base: Path, parts: Sequence[str]) -> tuple[list[Path], Path | None] | None:
+        """Files executed importing dotted `parts` below `base`, and the directory of the
+        package imported (None when it is a plain module); None when nothing is found."""
+        out: list[Path] = []
+        directory = base
+        for i, part in enumerate(parts):
+            package = directory / part
+            if (package / "__init__.py").is_file():
+                out.append(package / "__init__.py")
+                directory = package
+            elif (directory / f"{part}.py").is_file():
+                out.append(directory / f"{part}.py")
+                return (out, None) if i == len(parts) - 1 else None
+            elif package.is_dir():  # a namespace package: nothing of its own runs
+                directory = package
+            else:
+                return None
+        return out, directory
