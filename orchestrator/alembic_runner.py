@@ -41,24 +41,59 @@ class AlembicProject:
     # -- cheap: no Alembic import ----------------------------------------------------------
 
     @cached_property
-    def _ini(self) -> configparser.SectionProxy:
+    def toml_path(self) -> Path | None:
+        """`alembic init -t pyproject` keeps the options in pyproject.toml's [tool.alembic]."""
+        path = self.ini_path.parent / "pyproject.toml"
+        return path if "alembic" in self._toml(path) else None
+
+    @staticmethod
+    def _toml(path: Path) -> dict[str, Any]:
+        import tomllib
+
+        if not path.is_file():
+            return {}
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path} cannot be read: {exc}.") from None
+
+    @cached_property
+    def _options(self) -> dict[str, Any]:
+        """[tool.alembic] of pyproject.toml under [alembic] of alembic.ini (ini wins, as in
+        Alembic itself); `%(here)s` is each file's own directory."""
+        options: dict[str, Any] = {}
+        if self.toml_path is not None:
+            here = str(self.toml_path.parent)
+            for key, value in self._toml(self.toml_path)["alembic"].items():
+                options[key] = (
+                    [str(v).replace("%(here)s", here) for v in value]
+                    if isinstance(value, list)
+                    else str(value).replace("%(here)s", here)
+                )
         parser = configparser.ConfigParser(defaults={"here": str(self.ini_path.parent)})
         parser.read(self.ini_path, encoding="utf-8")
-        if not parser.has_option("alembic", "script_location"):
-            raise UsageError(f"{self.ini_path}: [alembic] script_location is not set.")
-        return parser["alembic"]
+        if parser.has_section("alembic"):
+            options.update({k: v for k, v in parser["alembic"].items() if k != "here"})
+        if "script_location" not in options:
+            raise UsageError(
+                f"{self.ini_path}: script_location is set neither in [alembic] nor in "
+                "pyproject.toml's [tool.alembic]."
+            )
+        return options
 
     @property
     def script_location(self) -> Path:
-        return self._resolve(self._ini["script_location"])
+        return self._resolve(self._options["script_location"])
 
     @property
     def versions_dirs(self) -> list[Path]:
-        locations = self._ini.get("version_locations")
+        locations = self._options.get("version_locations")
         if not locations:
             return [self.script_location / "versions"]
+        if isinstance(locations, list):
+            return [self._resolve(p) for p in locations]
         separator = {"os": None, "space": None, "newline": "\n", ":": ":", ";": ";"}.get(
-            self._ini.get("path_separator", "space")
+            self._options.get("path_separator", "space")
         )
         return [self._resolve(p) for p in locations.split(separator) if p.strip()]
 
@@ -91,7 +126,8 @@ class AlembicProject:
     def config(self) -> Config:
         from alembic.config import Config
 
-        return Config(str(self.ini_path))
+        toml = str(self.toml_path) if self.toml_path is not None else None
+        return Config(str(self.ini_path), toml_file=toml)
 
     @cached_property
     def script(self) -> ScriptDirectory:

@@ -106,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("current", "the revision an environment's database is at")
     p.add_argument("env", metavar="ENV")
     add("history", "the revisions, newest first")
+
+    p = add("init", "adopt an existing Alembic project: environment files, env.py hand-over")
+    p.add_argument(
+        "--envs",
+        default="dev,staging,prod",
+        metavar="A,B,C",
+        help="environment names in promotion order (default dev,staging,prod)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     return parser
 
 
@@ -132,7 +141,12 @@ def _run_options(p: argparse.ArgumentParser, fleet: bool = True) -> None:
             help="migrate the first K databases alone first",
         )
         group.add_argument("--on-error", choices=["stop", "continue"], default="stop")
-        group.add_argument("--shard", metavar="I/N", help="only every N-th database from the I-th")
+        group.add_argument(
+            "--shard",
+            metavar="I/N|auto",
+            help="only every N-th database from the I-th; `auto` reads it from the CI or "
+            "scheduler (CI_NODE_INDEX, JOB_COMPLETION_INDEX, ORCHESTRATOR_SHARD)",
+        )
 
 
 # -- rendering -------------------------------------------------------------------------------
@@ -512,6 +526,34 @@ def cmd_current(args: argparse.Namespace, out: Out) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.commands.init import init
+    from orchestrator.config import Settings
+
+    settings = Settings()
+    actions = init(
+        settings.project_dir,
+        settings.environments_path,
+        settings.alembic_ini_path,
+        [e.strip() for e in args.envs.split(",") if e.strip()],
+        args.dry_run,
+    )
+    if out.as_json:
+        out.json({"dry_run": args.dry_run, "actions": [a.as_dict() for a in actions]})
+        return 0
+    verb = "would " if args.dry_run else ""
+    for action in actions:
+        print(f"{verb}{action.action:<20} {action.path}")
+        if action.detail:
+            print("    " + action.detail.rstrip("\n").replace("\n", "\n    "))
+    if not args.dry_run:
+        print(
+            "next: set each environment's URL variable, then adopt every database plain "
+            "Alembic already migrated: orchestrator baseline ENV --revision REV --reason TEXT"
+        )
+    return 0
+
+
 def cmd_history(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.status import history
 
@@ -538,10 +580,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Out], int]] = {
     "check": cmd_check,
     "current": cmd_current,
     "history": cmd_history,
+    "init": cmd_init,
 }
 
 
-QUIET_COMMANDS = {"envs", "history"}
+QUIET_COMMANDS = {"envs", "history", "init"}
 
 
 def _app() -> Any:

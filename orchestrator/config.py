@@ -272,7 +272,7 @@ def resolve_targets(
         base = _resolve_url(env, db.url_env, db.url, environ, project_dir, what="database")
         names = list(db.databases or [])
         if db.databases_file:
-            names += _read_names(project_dir / db.databases_file, env.source)
+            names += _read_names(databases_file_path(env, project_dir), env.source)
         listed = db.databases is not None or db.databases_file is not None
         if listed and not names:
             # never fall back to the server URL's own database (e.g. `postgres`)
@@ -359,6 +359,26 @@ def _with_database(base: str, name: str, project_dir: Path) -> str:
     return parts._replace(path="/" + name).geturl()
 
 
+def databases_file_path(env: EnvironmentConfig, project_dir: Path) -> Path:
+    """`databases_file` is relative to the environment file that names it. Files written for
+    the first version, relative to the project directory, still work, with a warning."""
+    assert env.database.databases_file is not None
+    named = Path(env.database.databases_file)
+    beside = Path(env.source).parent / named
+    if named.is_absolute() or beside.exists() or not (project_dir / named).exists():
+        return beside
+    import warnings
+
+    warnings.warn(
+        f"{env.source}: `database.databases_file` {named} is read relative to the project "
+        f"directory; that is deprecated. Write it relative to {env.source} "
+        f"(it is at {project_dir / named}).",
+        FutureWarning,  # shown by default, unlike DeprecationWarning
+        stacklevel=2,
+    )
+    return project_dir / named
+
+
 def _read_names(path: Path, source: str) -> list[str]:
     if not path.exists():
         raise UsageError(f"{source}: `database.databases_file` {path} does not exist.")
@@ -378,7 +398,7 @@ def env_summary(env: EnvironmentConfig, project_dir: Path) -> dict[str, Any]:
     db = env.database
     listed = len(db.databases or []) + len(db.targets or [])
     if db.databases_file:
-        listed += len(_read_names(project_dir / db.databases_file, env.source))
+        listed += len(_read_names(databases_file_path(env, project_dir), env.source))
     return {
         "name": env.name,
         "promotes_from": env.promotes_from,

@@ -7,8 +7,9 @@ each target with its own lock, ledger and audit trail, exactly as a single datab
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
@@ -27,16 +28,52 @@ class FleetOptions:
     shard: tuple[int, int] | None = None  # (I, N), 1-based
 
 
-def parse_shard(value: str | None) -> tuple[int, int] | None:
+def parse_shard(
+    value: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[int, int] | None:
+    """`I/N` (1-based), or `auto`: the shard the CI or scheduler gave this job."""
     if not value:
         return None
+    if value.strip() == "auto":
+        return _auto_shard(os.environ if environ is None else environ)
+    return _shard(value, f"--shard {value!r}")
+
+
+def _shard(value: str, what: str) -> tuple[int, int]:
     try:
         index, total = (int(part) for part in value.split("/"))
     except ValueError:
-        raise UsageError(f"--shard {value!r}: expected I/N, e.g. 1/4.") from None
+        raise UsageError(f"{what}: expected I/N, e.g. 1/4.") from None
     if not 1 <= index <= total:
-        raise UsageError(f"--shard {value!r}: I must be between 1 and N.")
+        raise UsageError(f"{what}: I must be between 1 and N.")
     return index, total
+
+
+def _auto_shard(environ: Mapping[str, str]) -> tuple[int, int]:
+    """GitLab's `parallel:` (CI_NODE_INDEX is 1-based), a Kubernetes Indexed Job
+    (JOB_COMPLETION_INDEX is 0-based, the total in ORCHESTRATOR_SHARD_TOTAL), or ours."""
+    if environ.get("ORCHESTRATOR_SHARD"):
+        return _shard(environ["ORCHESTRATOR_SHARD"], "ORCHESTRATOR_SHARD")
+    if environ.get("CI_NODE_INDEX") and environ.get("CI_NODE_TOTAL"):
+        value = f"{environ['CI_NODE_INDEX']}/{environ['CI_NODE_TOTAL']}"
+        return _shard(value, "CI_NODE_INDEX/CI_NODE_TOTAL")
+    if environ.get("JOB_COMPLETION_INDEX"):
+        if not environ.get("ORCHESTRATOR_SHARD_TOTAL"):
+            raise UsageError(
+                "--shard auto: JOB_COMPLETION_INDEX is set but ORCHESTRATOR_SHARD_TOTAL is not; "
+                "set it to the Job's `completions`."
+            )
+        try:
+            index = int(environ["JOB_COMPLETION_INDEX"]) + 1
+        except ValueError:
+            raise UsageError("--shard auto: JOB_COMPLETION_INDEX is not a number.") from None
+        value = f"{index}/{environ['ORCHESTRATOR_SHARD_TOTAL']}"
+        return _shard(value, "JOB_COMPLETION_INDEX/ORCHESTRATOR_SHARD_TOTAL")
+    raise UsageError(
+        "--shard auto: no shard is set. Set ORCHESTRATOR_SHARD=I/N, or run it as a GitLab "
+        "`parallel:` job (CI_NODE_INDEX/CI_NODE_TOTAL) or a Kubernetes Indexed Job "
+        "(JOB_COMPLETION_INDEX with ORCHESTRATOR_SHARD_TOTAL)."
+    )
 
 
 def select_shard(targets: Sequence[Target], shard: tuple[int, int] | None) -> list[Target]:
