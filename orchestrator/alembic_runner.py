@@ -102,9 +102,11 @@ class AlembicProject:
         """Where the project's own modules are imported from: Alembic's `prepend_sys_path`
         entries (relative to the working directory, as Alembic puts them on sys.path), then
         the project directory."""
-        value = self._ini.get("prepend_sys_path") or ""
-        separator = self._ini.get("path_separator")
-        if separator is None:  # Alembic's legacy splitting
+        value = self._options.get("prepend_sys_path") or ""
+        separator = self._options.get("path_separator")
+        if isinstance(value, list):  # pyproject.toml: a list already
+            entries = [str(v) for v in value]
+        elif separator is None:  # Alembic's legacy splitting
             entries = re.split(r", *| +|:", value)
         else:
             sep = {"os": os.pathsep, "space": " ", "newline": "\n"}.get(separator, separator)
