@@ -55,10 +55,13 @@ def read_connection(target: Target) -> Iterator[Connection]:
         engine.dispose()
 
 
-def predecessor_states(app: App, env: EnvironmentConfig) -> list[TargetState]:
+def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) -> list[TargetState]:
+    """What each database of `env`'s predecessor has run. Cached per process (a fleet reads
+    it once before forking); `fresh` reads it again, as the gate must once the lock is held:
+    the predecessor may have moved (been downgraded) while we waited."""
     if env.promotes_from is None:
         return []
-    if env.promotes_from in app.predecessor_cache:
+    if not fresh and env.promotes_from in app.predecessor_cache:
         return app.predecessor_cache[env.promotes_from]
     states = []
     for target in app.targets(env.promotes_from):
@@ -69,9 +72,11 @@ def predecessor_states(app: App, env: EnvironmentConfig) -> list[TargetState]:
     return states
 
 
-def judge(app: App, env: EnvironmentConfig, revisions: Sequence[str]) -> list[Step]:
+def judge(
+    app: App, env: EnvironmentConfig, revisions: Sequence[str], fresh: bool = False
+) -> list[Step]:
     checksums = {rev: app.graph.get(rev).checksum for rev in revisions}
-    preds = predecessor_states(app, env) if revisions else []
+    preds = predecessor_states(app, env, fresh) if revisions else []
     return gate(revisions, checksums, env.promotes_from, preds)
 
 

@@ -69,6 +69,7 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
             return
         run.start()
         revisions: list[str] = []
+        destination = ""
         if command == "upgrade":
             state = run.read()
             destination = app.resolve(context.get_revision_argument() or "head")
@@ -84,6 +85,12 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
         check_approval(app, run, approve=x_args.get("approve") in ("1", "yes", "true"))
         with run.locked():
             run.close_dead_runs()
+            if command == "upgrade":  # judged again: the predecessor may have moved meanwhile
+                state = run.read()
+                revisions = upgrade_steps(app, state.heads, destination, run.where)
+                steps = judge(app, run.env, revisions, fresh=True)
+                if any(s.blocked for s in steps):
+                    run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
             run.apply(revisions, command, execute)
             run.finish()
     except OrchestratorError as exc:

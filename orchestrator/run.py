@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import ledger
@@ -204,8 +204,27 @@ class TargetRun:
     # -- applying ----------------------------------------------------------------------------
 
     def apply(self, revisions: Sequence[str], direction: str, executor: Executor) -> None:
+        """Run `executor` (one transaction per revision) with our hook in each transaction.
+
+        The hook writes the revision's ledger row inside its transaction. A revision counts
+        as applied, and its audit event is queued, only once that transaction committed:
+        when the next one begins, or when the executor returns. A revision can still fail at
+        COMMIT (a deferred constraint), after the hook ran.
+        """
         graph = self.app.graph
         last = [time.monotonic()]
+        uncommitted: list[tuple[str, dict[str, Any]]] = []
+
+        def committed() -> None:
+            for revision, record in uncommitted:
+                self.audit.emit(
+                    record.pop("event"),
+                    defer=True,  # the ledger row is the in-transaction record; this waits
+                    # for the next write, so a run of many revisions writes its audit rows once
+                    **record,
+                )
+                self.applied.append(revision)
+            uncommitted.clear()
 
         def on_version_apply(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
             if step.is_stamp:
@@ -226,23 +245,25 @@ class TargetRun:
                 actor=self.app.actor,
                 at=utc_now(),
             )
-            self.audit.emit(
-                "migration.applied" if up else "migration.reverted",
-                defer=True,  # the ledger row is the in-transaction record; this waits
-                # for the next write, so a run of many revisions writes its audit rows once
-                revision=revision,
-                checksum=checksum,
-                from_revision=",".join(step.source_revision_ids) or None,
-                to_revision=",".join(step.destination_revision_ids) or None,
-                duration_ms=duration_ms,
-            )
-            self.applied.append(revision)
+            record = {
+                "event": "migration.applied" if up else "migration.reverted",
+                "revision": revision,
+                "checksum": checksum,
+                "from_revision": ",".join(step.source_revision_ids) or None,
+                "to_revision": ",".join(step.destination_revision_ids) or None,
+                "duration_ms": duration_ms,
+            }
+            uncommitted.append((revision, record))
 
         with self.engine.connect() as connection:
             self._session_settings(connection)
+            # a new transaction begins only after the previous one committed
+            event.listen(connection, "begin", lambda _conn: committed())
             try:
                 executor(connection, on_version_apply)
+                committed()
             except Exception as exc:
+                uncommitted.clear()  # its transaction failed, at COMMIT or before
                 failed = next((r for r in revisions if r not in self.applied), None)
                 error = describe_error(exc)
                 self.audit.emit("migration.failed", outcome="failed", revision=failed, error=error)

@@ -77,9 +77,9 @@ class Project:
         )
         return Result(done.returncode, done.stdout, done.stderr)
 
-    def popen(self, *args: str, **env: str) -> subprocess.Popen[str]:
+    def popen(self, *args: str, module: str = "orchestrator", **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            [sys.executable, "-m", "orchestrator", *args],
+            [sys.executable, "-m", module, *args],
             cwd=self.path,
             env=self.environ(**env),
             stdout=subprocess.PIPE,
@@ -165,10 +165,17 @@ class Project:
             engine.dispose()
 
     def version(self, env: str) -> list[str]:
+        """alembic_version's rows; [] only when the table does not exist. Any other error
+        (an unreachable database) raises: "untouched" must never mean "could not look"."""
+        engine = self.engine(env)
         try:
-            return sorted(r[0] for r in self.query(env, "SELECT version_num FROM alembic_version"))
-        except sa.exc.DatabaseError:
-            return []
+            with engine.connect() as connection:
+                if not sa.inspect(connection).has_table("alembic_version"):
+                    return []
+                rows = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+                return sorted(r[0] for r in rows)
+        finally:
+            engine.dispose()
 
     def ledger(self, env: str) -> list[tuple[str, str]]:
         return [

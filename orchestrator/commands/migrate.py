@@ -108,7 +108,8 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         revisions = upgrade_steps(app, state.heads, destination, run.where)
         if not revisions:
             return run.finish(message="already at target")
-        steps = judge(app, run.env, revisions)
+        # judged again on the predecessor as it is now, not as it was before the wait
+        steps = judge(app, run.env, revisions, fresh=True)
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
