@@ -12,8 +12,10 @@ import io
 import logging
 import os
 import re
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,13 +23,20 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.errors import UsageError
 from orchestrator.project_modules import ProjectModules
 from orchestrator.revisions import RevisionGraph, read_versions
+from orchestrator.secrets import redact
 
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
     from sqlalchemy import Connection
 
-_RUNNING = re.compile(r"^-- Running upgrade .*?-> (?P<rev>\S+)\s*$", re.MULTILINE)
+
+@dataclass
+class OfflineSql:
+    """Alembic's offline rendering (`--sql`) of some revisions, each rendered on its own."""
+
+    sql: dict[str, str] = field(default_factory=dict)  # revision -> the SQL its upgrade emits
+    failed: dict[str, str] = field(default_factory=dict)  # revision -> why it cannot render
 
 
 class AlembicProject:
@@ -133,9 +142,27 @@ class AlembicProject:
 
     @cached_property
     def script(self) -> ScriptDirectory:
+        """The script directory with every revision module imported; a revision that fails
+        to import is named (exit 2), not reported as an unexpected error."""
         from alembic.script import ScriptDirectory
 
-        return ScriptDirectory.from_config(self.config)
+        script = ScriptDirectory.from_config(self.config)
+        try:
+            script.get_heads()  # imports every revision file
+        except Exception as exc:
+            try:
+                files = {r.path.resolve(): r.revision for r in self.graph}
+            except Exception:
+                files = {}
+            path = _revision_file_of(exc, files)
+            if path is None:
+                raise
+            file, revision = path
+            raise UsageError(
+                f"Revision {revision} ({file.name}) failed to import: {_one_line(exc)}. "
+                "Fix the file, or install what it imports."
+            ) from None
+        return script
 
     def _steps(self, revisions: Sequence[str], direction: str) -> Callable[..., list[Any]]:
         from alembic.runtime.migration import MigrationStep
@@ -165,22 +192,49 @@ class AlembicProject:
         attributes = {"connection": connection, "on_version_apply": on_version_apply}
         self._run_env(EnvironmentContext, revisions, direction, attributes, as_sql=False)
 
-    def offline_sql(
-        self, revisions: Sequence[str], dialect: str, start: str | None
-    ) -> dict[str, str]:
-        """The SQL each revision's upgrade would emit (Alembic's offline mode), per revision."""
+    def offline_sql(self, revisions: Sequence[str], dialect: str) -> OfflineSql:
+        """The SQL each revision's upgrade would emit (Alembic's offline mode).
+
+        Each revision is rendered on its own, from its own down revisions: its SQL is exactly
+        what its upgrade() emitted (whatever its function is called, decorated or not), and a
+        revision that cannot be rendered offline (it reads the database, needs a live
+        connection for batch mode on SQLite, uses what is None offline) is named with the
+        reason, without hiding the SQL of the others.
+        """
         from alembic.runtime.environment import EnvironmentContext
+        from alembic.runtime.migration import MigrationStep
 
+        out = OfflineSql()
         if not revisions:
-            return {}
-        buffer = io.StringIO()
-        attributes = {"dialect_name": dialect, "output_buffer": buffer}
-        with quiet_alembic():  # "Running upgrade ..." would be a lie: nothing runs
-            self._run_env(EnvironmentContext, revisions, "up", attributes, as_sql=True, start=start)
-        return split_by_revision(buffer.getvalue())
+            return out
+        script = self.script  # a revision that fails to import is a usage error, named
+        for revision in revisions:
+            script_revision = script.get_revision(revision)
+            start = MigrationStep.upgrade_from_script(
+                script.revision_map, script_revision
+            ).from_revisions
+            buffer = io.StringIO()
+            attributes = {"dialect_name": dialect, "output_buffer": buffer}
+            try:
+                # quiet: "Running upgrade ..." would be a lie, nothing runs
+                with quiet_alembic(), outer_alembic_kept():
+                    self._run_env(
+                        EnvironmentContext,
+                        [revision],
+                        "up",
+                        attributes,
+                        as_sql=True,
+                        start=start or None,
+                    )
+            except Exception as exc:  # whatever the revision does offline, it is named
+                out.failed[revision] = _one_line(exc) + _where(exc, script_revision.path)
+            else:
+                out.sql[revision] = buffer.getvalue()
+        return out
 
-    def compare_models(self, connection: Connection) -> list[Any]:
-        """Autogenerate's diffs between the database and env.py's own target_metadata.
+    def compare_models(self, connection: Connection) -> list[Any] | None:
+        """Autogenerate's diffs between the database and env.py's own target_metadata; None
+        when env.py configures no target_metadata (nothing to compare with).
 
         Same approach as `alembic check`: env.py runs with a `fn` that compares instead of
         migrating, so it configures the context (target_metadata, include_name, compare_type)
@@ -190,14 +244,13 @@ class AlembicProject:
         from alembic.runtime.environment import EnvironmentContext
 
         diffs: list[Any] = []
+        no_metadata: list[bool] = []
 
         def compare(_rev: Any, context: Any) -> list[Any]:
             metadata = context.opts.get("target_metadata")
             if metadata is None:
-                raise UsageError(
-                    f"{self.script_location / 'env.py'} configures no target_metadata: "
-                    "pass your models' MetaData to run_migrations(target_metadata=...)."
-                )
+                no_metadata.append(True)
+                return []
             diffs.extend(compare_metadata(context, metadata))
             return []
 
@@ -207,7 +260,7 @@ class AlembicProject:
                 self.script.run_env()
         finally:
             self.config.attributes.pop("connection", None)
-        return diffs
+        return None if no_metadata else diffs
 
     def stamp(self, connection: Connection, revision: str | None) -> None:
         """Set alembic_version without running anything (baseline)."""
@@ -223,7 +276,7 @@ class AlembicProject:
         direction: str,
         attributes: dict[str, Any],
         as_sql: bool,
-        start: str | None = None,
+        start: Sequence[str] | None = None,
     ) -> None:
         self.config.attributes.update(attributes)
         try:
@@ -254,10 +307,54 @@ def quiet_alembic() -> Iterator[None]:
         logger.setLevel(level)
 
 
-def split_by_revision(sql: str) -> dict[str, str]:
-    """Cut Alembic's offline output at its `-- Running upgrade a -> b` markers."""
-    marks = list(_RUNNING.finditer(sql))
-    return {
-        mark.group("rev"): sql[mark.end() : marks[i + 1].start() if i + 1 < len(marks) else None]
-        for i, mark in enumerate(marks)
-    }
+@contextmanager
+def outer_alembic_kept() -> Iterator[None]:
+    """An Alembic run nested in another one (linting from inside env.py, under plain
+    `alembic upgrade`) without breaking the outer one.
+
+    Alembic's `context` and `op` are process-global proxies: entering an EnvironmentContext
+    points them at it, leaving it removes them, and the outer env.py would find no
+    `context.configure` any more. Put the outer ones back (Alembic has no public API for it).
+    """
+    from alembic import context, op
+
+    outer = [getattr(module, "_proxy", None) for module in (context, op)]
+    try:
+        yield
+    finally:
+        for proxy in outer:
+            if proxy is not None:
+                proxy._install_proxy()
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return redact(text)
+
+
+def _frames(exc: BaseException) -> list[traceback.FrameSummary]:
+    return list(traceback.extract_tb(exc.__traceback__)) if exc.__traceback__ else []
+
+
+def _where(exc: BaseException, path: str | None) -> str:
+    """` (line N of FILE)`: the last line of the revision's own file the error went through."""
+    if not path:
+        return ""
+    target = Path(path).resolve()
+    lines = [f.lineno for f in _frames(exc) if Path(f.filename).resolve() == target]
+    return f" (line {lines[-1]} of {target.name})" if lines and lines[-1] else ""
+
+
+def _revision_file_of(exc: BaseException, files: dict[Path, str]) -> tuple[Path, str] | None:
+    """The revision file an import error came from: the outermost frame in one of `files`,
+    or the file a SyntaxError names."""
+    candidates = [Path(f.filename) for f in _frames(exc)]
+    filename = getattr(exc, "filename", None)
+    if isinstance(filename, str):
+        candidates.append(Path(filename))
+    for candidate in candidates:
+        resolved = candidate.resolve()
+        if resolved in files:
+            return resolved, files[resolved]
+    return None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from orchestrator.alembic_runner import AlembicProject
-from orchestrator.audit import detect_actor, detect_git_sha
+from orchestrator.audit import detect_actor, detect_git_dirty, detect_git_sha
 from orchestrator.config import (
     Environments,
     Settings,
@@ -56,6 +56,10 @@ class App:
     @cached_property
     def git_sha(self) -> str | None:
         return detect_git_sha(self.settings.project_dir, self.environ)
+
+    @cached_property
+    def git_dirty(self) -> bool:
+        return detect_git_dirty(self.settings.project_dir)
 
     def targets(self, env: str) -> list[Target]:
         return resolve_targets(self.envs.get(env), self.environ, self.settings.project_dir)

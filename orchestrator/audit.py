@@ -48,9 +48,39 @@ def detect_git_sha(project_dir: Path, environ: dict[str, str] | None = None) -> 
     for variable in ("GITHUB_SHA", "CI_COMMIT_SHA", "GIT_COMMIT"):
         if environ.get(variable):
             return environ[variable]
+    done = _git(project_dir, "rev-parse", "HEAD")
+    return (done.stdout.strip() or None) if done is not None and done.returncode == 0 else None
+
+
+def detect_git_dirty(project_dir: Path) -> bool:
+    """Whether what runs differs from the commit: a tracked file under the project changed,
+    or a Python file (a revision, a module it imports) is not committed at all."""
+    done = _git(project_dir, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", ".")
+    if done is None or done.returncode != 0:
+        return False  # not a git checkout: no sha is claimed either
+    return is_dirty(done.stdout)
+
+
+def is_dirty(porcelain_z: str) -> bool:
+    """Pure: `git status --porcelain=v1 -z` output -> dirty? Untracked files count only when
+    they are Python (a database file or a log in the project directory is no change)."""
+    entries = porcelain_z.split("\0")
+    skip = False
+    for entry in entries:
+        if skip or len(entry) < 4:  # a rename's second path, or the trailing empty entry
+            skip = False
+            continue
+        status, path = entry[:2], entry[3:]
+        skip = "R" in status or "C" in status
+        if status != "??" or path.endswith(".py"):
+            return True
+    return False
+
+
+def _git(project_dir: Path, *args: str) -> subprocess.CompletedProcess[str] | None:
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
+        return subprocess.run(
+            ["git", *args],
             cwd=project_dir,
             capture_output=True,
             text=True,
@@ -59,7 +89,6 @@ def detect_git_sha(project_dir: Path, environ: dict[str, str] | None = None) -> 
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 SQLITE_BUSY_WAIT = 0.2  # seconds an event waits for a SQLite database another run is migrating

@@ -27,6 +27,7 @@ from typing import Any
 
 __all__ = [
     "DEFAULT_EXCLUDE",
+    "UNLINTABLE",
     "Finding",
     "LintError",
     "SquawkMissing",
@@ -36,6 +37,8 @@ __all__ = [
     "lint_revisions",
     "locate_squawk",
     "parse_waivers",
+    "refusal_message",
+    "unlintable",
 ]
 
 # Rules of squawk 2.70 that are NOT enforced by default. Everything else stays enforced: the
@@ -82,6 +85,27 @@ class Finding:
     help: str
     line: int | None  # 1-based line in the SQL given for the revision
     waived: bool
+
+
+UNLINTABLE = "unlintable"  # not a squawk rule: the revision's SQL could not be rendered offline
+
+_UNLINTABLE_HELP = (
+    "A revision that reads the database, needs a live connection (batch mode on SQLite) or "
+    "uses what is None offline cannot be linted: review its SQL by hand, or make it render "
+    "offline (`if context.is_offline_mode(): ...` around its reads)."
+)
+
+
+def unlintable(revision: str, reason: str, waivers: frozenset[str]) -> Finding:
+    """The finding for a revision whose SQL could not be rendered offline for linting."""
+    return Finding(
+        revision=revision,
+        rule=UNLINTABLE,
+        message=f"it cannot be rendered offline (alembic upgrade --sql) for linting: {reason}",
+        help=_UNLINTABLE_HELP,
+        line=None,
+        waived=UNLINTABLE in waivers,
+    )
 
 
 class LintError(Exception):
@@ -307,3 +331,34 @@ def lint_revisions(
 
 def blocking(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if not f.waived]
+
+
+def refusal_message(env: str, bad: Sequence[Finding], files: Mapping[str, str]) -> str:
+    """Why lint refused a run: every finding, each rule's advice once, and the waiver lines
+    that would let it through (one per rule and revision). `files`: revision -> file name."""
+    listed = "; ".join(
+        f"{f.revision} breaks {f.rule}"
+        + (f" (line {f.line} of its SQL)" if f.line is not None else "")
+        + f": {f.message.rstrip('.')}"
+        for f in bad
+    )
+    advice: dict[str, str] = {}
+    for f in bad:
+        if f.help and f.rule not in advice:
+            advice[f.rule] = f.help.rstrip(".")
+    rules_by_revision: dict[str, list[str]] = {}
+    for f in bad:
+        rules = rules_by_revision.setdefault(f.revision, [])
+        if f.rule not in rules:
+            rules.append(f.rule)
+    waivers = "; ".join(
+        f"in {files.get(revision, revision)}: "
+        + ", ".join(f"`# orchestrator: allow {rule}`" for rule in rules)
+        for revision, rules in rules_by_revision.items()
+    )
+    helped = " ".join(f"{rule}: {text}." for rule, text in advice.items())
+    return (
+        f"Refused by lint on {env}: {listed}. {helped} Fix the migrations or, where it is "
+        f"safe, waive each rule for its revision with a line in the revision's file, saying "
+        f"why: {waivers}."
+    ).replace("  ", " ")

@@ -67,6 +67,9 @@ def configure_logging(log_format: str = "auto") -> None:
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
         )
     )
+    # Python warnings (Alembic's `UserWarning: autoincrement ... only make sense for MySQL`)
+    # are log records too, rendered like the rest: never raw text between JSON lines.
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)

@@ -13,7 +13,7 @@ from orchestrator.config import Settings, Target
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.evidence import judge, upgrade_steps
 from orchestrator.planning import refusal_message
-from orchestrator.policies import check_approval
+from orchestrator.policies import check_approval, enforce_lint, lint_revisions, record_waivers
 from orchestrator.run import TargetRun
 
 
@@ -67,13 +67,19 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 execute(connection, lambda **_: None)
                 connection.commit()
             return
-        run.start()
         revisions: list[str] = []
         destination = ""
+        findings: list[Any] = []
+        problem: str | None = None
         if command == "upgrade":
+            # linted first, as by `orchestrator migrate`: the waivers go on run.started too
             state = run.read()
             destination = app.resolve(context.get_revision_argument() or "head")
             revisions = upgrade_steps(app, state.heads, destination, run.where)
+            findings, problem = lint_revisions(app, run.env, revisions)
+            record_waivers(run, findings)
+        run.start()
+        if command == "upgrade":
             steps = judge(app, run.env, revisions)
             if any(s.blocked for s in steps):
                 run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
@@ -83,6 +89,8 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 f"`orchestrator downgrade {run.env.name} --to REV --reason TEXT --force`."
             )
         check_approval(app, run, approve=x_args.get("approve") in ("1", "yes", "true"))
+        if command == "upgrade":
+            enforce_lint(run, findings, problem)
         with run.locked():
             run.close_dead_runs()
             if command == "upgrade":  # judged again: the predecessor may have moved meanwhile
@@ -91,6 +99,9 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 steps = judge(app, run.env, revisions, fresh=True)
                 if any(s.blocked for s in steps):
                     run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+                run.audit.emit(
+                    "gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from
+                )
             run.apply(revisions, command, execute)
             run.finish()
     except OrchestratorError as exc:

@@ -36,23 +36,38 @@ def check_approval(app: App, run: TargetRun, approve: bool) -> None:
 
 
 def lint_revisions(
-    app: App, env: EnvironmentConfig, revisions: Sequence[str], start: Sequence[str]
+    app: App, env: EnvironmentConfig, revisions: Sequence[str]
 ) -> tuple[list[Any], str | None]:
     """Findings for the revisions about to run, and a note when lint could not run."""
     from orchestrator import lint
 
     if env.policy.lint == "off" or not revisions:
         return [], None
+    return lint_findings(app, revisions, [*lint.DEFAULT_EXCLUDE, *env.policy.lint_exclude])
+
+
+def lint_findings(
+    app: App, revisions: Sequence[str], exclude: Sequence[str]
+) -> tuple[list[Any], str | None]:
+    """Each revision rendered offline on its own and linted; one that cannot be rendered is
+    an `unlintable` finding of its own (waivable), never an error of the run. The note says
+    why squawk itself could not run."""
+    from orchestrator import lint
+
+    rendered = app.project.offline_sql(revisions, "postgresql")
+    waivers = {
+        rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
+        for rev in revisions
+    }
+    problem = None
     try:
-        sql = app.project.offline_sql(revisions, "postgresql", start[0] if start else None)
-        waivers = {
-            rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
-            for rev in revisions
-        }
-        exclude = [*lint.DEFAULT_EXCLUDE, *env.policy.lint_exclude]
-        return lint.lint_revisions(sql, waivers, exclude=exclude), None
+        findings = lint.lint_revisions(rendered.sql, waivers, exclude=exclude)
     except lint.LintError as exc:
-        return [], str(exc)
+        findings, problem = [], str(exc)
+    findings += [lint.unlintable(r, why, waivers[r]) for r, why in rendered.failed.items()]
+    order = {rev: i for i, rev in enumerate(revisions)}
+    findings.sort(key=lambda f: (order[f.revision], f.line if f.line is not None else -1))
+    return findings, problem
 
 
 def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
@@ -67,15 +82,10 @@ def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
 
 
 def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -> None:
-    from orchestrator.lint import blocking
+    from orchestrator.lint import blocking, refusal_message
 
     mode = run.env.policy.lint
     record_waivers(run, findings)
-    if problem is not None:
-        if mode == "error":
-            run.refuse(f"Refused: lint is required on {run.env.name} but could not run: {problem}")
-        run.audit.log.warning("lint.unavailable", env=run.env.name, error=problem)
-        return
     bad = blocking(findings)
     for finding in bad:
         run.audit.log.warning(
@@ -85,14 +95,11 @@ def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -
             message=finding.message,
             help=finding.help,
         )
+    if problem is not None:
+        if mode == "error":
+            run.refuse(f"Refused: lint is required on {run.env.name} but could not run: {problem}")
+        run.audit.log.warning("lint.unavailable", env=run.env.name, error=problem)
+        return
     if bad and mode == "error":
-        listed = " ".join(
-            f"{f.revision} breaks {f.rule}: {f.message.rstrip('.')}. {f.help}".rstrip() for f in bad
-        )
-        waiver = f"# orchestrator: allow {bad[0].rule}"
-        run.refuse(
-            f"Refused by lint on {run.env.name}: {listed} Fix the migration or, if it is safe "
-            f"here, waive the rule for that revision with a line `{waiver}` in its file, "
-            "saying why.",
-            findings=[f.__dict__ for f in bad],
-        )
+        files = {f.revision: run.app.graph.get(f.revision).path.name for f in bad}
+        run.refuse(refusal_message(run.env.name, bad, files), findings=[f.__dict__ for f in bad])

@@ -53,10 +53,13 @@ __all__ = [
     "checksum_bytes",
     "combined_checksum",
     "checksum_file",
+    "does_nothing",
+    "find_function",
     "list_revision_paths",
     "read_revision_file",
     "read_versions",
     "read_versions_with_alembic",
+    "reverts_nothing",
 ]
 
 # Same patterns as alembic.script.base / alembic.script.revision.
@@ -894,3 +897,39 @@ class RevisionGraph:
                     return []
                 raise
         return [r.revision for r in revs]
+
+
+# --------------------------------------------------------------------------
+# what a revision's functions do (statically)
+# --------------------------------------------------------------------------
+
+
+def find_function(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+    found = None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            found = node  # the last definition wins, as at import
+    return found
+
+
+def does_nothing(function: ast.FunctionDef | ast.AsyncFunctionDef | None) -> bool:
+    """True for a missing function or one whose body is only pass, docstrings and `...`."""
+    if function is None:
+        return True
+    return all(
+        isinstance(stmt, ast.Pass)
+        or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
+        for stmt in function.body
+    )
+
+
+def reverts_nothing(path: Path) -> bool:
+    """Whether the revision's downgrade() does nothing although its upgrade() does something:
+    reverting it marks it undone while its changes stay in the database."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (OSError, SyntaxError, ValueError):
+        return False
+    return does_nothing(find_function(tree, "downgrade")) and not does_nothing(
+        find_function(tree, "upgrade")
+    )

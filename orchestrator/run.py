@@ -25,6 +25,7 @@ from orchestrator.locks import DEFAULT_KEY, migration_lock
 from orchestrator.logging import utc_now
 from orchestrator.planning import Step
 from orchestrator.results import RunResult
+from orchestrator.revisions import reverts_nothing
 
 Executor = Callable[[Connection, Callable[..., None]], None]
 
@@ -83,6 +84,8 @@ class TargetRun:
     def start(self, **fields: Any) -> None:
         self.started_at = time.monotonic()
         self.audit.common["git_sha"] = self.app.git_sha  # looked up only for a real run
+        if self.app.git_sha and self.app.git_dirty:
+            self.audit.common["git_dirty"] = True  # what ran is not (all) in that commit
         self.audit.emit(
             "run.started",
             pid=os.getpid(),
@@ -245,6 +248,18 @@ class TargetRun:
                 actor=self.app.actor,
                 at=utc_now(),
             )
+            # a downgrade() that is `pass`: marked undone, its changes stay (said, not hidden)
+            hollow = not up and revision in graph and reverts_nothing(graph.get(revision).path)
+            if hollow:
+                self.audit.log.warning(
+                    "downgrade.reverts_nothing",
+                    env=self.env.name,
+                    revision=revision,
+                    message=(
+                        f"{revision}'s downgrade() does nothing: it is marked reverted on "
+                        f"{self.where}, but the changes its upgrade() made stay in the database"
+                    ),
+                )
             record = {
                 "event": "migration.applied" if up else "migration.reverted",
                 "revision": revision,
@@ -252,6 +267,7 @@ class TargetRun:
                 "from_revision": ",".join(step.source_revision_ids) or None,
                 "to_revision": ",".join(step.destination_revision_ids) or None,
                 "duration_ms": duration_ms,
+                "reverted_nothing": True if hollow else None,
             }
             uncommitted.append((revision, record))
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator.alembic_runner import quiet_alembic
 from orchestrator.database import describe_error
 from orchestrator.errors import MigrationFailed
-from orchestrator.revisions import RevisionFile, RevisionsError
+from orchestrator.revisions import RevisionFile, RevisionsError, does_nothing, find_function
 
 if TYPE_CHECKING:
     from orchestrator.app import App
@@ -68,25 +68,6 @@ def check_single_head(app: App, heads: Sequence[str]) -> list[Finding]:
 # -- downgrade_does_something ------------------------------------------------------------------
 
 
-def _function(tree: ast.Module, name: str) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-    found = None
-    for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
-            found = node  # the last definition wins, as at import
-    return found
-
-
-def _does_nothing(function: ast.FunctionDef | ast.AsyncFunctionDef | None) -> bool:
-    """True for a missing function or one whose body is only pass, docstrings and `...`."""
-    if function is None:
-        return True
-    return all(
-        isinstance(stmt, ast.Pass)
-        or (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant))
-        for stmt in function.body
-    )
-
-
 def check_downgrades(app: App) -> list[Finding]:
     findings = []
     for revision in app.graph:
@@ -107,10 +88,10 @@ def _downgrade_problem(revision: RevisionFile) -> str | None:
         tree = ast.parse(revision.path.read_bytes(), filename=str(revision.path))
     except (OSError, SyntaxError, ValueError) as exc:
         return f"cannot be parsed: {exc}."
-    downgrade = _function(tree, "downgrade")
-    if not _does_nothing(downgrade):
+    downgrade = find_function(tree, "downgrade")
+    if not does_nothing(downgrade):
         return None
-    if _does_nothing(_function(tree, "upgrade")):
+    if does_nothing(find_function(tree, "upgrade")):
         return None  # a merge point or a no-op revision: nothing to revert
     what = "has no downgrade()" if downgrade is None else "has a downgrade() that does nothing"
     return (
@@ -162,6 +143,18 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
             ) from None
         finally:
             engine.dispose()
+    if diffs is None:
+        import structlog
+
+        structlog.get_logger("orchestrator").warning(
+            "check.skipped",
+            check="models_match_migrations",
+            reason=(
+                "env.py passes target_metadata=None: there are no models to compare the "
+                "migrations with"
+            ),
+        )
+        return []
     if not diffs:
         return []
     flat = [d for diff in diffs for d in (diff if isinstance(diff, list) else [diff])]
@@ -270,6 +263,7 @@ def strictest_env(app: App) -> EnvironmentConfig | None:
 
 def check_lint(app: App, head: str) -> list[Finding]:
     from orchestrator import lint
+    from orchestrator.policies import lint_findings
 
     env = strictest_env(app)
     exclude = [*lint.DEFAULT_EXCLUDE, *(env.policy.lint_exclude if env else [])]
@@ -277,30 +271,11 @@ def check_lint(app: App, head: str) -> list[Finding]:
     revisions = app.graph.upgrade_path((), head)
     if not revisions:
         return []
-    try:
-        sql = app.project.offline_sql(revisions, "postgresql", None)
-    except Exception as exc:  # a revision that cannot run offline: still one paragraph
-        return [
-            {
-                "check": "lint",
-                "message": (
-                    f"the PostgreSQL SQL of the revisions cannot be rendered offline (alembic "
-                    f"upgrade --sql): {describe_error(exc)}. A revision that reads the database "
-                    "cannot be linted; make it work in offline mode."
-                ),
-            }
-        ]
-    waivers = {
-        rev: lint.parse_waivers(app.graph.get(rev).path.read_text(encoding="utf-8"))
-        for rev in revisions
-    }
-    try:
-        findings = lint.lint_revisions(sql, waivers, exclude=exclude)
-    except lint.SquawkMissing as exc:
-        return [{"check": "lint", "message": f"the migrations were not linted: {exc}."}]
-    except lint.LintError as exc:
-        return [{"check": "lint", "message": f"the migrations could not be linted: {exc}."}]
-    return [
+    findings, problem = lint_findings(app, revisions, exclude)
+    notes: list[Finding] = []
+    if problem is not None:
+        notes.append({"check": "lint", "message": f"the migrations were not linted: {problem}."})
+    return notes + [
         {
             "check": "lint",
             "revision": f.revision,

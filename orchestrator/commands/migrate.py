@@ -87,8 +87,10 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         done = run.finish(to_revision=destination)
         done.message = "nothing to do"
         return done
+    if revisions:
+        app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
     # lint first, so that the waivers in force are on every event of the run, run.started too
-    findings, problem = lint_revisions(app, run.env, revisions, state.heads)
+    findings, problem = lint_revisions(app, run.env, revisions)
     record_waivers(run, findings)
     run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
     if drifted:

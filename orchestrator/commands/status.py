@@ -116,7 +116,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             state = read_state(connection, app.graph, target.name)
         revisions = upgrade_steps(app, state.heads, destination, env.name)
         steps = judge(app, env, revisions)
-        findings, problem = lint_revisions(app, env, revisions, state.heads)
+        findings, problem = lint_revisions(app, env, revisions)
         drifted = checksum_drift(app, state)
         lint_blocks = env.policy.lint == "error" and (
             problem is not None or any(not f.waived for f in findings)
@@ -143,8 +143,12 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
         }
         if sql:
             dialect = "postgresql" if target.url.startswith("postgres") else "sqlite"
-            start = state.heads[0] if state.heads else None
-            entry["sql"] = app.project.offline_sql(revisions, dialect, start)
+            rendered = app.project.offline_sql(revisions, dialect)
+            entry["sql"] = {
+                rev: rendered.sql.get(rev)
+                or f"-- cannot be rendered offline: {rendered.failed.get(rev)}"
+                for rev in revisions
+            }
         plans.append(entry)
     return plans
 
