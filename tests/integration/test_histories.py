@@ -15,6 +15,7 @@ The history on top of the shipped one has the shapes real projects have:
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -422,3 +423,37 @@ def test_check_without_target_metadata_reports_the_rest(tmp_path: Path) -> None:
     skipped = [e for e in json_lines(result.stderr) if e["event"] == "check.skipped"]
     assert [e["check"] for e in skipped] == ["models_match_migrations"]
     assert "target_metadata=None" in skipped[0]["reason"]
+
+
+# -- git sha of what ran -------------------------------------------------------------------------
+
+
+def test_uncommitted_revision_files_are_recorded_as_dirty(sqlite_project: Project) -> None:
+    project = sqlite_project
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
+            cwd=project.path,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return done.stdout.strip()
+
+    git("init", "-q")
+    (project.path / ".gitignore").write_text("*.db\n__pycache__/\n.orchestrator/\n")
+    git("add", ".")
+    git("commit", "-qm", "the shipped history")
+    sha = git("rev-parse", "HEAD")
+
+    assert project.run("migrate", "dev", "--to", HEAD).code == 0
+    clean = run_events(project, "dev")
+    assert {e["git_sha"] for e in clean} == {sha}
+    assert not any("git_dirty" in e for e in clean)
+
+    write_history(project, waive=True)  # new revision files, not committed
+    assert project.run("migrate", "dev").code == 0
+    dirty = run_events(project, "dev")
+    assert {e["git_sha"] for e in dirty} == {sha}
+    assert all(e["git_dirty"] is True for e in dirty)
