@@ -36,6 +36,7 @@ Finding = dict[str, Any]
 
 
 def run_checks(app: App, scratch_url: str | None) -> list[Finding]:
+    app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
     findings: list[Finding] = []
     heads = list(app.graph.real_heads())
     findings += check_single_head(app, heads)

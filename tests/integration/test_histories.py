@@ -353,6 +353,13 @@ def test_waivers_let_it_through_and_plain_alembic_records_the_gate(story: Projec
         (D1, None),
     ]
 
+    # plain alembic says it too (dev, SQLite: the batch downgrade recreates the table)
+    plain = project.alembic("-x", "env=dev", "downgrade", HEAD)
+    assert plain.code == 0, plain.stderr
+    assert project.version("dev") == [HEAD]
+    hollow = [e for e in json_lines(plain.stderr) if e["event"] == "downgrade.reverts_nothing"]
+    assert [e["revision"] for e in hollow] == [D2]
+
 
 # -- offline rendering, per revision -------------------------------------------------------------
 
@@ -396,6 +403,9 @@ def test_a_revision_that_fails_to_import_is_named(story: Project) -> None:
         assert project.version("dev") == []
         dev = (project.path / "environments" / "dev.yaml").read_text()
         project.write_env("dev", dev.replace(f"lint: {lint}", "lint: warn"))
+    checked = project.run("check")
+    assert checked.code == 2, checked.output
+    assert f"Revision {D2} ({D2}_history.py) failed to import" in checked.stderr
 
 
 # -- check ---------------------------------------------------------------------------------------
