@@ -20,9 +20,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import UsageError
-from orchestrator.project_modules import ProjectModules
-from orchestrator.revisions import RevisionGraph, read_versions
+from orchestrator.errors import MigrationFailed, UsageError
+from orchestrator.project_modules import ProjectModules, source_only
+from orchestrator.revisions import RevisionGraph, current_checksums, read_versions
 from orchestrator.secrets import redact
 
 if TYPE_CHECKING:
@@ -128,8 +128,24 @@ class AlembicProject:
 
     @cached_property
     def graph(self) -> RevisionGraph:
-        modules = ProjectModules(self.ini_path.parent, self.import_roots)
-        return RevisionGraph(read_versions(self.versions_dirs, modules=modules))
+        return RevisionGraph(read_versions(self.versions_dirs, modules=self.modules))
+
+    @property
+    def modules(self) -> ProjectModules:
+        return ProjectModules(self.ini_path.parent, self.import_roots)
+
+    def check_unchanged(self, revisions: Sequence[str]) -> None:
+        """Refuse to run revisions whose files (or modules) changed since they were judged:
+        called once Alembic has loaded them, so what runs is what the gate checked."""
+        graph = self.graph
+        now = current_checksums([graph.get(r) for r in revisions], self.modules)
+        changed = [r for r in revisions if now[r] != graph.get(r).checksum]
+        if changed:
+            raise MigrationFailed(
+                f"{', '.join(changed)} changed on disk after the gate checked it "
+                "(file or a module it imports): nothing of it ran. Run again to judge "
+                "the files as they are now."
+            )
 
     # -- Alembic proper ----------------------------------------------------------------------
 
@@ -148,7 +164,8 @@ class AlembicProject:
 
         script = ScriptDirectory.from_config(self.config)
         try:
-            script.get_heads()  # imports every revision file
+            with source_only():  # never from a byte-code cache
+                script.get_heads()  # imports every revision file
         except Exception as exc:
             try:
                 files = {r.path.resolve(): r.revision for r in self.graph}
@@ -169,13 +186,16 @@ class AlembicProject:
 
         script = self.script
 
-        def steps(_heads: Any, _context: Any) -> list[Any]:
+        def steps(_heads: Any, context: Any) -> list[Any]:
             make = (
                 MigrationStep.upgrade_from_script
                 if direction == "up"
                 else MigrationStep.downgrade_from_script
             )
-            return [make(script.revision_map, script.get_revision(r)) for r in revisions]
+            loaded = [make(script.revision_map, script.get_revision(r)) for r in revisions]
+            if not context.as_sql:
+                self.check_unchanged(revisions)
+            return loaded
 
         return steps
 
@@ -256,7 +276,10 @@ class AlembicProject:
 
         self.config.attributes["connection"] = connection
         try:
-            with EnvironmentContext(self.config, self.script, fn=compare, as_sql=False):
+            with (
+                source_only(),
+                EnvironmentContext(self.config, self.script, fn=compare, as_sql=False),
+            ):
                 self.script.run_env()
         finally:
             self.config.attributes.pop("connection", None)
@@ -267,7 +290,8 @@ class AlembicProject:
         from alembic.runtime.migration import MigrationContext
 
         context = MigrationContext.configure(connection)
-        context.stamp(self.script, revision or "base")
+        with source_only():
+            context.stamp(self.script, revision or "base")
 
     def _run_env(
         self,
@@ -280,14 +304,17 @@ class AlembicProject:
     ) -> None:
         self.config.attributes.update(attributes)
         try:
-            with environment(
-                self.config,
-                self.script,
-                fn=self._steps(revisions, direction),
-                as_sql=as_sql,
-                starting_rev=start,
-                destination_rev=revisions[-1] if revisions else None,
-                output_buffer=attributes.get("output_buffer"),
+            with (
+                source_only(),
+                environment(
+                    self.config,
+                    self.script,
+                    fn=self._steps(revisions, direction),
+                    as_sql=as_sql,
+                    starting_rev=start,
+                    destination_rev=revisions[-1] if revisions else None,
+                    output_buffer=attributes.get("output_buffer"),
+                ),
             ):
                 self.script.run_env()
         finally:

@@ -14,6 +14,7 @@ from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.evidence import judge, upgrade_steps
 from orchestrator.planning import refusal_message
 from orchestrator.policies import check_approval, enforce_lint, lint_revisions, record_waivers
+from orchestrator.project_modules import source_only
 from orchestrator.run import TargetRun
 
 
@@ -39,7 +40,13 @@ def plain_alembic_dialect(context: Any) -> str:
 
 
 def plain_alembic(context: Any, options: dict[str, Any]) -> None:
-    """`alembic upgrade/downgrade/...`: same lock, ledger rows and audit trail as our runs."""
+    """`alembic upgrade/downgrade/...`: same lock, ledger rows and audit trail as our runs.
+    Alembic loads the revisions from here on (from their source: see `source_only`)."""
+    with source_only():
+        _plain_alembic(context, options)
+
+
+def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
     from alembic.util import CommandError
 
     from orchestrator.logging import configure_logging

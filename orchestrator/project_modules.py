@@ -11,22 +11,98 @@ against the project's import roots (the Alembic project's directory and its
 are resolved from the importing file's directory. Modules found elsewhere (the standard
 library, site-packages) are not the project's and are left out, as are dynamic imports
 (`importlib.import_module(name)`), which no static reading can follow.
+
+`source_only()` makes what runs the source that was hashed: while it is active, Python reads
+no byte-code cache, so a planted `__pycache__/*.pyc` (an unchecked-hash one is used whatever
+the source says) never runs in place of a revision or of a module it imports.
 """
 
 from __future__ import annotations
 
 import ast
 import os
+import sys
 import sysconfig
+import tempfile
 from collections.abc import Iterator, Sequence
-from importlib.machinery import PathFinder
+from contextlib import contextmanager
+from importlib.abc import MetaPathFinder
+from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 from pathlib import Path
+from types import CodeType, ModuleType
 
 # (level, module, names): `from ..a import b, c` is (2, "a", ("b", "c")),
 # `import a.b` is (0, "a.b", ())
 Import = tuple[int, str, tuple[str, ...]]
 
-__all__ = ["Import", "ProjectModules", "imports_of"]
+__all__ = ["Import", "ProjectModules", "imports_of", "source_only"]
+
+
+@contextmanager
+def source_only() -> Iterator[None]:
+    """Modules of the project imported meanwhile (revisions, env.py, what they import) are
+    compiled from their source files, never read from a byte-code cache.
+
+    Caches are looked up under a fresh, empty `sys.pycache_prefix`, so no `__pycache__`
+    beside a file is consulted, and none is written. Installed packages and the standard
+    library (which nothing hashes) keep their caches: compiling them would cost seconds.
+    Modules imported before stay as they are: enter this before Alembic loads anything.
+    """
+    if any(isinstance(f, _InstalledKeepCaches) for f in sys.meta_path):
+        yield  # already on
+        return
+    saved = sys.pycache_prefix, sys.dont_write_bytecode
+    finder = _InstalledKeepCaches(saved)
+    with tempfile.TemporaryDirectory(prefix="orchestrator-no-pycache-") as empty:
+        sys.pycache_prefix, sys.dont_write_bytecode = empty, True
+        sys.meta_path.insert(_path_finder_index(), finder)
+        try:
+            yield
+        finally:
+            sys.meta_path.remove(finder)
+            sys.pycache_prefix, sys.dont_write_bytecode = saved
+
+
+def _path_finder_index() -> int:
+    return next((i for i, f in enumerate(sys.meta_path) if f is PathFinder), len(sys.meta_path))
+
+
+class _CachedLoader(SourceFileLoader):
+    """The ordinary loader, with the byte-code cache settings of before `source_only`."""
+
+    settings: tuple[str | None, bool] = (None, False)
+
+    def get_code(self, fullname: str) -> CodeType | None:
+        saved = sys.pycache_prefix, sys.dont_write_bytecode
+        sys.pycache_prefix, sys.dont_write_bytecode = self.settings
+        try:
+            return super().get_code(fullname)
+        finally:
+            sys.pycache_prefix, sys.dont_write_bytecode = saved
+
+
+class _InstalledKeepCaches(MetaPathFinder):
+    """Finds modules as the path finder does; those installed outside the project (the
+    standard library, site-packages) load with their byte-code caches."""
+
+    def __init__(self, settings: tuple[str | None, bool]) -> None:
+        self.settings = settings
+        self.foreign = _foreign_dirs()
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        spec = PathFinder.find_spec(fullname, path, target)
+        if (
+            spec is not None
+            and type(spec.loader) is SourceFileLoader
+            and spec.origin is not None
+            and os.path.realpath(spec.origin).startswith(self.foreign)
+        ):
+            loader = _CachedLoader(fullname, spec.origin)
+            loader.settings = self.settings
+            spec.loader = loader
+        return spec
 
 
 def imports_of(tree: ast.Module) -> tuple[Import, ...]:

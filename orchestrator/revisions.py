@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.project_modules import Import, ProjectModules, imports_of
+from orchestrator.project_modules import Import, ProjectModules, imports_of, source_only
 
 if TYPE_CHECKING:  # pragma: no cover
     from alembic.script.revision import RevisionMap
@@ -52,6 +52,7 @@ __all__ = [
     "UnknownRevision",
     "checksum_bytes",
     "combined_checksum",
+    "current_checksums",
     "checksum_file",
     "does_nothing",
     "find_function",
@@ -439,6 +440,27 @@ def read_versions(
 _MODULE_IMPORTS: dict[str, tuple[Import, ...]] = {}  # a module's imports, by its digest
 
 
+def current_checksums(
+    files: Sequence[RevisionFile], modules: ProjectModules | None = None
+) -> dict[str, str]:
+    """Checksums of these revisions as their files (and modules) are on disk now."""
+    now: list[RevisionFile] = []
+    for rf in files:
+        data = rf.path.read_bytes()
+        cached = _CACHE.get(checksum_bytes(data))
+        if cached is not None:
+            imports = cached["imports"]
+        else:
+            try:
+                imports = imports_of(ast.parse(data, filename=str(rf.path)))
+            except (SyntaxError, ValueError):
+                imports = ()
+        now.append(replace(rf, checksum=checksum_bytes(data), imports=imports))
+    if modules is not None:
+        now = _cover_modules(now, modules)
+    return {rf.revision: rf.checksum for rf in now}
+
+
 def _cover_modules(files: Sequence[RevisionFile], modules: ProjectModules) -> list[RevisionFile]:
     """`files` with checksums that cover the project modules each one imports."""
     known: dict[Path, tuple[str, tuple[Path, ...]]] = {}
@@ -496,7 +518,8 @@ def read_versions_with_alembic(
         recursive_version_locations=recursive,
     )
     try:
-        scripts = list(script_dir.walk_revisions("base", "heads"))
+        with source_only():
+            scripts = list(script_dir.walk_revisions("base", "heads"))
     except SyntaxError as exc:  # a broken revision file: the user's to fix, not a crash
         raise RevisionGraphError(f"{exc.filename}, line {exc.lineno}: {exc.msg}") from exc
     except ImportError as exc:
