@@ -261,17 +261,36 @@ class AlembicProject:
         exactly as for a migration, and the script directory is loaded only once.
         """
         from alembic.autogenerate import compare_metadata
+
+        return self._with_models(connection, compare_metadata)  # type: ignore[no-any-return]
+
+    def models_upgrade_ops(self, connection: Connection) -> Any:
+        """The operations autogenerate would write to bring the database to the models
+        (`produce_migrations(...).upgrade_ops`), env.py configuring the context as for
+        `compare_models`; a usage error when env.py configures no target_metadata."""
+        from alembic.autogenerate import produce_migrations
+
+        ops = self._with_models(
+            connection, lambda context, metadata: produce_migrations(context, metadata).upgrade_ops
+        )
+        if ops is None:
+            raise UsageError(
+                f"{self.script_location / 'env.py'} configures no target_metadata, so there "
+                "are no models to compare with: pass your models' MetaData to "
+                "run_migrations(target_metadata=...)."
+            )
+        return ops
+
+    def _with_models(self, connection: Connection, work: Callable[[Any, Any], Any]) -> Any:
+        """env.py runs with a `fn` that calls `work(context, target_metadata)` instead of
+        migrating; its result, or None when env.py configures no target_metadata."""
         from alembic.runtime.environment import EnvironmentContext
 
-        diffs: list[Any] = []
-        no_metadata: list[bool] = []
+        result: list[Any] = []
 
         def compare(_rev: Any, context: Any) -> list[Any]:
             metadata = context.opts.get("target_metadata")
-            if metadata is None:
-                no_metadata.append(True)
-                return []
-            diffs.extend(compare_metadata(context, metadata))
+            result.append(None if metadata is None else work(context, metadata))
             return []
 
         self.config.attributes["connection"] = connection
@@ -283,7 +302,7 @@ class AlembicProject:
                 self.script.run_env()
         finally:
             self.config.attributes.pop("connection", None)
-        return None if no_metadata else diffs
+        return result[0] if result else None
 
     def stamp(self, connection: Connection, revision: str | None) -> None:
         """Set alembic_version without running anything (baseline)."""

@@ -7,6 +7,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 from orchestrator.alembic_runner import AlembicProject
 from orchestrator.audit import detect_actor, detect_git_dirty, detect_git_sha
@@ -30,6 +31,7 @@ class App:
     environ: dict[str, str]
     interactive: bool = False
     predecessor_cache: dict[str, list[TargetState]] = field(default_factory=dict)
+    schema_cache: dict[str, list[Any]] = field(default_factory=dict)  # commands/drift.py
 
     @classmethod
     def load(cls, settings: Settings | None = None, interactive: bool = False) -> App:

@@ -25,6 +25,9 @@ _LEVELS = {
     "gate.refused": "warning",
     "lock.waiting": "warning",
     "run.interrupted": "warning",
+    "schema.drifted": "warning",
+    "schema.diverged": "warning",
+    "schema.not_recorded": "warning",
 }
 
 

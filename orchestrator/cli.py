@@ -17,7 +17,8 @@ EXIT_HELP = """exit codes:
   0  done, or nothing to do
   1  a migration or database operation failed
   2  usage or configuration error
-  3  refused by policy (gate, approval, downgrade policy, lint, checksum drift)
+  3  refused by policy (gate, approval, downgrade policy, lint, checksum or schema
+     drift); for `drift`: the schema differs
   4  the migration lock was not acquired in time
 """
 
@@ -99,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcome", choices=["succeeded", "failed", "refused", "interrupted"])
     p.add_argument("--run", metavar="ID")
     p.add_argument("--limit", type=_count, metavar="N", help="keep the N most recent matches")
+
+    p = add("drift", "what differs in ENV's live schema from what its last run recorded")
+    p.add_argument("env", metavar="ENV")
+    p.add_argument(
+        "--against",
+        metavar="models|ENV",
+        help="compare with the models (Alembic autogenerate) or with ENV's live schema "
+        "(both at the same revision) instead",
+    )
 
     p = add("check", "for CI: one head, real downgrades, models match migrations, lint")
     p.add_argument("--scratch-url", metavar="URL")
@@ -236,6 +246,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                     "",
                     "",
                     "",
+                    "",
                     r["error"][:60],
                 ]
             )
@@ -252,6 +263,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                 if r.get("gate")
                 else (out.paint(str(len(r["blocked"])), "33") if r["blocked"] else "0"),
                 out.paint(",".join(x[:12] for x in r["drift"]), "31") if r["drift"] else "-",
+                _schema_cell(out, r.get("schema", "unknown")),
                 out.paint(",".join(r["interrupted"]), "31") if r["interrupted"] else "-",
                 f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",
             ]
@@ -266,12 +278,17 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                 "PENDING",
                 "BLOCKED",
                 "DRIFT",
+                "SCHEMA",
                 "INTERRUPTED",
                 "LAST RUN",
             ],
             table,
         )
     return 0
+
+
+def _schema_cell(out: Out, value: str) -> str:
+    return out.paint(value, {"ok": "32", "drifted": "31", "diverged": "31"}.get(value, "0"))
 
 
 def _fleet_summary(out: Out, env: str, rows: list[dict[str, Any]]) -> None:
@@ -287,6 +304,19 @@ def _fleet_summary(out: Out, env: str, rows: list[dict[str, Any]]) -> None:
     print(out.paint(f"{env}: fleet of {len(rows)} databases", "1"))
     for revision, count in at.most_common():
         print(f"  {count:>4} at {revision}")
+    schemas = Counter(r.get("schema", "unknown") for r in rows)
+    print(
+        "  schema: "
+        + ", ".join(
+            _schema_cell(out, f"{schemas[value]} {value}")
+            for value in ("ok", "drifted", "diverged", "unknown")
+            if schemas[value]
+        )
+    )
+    for value in ("drifted", "diverged"):
+        names = [r["target"] for r in rows if r.get("schema") == value]
+        if names:
+            print(out.paint(f"  schema {value}: {', '.join(names)}", "31"))
     for label, names in (
         ("last run failed", failed),
         ("drifted", drifted),
@@ -500,6 +530,28 @@ def _detail(event: dict[str, Any]) -> str:
     return ""
 
 
+def cmd_drift(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.commands.drift import drift
+
+    reports = drift(_app(), args.env, args.against)
+    differs = any(r["differences"] for r in reports)
+    if out.as_json:
+        out.json(reports[0] if len(reports) == 1 else reports)
+        return 3 if differs else 0
+    for r in reports:
+        where = r["env"] if r["target"] == r["env"] else f"{r['env']}/{r['target']}"
+        count = len(r["differences"])
+        if not count:
+            print(out.paint(f"{where}: no difference from {r['reference']}", "32"))
+            continue
+        print(out.paint(f"{where}: {count} difference(s) from {r['reference']}:", "31"))
+        for d in r["differences"]:
+            print(f"  {d['line']}")
+            for line in (d["op"] or "").splitlines():
+                print(out.paint(f"      {line}", "2"))
+    return 3 if differs else 0
+
+
 def cmd_check(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.check import run_checks
 
@@ -577,6 +629,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Out], int]] = {
     "downgrade": cmd_downgrade,
     "baseline": cmd_baseline,
     "audit": cmd_audit,
+    "drift": cmd_drift,
     "check": cmd_check,
     "current": cmd_current,
     "history": cmd_history,

@@ -108,8 +108,10 @@ class PolicyConfig(_Strict):
     allow_downgrade: bool = True
     lint: Literal["off", "warn", "error"] = "warn"
     lint_exclude: list[str] = Field(default_factory=list)
+    # the live schema against what the last run recorded: refuse a migrate when it differs
+    schema_drift: Literal["off", "warn", "refuse"] = "warn"
 
-    @field_validator("lint", mode="before")
+    @field_validator("lint", "schema_drift", mode="before")
     @classmethod
     def _yaml_off(cls, value: object) -> object:
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
@@ -407,6 +409,7 @@ def env_summary(env: EnvironmentConfig, project_dir: Path) -> dict[str, Any]:
         "require_approval": env.policy.require_approval,
         "allow_downgrade": env.policy.allow_downgrade,
         "lint": env.policy.lint,
+        "schema_drift": env.policy.schema_drift,
         "lock_timeout": env.lock.timeout,
         "file": env.source,
     }

@@ -32,7 +32,8 @@ from orchestrator.planning import LedgerEntry
 
 LEDGER_TABLE = "orchestrator_ledger"
 AUDIT_TABLE = "orchestrator_audit"
-OWN_TABLES = frozenset({LEDGER_TABLE, AUDIT_TABLE})
+SCHEMA_TABLE = "orchestrator_schema"
+OWN_TABLES = frozenset({LEDGER_TABLE, AUDIT_TABLE, SCHEMA_TABLE})
 GENESIS = "0" * 64
 # Serialises appends to the audit chain (PostgreSQL); SQLite writers are serialised anyway.
 CHAIN_LOCK_KEY = 0x6F72636861696E  # "orchain"
@@ -80,6 +81,22 @@ audit = Table(
         postgresql_ops={"revision": "varchar_pattern_ops"},
     ),
     Index("ix_orchestrator_audit_outcome", "outcome"),
+)
+
+# The schema each successful run left behind, at the revision(s) it left: the fingerprint, and
+# the description it was computed from, so that `drift` can say what changed since.
+schema = Table(
+    SCHEMA_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("heads", String(512), nullable=False),  # sorted, comma-separated; "" for base
+    Column("fingerprint", String(64), nullable=False),
+    Column("description", Text, nullable=False),  # canonical JSON
+    Column("run_id", String(32), nullable=False),
+    Column("env", String(128), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("at", String(32), nullable=False),
+    Index("ix_orchestrator_schema_heads", "heads", "id"),
 )
 
 _APPEND_ONLY_TRIGGER = f"""
@@ -164,6 +181,75 @@ def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:
         row.revision: LedgerEntry(row.revision, row.checksum, row.direction, row.run_id, row.at)
         for row in rows
     }
+
+
+# -- schema fingerprints ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecordedSchema:
+    heads: tuple[str, ...]
+    fingerprint: str
+    description: dict[str, Any] | None  # None when only the fingerprint was asked for
+    run_id: str
+    at: str
+
+
+def heads_key(heads: Iterable[str]) -> str:
+    return ",".join(sorted(heads))
+
+
+def record_schema(
+    connection: Connection,
+    *,
+    heads: Iterable[str],
+    fingerprint: str,
+    description: Mapping[str, Any],
+    run_id: str,
+    env: str,
+    actor: str,
+    at: str,
+) -> None:
+    if not inspect(connection).has_table(SCHEMA_TABLE):  # a database of an older version
+        schema.create(connection, checkfirst=True)
+    connection.execute(
+        insert(schema),
+        {
+            "heads": heads_key(heads),
+            "fingerprint": fingerprint,
+            "description": canonical(description),
+            "run_id": run_id,
+            "env": env,
+            "actor": actor,
+            "at": at,
+        },
+    )
+
+
+def recorded_schema(
+    connection: Connection, heads: Iterable[str], with_description: bool = True
+) -> RecordedSchema | None:
+    """The schema the last run that left the database at `heads` recorded, if any."""
+    if not inspect(connection).has_table(SCHEMA_TABLE):
+        return None
+    columns = [schema.c.heads, schema.c.fingerprint, schema.c.run_id, schema.c.at]
+    if with_description:
+        columns.append(schema.c.description)
+    row = connection.execute(
+        select(*columns)
+        .where(schema.c.heads == heads_key(heads))
+        .order_by(schema.c.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return RecordedSchema(
+        tuple(h for h in row.heads.split(",") if h),
+        row.fingerprint,
+        json.loads(row.description) if with_description else None,
+        row.run_id,
+        row.at,
+    )
 
 
 # -- audit -------------------------------------------------------------------------------

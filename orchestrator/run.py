@@ -18,7 +18,13 @@ from orchestrator import ledger
 from orchestrator.app import App, new_run_id
 from orchestrator.audit import AuditTrail
 from orchestrator.config import Target
-from orchestrator.database import describe_error, is_postgresql, make_engine, safe_url
+from orchestrator.database import (
+    current_heads,
+    describe_error,
+    is_postgresql,
+    make_engine,
+    safe_url,
+)
 from orchestrator.errors import LockTimeout, MigrationFailed, OrchestratorError, Refused
 from orchestrator.evidence import DbState, read_state
 from orchestrator.locks import DEFAULT_KEY, migration_lock
@@ -63,6 +69,7 @@ class TargetRun:
             reason=reason,
         )
         self.applied: list[str] = []
+        self.schema_fingerprint: str | None = None
         self.started_at = time.monotonic()
 
     @property
@@ -105,6 +112,8 @@ class TargetRun:
         return round((time.monotonic() - self.started_at) * 1000)
 
     def finish(self, **fields: Any) -> RunResult:
+        if self.applied:  # the schema changed: record what it is now
+            fields.setdefault("schema_fingerprint", self.record_schema())
         self.audit.emit(
             "run.succeeded",
             outcome="succeeded",
@@ -141,6 +150,33 @@ class TargetRun:
                 lock_key=self.lock_key,
             )
             raise
+
+    def record_schema(self) -> str | None:
+        """Under the lock, after a run that changed the database: record the schema it left
+        at the revision it left (what `status` and `drift` compare with later)."""
+        if self.schema_fingerprint is not None:
+            return self.schema_fingerprint
+        from orchestrator.schema import fingerprint
+        from orchestrator.schema_reader import read_schema
+
+        try:
+            with self.engine.begin() as connection:
+                description = read_schema(connection)
+                self.schema_fingerprint = fingerprint(description)
+                ledger.record_schema(
+                    connection,
+                    heads=current_heads(connection),
+                    fingerprint=self.schema_fingerprint,
+                    description=description,
+                    run_id=self.run_id,
+                    env=self.env.name,
+                    actor=self.app.actor,
+                    at=utc_now(),
+                )
+        except SQLAlchemyError as exc:  # the run itself succeeded: say so, and why not this
+            self.schema_fingerprint = None
+            self.audit.emit("schema.not_recorded", error=describe_error(exc))
+        return self.schema_fingerprint
 
     # -- state under the lock ----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection
 
 from orchestrator.app import App
+from orchestrator.commands.drift import check_before_run, check_divergence, suspect_drift
 from orchestrator.config import EnvironmentConfig, Target
 from orchestrator.database import current_heads
 from orchestrator.errors import Refused, UsageError
@@ -75,7 +76,8 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     revisions = upgrade_steps(app, state.heads, destination, run.where)
     drifted = checksum_drift(app, state)
     if not revisions and not drifted:
-        if not run.open_runs():
+        schema_suspect = suspect_drift(run, state.heads)  # cheap, unlocked; confirmed below
+        if not run.open_runs() and not schema_suspect:
             return RunResult(
                 run.env.name, run.target.name, run.run_id, "succeeded", message="nothing to do"
             )
@@ -84,6 +86,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
         with run.locked():
             run.close_dead_runs()
+            check_before_run(run, run.read().heads)
         done = run.finish(to_revision=destination)
         done.message = "nothing to do"
         return done
@@ -114,6 +117,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         steps = judge(app, run.env, revisions, fresh=True)
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+        check_before_run(run, state.heads)
         run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
         project = app.project
 
@@ -121,6 +125,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
             project.run(connection, revisions, "up", hook)
 
         run.apply(revisions, "up", execute)
+        check_divergence(app, run)
         return run.finish(to_revision=destination)
 
 

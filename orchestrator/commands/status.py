@@ -8,6 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import ledger
 from orchestrator.app import App
+from orchestrator.commands.drift import schema_status
 from orchestrator.config import Target
 from orchestrator.database import safe_url
 from orchestrator.errors import OrchestratorError, UsageError
@@ -44,6 +45,7 @@ def _unconfigured(env: str, target: str, why: str, heads: tuple[str, ...]) -> di
         "pending": [],
         "blocked": [],
         "drift": [],
+        "schema": "unknown",
         "last_run": None,
         "interrupted": [],
     }
@@ -66,6 +68,7 @@ def _target_status(
             open_runs = ledger.runs_without_end(connection)
             live = live_run_ids(connection) if open_runs else set()
             last = ledger.query_audit(connection, ledger.AuditFilter(event=None, limit=200))
+            schema = schema_status(app, env, connection, state.heads)
     except (OrchestratorError, SQLAlchemyError) as exc:
         row.update(_unconfigured(env.name, target.name, getattr(exc, "message", str(exc)), heads))
         row["configured"] = True
@@ -91,6 +94,7 @@ def _target_status(
         pending=pending,
         blocked=[{"revision": s.revision, "reason": s.reason} for s in steps if s.blocked],
         drift=checksum_drift(app, state),
+        schema=schema,
         last_run=(
             {
                 "run_id": run["run_id"],

@@ -1,0 +1,314 @@
+"""Schema drift: is the live schema what the migrations made?
+
+- `drift ENV [--against models|PRED]`: what differs, one line per object, with the Alembic
+  operation that brings it back where Alembic can render one;
+- `schema_status`: the `schema` value of `status` (ok, drifted, diverged, unknown);
+- `check_before_run` / `check_divergence`: policy.schema_drift around a migrate.
+
+Reads that judge drift wait for the migration lock, so a run in flight is never reported as
+drift. The judgements themselves are pure (orchestrator.schema).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator import ledger
+from orchestrator.config import EnvironmentConfig, Target
+from orchestrator.database import current_heads, describe_error, make_engine, safe_url
+from orchestrator.errors import MigrationFailed, OrchestratorError, UsageError
+from orchestrator.schema import Description, Difference, compare, fingerprint, judge
+from orchestrator.schema_reader import read_schema
+
+if TYPE_CHECKING:
+    from orchestrator.app import App
+    from orchestrator.run import TargetRun
+
+MAX_LISTED = 10  # differences named in a refusal; `drift` lists them all
+
+
+def _short(heads: Sequence[str]) -> str:
+    return ",".join(heads) or "base"
+
+
+def _where(target: Target) -> str:
+    return target.env if target.name == target.env else f"{target.env}/{target.name}"
+
+
+# -- predecessors ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LiveSchema:
+    where: str
+    heads: tuple[str, ...]
+    dialect: str
+    description: Description = field(compare=False)
+    fingerprint: str
+
+
+def read_live(target: Target) -> LiveSchema:
+    engine = make_engine(target.url, "orchestrator drift", writer=False)
+    try:
+        with engine.connect() as connection:
+            connection.execution_options(read_only=True)
+            heads = current_heads(connection)
+            description = read_schema(connection)
+    except SQLAlchemyError as exc:
+        raise MigrationFailed(
+            f"Cannot read the schema of {_where(target)} ({safe_url(target.url)}): "
+            f"{describe_error(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+    return LiveSchema(
+        _where(target), heads, engine.dialect.name, description, fingerprint(description)
+    )
+
+
+def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
+    """The live schemas of the predecessor's databases (read once per process, per env)."""
+    if env.promotes_from is None:
+        return []
+    cache = app.schema_cache
+    if env.promotes_from not in cache:
+        cache[env.promotes_from] = [read_live(t) for t in app.targets(env.promotes_from)]
+    return cache[env.promotes_from]
+
+
+def comparable(preds: Sequence[LiveSchema], heads: Sequence[str], dialect: str) -> list[LiveSchema]:
+    """Predecessors at the same revision, on the same kind of database."""
+    return [p for p in preds if p.heads == tuple(heads) and p.dialect == dialect]
+
+
+def _comparable_fingerprints(
+    app: App, env: EnvironmentConfig, heads: Sequence[str], dialect: str
+) -> list[str]:
+    if not heads:
+        return []
+    try:
+        preds = predecessor_schemas(app, env)
+    except OrchestratorError:  # unconfigured or unreachable: no evidence either way
+        return []
+    return [p.fingerprint for p in comparable(preds, heads, dialect)]
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def schema_status(
+    app: App, env: EnvironmentConfig, connection: Connection, heads: Sequence[str]
+) -> str:
+    """ok | drifted | diverged | unknown, for `status` (no lock: a quick look)."""
+    try:
+        live = fingerprint(read_schema(connection))
+        recorded = ledger.recorded_schema(connection, heads, with_description=False)
+    except SQLAlchemyError:
+        return "unknown"
+    preds = _comparable_fingerprints(app, env, heads, connection.dialect.name)
+    return judge(live, recorded.fingerprint if recorded else None, preds)
+
+
+# -- around a migrate --------------------------------------------------------------------------
+
+
+def drift_since_recorded(connection: Connection, heads: Sequence[str]) -> list[Difference] | None:
+    """The differences between the live schema and what the last run recorded at `heads`;
+    None when nothing was recorded there (no evidence)."""
+    recorded = ledger.recorded_schema(connection, heads)
+    if recorded is None or recorded.description is None:
+        return None
+    live = read_schema(connection)
+    if fingerprint(live) == recorded.fingerprint:
+        return []
+    return compare(recorded.description, live)
+
+
+def suspect_drift(run: TargetRun, heads: Sequence[str]) -> bool:
+    """A first look without the lock (a no-op migrate stays cheap): has it drifted?"""
+    if run.env.policy.schema_drift == "off":
+        return False
+    with run.engine.connect() as connection:
+        connection.execution_options(read_only=True)
+        return bool(drift_since_recorded(connection, heads))
+
+
+def check_before_run(run: TargetRun, heads: Sequence[str]) -> None:
+    """Under the lock, before applying: policy.schema_drift against the recorded schema."""
+    policy = run.env.policy.schema_drift
+    if policy == "off":
+        return
+    with run.engine.connect() as connection:
+        connection.execution_options(read_only=True)
+        diffs = drift_since_recorded(connection, heads)
+    if not diffs:
+        return
+    lines = [d.line for d in diffs]
+    run.audit.emit(
+        "schema.drifted",
+        outcome="refused" if policy == "refuse" else None,
+        at_revision=_short(heads),
+        differences=lines,
+        policy=policy,
+    )
+    if policy == "refuse":
+        listed = "; ".join(lines[:MAX_LISTED])
+        more = f"; and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+        run.refuse(
+            f"Refused: the schema of {run.where} is not what its last run left at "
+            f"{_short(heads)} (policy.schema_drift: refuse): {listed}{more}. "
+            f"`orchestrator drift {run.env.name}` shows each difference with the Alembic "
+            "operation that reverts it; revert it, or make the change a revision.",
+            schema_drift=lines,
+        )
+
+
+def check_divergence(app: App, run: TargetRun) -> None:
+    """After a run: its schema next to the predecessor's at the same revision."""
+    if run.env.policy.schema_drift == "off" or run.env.promotes_from is None:
+        return
+    if run.record_schema() is None:
+        return
+    try:
+        with run.engine.connect() as connection:
+            connection.execution_options(read_only=True)
+            heads = current_heads(connection)
+            live = read_schema(connection)
+        dialect = run.engine.dialect.name
+        app.schema_cache.pop(run.env.promotes_from, None)
+        preds = comparable(predecessor_schemas(app, run.env), heads, dialect)
+    except (OrchestratorError, SQLAlchemyError):
+        return  # no evidence either way; status shows `unknown`
+    if not preds or any(p.fingerprint == run.schema_fingerprint for p in preds):
+        return
+    diffs = compare(preds[0].description, live)
+    run.audit.emit(
+        "schema.diverged",
+        at_revision=_short(heads),
+        predecessor=preds[0].where,
+        differences=[d.line for d in diffs],
+    )
+
+
+# -- the drift command -------------------------------------------------------------------------
+
+
+@contextmanager
+def _locked(app: App, target: Target, engine: Any) -> Iterator[None]:
+    """The migration lock while we read, so that a run in flight is not taken for drift."""
+    import structlog
+
+    from orchestrator.locks import DEFAULT_KEY, migration_lock
+
+    env = app.envs.get(target.env)
+    key = env.lock.key or DEFAULT_KEY
+
+    def on_wait(holder: dict[str, Any]) -> None:
+        structlog.get_logger("orchestrator").info(
+            "lock.waiting", env=env.name, target=target.name, holder=holder
+        )
+
+    with migration_lock(engine, key, env.lock.timeout, on_wait, f"orchestrator drift {env.name}"):
+        yield
+
+
+def drift(app: App, env_name: str, against: str | None) -> list[dict[str, Any]]:
+    env = app.envs.get(env_name)
+    if against is not None and against != "models":
+        app.envs.get(against)  # an unknown name is a usage error, named
+    reports = []
+    for target in app.targets(env.name):
+        reports.append(_drift_target(app, env, target, against))
+    return reports
+
+
+def _drift_target(
+    app: App, env: EnvironmentConfig, target: Target, against: str | None
+) -> dict[str, Any]:
+    from orchestrator.schema_ops import repair
+
+    engine = make_engine(target.url, f"orchestrator drift {env.name}", writer=False)
+    where = _where(target)
+    try:
+        with _locked(app, target, engine), engine.connect() as connection:
+            connection.execution_options(read_only=True)
+            heads = current_heads(connection)
+            if against == "models":
+                return _against_models(app, where, heads, connection)
+            live = read_schema(connection)
+            if against is None:
+                recorded = ledger.recorded_schema(connection, heads)
+                if recorded is None or recorded.description is None:
+                    raise UsageError(
+                        f"No schema was recorded for {where} at {_short(heads)}: no run of this "
+                        "version has left it there, so there is nothing to compare with. "
+                        f"Compare with the models (`orchestrator drift {env.name} --against "
+                        "models`) or with the predecessor (`--against ENV`)."
+                    )
+                reference = recorded.description
+                what = f"what run {recorded.run_id} recorded at {_short(heads)} ({recorded.at})"
+            else:
+                pred = _predecessor_at(app, against, heads, connection.dialect.name, where)
+                reference, what = pred.description, f"{pred.where}, also at {_short(heads)}"
+    except SQLAlchemyError as exc:
+        raise MigrationFailed(
+            f"Cannot read the schema of {where} ({safe_url(target.url)}): {describe_error(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
+    diffs = compare(reference, live)
+    return {
+        "env": env.name,
+        "target": target.name,
+        "at": list(heads),
+        "against": against or "recorded",
+        "reference": what,
+        "fingerprint": fingerprint(live),
+        "differences": [{**d.as_dict(), "op": repair(d, reference, live)} for d in diffs],
+    }
+
+
+def _predecessor_at(
+    app: App, name: str, heads: Sequence[str], dialect: str, where: str
+) -> LiveSchema:
+    preds = [read_live(t) for t in app.targets(name)]
+    same = comparable(preds, heads, dialect)
+    if same:
+        return same[0]
+    if any(p.heads == tuple(heads) for p in preds):
+        raise UsageError(
+            f"{name} runs on another kind of database than {where} ({dialect}): their schemas "
+            "cannot be compared object by object."
+        )
+    theirs = ", ".join(f"{p.where} at {_short(p.heads)}" for p in preds)
+    raise UsageError(
+        f"{where} is at {_short(heads)} but {theirs}: schemas are compared only at the same "
+        f"revision. Promote first, or compare with the recorded schema (`drift` without "
+        "--against)."
+    )
+
+
+def _against_models(
+    app: App, where: str, heads: Sequence[str], connection: Connection
+) -> dict[str, Any]:
+    from orchestrator.alembic_runner import quiet_alembic
+    from orchestrator.schema_models import model_differences
+
+    with quiet_alembic():
+        diffs = model_differences(app.project, connection)
+    env, _, target = where.partition("/")
+    return {
+        "env": env,
+        "target": target or env,
+        "at": list(heads),
+        "against": "models",
+        "reference": "the models (env.py's target_metadata), by Alembic's autogenerate",
+        "fingerprint": fingerprint(read_schema(connection)),
+        "differences": diffs,
+    }

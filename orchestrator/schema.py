@@ -1,0 +1,264 @@
+"""Schema fingerprints and schema differences: pure functions over plain data.
+
+A *description* is what `schema_reader.read_schema` builds from the catalog (JSON-able):
+
+    {"dialect": "postgresql",
+     "tables": {"users": {"columns": [{"name", "type", "nullable", "default"}, ...],
+                          "primary_key": {"name", "columns"} | None,
+                          "foreign_keys": [{"name", "columns", "referred_table",
+                                            "referred_columns", "options"}],
+                          "unique_constraints": [{"name", "columns"}],
+                          "check_constraints": [{"name", "sqltext"}],
+                          "indexes": [{"name", "columns", "unique", "where", "options"}]}},
+     "enums": {"mood": ["happy", "sad"]},
+     "render": {"users": {"name": "sa.VARCHAR(length=50)"}}}
+
+Columns keep the database's order; every other list is sorted, so the same schema always
+gives the same description and the same fingerprint. The top-level "render" maps
+table -> column -> the column type as Alembic writes it (`sa.NUMERIC(precision=10, scale=2)`),
+for the operations that repair a difference: a rendering hint, not part of the fingerprint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Description = dict[str, Any]
+SchemaStatus = Literal["ok", "drifted", "diverged", "unknown"]
+RENDER = "render"
+
+
+def canonical_json(description: Mapping[str, Any]) -> str:
+    return json.dumps(description, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def fingerprint(description: Mapping[str, Any]) -> str:
+    """sha256 over the canonical description (the rendering hints left out)."""
+    canonical = canonical_json({k: v for k, v in description.items() if k != RENDER})
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def sort_key(item: Mapping[str, Any]) -> tuple[str, str]:
+    """Objects sort by name; unnamed ones (SQLite) by their content."""
+    name = item.get("name")
+    return (name, "") if name else ("", canonical_json(item))
+
+
+# -- what a live schema is, next to what was recorded -----------------------------------------
+
+
+def judge(
+    live: str | None,
+    recorded: str | None,
+    predecessors: Sequence[str] = (),
+) -> SchemaStatus:
+    """`live`: the fingerprint now; `recorded`: what the last run recorded at the revision
+    the database is at (None: nothing recorded there); `predecessors`: the live fingerprints
+    of the predecessor's databases standing at the same revision, same kind of database."""
+    if live is None:
+        return "unknown"
+    if recorded is not None and live != recorded:
+        return "drifted"
+    if predecessors and live not in predecessors:
+        return "diverged"
+    return "ok" if recorded is not None else "unknown"
+
+
+# -- differences ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    """One object that differs. `change`: "+" only in the live schema, "-" only in the
+    reference, "~" in both but different. `before`/`after`: the object in the reference and
+    in the live schema (plain data, None where absent)."""
+
+    change: str
+    kind: str  # table, column, primary key, foreign key, unique, check, index, enum
+    table: str | None
+    name: str
+    line: str
+    before: Any = None
+    after: Any = None
+    op: str | None = field(default=None, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "change": self.change,
+            "kind": self.kind,
+            "table": self.table,
+            "name": self.name,
+            "line": self.line,
+            "op": self.op,
+        }
+
+
+def _cols(columns: Iterable[Any]) -> str:
+    return "(" + ", ".join(str(c) for c in columns) + ")"
+
+
+def show(kind: str, table: str | None, obj: Mapping[str, Any]) -> str:
+    """An object in one short phrase: `index ix_users_phone on users (phone)`."""
+    name = obj.get("name") or "(unnamed)"
+    if kind == "column":
+        text = f"column {table}.{obj['name']} {obj['type']}"
+        text += "" if obj["nullable"] else " NOT NULL"
+        return text + (f" DEFAULT {obj['default']}" if obj.get("default") is not None else "")
+    if kind == "index":
+        unique = "unique " if obj.get("unique") else ""
+        where = f" where {obj['where']}" if obj.get("where") else ""
+        return f"{unique}index {name} on {table} {_cols(obj['columns'])}{where}"
+    if kind == "primary key":
+        return f"primary key {name} on {table} {_cols(obj['columns'])}"
+    if kind == "unique":
+        return f"unique {name} on {table} {_cols(obj['columns'])}"
+    if kind == "check":
+        return f"check {name} on {table} ({obj['sqltext']})"
+    if kind == "foreign key":
+        options = "".join(f" {k} {v}" for k, v in sorted((obj.get("options") or {}).items()))
+        return (
+            f"foreign key {name} on {table} {_cols(obj['columns'])} -> "
+            f"{obj['referred_table']} {_cols(obj['referred_columns'])}{options}"
+        )
+    if kind == "enum":
+        return f"enum {obj['name']} {_cols(repr(v) for v in obj['values'])}"
+    return f"{kind} {name}"
+
+
+def _column_change(table: str, before: Mapping[str, Any], after: Mapping[str, Any]) -> str:
+    parts = []
+    if before["type"] != after["type"]:
+        parts.append(f"{before['type']} -> {after['type']}")
+    if before["nullable"] != after["nullable"]:
+        parts.append(
+            f"{'NULL' if before['nullable'] else 'NOT NULL'} -> "
+            f"{'NULL' if after['nullable'] else 'NOT NULL'}"
+        )
+    if before.get("default") != after.get("default"):
+        parts.append(f"DEFAULT {before.get('default')} -> DEFAULT {after.get('default')}")
+    rest = sorted(
+        k
+        for k in set(before) | set(after)
+        if k not in ("name", "type", "nullable", "default") and before.get(k) != after.get(k)
+    )
+    parts += [f"{k} {before.get(k)} -> {after.get(k)}" for k in rest]
+    return f"~ column {table}.{before['name']} {', '.join(parts)}"
+
+
+def _changed(kind: str, table: str | None, before: Any, after: Any) -> str:
+    """`~ index ix on t (a) -> (a, b)`: the words both share, up to the first list, once."""
+    old, new = show(kind, table, before).split(" "), show(kind, table, after).split(" ")
+    same = 0
+    while same < min(len(old), len(new)) and old[same] == new[same] and "(" not in old[same]:
+        same += 1
+    return f"~ {' '.join(old)} -> {' '.join(new[same:])}"
+
+
+_KINDS = (
+    ("primary key", "primary_key"),
+    ("foreign key", "foreign_keys"),
+    ("unique", "unique_constraints"),
+    ("check", "check_constraints"),
+    ("index", "indexes"),
+)
+
+
+def _key(obj: Mapping[str, Any]) -> str:
+    return obj.get("name") or canonical_json(obj)
+
+
+def _compare_objects(
+    kind: str, table: str, before: Sequence[Any], after: Sequence[Any]
+) -> list[Difference]:
+    old = {_key(o): o for o in before}
+    new = {_key(o): o for o in after}
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a is None:
+            diffs.append(
+                Difference("+", kind, table, key, f"+ {show(kind, table, b)}", after=b)  # type: ignore[arg-type]
+            )
+        elif b is None:
+            diffs.append(Difference("-", kind, table, key, f"- {show(kind, table, a)}", before=a))
+        elif a != b:
+            diffs.append(Difference("~", kind, table, key, _changed(kind, table, a, b), a, b))
+    return diffs
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, list) else [value]
+
+
+def compare(reference: Mapping[str, Any], live: Mapping[str, Any]) -> list[Difference]:
+    """What differs from `reference` (recorded, models or predecessor) to `live`, one entry
+    per object, tables in name order."""
+    diffs: list[Difference] = []
+    ref_tables, live_tables = reference.get("tables", {}), live.get("tables", {})
+    for table in sorted(set(ref_tables) | set(live_tables)):
+        a, b = ref_tables.get(table), live_tables.get(table)
+        if a is None:
+            diffs.append(Difference("+", "table", table, table, f"+ table {table}", after=b))
+            continue
+        if b is None:
+            diffs.append(Difference("-", "table", table, table, f"- table {table}", before=a))
+            continue
+        diffs += _compare_columns(table, a["columns"], b["columns"])
+        for kind, key in _KINDS:
+            diffs += _compare_objects(kind, table, _as_list(a.get(key)), _as_list(b.get(key)))
+    ref_enums, live_enums = reference.get("enums", {}), live.get("enums", {})
+    for name in sorted(set(ref_enums) | set(live_enums)):
+        old, new = ref_enums.get(name), live_enums.get(name)
+        if old == new:
+            continue
+        before = None if old is None else {"name": name, "values": old}
+        after = None if new is None else {"name": name, "values": new}
+        if before is None:
+            line = f"+ {show('enum', None, after)}"  # type: ignore[arg-type]
+        elif after is None:
+            line = f"- {show('enum', None, before)}"
+        else:
+            line = _changed("enum", None, before, after)
+        change = "+" if before is None else "-" if after is None else "~"
+        diffs.append(Difference(change, "enum", None, name, line, before, after))
+    return diffs
+
+
+def _compare_columns(
+    table: str, before: Sequence[Mapping[str, Any]], after: Sequence[Mapping[str, Any]]
+) -> list[Difference]:
+    old = {c["name"]: c for c in before}
+    new = {c["name"]: c for c in after}
+    diffs = []
+    for name in [*old, *(n for n in new if n not in old)]:
+        a, b = old.get(name), new.get(name)
+        if a is None:
+            line = f"+ {show('column', table, b)}"  # type: ignore[arg-type]
+            diffs.append(Difference("+", "column", table, name, line, after=b))
+        elif b is None:
+            diffs.append(
+                Difference("-", "column", table, name, f"- {show('column', table, a)}", before=a)
+            )
+        elif a != b:
+            diffs.append(Difference("~", "column", table, name, _column_change(table, a, b), a, b))
+    old_order = [n for n in old if n in new]
+    new_order = [n for n in new if n in old]
+    if old_order != new_order:
+        diffs.append(
+            Difference(
+                "~",
+                "column order",
+                table,
+                table,
+                f"~ column order of {table} {_cols(old_order)} -> {_cols(new_order)}",
+                old_order,
+                new_order,
+            )
+        )
+    return diffs

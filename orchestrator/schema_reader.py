@@ -1,0 +1,227 @@
+"""Read a database's schema into the plain description of `orchestrator.schema`.
+
+SQLAlchemy 2's multi-table reflection reads the whole schema in a handful of catalog
+queries (columns, primary keys, foreign keys, indexes, unique and check constraints, enums),
+not one round trip per table. The orchestrator's own tables and `alembic_version` are left
+out. Names are case-normalised as PostgreSQL does: SQLite keeps names as they were written
+and compares them without case, so its names are lower-cased.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, cast
+
+from sqlalchemy import Connection, inspect
+from sqlalchemy.exc import CompileError, NotSupportedError
+from sqlalchemy.types import TypeEngine
+
+from orchestrator.schema import RENDER, Description, sort_key
+
+VERSION_TABLE = "alembic_version"
+OWN_PREFIX = "orchestrator_"
+
+
+def excluded(table: str) -> bool:
+    return table == VERSION_TABLE or table.startswith(OWN_PREFIX)
+
+
+def read_schema(connection: Connection) -> Description:
+    """The canonical description of the connection's default schema."""
+    inspector = inspect(connection)
+    dialect = connection.dialect
+    fold = (lambda n: n) if dialect.name == "postgresql" else _lower
+    # every table, ours included, then ours dropped: a list of 1,000 names in each catalog
+    # query costs more than reflecting our few tables
+    columns = inspector.get_multi_columns()
+    pks = inspector.get_multi_pk_constraint()
+    fks = inspector.get_multi_foreign_keys()
+    indexes = inspector.get_multi_indexes()
+    uniques = inspector.get_multi_unique_constraints()
+    checks = _multi_or_empty(inspector.get_multi_check_constraints)
+    enums: dict[str, list[str]] = {}
+    if dialect.name == "postgresql":
+        listed = cast(Any, inspector).get_enums()  # PostgreSQL's inspector only
+        enums = {e["name"]: list(e["labels"]) for e in listed if e["visible"]}
+    tables: dict[str, Any] = {}
+    render: dict[str, dict[str, str]] = {}
+    types = _Types(dialect)
+    for key in columns:
+        table = fold(key[1])
+        if excluded(table):
+            continue
+        described = [(c, types(c["type"])) for c in columns[key]]
+        render[table] = {fold(c["name"]): python for c, (_text, python) in described}
+        tables[table] = {
+            "columns": [_column(c, text, fold) for c, (text, _python) in described],
+            "primary_key": _pk(pks.get(key), fold),
+            "foreign_keys": sorted((_fk(f, fold) for f in fks.get(key, [])), key=sort_key),
+            "unique_constraints": sorted(
+                (
+                    {
+                        "name": _name(u["name"], fold),
+                        "columns": [fold(c) for c in u["column_names"]],
+                    }
+                    for u in uniques.get(key, [])
+                ),
+                key=sort_key,
+            ),
+            "check_constraints": sorted(
+                (
+                    {"name": _name(c["name"], fold), "sqltext": _squash(c["sqltext"])}
+                    for c in checks.get(key, [])
+                ),
+                key=sort_key,
+            ),
+            "indexes": sorted(
+                (
+                    _index(i, fold)
+                    for i in indexes.get(key, [])
+                    if not i.get("duplicates_constraint")  # the index behind a unique constraint
+                ),
+                key=sort_key,
+            ),
+        }
+    return _assemble(dialect.name, tables, enums, render)
+
+
+def _assemble(
+    dialect: str, tables: dict[str, Any], enums: dict[str, list[str]], render: dict[str, Any]
+) -> Description:
+    return {
+        "dialect": dialect,
+        "tables": dict(sorted(tables.items())),
+        "enums": dict(sorted(enums.items())),
+        RENDER: dict(sorted(render.items())),
+    }
+
+
+def _lower(name: str) -> str:
+    return name.lower()
+
+
+def _name(name: str | None, fold: Any) -> str | None:
+    return fold(name) if name else None
+
+
+def _multi_or_empty(read: Any) -> Mapping[Any, Any]:
+    try:
+        return read()  # type: ignore[no-any-return]
+    except NotImplementedError:
+        return {}
+
+
+_COMMA = re.compile(r",\s+")
+
+
+def _squash(sql: Any) -> str | None:
+    """SQL text in one line, runs of white space as one space."""
+    return None if sql is None else " ".join(str(sql).split())
+
+
+class _Types:
+    """Type texts, worked out once per distinct type of a schema (thousands of columns share
+    a few dozen types): the DDL text, and the type as Alembic writes it in a revision."""
+
+    def __init__(self, dialect: Any) -> None:
+        self.dialect = dialect
+        self._seen: dict[tuple[Any, ...], tuple[str, str]] = {}
+
+    def __call__(self, type_: TypeEngine[Any]) -> tuple[str, str]:
+        key = (type(type_), *((k, _hashable(v)) for k, v in vars(type_).items()))
+        known = self._seen.get(key)
+        if known is None:
+            known = self._seen[key] = (self._text(type_), _python(type_))
+        return known
+
+    def _text(self, type_: TypeEngine[Any]) -> str:
+        try:
+            text = type_.compile(dialect=self.dialect)
+        except (CompileError, NotSupportedError, NotImplementedError, TypeError):
+            text = repr(type_)
+        return _COMMA.sub(",", text)
+
+
+def _python(type_: TypeEngine[Any]) -> str:
+    """`sa.VARCHAR(length=50)`, `postgresql.ENUM('a', 'b', name='mood')`."""
+    module = type(type_).__module__
+    if module.startswith("sqlalchemy.dialects."):
+        return f"{module.split('.')[2]}.{type_!r}"
+    if module.startswith("sqlalchemy."):
+        return f"sa.{type_!r}"
+    return repr(type_)
+
+
+_SIMPLE = (str, int, float, bool, type(None))
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, _SIMPLE) else repr(value)
+
+
+def _column(column: Mapping[str, Any], type_text: str, fold: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": fold(column["name"]),
+        "type": type_text,
+        "nullable": bool(column["nullable"]),
+        "default": _squash(column.get("default")),
+    }
+    computed = column.get("computed")
+    if computed:
+        out["computed"] = _squash(computed.get("sqltext"))
+    if column.get("identity"):
+        out["identity"] = True
+    return out
+
+
+def _pk(pk: Mapping[str, Any] | None, fold: Any) -> dict[str, Any] | None:
+    if not pk or not pk.get("constrained_columns"):
+        return None
+    return {
+        "name": _name(pk.get("name"), fold),
+        "columns": [fold(c) for c in pk["constrained_columns"]],
+    }
+
+
+def _fk(fk: Mapping[str, Any], fold: Any) -> dict[str, Any]:
+    options = {k: str(v).upper() for k, v in (fk.get("options") or {}).items() if v is not None}
+    # NO ACTION is what no option means
+    options = {k: v for k, v in options.items() if v != "NO ACTION"}
+    out: dict[str, Any] = {
+        "name": _name(fk.get("name"), fold),
+        "columns": [fold(c) for c in fk["constrained_columns"]],
+        "referred_table": fold(fk["referred_table"]),
+        "referred_columns": [fold(c) for c in fk["referred_columns"]],
+        "options": dict(sorted(options.items())),
+    }
+    if fk.get("referred_schema"):
+        out["referred_schema"] = fk["referred_schema"]
+    return out
+
+
+def _index(index: Mapping[str, Any], fold: Any) -> dict[str, Any]:
+    expressions = index.get("expressions")
+    columns = [
+        fold(c) if c is not None else _squash(e)
+        for c, e in zip(index["column_names"], expressions or index["column_names"], strict=False)
+    ]
+    options: dict[str, Any] = {
+        k: _squash(v) if isinstance(v, str) else v
+        for k, v in sorted((index.get("dialect_options") or {}).items())
+        if v not in (None, [], "")
+    }
+    where = options.pop("postgresql_where", None) or options.pop("sqlite_where", None)
+    out: dict[str, Any] = {
+        "name": _name(index.get("name"), fold),
+        "columns": columns,
+        "unique": bool(index.get("unique")),
+        "where": where,
+    }
+    if index.get("column_sorting"):
+        out["sorting"] = {k: list(v) for k, v in sorted(index["column_sorting"].items())}
+    if options:
+        out["options"] = {
+            k: v if isinstance(v, str | int | bool) else list(v) for k, v in options.items()
+        }
+    return out

@@ -1,0 +1,196 @@
+"""Schema drift core without a database (SPEC Part 2 "Schema drift"): the fingerprint, the
+one-line differences, the status judgement and the Alembic operations that repair them."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from orchestrator.schema import compare, fingerprint, judge
+from orchestrator.schema_ops import repair
+
+
+def _users() -> dict[str, Any]:
+    return {
+        "dialect": "postgresql",
+        "tables": {
+            "users": {
+                "columns": [
+                    {"name": "id", "type": "INTEGER", "nullable": False, "default": None},
+                    {"name": "phone", "type": "VARCHAR(20)", "nullable": True, "default": None},
+                ],
+                "primary_key": {"name": "users_pkey", "columns": ["id"]},
+                "foreign_keys": [],
+                "unique_constraints": [],
+                "check_constraints": [],
+                "indexes": [],
+            },
+            "orders": {
+                "columns": [
+                    {"name": "id", "type": "INTEGER", "nullable": False, "default": None},
+                    {"name": "user_id", "type": "INTEGER", "nullable": False, "default": None},
+                    {"name": "total", "type": "NUMERIC(10,2)", "nullable": False, "default": "0"},
+                ],
+                "primary_key": {"name": "orders_pkey", "columns": ["id"]},
+                "foreign_keys": [
+                    {
+                        "name": "orders_user_id_fkey",
+                        "columns": ["user_id"],
+                        "referred_table": "users",
+                        "referred_columns": ["id"],
+                        "options": {},
+                    }
+                ],
+                "unique_constraints": [],
+                "check_constraints": [{"name": "ck_total", "sqltext": "total >= 0"}],
+                "indexes": [
+                    {
+                        "name": "ix_orders_open",
+                        "columns": ["user_id"],
+                        "unique": False,
+                        "where": "total > 0",
+                    }
+                ],
+            },
+        },
+        "enums": {"mood": ["happy", "sad"]},
+        "render": {
+            "users": {"id": "sa.INTEGER()", "phone": "sa.VARCHAR(length=20)"},
+            "orders": {
+                "id": "sa.INTEGER()",
+                "user_id": "sa.INTEGER()",
+                "total": "sa.NUMERIC(precision=10, scale=2)",
+            },
+        },
+    }
+
+
+def _lines(reference: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    return [d.line for d in compare(reference, live)]
+
+
+# -- fingerprint -----------------------------------------------------------------------------
+
+
+def test_fingerprint_is_a_sha256_that_depends_only_on_the_schema() -> None:
+    """The same schema, however its dicts were built, gives the same fingerprint; the
+    rendering hints are not the schema."""
+    a = _users()
+    b = copy.deepcopy(a)
+    b["tables"] = dict(reversed(list(b["tables"].items())))  # another insertion order
+    b["render"] = {}
+    assert fingerprint(a) == fingerprint(b)
+    assert len(fingerprint(a)) == 64 and int(fingerprint(a), 16) >= 0
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda d: d["tables"]["orders"]["columns"][2].update(type="NUMERIC(12,2)"),
+        lambda d: d["tables"]["orders"]["columns"][2].update(nullable=True),
+        lambda d: d["tables"]["orders"]["columns"][2].update(default="1"),
+        lambda d: d["tables"]["orders"]["indexes"][0].update(where="total > 1"),
+        lambda d: d["tables"]["orders"]["check_constraints"][0].update(sqltext="total > 0"),
+        lambda d: d["tables"]["orders"]["foreign_keys"][0]["options"].update(ondelete="CASCADE"),
+        lambda d: d["tables"]["users"]["columns"].reverse(),  # column order is the database's
+        lambda d: d["enums"]["mood"].append("meh"),
+        lambda d: d["tables"]["users"].update(primary_key=None),
+    ],
+)
+def test_every_part_of_the_schema_is_in_the_fingerprint(change: Any) -> None:
+    changed = _users()
+    change(changed)
+    assert fingerprint(changed) != fingerprint(_users())
+    assert compare(_users(), changed), "a fingerprint change must come with a difference"
+
+
+# -- differences, one line per object --------------------------------------------------------
+
+
+def test_an_index_added_by_hand_is_one_plus_line_with_the_drop_that_reverts_it() -> None:
+    live = _users()
+    live["tables"]["users"]["indexes"].append(
+        {"name": "ix_users_phone", "columns": ["phone"], "unique": False, "where": None}
+    )
+    (diff,) = compare(_users(), live)
+    assert diff.line == "+ index ix_users_phone on users (phone)"
+    assert repair(diff, _users(), live) == "op.drop_index('ix_users_phone', table_name='users')"
+
+
+def test_a_changed_column_type_names_both_types_and_the_alter_that_reverts_it() -> None:
+    live = _users()
+    live["tables"]["orders"]["columns"][2]["type"] = "NUMERIC(12,2)"
+    live["render"]["orders"]["total"] = "sa.NUMERIC(precision=12, scale=2)"
+    (diff,) = compare(_users(), live)
+    assert diff.line == "~ column orders.total NUMERIC(10,2) -> NUMERIC(12,2)"
+    op = repair(diff, _users(), live)
+    assert op is not None and op.startswith("op.alter_column('orders', 'total',")
+    assert "type_=sa.NUMERIC(precision=10, scale=2)" in op
+    assert "existing_type=sa.NUMERIC(precision=12, scale=2)" in op
+
+
+def test_a_dropped_partial_index_comes_back_with_its_predicate() -> None:
+    live = _users()
+    live["tables"]["orders"]["indexes"] = []
+    (diff,) = compare(_users(), live)
+    assert diff.line == "- index ix_orders_open on orders (user_id) where total > 0"
+    assert repair(diff, _users(), live) == (
+        "op.create_index('ix_orders_open', 'orders', ['user_id'], unique=False, "
+        "postgresql_where=sa.text('total > 0'))"
+    )
+
+
+def test_tables_columns_constraints_and_enums_each_have_their_line() -> None:
+    live = _users()
+    del live["tables"]["users"]
+    live["tables"]["orders"]["columns"].append(
+        {"name": "note", "type": "TEXT", "nullable": True, "default": None}
+    )
+    live["tables"]["orders"]["check_constraints"] = []
+    live["tables"]["orders"]["columns"][1]["nullable"] = True
+    live["enums"]["mood"] = ["happy", "sad", "meh"]
+    assert _lines(_users(), live) == [
+        "~ column orders.user_id NOT NULL -> NULL",
+        "+ column orders.note TEXT",
+        "- check ck_total on orders (total >= 0)",
+        "- table users",
+        "~ enum mood ('happy', 'sad') -> ('happy', 'sad', 'meh')",
+    ]
+    ops = {d.line: repair(d, _users(), live) for d in compare(_users(), live)}
+    assert ops["+ column orders.note TEXT"] == "op.drop_column('orders', 'note')"
+    assert ops["- check ck_total on orders (total >= 0)"] == (
+        "op.create_check_constraint('ck_total', 'orders', 'total >= 0')"
+    )
+    assert (ops["- table users"] or "").startswith("op.create_table('users',")
+    assert "sa.VARCHAR(length=20)" in (ops["- table users"] or "")
+    assert ops["~ enum mood ('happy', 'sad') -> ('happy', 'sad', 'meh')"] is None
+
+
+def test_the_same_schema_has_no_difference() -> None:
+    assert compare(_users(), copy.deepcopy(_users())) == []
+
+
+# -- ok, drifted, diverged, unknown ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("live", "recorded", "predecessors", "expected"),
+    [
+        ("a", "a", [], "ok"),
+        ("a", "a", ["a"], "ok"),
+        ("a", "a", ["a", "b"], "ok"),  # one database of a fleet drifted: not this one's fault
+        ("b", "a", [], "drifted"),
+        ("b", "a", ["b"], "drifted"),  # drifted wins: its own record says so
+        ("a", "a", ["b"], "diverged"),
+        ("a", None, ["b"], "diverged"),
+        ("a", None, ["a"], "unknown"),
+        ("a", None, [], "unknown"),
+        (None, "a", [], "unknown"),
+    ],
+)
+def test_judge(
+    live: str | None, recorded: str | None, predecessors: list[str], expected: str
+) -> None:
+    assert judge(live, recorded, predecessors) == expected
