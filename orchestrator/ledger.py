@@ -92,6 +92,8 @@ schema = Table(
     Column("heads", String(512), nullable=False),  # sorted, comma-separated; "" for base
     Column("fingerprint", String(64), nullable=False),
     Column("description", Text, nullable=False),  # canonical JSON
+    # schema_reader.catalog_stamp at the same moment: unchanged stamp, unchanged schema
+    Column("stamp", String(64)),
     Column("run_id", String(32), nullable=False),
     Column("env", String(128), nullable=False),
     Column("actor", String(256), nullable=False),
@@ -191,6 +193,7 @@ class RecordedSchema:
     heads: tuple[str, ...]
     fingerprint: str
     description: dict[str, Any] | None  # None when only the fingerprint was asked for
+    stamp: str | None
     run_id: str
     at: str
 
@@ -205,6 +208,7 @@ def record_schema(
     heads: Iterable[str],
     fingerprint: str,
     description: Mapping[str, Any],
+    stamp: str | None,
     run_id: str,
     env: str,
     actor: str,
@@ -218,6 +222,7 @@ def record_schema(
             "heads": heads_key(heads),
             "fingerprint": fingerprint,
             "description": canonical(description),
+            "stamp": stamp,
             "run_id": run_id,
             "env": env,
             "actor": actor,
@@ -232,7 +237,7 @@ def recorded_schema(
     """The schema the last run that left the database at `heads` recorded, if any."""
     if not inspect(connection).has_table(SCHEMA_TABLE):
         return None
-    columns = [schema.c.heads, schema.c.fingerprint, schema.c.run_id, schema.c.at]
+    columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id, schema.c.at]
     if with_description:
         columns.append(schema.c.description)
     row = connection.execute(
@@ -247,6 +252,7 @@ def recorded_schema(
         tuple(h for h in row.heads.split(",") if h),
         row.fingerprint,
         json.loads(row.description) if with_description else None,
+        row.stamp,
         row.run_id,
         row.at,
     )

@@ -157,7 +157,7 @@ class TargetRun:
         if self.schema_fingerprint is not None:
             return self.schema_fingerprint
         from orchestrator.schema import fingerprint
-        from orchestrator.schema_reader import read_schema
+        from orchestrator.schema_reader import catalog_stamp, read_schema
 
         try:
             with self.engine.begin() as connection:
@@ -168,6 +168,7 @@ class TargetRun:
                     heads=current_heads(connection),
                     fingerprint=self.schema_fingerprint,
                     description=description,
+                    stamp=catalog_stamp(connection),
                     run_id=self.run_id,
                     env=self.env.name,
                     actor=self.app.actor,

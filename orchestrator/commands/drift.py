@@ -24,7 +24,7 @@ from orchestrator.config import EnvironmentConfig, Target
 from orchestrator.database import current_heads, describe_error, make_engine, safe_url
 from orchestrator.errors import MigrationFailed, OrchestratorError, UsageError
 from orchestrator.schema import Description, Difference, compare, fingerprint, judge
-from orchestrator.schema_reader import read_schema
+from orchestrator.schema_reader import catalog_stamp, read_schema
 
 if TYPE_CHECKING:
     from orchestrator.app import App
@@ -49,17 +49,32 @@ class LiveSchema:
     where: str
     heads: tuple[str, ...]
     dialect: str
-    description: Description = field(compare=False)
     fingerprint: str
+    description: Description | None = field(compare=False)  # None: not asked for
 
 
-def read_live(target: Target) -> LiveSchema:
+def live_fingerprint(connection: Connection, recorded: ledger.RecordedSchema | None) -> str:
+    """The live schema's fingerprint; without reflecting the catalog when its stamp is the
+    one recorded with `recorded` (then the schema is the recorded one)."""
+    if recorded is not None and recorded.stamp and catalog_stamp(connection) == recorded.stamp:
+        return recorded.fingerprint
+    return fingerprint(read_schema(connection))
+
+
+def read_live(target: Target, with_description: bool = False) -> LiveSchema:
     engine = make_engine(target.url, "orchestrator drift", writer=False)
     try:
         with engine.connect() as connection:
             connection.execution_options(read_only=True)
             heads = current_heads(connection)
-            description = read_schema(connection)
+            description = None
+            if with_description:
+                description = read_schema(connection)
+                digest = fingerprint(description)
+            else:
+                digest = live_fingerprint(
+                    connection, ledger.recorded_schema(connection, heads, with_description=False)
+                )
     except SQLAlchemyError as exc:
         raise MigrationFailed(
             f"Cannot read the schema of {_where(target)} ({safe_url(target.url)}): "
@@ -67,9 +82,7 @@ def read_live(target: Target) -> LiveSchema:
         ) from None
     finally:
         engine.dispose()
-    return LiveSchema(
-        _where(target), heads, engine.dialect.name, description, fingerprint(description)
-    )
+    return LiveSchema(_where(target), heads, engine.dialect.name, digest, description)
 
 
 def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
@@ -107,8 +120,8 @@ def schema_status(
 ) -> str:
     """ok | drifted | diverged | unknown, for `status` (no lock: a quick look)."""
     try:
-        live = fingerprint(read_schema(connection))
         recorded = ledger.recorded_schema(connection, heads, with_description=False)
+        live = live_fingerprint(connection, recorded)
     except SQLAlchemyError:
         return "unknown"
     preds = _comparable_fingerprints(app, env, heads, connection.dialect.name)
@@ -121,13 +134,16 @@ def schema_status(
 def drift_since_recorded(connection: Connection, heads: Sequence[str]) -> list[Difference] | None:
     """The differences between the live schema and what the last run recorded at `heads`;
     None when nothing was recorded there (no evidence)."""
-    recorded = ledger.recorded_schema(connection, heads)
-    if recorded is None or recorded.description is None:
+    recorded = ledger.recorded_schema(connection, heads, with_description=False)
+    if recorded is None:
         return None
+    if recorded.stamp and catalog_stamp(connection) == recorded.stamp:
+        return []
     live = read_schema(connection)
     if fingerprint(live) == recorded.fingerprint:
         return []
-    return compare(recorded.description, live)
+    full = ledger.recorded_schema(connection, heads)
+    return compare(full.description or {}, live) if full else None
 
 
 def suspect_drift(run: TargetRun, heads: Sequence[str]) -> bool:
@@ -177,22 +193,22 @@ def check_divergence(app: App, run: TargetRun) -> None:
         return
     try:
         with run.engine.connect() as connection:
-            connection.execution_options(read_only=True)
             heads = current_heads(connection)
+        app.schema_cache.pop(run.env.promotes_from, None)  # it may have moved since
+        preds = comparable(predecessor_schemas(app, run.env), heads, run.engine.dialect.name)
+        if not preds or any(p.fingerprint == run.schema_fingerprint for p in preds):
+            return
+        pred = next(t for t in app.targets(run.env.promotes_from) if _where(t) == preds[0].where)
+        reference = read_live(pred, with_description=True).description or {}
+        with run.engine.connect() as connection:
             live = read_schema(connection)
-        dialect = run.engine.dialect.name
-        app.schema_cache.pop(run.env.promotes_from, None)
-        preds = comparable(predecessor_schemas(app, run.env), heads, dialect)
     except (OrchestratorError, SQLAlchemyError):
         return  # no evidence either way; status shows `unknown`
-    if not preds or any(p.fingerprint == run.schema_fingerprint for p in preds):
-        return
-    diffs = compare(preds[0].description, live)
     run.audit.emit(
         "schema.diverged",
         at_revision=_short(heads),
         predecessor=preds[0].where,
-        differences=[d.line for d in diffs],
+        differences=[d.line for d in compare(reference, live)],
     )
 
 
@@ -255,7 +271,8 @@ def _drift_target(
                 what = f"what run {recorded.run_id} recorded at {_short(heads)} ({recorded.at})"
             else:
                 pred = _predecessor_at(app, against, heads, connection.dialect.name, where)
-                reference, what = pred.description, f"{pred.where}, also at {_short(heads)}"
+                reference = pred.description or {}
+                what = f"{pred.where}, also at {_short(heads)}"
     except SQLAlchemyError as exc:
         raise MigrationFailed(
             f"Cannot read the schema of {where} ({safe_url(target.url)}): {describe_error(exc)}"
@@ -277,7 +294,7 @@ def _drift_target(
 def _predecessor_at(
     app: App, name: str, heads: Sequence[str], dialect: str, where: str
 ) -> LiveSchema:
-    preds = [read_live(t) for t in app.targets(name)]
+    preds = [read_live(t, with_description=True) for t in app.targets(name)]
     same = comparable(preds, heads, dialect)
     if same:
         return same[0]
