@@ -6,7 +6,7 @@ repetition, and writes the medians and ratios to bench/results.md.
 
     .venv/bin/python bench/run.py            # N = 10, 200, 1000
     BENCH_QUICK=1 .venv/bin/python bench/run.py   # N = 10, 200, 3 repetitions
-    BENCH_N=10,200 BENCH_REPS=5 BENCH_PROFILE=0 BENCH_FLEET=0 ...  # finer control
+    BENCH_N=10,200 BENCH_REPS=5 BENCH_PROFILE=0 BENCH_FLEET=0 BENCH_SCHEMA=0 ...  # finer control
 
 Not part of `make test`; nothing asserts a time.
 """
@@ -28,6 +28,7 @@ from cluster import DurableCluster  # noqa: E402
 from fleet import fleet_bench  # noqa: E402
 from measure import Command, Contender, Sample, alternate, run_concurrently, run_once  # noqa: E402
 from projects import WORK, BenchProject, make_project  # noqa: E402
+from schemadrift import no_drift_environments, schema_bench  # noqa: E402
 
 BIN = REPO / ".venv" / "bin"
 PYTHON = BIN / "python"
@@ -152,12 +153,19 @@ class Bench:
         run_once(self.orch("migrate", "staging"))
         run_once(self.orch("migrate", "prod"))
 
+        no_drift = no_drift_environments(self.project.orch)
         log(f"  read-only and startup commands ({self.reps_fast} repetitions)")
         self.samples.update(
             alternate(
                 [
                     Contender(
                         "migrate (no-op at head)", lambda: run_once(self.orch("migrate", "dev"))
+                    ),
+                    Contender(
+                        "migrate (no-op, schema_drift off)",
+                        lambda: run_once(
+                            self.orch("migrate", "dev", ORCHESTRATOR_ENVIRONMENTS_DIR=str(no_drift))
+                        ),
                     ),
                     Contender("status (3 envs)", lambda: run_once(self.orch("status"))),
                     Contender("alembic current", lambda: run_once(self.alembic("current"))),
@@ -213,6 +221,12 @@ RATIOS = [
     ("full upgrade: migrate / psql limit", "migrate (full)", "psql -1 -f offline.sql", None),
     ("full upgrade: alembic / psql limit", "alembic upgrade head", "psql -1 -f offline.sql", None),
     ("no-op migrate / cold alembic current", "migrate (no-op at head)", "alembic current", 0.7),
+    (
+        "no-op migrate: schema_drift warn / off",
+        "migrate (no-op at head)",
+        "migrate (no-op, schema_drift off)",
+        1.1,
+    ),
     ("status (3 envs) / cold alembic current", "status (3 envs)", "alembic current", 0.7),
     ("--help / alembic --help", "orchestrator --help", "alembic --help", 0.5),
     ("envs / alembic --help", "envs", "alembic --help", 0.5),
@@ -472,6 +486,11 @@ def main() -> int:
             fleet = fleet_bench(
                 cluster, small.project.orch, ORCH, small.orch_env, reps_upgrade, log
             )
+        schema_section, schema_summary = (
+            schema_bench(cluster, reps_fast, log)
+            if os.environ.get("BENCH_SCHEMA", "1") == "1"
+            else ("", [])
+        )
         profiles = (
             profile_failures(benches, rows)
             if os.environ.get("BENCH_PROFILE", "1") == "1"
@@ -482,7 +501,7 @@ def main() -> int:
             all_samples,
             rows,
             (reps_upgrade, reps_fast),
-            fleet + profiles,
+            fleet + schema_section + profiles,
             time.perf_counter() - started,
         )
     finally:
@@ -496,6 +515,8 @@ def main() -> int:
         target_text = f"<= {r['target']} {met}" if r["target"] else ""
         figures = f"{r['a']:8.3f} {r['b']:8.3f} {r['ratio']:6.2f}"
         log(f"{r['n']:>5}  {r['label']:<52} {figures}  {target_text}")
+    for line in schema_summary:
+        log(line)
     log(f"\nwritten to {target}")
     return 0
 

@@ -86,12 +86,15 @@ def read_live(target: Target, with_description: bool = False) -> LiveSchema:
 
 
 def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
-    """The live schemas of the predecessor's databases (read once per process, per env)."""
+    """The live schemas of the predecessor's databases (read once per process, per env;
+    `status` has read them already when it showed the predecessor first)."""
     if env.promotes_from is None:
         return []
     cache = app.schema_cache
     if env.promotes_from not in cache:
-        cache[env.promotes_from] = [read_live(t) for t in app.targets(env.promotes_from)]
+        targets = app.targets(env.promotes_from)
+        seen = {s.where: s for s in cache.get(f"seen:{env.promotes_from}", [])}
+        cache[env.promotes_from] = [seen.get(_where(t)) or read_live(t) for t in targets]
     return cache[env.promotes_from]
 
 
@@ -115,16 +118,18 @@ def _comparable_fingerprints(
 # -- status ------------------------------------------------------------------------------------
 
 
-def schema_status(
-    app: App, env: EnvironmentConfig, connection: Connection, heads: Sequence[str]
-) -> str:
+def schema_status(app: App, target: Target, connection: Connection, heads: Sequence[str]) -> str:
     """ok | drifted | diverged | unknown, for `status` (no lock: a quick look)."""
+    env = app.envs.get(target.env)
+    dialect = connection.dialect.name
     try:
         recorded = ledger.recorded_schema(connection, heads, with_description=False)
         live = live_fingerprint(connection, recorded)
     except SQLAlchemyError:
         return "unknown"
-    preds = _comparable_fingerprints(app, env, heads, connection.dialect.name)
+    seen = LiveSchema(_where(target), tuple(heads), dialect, live, None)
+    app.schema_cache.setdefault(f"seen:{env.name}", []).append(seen)  # for its successor
+    preds = _comparable_fingerprints(app, env, heads, dialect)
     return judge(live, recorded.fingerprint if recorded else None, preds)
 
 

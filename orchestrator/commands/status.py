@@ -68,7 +68,7 @@ def _target_status(
             open_runs = ledger.runs_without_end(connection)
             live = live_run_ids(connection) if open_runs else set()
             last = ledger.query_audit(connection, ledger.AuditFilter(event=None, limit=200))
-            schema = schema_status(app, env, connection, state.heads)
+            schema = schema_status(app, target, connection, state.heads)
     except (OrchestratorError, SQLAlchemyError) as exc:
         row.update(_unconfigured(env.name, target.name, getattr(exc, "message", str(exc)), heads))
         row["configured"] = True
