@@ -10,11 +10,12 @@ and compares them without case, so its names are lower-cased.
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy import Connection, inspect, text
-from sqlalchemy.exc import CompileError, NotSupportedError
+from sqlalchemy.exc import CompileError, NotSupportedError, SAWarning
 from sqlalchemy.types import TypeEngine
 
 from orchestrator.schema import RENDER, Description, sort_key
@@ -89,8 +90,10 @@ def read_schema(connection: Connection) -> Description:
     columns = inspector.get_multi_columns()
     pks = inspector.get_multi_pk_constraint()
     fks = inspector.get_multi_foreign_keys()
-    indexes = inspector.get_multi_indexes()
-    uniques = inspector.get_multi_unique_constraints()
+    with warnings.catch_warnings():  # SQLite: expression indexes are read below instead
+        warnings.filterwarnings("ignore", "Skipped unsupported reflection", SAWarning)
+        indexes = inspector.get_multi_indexes()
+        uniques = inspector.get_multi_unique_constraints()
     checks = _multi_or_empty(inspector.get_multi_check_constraints)
     enums: dict[str, list[str]] = {}
     if dialect.name == "postgresql":
@@ -135,7 +138,56 @@ def read_schema(connection: Connection) -> Description:
                 key=sort_key,
             ),
         }
+    if dialect.name == "sqlite":
+        _sqlite_details(connection, tables)
     return _assemble(dialect.name, tables, enums, render)
+
+
+def _sqlite_details(connection: Connection, tables: dict[str, Any]) -> None:
+    """What SQLAlchemy's SQLite reflection leaves out: expression indexes, and the ON
+    DELETE / ON UPDATE of foreign keys written inline (`REFERENCES users (id) ON DELETE ...`)."""
+    rows = connection.exec_driver_sql(
+        "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL"
+    ).all()
+    for name, table, sql in rows:
+        described = tables.get(table.lower())
+        if described is None or any(i["name"] == name.lower() for i in described["indexes"]):
+            continue
+        columns, where = _index_sql_parts(sql)
+        described["indexes"].append(
+            {
+                "name": name.lower(),
+                "columns": [columns],
+                "unique": sql.lstrip().upper().startswith("CREATE UNIQUE"),
+                "where": where,
+            }
+        )
+        described["indexes"].sort(key=sort_key)
+    for table, described in tables.items():
+        if not described["foreign_keys"]:
+            continue
+        pragma = connection.exec_driver_sql(f"PRAGMA foreign_key_list('{table}')").all()
+        options: dict[tuple[str, str], dict[str, str]] = {}
+        for row in pragma:
+            key = (row[2].lower(), row[3].lower())  # referred table, local column
+            found = {"ondelete": str(row[6]).upper(), "onupdate": str(row[5]).upper()}
+            options[key] = {k: v for k, v in found.items() if v not in ("NO ACTION", "NONE")}
+        for fk in described["foreign_keys"]:
+            extra = options.get((fk["referred_table"], fk["columns"][0]), {})
+            fk["options"] = dict(sorted({**extra, **fk["options"]}.items()))
+
+
+def _index_sql_parts(sql: str) -> tuple[str, str | None]:
+    """`CREATE INDEX ix ON t (lower(note)) WHERE x` -> ("lower(note)", "x")."""
+    start = sql.index("(")
+    depth = 0
+    for position in range(start, len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[position], 0)
+        if depth == 0:
+            break
+    rest = sql[position + 1 :].strip()
+    where = rest[5:].strip() if rest.upper().startswith("WHERE") else None
+    return " ".join(sql[start + 1 : position].split()), _squash(where)
 
 
 def _assemble(
@@ -259,9 +311,9 @@ def _index(index: Mapping[str, Any], fold: Any) -> dict[str, Any]:
         for c, e in zip(index["column_names"], expressions or index["column_names"], strict=False)
     ]
     options: dict[str, Any] = {
-        k: _squash(v) if isinstance(v, str) else v
+        k: _plain(v)
         for k, v in sorted((index.get("dialect_options") or {}).items())
-        if v not in (None, [], "")
+        if v is not None and not (isinstance(v, str | list | tuple) and not v)
     }
     where = options.pop("postgresql_where", None) or options.pop("sqlite_where", None)
     out: dict[str, Any] = {
@@ -273,7 +325,14 @@ def _index(index: Mapping[str, Any], fold: Any) -> dict[str, Any]:
     if index.get("column_sorting"):
         out["sorting"] = {k: list(v) for k, v in sorted(index["column_sorting"].items())}
     if options:
-        out["options"] = {
-            k: v if isinstance(v, str | int | bool) else list(v) for k, v in options.items()
-        }
+        out["options"] = options
     return out
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able: SQL (a partial index's predicate may come as a clause) as one-line text."""
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return _squash(value)

@@ -1,0 +1,170 @@
+"""The schema reader on real PostgreSQL and SQLite (SPEC Part 2 "Schema drift"): what the
+canonical description holds, that it is stable, that every hand edit moves the fingerprint
+and the catalog stamp, and that our own tables are not part of it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from orchestrator.schema import compare, fingerprint
+from orchestrator.schema_reader import catalog_stamp, read_schema
+
+PG_DDL = [
+    "CREATE TYPE mood AS ENUM ('happy', 'sad')",
+    "CREATE TABLE Users (id serial PRIMARY KEY, email varchar(255) NOT NULL, "
+    "m mood DEFAULT 'happy', CONSTRAINT uq_users_email UNIQUE (email))",
+    "CREATE TABLE orders (id serial PRIMARY KEY, "
+    "user_id int NOT NULL REFERENCES users (id) ON DELETE CASCADE, "
+    "total numeric(10, 2) NOT NULL DEFAULT 0, note text, "
+    "CONSTRAINT ck_orders_total CHECK (total >= 0))",
+    "CREATE INDEX ix_orders_open ON orders (user_id) WHERE note IS NULL",
+    "CREATE INDEX ix_orders_note ON orders (lower(note))",
+    "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+    "CREATE TABLE orchestrator_ledger (id int PRIMARY KEY)",
+]
+SQLITE_DDL = [
+    "CREATE TABLE Users (id INTEGER PRIMARY KEY, email VARCHAR(255) NOT NULL, "
+    "m VARCHAR(5) DEFAULT 'happy', CONSTRAINT uq_users_email UNIQUE (email))",
+    "CREATE TABLE orders (id INTEGER PRIMARY KEY, "
+    "user_id INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE, "
+    "total NUMERIC(10, 2) NOT NULL DEFAULT 0, note TEXT, "
+    "CONSTRAINT ck_orders_total CHECK (total >= 0))",
+    "CREATE INDEX ix_orders_open ON orders (user_id) WHERE note IS NULL",
+    "CREATE INDEX ix_orders_note ON orders (lower(note))",
+    "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+    "CREATE TABLE orchestrator_ledger (id int PRIMARY KEY)",
+]
+
+
+@pytest.fixture(params=["pg", "sqlite"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "pg":
+        made: Callable[[], str] = request.getfixturevalue("pg_url_factory")
+        return made()
+    return f"sqlite:///{tmp_path / 'reader.db'}"
+
+
+def _run(url: str, *statements: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.exec_driver_sql(statement)
+    finally:
+        engine.dispose()
+
+
+def _read(url: str) -> tuple[dict, str | None]:  # type: ignore[type-arg]
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return read_schema(connection), catalog_stamp(connection)
+    finally:
+        engine.dispose()
+
+
+def _schema(url: str) -> None:
+    _run(url, *(PG_DDL if url.startswith("postgresql") else SQLITE_DDL))
+
+
+def test_the_description_holds_every_part_and_none_of_ours(url: str) -> None:
+    _schema(url)
+    description, _ = _read(url)
+    assert sorted(description["tables"]) == ["orders", "users"]  # "Users" folded, ours out
+    orders = description["tables"]["orders"]
+    assert [c["name"] for c in orders["columns"]] == ["id", "user_id", "total", "note"]
+    total = orders["columns"][2]
+    assert (total["type"], total["nullable"]) == ("NUMERIC(10,2)", False)
+    assert total["default"] is not None and "0" in total["default"]
+    (fk,) = orders["foreign_keys"]
+    assert (fk["columns"], fk["referred_table"], fk["referred_columns"]) == (
+        ["user_id"],
+        "users",
+        ["id"],
+    )
+    assert fk["options"] == {"ondelete": "CASCADE"}
+    (check,) = orders["check_constraints"]
+    assert check["name"] == "ck_orders_total" and "total >= 0" in check["sqltext"]
+    indexes = {i["name"]: i for i in orders["indexes"]}
+    assert set(indexes) == {"ix_orders_open", "ix_orders_note"}
+    assert "note IS NULL" in indexes["ix_orders_open"]["where"]
+    assert indexes["ix_orders_note"]["columns"] == ["lower(note)"]
+    assert orders["primary_key"]["columns"] == ["id"]
+    users = description["tables"]["users"]
+    assert users["unique_constraints"] == [{"name": "uq_users_email", "columns": ["email"]}]
+    assert users["indexes"] == []  # the index behind the unique constraint is not an index
+    if url.startswith("postgresql"):
+        assert description["enums"] == {"mood": ["happy", "sad"]}
+        assert users["columns"][2]["type"] == "mood"
+        assert description["render"]["orders"]["total"] == "sa.NUMERIC(precision=10, scale=2)"
+
+
+def test_reading_twice_gives_the_same_fingerprint_and_stamp(url: str) -> None:
+    _schema(url)
+    first, stamp = _read(url)
+    _run(url, "INSERT INTO users (email) VALUES ('a@example.com')")  # data is not schema
+    second, again = _read(url)
+    assert first == second and fingerprint(first) == fingerprint(second)
+    assert stamp == again and stamp is not None
+
+
+PG_EDITS = [
+    ("CREATE INDEX ix_users_m ON users (m)", "+ index ix_users_m on users (m)"),
+    ("DROP INDEX ix_orders_open", "- index ix_orders_open on orders (user_id) where"),
+    (
+        "ALTER TABLE orders ALTER COLUMN total TYPE numeric(12, 2)",
+        "~ column orders.total NUMERIC(10,2) -> NUMERIC(12,2)",
+    ),
+    ("ALTER TABLE orders ALTER COLUMN note SET NOT NULL", "~ column orders.note NULL -> NOT NULL"),
+    ("ALTER TABLE orders ALTER COLUMN total SET DEFAULT 1", "~ column orders.total DEFAULT"),
+    ("ALTER TABLE orders DROP CONSTRAINT ck_orders_total", "- check ck_orders_total on orders"),
+    ("ALTER TABLE orders ADD COLUMN extra int", "+ column orders.extra INTEGER"),
+    ("ALTER TYPE mood ADD VALUE 'meh'", "~ enum mood ('happy', 'sad') -> ('happy', 'sad', 'meh')"),
+    ("ALTER TABLE users DROP CONSTRAINT uq_users_email", "- unique uq_users_email on users"),
+    (
+        "ALTER TABLE orders DROP CONSTRAINT orders_user_id_fkey, ADD CONSTRAINT "
+        "orders_user_id_fkey FOREIGN KEY (user_id) REFERENCES users (id)",
+        "~ foreign key orders_user_id_fkey on orders (user_id) -> users (id) ondelete CASCADE",
+    ),
+    ("CREATE TABLE extra (id int)", "+ table extra"),
+]
+SQLITE_EDITS = [
+    ("CREATE INDEX ix_users_m ON users (m)", "+ index ix_users_m on users (m)"),
+    ("DROP INDEX ix_orders_open", "- index ix_orders_open on orders (user_id) where"),
+    ("ALTER TABLE orders ADD COLUMN extra int", "+ column orders.extra INTEGER"),
+    ("CREATE TABLE extra (id int)", "+ table extra"),
+    ("DROP INDEX ix_orders_note", "- index ix_orders_note on orders (lower(note))"),
+]
+
+
+@pytest.mark.parametrize("edit", range(len(PG_EDITS)))
+def test_every_hand_edit_moves_fingerprint_and_stamp_and_is_named(url: str, edit: int) -> None:
+    edits = PG_EDITS if url.startswith("postgresql") else SQLITE_EDITS
+    if edit >= len(edits):
+        pytest.skip("SQLite cannot alter this in place")
+    statement, expected = edits[edit]
+    _schema(url)
+    before, stamp = _read(url)
+    _run(url, statement)
+    after, moved = _read(url)
+    assert fingerprint(after) != fingerprint(before)
+    assert moved != stamp
+    lines = [d.line for d in compare(before, after)]
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_our_tables_and_alembic_version_changing_is_not_drift(url: str) -> None:
+    _schema(url)
+    before, _ = _read(url)
+    _run(
+        url,
+        "ALTER TABLE orchestrator_ledger ADD COLUMN note text",
+        "CREATE TABLE orchestrator_schema_extra (id int)",
+        "CREATE INDEX ix_alembic_version ON alembic_version (version_num)",
+    )
+    after, _ = _read(url)
+    assert fingerprint(after) == fingerprint(before)
