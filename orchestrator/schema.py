@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 Description = dict[str, Any]
@@ -84,7 +84,6 @@ class Difference:
     line: str
     before: Any = None
     after: Any = None
-    op: str | None = field(default=None, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -93,7 +92,6 @@ class Difference:
             "table": self.table,
             "name": self.name,
             "line": self.line,
-            "op": self.op,
         }
 
 

@@ -13,37 +13,29 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import sqlalchemy as sa
+
 from orchestrator.schema import RENDER, Difference
 
 Op = Any
 
 
-class _RecordedType:
-    """Marker for a column type known only by how Alembic writes it."""
+class RecordedType(sa.types.UserDefinedType[Any]):
+    """A column type known only by how Alembic writes it (`sa.NUMERIC(precision=10, ...)`):
+    the rendering hint of a recorded description. `_render_item` writes it back verbatim."""
 
-    def __init__(self, python: str) -> None:
-        self.python = python
+    cache_ok = True
 
+    def __init__(self, python: str | None) -> None:
+        self.python = python or "sa.NullType()"
 
-def _sqlalchemy_type(python: str | None) -> Any:
-    import sqlalchemy as sa
-
-    class Recorded(sa.types.UserDefinedType[Any]):
-        cache_ok = True
-
-        def __init__(self) -> None:
-            self.recorded = _RecordedType(python or "sa.NullType()")
-
-        def get_col_spec(self, **_kw: Any) -> str:
-            return "UNKNOWN"
-
-    return Recorded()
+    def get_col_spec(self, **_kw: Any) -> str:
+        return "UNKNOWN"
 
 
 def _render_item(type_: str, obj: Any, _context: Any) -> Any:
-    recorded = getattr(obj, "recorded", None)
-    if type_ == "type" and isinstance(recorded, _RecordedType):
-        return recorded.python
+    if type_ == "type" and isinstance(obj, RecordedType):
+        return obj.python
     return False
 
 
@@ -84,12 +76,10 @@ def _hint(description: Mapping[str, Any], table: str | None, column: str) -> str
 
 
 def _column(description: Mapping[str, Any], table: str, column: Mapping[str, Any]) -> Any:
-    import sqlalchemy as sa
-
     default = column.get("default")
     return sa.Column(
         column["name"],
-        _sqlalchemy_type(_hint(description, table, column["name"])),
+        RecordedType(_hint(description, table, column["name"])),
         nullable=column["nullable"],
         server_default=sa.text(default) if default is not None else None,
     )
@@ -102,7 +92,6 @@ def _drop_table(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
 
 
 def _create_table(diff: Difference, ref: Mapping[str, Any], _live: Any) -> list[Op]:
-    import sqlalchemy as sa
     from alembic.operations import ops
 
     table = diff.before
@@ -139,14 +128,13 @@ def _add_column(diff: Difference, ref: Mapping[str, Any], _live: Any) -> list[Op
 
 
 def _alter_column(diff: Difference, ref: Mapping[str, Any], live: Mapping[str, Any]) -> list[Op]:
-    import sqlalchemy as sa
     from alembic.operations import ops
 
     before, after = diff.before, diff.after
     table, name = diff.table, diff.name
     changes: dict[str, Any] = {}
     if before["type"] != after["type"]:
-        changes["modify_type"] = _sqlalchemy_type(_hint(ref, table, name))
+        changes["modify_type"] = RecordedType(_hint(ref, table, name))
     if before["nullable"] != after["nullable"]:
         changes["modify_nullable"] = before["nullable"]
     if before.get("default") != after.get("default"):
@@ -158,7 +146,7 @@ def _alter_column(diff: Difference, ref: Mapping[str, Any], live: Mapping[str, A
         ops.AlterColumnOp(
             table,  # type: ignore[arg-type]
             name,
-            existing_type=_sqlalchemy_type(_hint(live, table, name)),
+            existing_type=RecordedType(_hint(live, table, name)),
             existing_nullable=after["nullable"],
             **changes,
         )
@@ -166,7 +154,6 @@ def _alter_column(diff: Difference, ref: Mapping[str, Any], live: Mapping[str, A
 
 
 def _index_ops(ref: Mapping[str, Any], table: str, index: Mapping[str, Any]) -> list[Op]:
-    import sqlalchemy as sa
     from alembic.operations import ops
 
     known = {c["name"] for c in ref["tables"].get(table, {}).get("columns", [])}
@@ -214,7 +201,6 @@ def _drop_constraint(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
 
 
 def _create_constraint(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
-    import sqlalchemy as sa
     from alembic.operations import ops
 
     obj, table = diff.before, diff.table

@@ -490,6 +490,9 @@ def test_status_lists_every_target_and_rolls_the_fleet_up(fleet: Fleet) -> None:
         conn.execute(
             "UPDATE orchestrator_ledger SET checksum = repeat('0', 64) WHERE revision = %s", (HEAD,)
         )
+    hand_made = fleet.staging[5]
+    with fleet.cluster.connect(hand_made) as conn:  # a hot-fix index on one tenant only
+        conn.execute("CREATE INDEX ix_users_display ON users (display_name)")
 
     listed = fleet.run("status", "--json")
     assert listed.code == 0, listed.stderr
@@ -500,6 +503,8 @@ def test_status_lists_every_target_and_rolls_the_fleet_up(fleet: Fleet) -> None:
     assert sorted(staging) == sorted(fleet.staging)
     assert all(r["current"] == [HEAD] for r in staging.values())
     assert [t for t, r in staging.items() if r["drift"]] == [drifted]
+    assert {t for t, r in staging.items() if r["schema"] != "ok"} == {hand_made}
+    assert staging[hand_made]["schema"] == "drifted"
     prod = {r["target"]: r for r in rows if r["env"] == "prod"}
     assert sorted(prod) == sorted([*fleet.prod, "eu"])
     assert all(r["pending"] == SHIPPED and r["current"] == [] for r in prod.values())
@@ -514,6 +519,8 @@ def test_status_lists_every_target_and_rolls_the_fleet_up(fleet: Fleet) -> None:
     assert f"staging: fleet of {FLEET_SIZE} databases" in text.stdout
     assert f"{FLEET_SIZE:>4} at {HEAD}" in text.stdout
     assert f"drifted: {drifted}" in text.stdout
+    assert f"schema: {FLEET_SIZE - 1} ok, 1 drifted" in text.stdout
+    assert f"schema drifted: {hand_made}" in text.stdout
     assert f"prod: fleet of {len(fleet.prod) + 1} databases" in text.stdout
     assert fleet.staging[7] not in text.stdout  # rolled up, not listed
 
