@@ -4,6 +4,9 @@ Each check is named after the invariant it protects (as pytest-alembic names its
 
 - ``single_head``: the history has exactly one head;
 - ``downgrade_does_something``: every revision that changes something can be reverted;
+- ``up_down_consistency``: on a scratch database, each revision in turn is upgraded,
+  downgraded and upgraded again (pytest-alembic's test of that name): a downgrade that fails,
+  or that leaves behind something its upgrade then trips over, is named;
 - ``models_match_migrations``: upgrading an empty (scratch) database to head yields the
   schema of the models, as Alembic's autogenerate sees it;
 - ``lint``: the PostgreSQL SQL of every revision passes squawk under the strictest
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import ast
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +44,11 @@ def run_checks(app: App, scratch_url: str | None) -> list[Finding]:
     heads = list(app.graph.real_heads())
     findings += check_single_head(app, heads)
     findings += check_downgrades(app)
-    findings += check_models(app, scratch_url, "heads" if len(heads) > 1 else "head")
+    no_downgrade = {f["revision"] for f in findings if f["check"] == "downgrade_does_something"}
+    up_down = check_up_down(app, scratch_url, "heads" if len(heads) > 1 else "head", no_downgrade)
+    findings += up_down
+    if not (up_down and scratch_url):  # a --scratch-url database is left mid-way: not comparable
+        findings += check_models(app, scratch_url, "heads" if len(heads) > 1 else "head")
     findings += check_lint(app, "heads" if len(heads) > 1 else "head")
     return findings
 
@@ -101,6 +108,88 @@ def _downgrade_problem(revision: RevisionFile) -> str | None:
         "op.create_index); if it truly cannot be undone, say so with "
         '`raise NotImplementedError("why")` so that a downgrade fails loudly.'
     )
+
+
+# -- up_down_consistency -----------------------------------------------------------------------
+
+
+def check_up_down(
+    app: App, scratch_url: str | None, head: str, skip: Collection[str] = ()
+) -> list[Finding]:
+    """Upgrade, downgrade and upgrade again each revision, oldest first, on a scratch
+    database. `skip`: revisions already named for having no downgrade (upgraded only).
+
+    A revision whose upgrade fails is left to models_match_migrations, which names it; a
+    downgrade that raises NotImplementedError says it cannot be undone, and is taken at its
+    word."""
+    from orchestrator.database import current_heads, make_engine, safe_url
+
+    with tempfile.TemporaryDirectory(prefix="orchestrator-check-") as tmp:
+        url = scratch_url or f"sqlite:///{Path(tmp) / 'up-down.db'}"
+        where = safe_url(url) if scratch_url else "a scratch SQLite database"
+        engine = make_engine(url, "orchestrator check")
+        try:
+            with engine.connect() as connection:
+                heads = current_heads(connection)
+                connection.rollback()
+                try:
+                    revisions = app.graph.upgrade_path(heads, head)
+                except RevisionsError:
+                    return []  # models_match_migrations says why
+                for rev in revisions:
+                    problem = _up_down_up(app, connection, rev, rev in skip)
+                    if problem:
+                        path = app.graph.get(rev).path.name
+                        return [
+                            {
+                                "check": "up_down_consistency",
+                                "revision": rev,
+                                "message": f"revision {rev} ({path}): {problem} on {where}. "
+                                "Its downgrade() must undo exactly what its upgrade() did, so "
+                                "that upgrading again works."
+                                + (
+                                    " The models were not compared: that database is left at "
+                                    "this revision."
+                                    if scratch_url
+                                    else ""
+                                ),
+                            }
+                        ]
+        except SQLAlchemyError as exc:
+            raise MigrationFailed(
+                f"check: cannot use the scratch database {safe_url(url)}: {describe_error(exc)}"
+            ) from None
+        finally:
+            engine.dispose()
+    return []
+
+
+def _up_down_up(app: App, connection: Any, rev: str, up_only: bool) -> str | None:
+    """What went wrong running `rev` up, down, up; None when all three worked."""
+    if _run_one(app, connection, rev, "up") is not None or up_only:
+        return None  # its upgrade failing is models_match_migrations' finding
+    error = _run_one(app, connection, rev, "down")
+    if isinstance(error, NotImplementedError):
+        return None  # irreversible, and says so loudly: downgrade_does_something accepts it
+    if error is not None:
+        return f"its downgrade() fails right after its upgrade(): {describe_error(error)}"
+    error = _run_one(app, connection, rev, "up")
+    if error is not None:
+        return (
+            "upgrading it again after its downgrade() fails, so the downgrade left part of "
+            f"the upgrade behind: {describe_error(error)}"
+        )
+    return None
+
+
+def _run_one(app: App, connection: Any, rev: str, direction: str) -> Exception | None:
+    try:
+        with quiet_alembic():  # a scratch database: its progress is noise
+            app.project.run(connection, [rev], direction, lambda **_: None)
+    except Exception as exc:  # the revision's own error, whatever it is
+        connection.rollback()
+        return exc
+    return None
 
 
 # -- models_match_migrations -------------------------------------------------------------------

@@ -206,19 +206,36 @@ def _tamper(project: Project, sql: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("sql", "row"),
+    ("sql", "row", "problem"),
     [
+        (  # a field no column mirrors: only the content hash can tell
+            "UPDATE orchestrator_audit SET payload = replace(payload, '{', '{\"note\":\"x\",') "
+            "WHERE id = 4",
+            4,
+            "its content does not match its hash",
+        ),
         (
             "UPDATE orchestrator_audit SET payload = replace(payload, '\"tester\"', '\"mallory\"') "
             "WHERE id = 4",
             4,
+            "its content does not match its hash",
         ),
-        ("UPDATE orchestrator_audit SET actor = 'mallory' WHERE id = 5", 5),
-        ("DELETE FROM orchestrator_audit WHERE id = 3", 4),
+        (
+            "UPDATE orchestrator_audit SET actor = 'mallory' WHERE id = 5",
+            5,
+            "column actor differs from the hashed record",
+        ),
+        (
+            "DELETE FROM orchestrator_audit WHERE id = 3",
+            4,
+            "expected row 3 here (rows missing or inserted)",
+        ),
     ],
-    ids=["payload", "actor-column", "deleted-row"],
+    ids=["payload-field", "payload-actor", "actor-column", "deleted-row"],
 )
-def test_verify_names_the_first_broken_row(pg_project: Project, sql: str, row: int) -> None:
+def test_verify_names_the_first_broken_row(
+    pg_project: Project, sql: str, row: int, problem: str
+) -> None:
     assert pg_project.run("migrate", "dev").code == 0
     intact = pg_project.run("audit", "verify", "--env", "dev")
     assert intact.code == 0, intact.output
@@ -237,7 +254,62 @@ def test_verify_names_the_first_broken_row(pg_project: Project, sql: str, row: i
     by_env = {r["env"]: r for r in as_json.json()}
     assert by_env["dev"]["broken"]["id"] == row
     assert by_env["dev"]["broken"]["timestamp"] == stamp
+    assert by_env["dev"]["broken"]["problem"] == problem
     assert by_env["staging"]["checked"] and by_env["staging"]["intact"]
+
+
+# Two rows as this format writes them, hashes computed by hand (tests/unit/test_known_answers.py)
+KNOWN_ROWS = [
+    {
+        "id": 1,
+        "timestamp": "2026-01-01T00:00:00.000000Z",
+        "event": "run.started",
+        "run_id": "r1",
+        "env": "dev",
+        "actor": "alice",
+        "revision": None,
+        "outcome": None,
+        "payload": '{"actor":"alice","env":"dev","event":"run.started","run_id":"r1",'
+        '"timestamp":"2026-01-01T00:00:00.000000Z"}',
+        "prev_hash": "0" * 64,
+        "hash": "928ad6734ae303c28161ef0d5be8b92146cec0112e5ba059983c27f56f8470b2",
+    },
+    {
+        "id": 2,
+        "timestamp": "2026-01-01T00:00:01.000000Z",
+        "event": "run.succeeded",
+        "run_id": "r1",
+        "env": "dev",
+        "actor": "alice",
+        "revision": None,
+        "outcome": "succeeded",
+        "payload": '{"actor":"alice","env":"dev","event":"run.succeeded","outcome":"succeeded",'
+        '"run_id":"r1","timestamp":"2026-01-01T00:00:01.000000Z"}',
+        "prev_hash": "928ad6734ae303c28161ef0d5be8b92146cec0112e5ba059983c27f56f8470b2",
+        "hash": "bda6fafdd58d9f5a326f61e0da55829676b1e7072e1c665fbc64625cec35f82c",
+    },
+]
+
+
+def test_a_chain_written_earlier_verifies_and_runs_extend_it(pg_project: Project) -> None:
+    """Rows with known hashes, as a database migrated earlier holds them: verified as they
+    are, and continued by the next run. A change of the hash format fails here."""
+    engine = pg_project.engine("dev")
+    try:
+        with engine.begin() as conn:
+            ledger.ensure_tables(conn)
+            conn.execute(sa.insert(ledger.audit), KNOWN_ROWS)
+    finally:
+        engine.dispose()
+    verified = pg_project.run("audit", "verify", "--env", "dev", "--json")
+    assert verified.code == 0, verified.output
+    assert verified.json()[0]["rows"] == 2 and verified.json()[0]["intact"]
+
+    assert pg_project.run("migrate", "dev").code == 0
+    (prev,) = pg_project.query("dev", "SELECT prev_hash FROM orchestrator_audit WHERE id = 3")
+    assert prev == (KNOWN_ROWS[1]["hash"],)
+    again = pg_project.run("audit", "verify", "--env", "dev")
+    assert again.code == 0, again.output
 
 
 def test_chain_stays_intact_under_concurrent_runs(pg_project: Project) -> None:
@@ -478,42 +550,47 @@ def test_password_never_appears_anywhere(
             run("migrate", "staging", "--to", HEAD, "--lock-timeout", "0.5", code=4)
     finally:
         engine.dispose()
-    for args in (
-        ["status"],
-        ["status", "--json"],
-        ["plan", "dev"],
-        ["plan", "dev", "--sql"],
-        ["plan", "prod", "--json"],
-        ["audit"],
-        ["audit", "--json"],
-        ["audit", "verify"],
-        ["audit", "verify", "--json"],
-        ["current", "dev"],
-        ["envs"],
-        ["--log-format", "console", "status"],
+    # every command must do its job (a crash would "leak nothing"): each one's exit code
+    for args, code in (
+        (["status"], 0),
+        (["status", "--json"], 0),
+        (["plan", "dev"], 0),
+        (["plan", "dev", "--sql"], 0),
+        (["plan", "prod", "--json"], 3),  # staging has run nothing: prod would be refused
+        (["audit"], 0),
+        (["audit", "--json"], 0),
+        (["audit", "verify"], 0),
+        (["audit", "verify", "--json"], 0),
+        (["current", "dev"], 0),
+        (["envs"], 0),
+        (["--log-format", "console", "status"], 0),
     ):
-        run(*args)
-    for bad_url in (
-        pg_cluster.url(dbs["dev"], user="planted_user", password=PASSWORD).replace(
-            f":{pg_cluster.port}/", f":{_free_port()}/"
-        ),
-        f"postgresql+psycopg://planted_user:{PASSWORD}@127.0.0.1:notaport/x",
+        run(*args, code=code)
+    refused_port = pg_cluster.url(dbs["dev"], user="planted_user", password=PASSWORD).replace(
+        f":{pg_cluster.port}/", f":{_free_port()}/"
+    )
+    bad_port = f"postgresql+psycopg://planted_user:{PASSWORD}@127.0.0.1:notaport/x"
+    # (command, exit code with the server down, with a URL that does not parse): each one
+    # fails cleanly and says why, or reports the database it could not read and goes on
+    for args, down, unparsable in (
+        (["migrate", "dev"], 1, 2),
+        (["status"], 0, 0),
+        (["status", "dev", "--json"], 0, 0),
+        (["plan", "dev"], 1, 2),
+        (["audit"], 0, 0),
+        (["audit", "--env", "dev"], 1, 2),
+        (["audit", "verify"], 1, 0),
+        (["current", "dev"], 1, 2),
+        (["--log-format", "console", "migrate", "dev"], 1, 2),
     ):
-        for args in (
-            ["migrate", "dev"],
-            ["status"],
-            ["status", "dev", "--json"],
-            ["plan", "dev"],
-            ["audit"],
-            ["audit", "--env", "dev"],
-            ["audit", "verify"],
-            ["current", "dev"],
-            ["--log-format", "console", "migrate", "dev"],
+        table = args == ["status"]  # the table's dev row says it in a word
+        for bad_url, code, why in (
+            (refused_port, down, "unreachable" if table else "Connection refused"),
+            (bad_port, unparsable, "unconfigured" if table else "its port is not a number"),
         ):
-            result = run(*args, DEV_DATABASE_URL=bad_url)
+            result = run(*args, code=code, DEV_DATABASE_URL=bad_url)
+            assert why in result.output, (args, result.output)
             assert "Traceback" not in result.output, (args, result.output)
-    assert any("Connection refused" in r.output for r in results), "no connection-error path"
-
     for result in results:
         assert PASSWORD not in result.stdout and PASSWORD not in result.stderr, result.output
     assert audit_file.read_text() and PASSWORD not in audit_file.read_text()

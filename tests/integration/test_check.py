@@ -82,6 +82,55 @@ def test_a_downgrade_that_does_nothing_is_a_finding(tmp_path: Path) -> None:
     assert checks(project) == []
 
 
+def test_a_downgrade_that_leaves_something_behind_is_named(tmp_path: Path, pg_db: str) -> None:
+    """Up, down, up: the second upgrade trips over what the downgrade forgot. (Views: the
+    models know nothing of them, and autogenerate does not compare them.)"""
+    project = no_urls(tmp_path)
+    project.add_revision(
+        "f00000000001",
+        HEAD,
+        """
+        op.execute("CREATE VIEW scratch_notes AS SELECT 1 AS one")
+        op.execute("CREATE VIEW scratch_tags AS SELECT 2 AS two")
+        """,
+        'op.execute("DROP VIEW scratch_notes")',  # forgets scratch_tags
+    )
+    project.add_revision("f00000000002", "f00000000001", "pass", "pass", doc="after it")
+    for args in ((), ("--scratch-url", pg_db)):
+        findings = checks(project, *args)
+        assert [(f["check"], f.get("revision")) for f in findings] == [
+            ("up_down_consistency", "f00000000001")
+        ], findings
+        message = findings[0]["message"]
+        assert "upgrading it again after its downgrade() fails" in message
+        assert "scratch_tags" in message  # the database's own words
+        assert "f00000000001_test.py" in message
+
+
+def test_a_downgrade_that_fails_is_named(tmp_path: Path) -> None:
+    project = no_urls(tmp_path)
+    project.add_revision(
+        "f00000000001",
+        HEAD,
+        'op.execute("CREATE VIEW scratch_notes AS SELECT 1 AS one")',
+        'op.execute("DROP VIEW scratch_notez")',
+    )
+    findings = checks(project)
+    assert [(f["check"], f.get("revision")) for f in findings] == [
+        ("up_down_consistency", "f00000000001")
+    ]
+    assert "its downgrade() fails right after its upgrade()" in findings[0]["message"]
+    assert "scratch_notez" in findings[0]["message"]
+
+    project.add_revision(
+        "f00000000001",
+        HEAD,
+        'op.execute("CREATE VIEW scratch_notes AS SELECT 1 AS one")',
+        'op.execute("DROP VIEW scratch_notes")',
+    )
+    assert checks(project) == []
+
+
 def test_a_model_changed_without_a_migration_is_a_finding(tmp_path: Path, pg_db: str) -> None:
     project = no_urls(tmp_path)
     edit_models(

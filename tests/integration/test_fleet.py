@@ -17,6 +17,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from typing import Any
 import pytest
 from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, Project, make_project
+
+from orchestrator.locks import DEFAULT_KEY, lock_id
 
 FLEET_SIZE = 20
 SLOW = "f1ee70000001"  # a revision that takes a while on every tenant
@@ -238,16 +241,54 @@ def test_parallel_fan_out_reaches_head_on_every_target_and_a_rerun_is_a_quick_no
         assert events.count("run.succeeded") == 1 and "lock.acquired" in events, db
         assert "lock.waiting" not in events, db  # a lock per database: no tenant waits on another
 
-    started = time.monotonic()
     again = fleet.run("migrate", "staging", "--parallel", "4", "--json")
-    elapsed = time.monotonic() - started
     assert again.code == 0, again.stderr
     assert {(r["applied"] == [], r["message"]) for r in json.loads(again.stdout)} == {
         (True, "nothing to do")
-    }
-    assert elapsed < 15, f"a no-op re-run over {FLEET_SIZE} databases took {elapsed:.1f}s"
+    }  # how quick it is: `make bench`
     for db in fleet.staging:
         fleet.assert_applied_once(db, SHIPPED)
+
+
+BARRIER = """
+import os, pathlib, time
+if os.environ.get("TEST_BARRIER") and not op.get_context().as_sql:
+    here = pathlib.Path(os.environ["TEST_BARRIER"])
+    (here / str(os.getpid())).touch()
+    deadline = time.monotonic() + 30
+    while len(list(here.iterdir())) < 2:  # the other worker must be in here too
+        if time.monotonic() > deadline:
+            raise RuntimeError("no other worker ran this revision at the same time")
+        time.sleep(0.05)
+"""
+
+
+def test_parallel_workers_really_run_at_the_same_time(fleet: Fleet, tmp_path: Path) -> None:
+    """A revision that finishes only when two workers are inside it at once: one at a time,
+    it fails. The audit trail then shows two worker pids whose runs overlap."""
+    fleet.project.add_revision(SLOW, HEAD, BARRIER)
+    migrate_dev(fleet)
+    pair = fleet.staging[:2]
+    fleet.write_staging(pair)
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+
+    result = fleet.run("migrate", "staging", "--parallel", "2", "--json", TEST_BARRIER=str(barrier))
+
+    assert result.code == 0, result.stderr
+    assert [r["applied"] for r in json.loads(result.stdout)] == [[*SHIPPED, SLOW]] * 2
+    runs = {}
+    for db in pair:
+        with fleet.cluster.connect(db) as conn:
+            rows = conn.execute(
+                "SELECT payload::jsonb FROM orchestrator_audit "
+                "WHERE payload::jsonb->>'event' IN ('run.started', 'run.succeeded') ORDER BY id"
+            ).fetchall()
+        (started, ended) = (r[0] for r in rows)
+        runs[db] = (started["pid"], started["timestamp"], ended["timestamp"])
+    (pid_a, start_a, end_a), (pid_b, start_b, end_b) = runs.values()
+    assert pid_a != pid_b and {pid_a, pid_b} == {int(p.name) for p in barrier.iterdir()}
+    assert start_a < end_b and start_b < end_a, runs  # the two runs' intervals overlap
 
 
 def test_failing_target_stop_then_continue_then_fix_resumes_only_what_is_left(fleet: Fleet) -> None:
@@ -403,12 +444,41 @@ def _has_revision(conn: Any, revision: str) -> bool:
     return found.fetchone() is not None
 
 
+@contextmanager
+def lock_held(fleet: Fleet, db: str) -> Iterator[None]:
+    """Someone else holds `db`'s migration lock for the duration of the block."""
+    with fleet.cluster.connect(db) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (lock_id(DEFAULT_KEY),))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id(DEFAULT_KEY),))
+
+
+def all_waiting(
+    fleet: Fleet, db: str, runners: list[subprocess.Popen[str]], before: int = 0
+) -> None:
+    """Until every runner waits for `db`'s lock: they are all alive and in the same place."""
+    wait_for(
+        f"{len(runners)} runners to wait for {db}'s lock",
+        lambda: (
+            any(p.poll() is not None for p in runners)
+            or fleet.events(db).count("lock.waiting") == before + len(runners)
+        ),
+        timeout=60,
+    )
+    assert all(p.poll() is None for p in runners), [finish(p, 5) for p in runners]
+
+
 def test_overlapping_shard_runners_never_apply_a_revision_twice(fleet: Fleet) -> None:
     migrate_dev(fleet)
-    runners = [
-        fleet.popen("migrate", "staging", "--shard", shard, "--json")
-        for shard in ("1/2", "1/2", "2/2")
-    ]
+    start = fleet.staging[0]  # where the two identical shards start: both wait there at once
+    with lock_held(fleet, start):
+        runners = [
+            fleet.popen("migrate", "staging", "--shard", shard, "--json")
+            for shard in ("1/2", "1/2", "2/2")
+        ]
+        all_waiting(fleet, start, runners[:2])
     outcomes = [finish(p) for p in runners]
     for code, _, err in outcomes:
         assert code == 0, err
@@ -424,10 +494,13 @@ def test_overlapping_shard_runners_never_apply_a_revision_twice(fleet: Fleet) ->
     # a new revision: a whole-fleet runner and a half-fleet runner at once
     fleet.project.add_revision(SLOW, HEAD, "op.execute('SELECT pg_sleep(0.05)')")
     migrate_dev(fleet)
-    runners = [
-        fleet.popen("migrate", "staging", "--shard", shard, "--parallel", "2")
-        for shard in ("1/1", "1/2")
-    ]
+    waited = fleet.events(start).count("lock.waiting")
+    with lock_held(fleet, start):
+        runners = [
+            fleet.popen("migrate", "staging", "--shard", shard, "--parallel", "2")
+            for shard in ("1/1", "1/2")
+        ]
+        all_waiting(fleet, start, runners, before=waited)
     for code, _, err in (finish(p) for p in runners):
         assert code == 0, err
     for db in fleet.staging:

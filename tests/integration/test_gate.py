@@ -81,6 +81,64 @@ def test_promote_goes_exactly_as_far_as_the_predecessor(project: Project) -> Non
     assert project.run("migrate", "dev", "--to", SHIPPED[0]).code == 2  # below: not an upgrade
 
 
+def test_promote_stops_at_the_predecessors_revision_below_head(project: Project) -> None:
+    assert project.run("migrate", "dev").code == 0
+    assert project.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    result = project.run("promote", "prod", "--approve", "--json")
+    assert result.code == 0, result.output
+    assert result.json()[0]["applied"] == SHIPPED[:3]
+    assert project.version("prod") == [SHIPPED[2]]
+    assert [r for r, _ in project.ledger("prod")] == SHIPPED[:3]
+
+
+def test_migrate_refuses_a_drifted_environment(project: Project) -> None:
+    """A revision this database ran was edited since: nothing more runs until that is fixed."""
+    assert project.run("migrate", "dev", "--to", SHIPPED[3]).code == 0
+    path = next(project.versions.glob(f"{SHIPPED[1]}_*.py"))
+    path.write_text(path.read_text() + "\n# edited after it ran\n")
+    before = (project.schema("dev"), project.version("dev"), project.ledger("dev"))
+
+    for args in (["migrate", "dev"], ["migrate", "dev", "--to", SHIPPED[3]]):
+        refused = project.run(*args)
+        assert refused.code == 3, (args, refused.output)
+        assert f"Refused: {SHIPPED[1]} changed since dev ran it (checksum drift)" in refused.stderr
+        assert (project.schema("dev"), project.version("dev"), project.ledger("dev")) == before
+    (event,) = [e for e in project.audit_events("dev") if e["event"] == "run.refused"][-1:]
+    assert event["drift"] == [SHIPPED[1]]
+
+
+def test_plan_exits_3_when_the_run_would_be_refused(project: Project) -> None:
+    assert project.run("migrate", "dev").code == 0
+    assert project.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    assert project.run("plan", "prod").code == 3  # the gate: staging has not run the rest
+    as_json = project.run("plan", "prod", "--json")
+    assert as_json.code == 3 and as_json.json()["would_refuse"] is True
+    allowed = project.run("plan", "prod", "--to", SHIPPED[2], "--json")
+    assert allowed.code == 0, allowed.output
+    assert allowed.json()["would_refuse"] is False
+
+    path = next(project.versions.glob(f"{SHIPPED[0]}_*.py"))
+    path.write_text(path.read_text() + "\n# edited after it ran\n")
+    drifted = project.run("plan", "staging", "--json")  # staging ran SHIPPED[0]: drift
+    assert drifted.code == 3, drifted.output
+    assert drifted.json()["drift"] == [SHIPPED[0]]
+
+
+def test_plan_exits_3_when_lint_would_refuse(project: Project) -> None:
+    for env in ("dev", "staging"):
+        assert project.run("migrate", env).code == 0
+    plain_index = 'op.create_index("ix_users_name", "users", ["name"])'
+    project.add_revision("f00000000001", HEAD, plain_index)
+    for env in ("dev", "staging"):
+        assert project.run("migrate", env).code == 0  # lint: warn there
+    assert project.run("plan", "prod", "--to", HEAD).code == 0
+    result = project.run("plan", "prod", "--json")  # lint: error on prod
+    assert result.code == 3, result.output
+    assert result.json()["would_refuse"] is True
+    blocking = [(f["revision"], f["rule"]) for f in result.json()["lint"] if not f["waived"]]
+    assert blocking == [("f00000000001", "require-concurrent-index-creation")]
+
+
 def test_to_below_current_points_at_downgrade(project: Project) -> None:
     assert project.run("migrate", "dev").code == 0
     result = project.run("migrate", "dev", "--to", SHIPPED[1])

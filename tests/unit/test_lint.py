@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 from orchestrator.lint import (
@@ -89,9 +93,30 @@ def test_locate_squawk_with_empty_path_is_none_and_ensure_raises() -> None:
         ensure_squawk(locate_squawk(interpreter_dir=None, path=""))
 
 
-def test_find_squawk_prefers_interpreter_dir() -> None:
+def _fake_squawk(directory: Path) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    exe = directory / "squawk"
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    return str(exe)
+
+
+def test_locate_squawk_prefers_interpreter_dir_then_path(tmp_path: Path) -> None:
+    venv_bin, elsewhere = tmp_path / "venv-bin", tmp_path / "elsewhere"
+    on_path = _fake_squawk(elsewhere)
+    assert locate_squawk(interpreter_dir=str(venv_bin), path=str(elsewhere)) == on_path
+    in_venv = _fake_squawk(venv_bin)
+    assert locate_squawk(interpreter_dir=str(venv_bin), path=str(elsewhere)) == in_venv
+    assert locate_squawk(interpreter_dir=None, path=str(elsewhere)) == on_path
+
+
+def test_find_squawk_prefers_interpreter_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The venv's squawk (beside this interpreter), not another one earlier on PATH."""
+    monkeypatch.setenv("PATH", str(Path(_fake_squawk(tmp_path / "other")).parent))
     found = find_squawk()
-    assert found is not None
+    assert found == os.path.join(os.path.dirname(sys.executable), "squawk")
     assert ensure_squawk(found) == found
 
 
