@@ -89,8 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", required=True, metavar="REV")
     p.add_argument("--reason", required=True, metavar="TEXT")
 
-    p = add("audit", "review the audit trail (newest last); `audit verify` checks the chain")
-    p.add_argument("action", nargs="?", choices=["verify"], help="verify the hash chain")
+    p = add(
+        "audit",
+        "review the audit trail (newest last); `audit verify` checks the chain; "
+        "`audit report --out FILE.html` writes a report for reviewers",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["verify", "report"],
+        help="verify: check the hash chain; report: write an HTML report (--out)",
+    )
     p.add_argument("--env", metavar="ENV")
     p.add_argument("--since", metavar="30m|12h|7d|DATE")
     p.add_argument("--until", metavar="30m|12h|7d|DATE")
@@ -100,6 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcome", choices=["succeeded", "failed", "refused", "interrupted"])
     p.add_argument("--run", metavar="ID")
     p.add_argument("--limit", type=_count, metavar="N", help="keep the N most recent matches")
+    p.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        help="table (default on a terminal), csv (a header row, one event per row), "
+        "json (JSON lines, as --json)",
+    )
+    p.add_argument("--out", metavar="FILE.html", help="audit report: the file to write")
 
     p = add("drift", "what differs in ENV's live schema from what its last run recorded")
     p.add_argument("env", metavar="ENV")
@@ -453,36 +469,65 @@ def cmd_baseline(args: argparse.Namespace, out: Out) -> int:
 
 def cmd_audit(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands import audit as audit_commands
-    from orchestrator.ledger import AuditFilter
+    from orchestrator.errors import UsageError
 
+    if args.out is not None and args.action != "report":
+        raise UsageError("--out names the file of `audit report`; other audit commands print.")
+    if args.action is not None and args.format is not None:
+        raise UsageError(f"--format is for listing events; `audit {args.action}` has no formats.")
+    if out.as_json and args.format not in (None, "json"):
+        raise UsageError(f"--json and --format {args.format} disagree: give one of them.")
     app = _app()
     if args.action == "verify":
-        results = audit_commands.verify(app, args.env)
-        broken = [r for r in results if r.get("checked") and not r["intact"]]
-        # a configured database we could not read is not proven intact
-        unread = [r for r in results if not r["checked"] and r.get("configured", True)]
-        if out.as_json:
-            out.json(results)
-        else:
-            for r in results:
-                where = r["env"] if r["target"] == r["env"] else f"{r['env']}/{r['target']}"
-                if not r["checked"]:
-                    print(f"{where}: not checked ({r['error']})")
-                elif r["intact"]:
-                    print(f"{where}: {out.paint('intact', '32')} ({r['rows']} rows)")
-                else:
-                    b = r["broken"]
-                    print(
-                        out.paint(
-                            f"{where}: BROKEN at row {b['id']} ({b['timestamp']}): {b['problem']}",
-                            "31",
-                        )
-                    )
-        return 1 if broken or unread else 0
-    flt = AuditFilter(
+        return _audit_verify(app, args, out)
+    if args.env:
+        app.envs.get(args.env)
+    flt = _audit_filter(args)
+    if args.action == "report":
+        return _audit_report(app, flt, args, out)
+    events, unreachable = audit_commands.audit(app, flt)
+    _warn_unreachable(unreachable)
+    code = 1 if args.env and unreachable else 0  # the one env asked for could not be read
+    fmt = args.format or ("json" if out.as_json else "table")
+    if fmt == "json":
+        for event in events:
+            print(json.dumps(event, default=str))
+        return code
+    if fmt == "csv":
+        sys.stdout.write(audit_commands.events_csv(events))
+        return code
+    from orchestrator.textsafe import escape_controls
+
+    out.table(
+        ["TIMESTAMP", "ENV", "EVENT", "OUTCOME", "REVISION", "ACTOR", "RUN", "DETAIL"],
+        [
+            [
+                escape_controls(str(cell))
+                for cell in (
+                    e["timestamp"][:23].replace("T", " "),
+                    e["env"] + (f"/{e['target']}" if e.get("target") else ""),
+                    e["event"],
+                    e.get("outcome") or "",
+                    (e.get("revision") or "")[:12],
+                    e["actor"],
+                    e["run_id"],
+                    _detail(e),
+                )
+            ]
+            for e in events
+        ],
+    )
+    return code
+
+
+def _audit_filter(args: argparse.Namespace) -> Any:
+    from orchestrator.commands.audit import parse_when
+    from orchestrator.ledger import AuditFilter
+
+    return AuditFilter(
         env=args.env,
-        since=audit_commands.parse_when(args.since),
-        until=audit_commands.parse_when(args.until),
+        since=parse_when(args.since),
+        until=parse_when(args.until),
         actor=args.actor,
         event=args.event,
         revision=args.revision,
@@ -490,35 +535,94 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
         run_id=args.run,
         limit=args.limit,
     )
-    if args.env:
-        app.envs.get(args.env)
-    events, unreachable = audit_commands.audit(app, flt)
+
+
+def _warn_unreachable(unreachable: Sequence[str]) -> None:
     if unreachable:  # a log event: off a terminal, every stderr line stays one JSON object
         import structlog
 
         for problem in unreachable:
             structlog.get_logger("orchestrator").warning("audit.not_read", problem=problem)
+
+
+def _audit_verify(app: Any, args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.commands import audit as audit_commands
+
+    results = audit_commands.verify(app, args.env)
+    broken = [r for r in results if r.get("checked") and not r["intact"]]
+    # a configured database we could not read is not proven intact
+    unread = [r for r in results if not r["checked"] and r.get("configured", True)]
     if out.as_json:
-        for event in events:
-            print(json.dumps(event, default=str))
-        return 1 if args.env and unreachable else 0
-    out.table(
-        ["TIMESTAMP", "ENV", "EVENT", "OUTCOME", "REVISION", "ACTOR", "RUN", "DETAIL"],
-        [
-            [
-                e["timestamp"][:23].replace("T", " "),
-                e["env"] + (f"/{e['target']}" if e.get("target") else ""),
-                e["event"],
-                e.get("outcome") or "",
-                (e.get("revision") or "")[:12],
-                e["actor"],
-                e["run_id"],
-                _detail(e),
-            ]
-            for e in events
-        ],
-    )
-    return 1 if args.env and unreachable else 0  # the one env asked for could not be read
+        out.json(results)
+    else:
+        for r in results:
+            where = r["env"] if r["target"] == r["env"] else f"{r['env']}/{r['target']}"
+            if not r["checked"]:
+                print(f"{where}: not checked ({r['error']})")
+            elif r["intact"]:
+                print(f"{where}: {out.paint('intact', '32')} ({r['rows']} rows)")
+            else:
+                b = r["broken"]
+                print(
+                    out.paint(
+                        f"{where}: BROKEN at row {b['id']} ({b['timestamp']}): {b['problem']}",
+                        "31",
+                    )
+                )
+    return 1 if broken or unread else 0
+
+
+def _audit_report(app: Any, flt: Any, args: argparse.Namespace, out: Out) -> int:
+    from pathlib import Path
+
+    from orchestrator.commands.report import write_report
+    from orchestrator.errors import UsageError
+
+    if not args.out:
+        raise UsageError("audit report needs --out FILE.html: the file to write the report to.")
+    filters = []
+    for flag, given, resolved in (
+        ("--env", args.env, None),
+        ("--since", args.since, flt.since),
+        ("--until", args.until, flt.until),
+        ("--actor", args.actor, None),
+        ("--event", args.event, None),
+        ("--revision", args.revision, None),
+        ("--outcome", args.outcome, None),
+        ("--run", args.run, None),
+        ("--limit", None if args.limit is None else str(args.limit), None),
+    ):
+        if given is not None:
+            shown = given if resolved in (None, given) else f"{given} (from {resolved})"
+            filters.append((flag, shown))
+    written = write_report(app, flt, filters, Path(args.out))
+    _warn_unreachable(written.unreachable)
+    report = written.report
+    summary = {
+        "report": str(written.path),
+        "bytes": written.size,
+        "events": report.events,
+        "runs": report.runs_total,
+        "runs_shown": report.runs_shown,
+        "broken": [f"{b['env']}/{b['target']}" for b in written.broken],
+    }
+    if out.as_json:
+        out.json(summary)
+    else:
+        capped = (
+            f", the {report.runs_shown} most recent shown"
+            if report.runs_shown < report.runs_total
+            else ""
+        )
+        print(
+            f"Report written to {written.path}: {report.events} events, "
+            f"{report.runs_total} runs{capped}."
+        )
+        for b in written.broken:
+            where = b["env"] if b["target"] == b["env"] else f"{b['env']}/{b['target']}"
+            print(out.paint(f"{where}: audit chain BROKEN at row {b['broken']['id']}", "31"))
+    # as `audit verify`: a broken chain, or the one environment asked for unread, is a failure
+    return 1 if written.broken or (args.env and written.unreachable) else 0
 
 
 def _detail(event: dict[str, Any]) -> str:

@@ -43,5 +43,10 @@ expect 0 "$O" audit --env prod
 step "Nobody edited it" "$O audit verify"
 expect 0 "$O" audit verify
 
+REPORT="$DEMO/audit-report.html"
+step "A report for reviewers: one HTML file, no network needed" "$O audit report --out $REPORT"
+expect 0 "$O" audit report --out "$REPORT"
+
 echo
 echo "Demo done. Databases, events ($LOG) and the JSON-lines audit file are in $DEMO/."
+echo "The audit report: $(cd "$(dirname "$REPORT")" && pwd)/$(basename "$REPORT") (open it in a browser)."

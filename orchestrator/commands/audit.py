@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import re
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -110,3 +114,49 @@ def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
                 }
             )
     return results
+
+
+# The columns of `audit --format csv`, in this order; keys no column names follow, sorted.
+CSV_COLUMNS = (
+    "timestamp",
+    "event",
+    "run_id",
+    "env",
+    "target",
+    "actor",
+    "outcome",
+    "command",
+    "revision",
+    "from_revision",
+    "to_revision",
+    "checksum",
+    "duration_ms",
+    "ticket",
+    "reason",
+    "error",
+    "git_sha",
+    "approval",
+    "waivers",
+    "lock_key",
+    "holder",
+)
+
+
+def csv_cell(value: Any) -> str:
+    """Text as it is; numbers, lists and objects as JSON text (so a cell reads back exactly)."""
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def events_csv(events: Iterable[Mapping[str, Any]]) -> str:
+    """Pure: a header row, then one row per event, RFC 4180 quoting (CRLF line ends).
+
+    An empty cell: the event has no such field."""
+    events = list(events)
+    extra = sorted({k for e in events for k in e} - set(CSV_COLUMNS))
+    columns = [*CSV_COLUMNS, *extra]
+    buffer = io.StringIO(newline="")
+    writer = csv.writer(buffer, lineterminator="\r\n")  # csv's default quoting: QUOTE_MINIMAL
+    writer.writerow(columns)
+    for event in events:
+        writer.writerow([csv_cell(event[c]) if c in event else "" for c in columns])
+    return buffer.getvalue()

@@ -1,0 +1,307 @@
+"""The audit report's content, built from audit events alone: runs per environment, the
+revision x environment matrix, per-environment summaries. Pure: plain data in, plain data out;
+no database, no rendering (commands/report.py renders it).
+
+Every value shown comes from an event's field; where the events say nothing (a run whose end
+is not among them, a revision one environment never ran) the report says so instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+OUTCOMES = ("succeeded", "failed", "refused", "interrupted")
+NO_END = "no end"  # a run whose terminal event is not among the events read
+TERMINAL = {"run.succeeded", "run.failed", "run.refused", "run.interrupted"}
+# Rows in the HTML: more would make a file nobody can open; the counts stay complete.
+MAX_RUNS = 3000
+MAX_REVISIONS = 500
+
+
+@dataclass(slots=True)
+class LockWait:
+    timestamp: str
+    holder: str
+
+
+@dataclass(slots=True)
+class Step:
+    """A revision a run applied or reverted (migration.applied / migration.reverted)."""
+
+    revision: str
+    direction: str  # applied | reverted
+    checksum: str | None
+    timestamp: str
+    duration_ms: int | None
+
+
+@dataclass(slots=True)
+class Run:
+    run_id: str
+    env: str
+    target: str | None = None
+    command: str | None = None
+    started: str | None = None  # run.started's timestamp; else the first event read
+    ended: str | None = None
+    actor: str | None = None
+    ticket: str | None = None
+    git_sha: str | None = None
+    from_revision: str | None = None
+    to_revision: str | None = None
+    outcome: str = NO_END
+    duration_ms: int | None = None
+    approval: str | None = None
+    forced: bool = False
+    reason: str | None = None  # the downgrade's or baseline's --reason
+    waivers: list[str] = field(default_factory=list)
+    refusals: list[str] = field(default_factory=list)  # run.refused's message, gate's blocks
+    errors: list[str] = field(default_factory=list)  # migration.failed / run.failed
+    lock_waits: list[LockWait] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    interrupted: str | None = None  # run.interrupted's reason
+    noticed_by: str | None = None  # the run that recorded this one as interrupted
+    events: int = 0
+
+    @property
+    def search_text(self) -> str:
+        """What the report's search box matches against."""
+        parts = [
+            self.run_id,
+            self.env,
+            self.target,
+            self.command,
+            self.actor,
+            self.ticket,
+            self.git_sha,
+            self.from_revision,
+            self.to_revision,
+            self.outcome,
+            self.approval,
+            self.reason,
+            self.interrupted,
+            *self.waivers,
+            *self.refusals,
+            *self.errors,
+            *(s.revision for s in self.steps),
+        ]
+        return " ".join(p for p in parts if p).lower()
+
+
+@dataclass(slots=True)
+class Cell:
+    """What one environment did with one revision: its latest apply and revert."""
+
+    applied: str | None = None
+    applied_checksum: str | None = None
+    applied_run: str | None = None
+    reverted: str | None = None
+    reverted_run: str | None = None
+    targets: set[str] = field(default_factory=set)
+    by_target: dict[str | None, tuple[str, str | None]] = field(default_factory=dict)
+
+    @property
+    def state(self) -> str:
+        if self.applied and (not self.reverted or self.applied >= self.reverted):
+            return "applied"
+        return "reverted"
+
+
+@dataclass(slots=True)
+class MatrixRow:
+    revision: str
+    first_seen: str
+    cells: dict[str, Cell]
+    checksums: set[str]
+
+    @property
+    def agreement(self) -> str:
+        """agree (every environment that applied it ran the same file), differ, or single."""
+        if len(self.checksums) > 1:
+            return "differ"
+        applied_in = sum(1 for c in self.cells.values() if c.applied_checksum)
+        return "agree" if applied_in > 1 else "single"
+
+
+@dataclass(slots=True)
+class EnvSummary:
+    env: str
+    runs: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    last_success: Run | None = None
+    shown: int = 0  # runs in the timeline (the most recent ones)
+
+
+@dataclass(slots=True)
+class Report:
+    envs: list[str]
+    runs: dict[str, list[Run]]  # env -> runs shown, newest first
+    summaries: dict[str, EnvSummary]
+    matrix: list[MatrixRow]  # newest first
+    revisions_total: int
+    events: int
+    first_event: str | None
+    last_event: str | None
+    runs_total: int
+    runs_shown: int
+
+
+def _holder_text(holder: Any) -> str:
+    if not isinstance(holder, Mapping):
+        return "" if holder is None else str(holder)
+    parts = [
+        str(holder[k])
+        for k in ("application_name", "pid", "client_addr", "since")
+        if holder.get(k) not in (None, "")
+    ]
+    return ", ".join(parts)
+
+
+def _blocked_text(blocked: Any) -> list[str]:
+    if not isinstance(blocked, list):
+        return []
+    return [
+        f"{b.get('revision')}: {b.get('reason')}" if isinstance(b, Mapping) else str(b)
+        for b in blocked
+    ]
+
+
+_RUN_FIELDS = frozenset({"target", "command", "actor", "ticket", "git_sha", "approval"})
+
+
+def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
+    """Pure: events (oldest first) grouped into runs, in the order each run was first seen."""
+    runs: dict[str, Run] = {}
+    for e in events:
+        run_id = str(e.get("run_id") or "")
+        run = runs.get(run_id)
+        if run is None:
+            run = runs[run_id] = Run(run_id=run_id, env=str(e.get("env") or ""))
+            run.started = e.get("timestamp")
+        run.events += 1
+        name = e.get("event")
+        for attr in _RUN_FIELDS.intersection(e):  # the first event that carries it
+            if getattr(run, attr) is None and e[attr] is not None:
+                setattr(run, attr, str(e[attr]))
+        if not run.waivers and isinstance(e.get("waivers"), list):
+            run.waivers = [str(w) for w in e["waivers"]]
+        if name == "run.started":
+            run.started = e.get("timestamp")
+            run.from_revision = e.get("from_revision")
+            run.to_revision = e.get("to_revision")
+            run.reason = e.get("reason")
+            run.forced = bool(e.get("forced"))
+        elif name in ("migration.applied", "migration.reverted"):
+            run.steps.append(
+                Step(
+                    revision=str(e.get("revision")),
+                    direction="applied" if name == "migration.applied" else "reverted",
+                    checksum=e.get("checksum") or None,
+                    timestamp=str(e.get("timestamp")),
+                    duration_ms=e.get("duration_ms"),
+                )
+            )
+        elif name == "lock.waiting":
+            run.lock_waits.append(LockWait(str(e.get("timestamp")), _holder_text(e.get("holder"))))
+        elif name == "gate.refused":
+            run.refusals.extend(_blocked_text(e.get("blocked")))
+        elif name == "migration.failed" and e.get("error"):
+            run.errors.append(f"{e.get('revision')}: {e['error']}")
+        if name in TERMINAL:
+            run.outcome = str(e.get("outcome") or name.split(".", 1)[1])
+            run.ended = e.get("timestamp")
+            if e.get("duration_ms") is not None:
+                run.duration_ms = e["duration_ms"]
+            if name == "run.refused" and e.get("error"):
+                run.refusals.append(str(e["error"]))
+            elif name == "run.failed" and e.get("error"):
+                run.errors.append(str(e["error"]))
+                if e.get("holder"):
+                    run.lock_waits.append(
+                        LockWait(str(e.get("timestamp")), _holder_text(e["holder"]))
+                    )
+            elif name == "run.interrupted":
+                run.interrupted = e.get("reason")
+                run.noticed_by = e.get("noticed_by")
+            if run.to_revision is None and e.get("to_revision"):
+                run.to_revision = e["to_revision"]
+    return list(runs.values())
+
+
+def build_matrix(runs: Sequence[Run]) -> list[MatrixRow]:
+    """Pure: per revision, when each environment last applied (and reverted) it, and the
+    checksums the environments recorded for it; newest revision first."""
+    rows: dict[str, MatrixRow] = {}
+    for run in runs:
+        for step in run.steps:
+            row = rows.get(step.revision)
+            if row is None:
+                row = rows[step.revision] = MatrixRow(step.revision, step.timestamp, {}, set())
+            row.first_seen = min(row.first_seen, step.timestamp)
+            cell = row.cells.setdefault(run.env, Cell())
+            if run.target:
+                cell.targets.add(run.target)
+            if step.direction == "applied":
+                if cell.applied is None or step.timestamp >= cell.applied:
+                    cell.applied, cell.applied_run = step.timestamp, run.run_id
+                    cell.applied_checksum = step.checksum
+                latest = cell.by_target.get(run.target)
+                if latest is None or step.timestamp >= latest[0]:
+                    cell.by_target[run.target] = (step.timestamp, step.checksum)
+            elif cell.reverted is None or step.timestamp >= cell.reverted:
+                cell.reverted, cell.reverted_run = step.timestamp, run.run_id
+    for row in rows.values():
+        # each database's latest apply counts: a fleet whose databases ran different files
+        # disagrees with itself
+        row.checksums = {
+            checksum
+            for cell in row.cells.values()
+            for _, checksum in cell.by_target.values()
+            if checksum
+        }
+    return sorted(rows.values(), key=lambda r: r.first_seen, reverse=True)
+
+
+def build_report(
+    events: Sequence[Mapping[str, Any]],
+    env_order: Sequence[str] = (),
+    max_runs: int = MAX_RUNS,
+    max_revisions: int = MAX_REVISIONS,
+) -> Report:
+    """Pure: the report's content from events (oldest first). Environments in `env_order`
+    first (promotion order), then any others the events name. Each environment's timeline
+    keeps its most recent runs, `max_runs` shared among the environments; counts stay whole."""
+    runs = collect_runs(events)
+    seen = list(dict.fromkeys(r.env for r in runs))
+    envs = [e for e in env_order if e in seen] + [e for e in seen if e not in env_order]
+    by_env: dict[str, list[Run]] = {e: [] for e in envs}
+    for run in runs:
+        by_env[run.env].append(run)
+    per_env = max(max_runs // max(len(envs), 1), 1)
+    summaries: dict[str, EnvSummary] = {}
+    shown: dict[str, list[Run]] = {}
+    for env in envs:
+        ordered = sorted(by_env[env], key=lambda r: r.started or "", reverse=True)
+        summary = EnvSummary(env=env, runs=len(ordered))
+        for run in ordered:
+            summary.outcomes[run.outcome] = summary.outcomes.get(run.outcome, 0) + 1
+            if summary.last_success is None and run.outcome == "succeeded" and run.steps:
+                summary.last_success = run
+        shown[env] = ordered[:per_env]
+        summary.shown = len(shown[env])
+        summaries[env] = summary
+    matrix = build_matrix(runs)
+    timestamps = [str(e["timestamp"]) for e in events if e.get("timestamp")]
+    return Report(
+        envs=envs,
+        runs=shown,
+        summaries=summaries,
+        matrix=matrix[:max_revisions],
+        revisions_total=len(matrix),
+        events=len(events),
+        first_event=min(timestamps) if timestamps else None,
+        last_event=max(timestamps) if timestamps else None,
+        runs_total=len(runs),
+        runs_shown=sum(len(v) for v in shown.values()),
+    )
