@@ -39,7 +39,13 @@
   outcome.addEventListener("change", filterRuns);
   env.addEventListener("change", filterRuns);
   form.addEventListener("submit", function (ev) { ev.preventDefault(); });
-  form.addEventListener("reset", function () { setTimeout(filterRuns, 0); });
+  form.addEventListener("reset", function (ev) {
+    ev.preventDefault();
+    q.value = "";
+    outcome.value = "";
+    env.value = "";
+    filterRuns();
+  });
   rq.addEventListener("input", filterRevisions);
   document.addEventListener("keydown", function (ev) {
     var typing = /^(INPUT|SELECT|TEXTAREA)$/.test(document.activeElement.tagName);
