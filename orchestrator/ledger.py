@@ -407,9 +407,28 @@ class BrokenRow:
 
 def verify_chain(rows: Sequence[Mapping[str, Any]]) -> BrokenRow | None:
     """Recompute the chain over rows ordered by id; the first row that does not fit."""
+    return check_chain(rows, decode_all=False)[0]
+
+
+_INDEXED = ("timestamp", "event", "run_id", "env", "actor", "revision", "outcome")
+
+
+def check_chain(
+    rows: Sequence[Mapping[str, Any]], decode_all: bool = True
+) -> tuple[BrokenRow | None, list[dict[str, Any]]]:
+    """`verify_chain`, and each row's event as recorded (its payload), in order: every row's
+    with `decode_all` (those after a broken row too), else those checked before a break."""
     expected_prev, expected_id = GENESIS, 1
+    broken: BrokenRow | None = None
+    records: list[dict[str, Any]] = []
     for row in rows:
+        if broken is not None:
+            if not decode_all:
+                break
+            records.append(json.loads(row["payload"]))
+            continue
         problem = None
+        record = None
         if row["id"] != expected_id:
             problem = f"expected row {expected_id} here (rows missing or inserted)"
         elif row["prev_hash"] != expected_prev:
@@ -418,17 +437,43 @@ def verify_chain(rows: Sequence[Mapping[str, Any]]) -> BrokenRow | None:
             problem = "its content does not match its hash"
         else:
             record = json.loads(row["payload"])
-            for column in ("timestamp", "event", "run_id", "env", "actor", "revision", "outcome"):
+            for column in _INDEXED:
                 if record.get(column) != row[column]:
                     problem = f"column {column} differs from the hashed record"
                     break
         if problem:
-            return BrokenRow(row["id"], row["timestamp"], problem)
+            broken = BrokenRow(row["id"], row["timestamp"], problem)
+            if decode_all:
+                records.append(record if record is not None else json.loads(row["payload"]))
+            continue
+        records.append(record)  # type: ignore[arg-type]
         expected_prev, expected_id = row["hash"], row["id"] + 1
-    return None
+    return broken, records
+
+
+def event_matches(flt: AuditFilter, record: Mapping[str, Any]) -> bool:
+    """Pure: whether an event passes `flt`'s filters (not its limit), as `audit_select` does."""
+    for key, value in (
+        ("env", flt.env),
+        ("actor", flt.actor),
+        ("event", flt.event),
+        ("outcome", flt.outcome),
+        ("run_id", flt.run_id),
+    ):
+        if value is not None and record.get(key) != value:
+            return False
+    if flt.revision is not None:
+        revision = record.get("revision")
+        if revision is None or not str(revision).startswith(flt.revision):
+            return False
+    if flt.since is not None and not str(record.get("timestamp")) >= flt.since:
+        return False
+    return flt.until is None or str(record.get("timestamp")) <= flt.until
 
 
 def read_chain(connection: Connection) -> list[dict[str, Any]]:
     if not inspect(connection).has_table(AUDIT_TABLE):
         return []
-    return [dict(row._mapping) for row in connection.execute(select(audit).order_by(audit.c.id))]
+    result = connection.execute(select(audit).order_by(audit.c.id))
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]

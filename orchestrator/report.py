@@ -16,7 +16,7 @@ OUTCOMES = ("succeeded", "failed", "refused", "interrupted")
 NO_END = "no end"  # a run whose terminal event is not among the events read
 TERMINAL = {"run.succeeded", "run.failed", "run.refused", "run.interrupted"}
 # Rows in the HTML: more would make a file nobody can open; the counts stay complete.
-MAX_RUNS = 3000
+MAX_RUNS = 2000
 MAX_REVISIONS = 500
 
 

@@ -47,8 +47,7 @@ def write_report(
         raise UsageError(f"--out {out} is a directory; name the HTML file to write.")
     if not target.parent.is_dir():
         raise UsageError(f"--out {out}: the directory {target.parent} does not exist.")
-    events, unreachable = audit_commands.audit(app, flt)
-    verification = audit_commands.verify(app, flt.env)
+    events, unreachable, verification = audit_commands.review(app, flt)
     report = build_report(events, list(app.envs.order))
     html = render_html(
         report,

@@ -281,7 +281,7 @@ def test_report_over_100k_events_stays_small_and_says_it_is_capped() -> None:
         ]
     html = render(events)
     assert len(html.encode()) < 5_000_000
-    assert "Showing the 3000 most recent of 20000 runs" in html
+    assert "Showing the 1998 most recent of 20000 runs" in html
     assert "Showing the 500 newest of 700 revisions" in html
 
 
@@ -335,3 +335,58 @@ def test_csv_of_no_events_is_the_header() -> None:
 )
 def test_control_characters_become_visible_escapes(raw: str, shown: str) -> None:
     assert escape_controls(raw) == shown
+
+
+# -- one read per database: verify and filter the same rows -------------------------------
+
+
+def test_check_chain_returns_every_event_and_the_first_broken_row() -> None:
+    from orchestrator import ledger
+
+    events = history()
+    rows = ledger.chain_rows(events, 0, ledger.GENESIS)
+    assert ledger.check_chain(rows) == (None, events)
+    rows[4] = {**rows[4], "payload": rows[4]["payload"].replace("alice", "mallory")}
+    broken, records = ledger.check_chain(rows)
+    assert broken is not None and broken.id == 5 and "hash" in broken.problem
+    assert len(records) == len(events) and records[4]["actor"] == "mallory"  # shown, not hidden
+    assert ledger.verify_chain(rows) == broken
+
+
+@pytest.mark.parametrize(
+    ("flt", "expected"),
+    [
+        ({}, 30),
+        ({"env": "prod"}, 8),
+        ({"actor": "bob"}, 3),
+        ({"event": "run.started"}, 9),
+        ({"outcome": "refused"}, 2),
+        ({"run_id": "r3"}, 6),
+        ({"revision": "aaaa"}, 3),
+        ({"revision": ""}, 9),  # as SQL's LIKE '%': every event with a revision
+        ({"since": ts(10)}, 6),
+        ({"until": ts(0)}, 2),
+        ({"since": ts(2), "until": ts(2), "env": "prod"}, 3),
+    ],
+)
+def test_event_filter_matches_the_sql_filter(
+    flt: dict[str, Any], expected: int, tmp_path: Any
+) -> None:
+    """The report filters in Python the rows it verified; `audit` filters in SQL: the same."""
+    import sqlalchemy as sa
+
+    from orchestrator import ledger
+
+    f = ledger.AuditFilter(**flt)
+    in_python = [e for e in history() if ledger.event_matches(f, e)]
+    assert len(in_python) == expected
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'a.db'}")
+    try:
+        with engine.begin() as connection:
+            ledger.ensure_tables(connection)
+            ledger.append_audit(connection, history())
+        with engine.connect() as connection:
+            in_sql = ledger.query_audit(connection, f)
+    finally:
+        engine.dispose()
+    assert [{k: v for k, v in e.items() if k != "id"} for e in in_sql] == in_python
