@@ -373,6 +373,13 @@ def cmd_plan(args: argparse.Namespace, out: Out) -> int:
             print(f"  lint could not run: {p['lint_problem']}")
         if p["drift"]:
             print(out.paint(f"  drift: {', '.join(p['drift'])} changed since {where} ran it", "31"))
+        if p.get("schema_drift"):
+            print(
+                out.paint(
+                    f"  schema drift since {where}'s last run: {'; '.join(p['schema_drift'])}",
+                    "31",
+                )
+            )
         for rev, sql in (p.get("sql") or {}).items():
             print(f"-- {rev}\n{sql.strip()}\n")
         verdict = "would be REFUSED" if p["would_refuse"] else "would run"

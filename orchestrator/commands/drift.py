@@ -151,6 +151,18 @@ def drift_since_recorded(connection: Connection, heads: Sequence[str]) -> list[D
     return compare(full.description or {}, live) if full else None
 
 
+def planned_schema_drift(
+    env: EnvironmentConfig, connection: Connection, heads: Sequence[str]
+) -> list[str]:
+    """For `plan`: what a migrate's check would name (nothing when the policy is off)."""
+    if env.policy.schema_drift == "off":
+        return []
+    try:
+        return [d.line for d in drift_since_recorded(connection, heads) or []]
+    except SQLAlchemyError:
+        return []
+
+
 def suspect_drift(run: TargetRun, heads: Sequence[str]) -> bool:
     """A first look without the lock (a no-op migrate stays cheap): has it drifted?"""
     if run.env.policy.schema_drift == "off":

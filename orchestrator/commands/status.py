@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import ledger
 from orchestrator.app import App
-from orchestrator.commands.drift import schema_status
+from orchestrator.commands.drift import planned_schema_drift, schema_status
 from orchestrator.config import Target
 from orchestrator.database import safe_url
 from orchestrator.errors import OrchestratorError, UsageError
@@ -118,6 +118,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
     for target in app.targets(env.name):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, target.name)
+            schema = planned_schema_drift(env, connection, state.heads)
         revisions = upgrade_steps(app, state.heads, destination, env.name)
         steps = judge(app, env, revisions)
         findings, problem = lint_revisions(app, env, revisions)
@@ -142,8 +143,12 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             "lint": [f.__dict__ for f in findings],
             "lint_problem": problem,
             "drift": drifted,
+            "schema_drift": schema,
             "requires_approval": env.policy.require_approval,
-            "would_refuse": any(s.blocked for s in steps) or bool(drifted) or lint_blocks,
+            "would_refuse": any(s.blocked for s in steps)
+            or bool(drifted)
+            or lint_blocks
+            or (bool(schema) and env.policy.schema_drift == "refuse"),
         }
         if sql:
             dialect = "postgresql" if target.url.startswith("postgres") else "sqlite"

@@ -102,6 +102,9 @@ def test_index_added_by_hand_in_prod_is_drift_named_and_refused(project: Project
     project.add_revision("f00000000001", HEAD, PHONE, "op.drop_column('users', 'phone')")
     assert project.run("migrate", "dev").code == 0
     assert project.run("migrate", "staging").code == 0
+    plan = project.run("plan", "prod")
+    assert plan.code == 3
+    assert "schema drift" in plan.stdout and "ix_users_phone" in plan.stdout
     before = (project.version("prod"), project.ledger("prod"), project.schema("prod"))
     refused = project.run("migrate", "prod", "--approve")
     assert refused.code == 3, refused.stderr
