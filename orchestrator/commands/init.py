@@ -59,11 +59,26 @@ def environment_file(env: str, predecessor: str | None, last: bool) -> str:
         lines.append(f"  url: sqlite:///.orchestrator/{env}.db   # when {variable(env)} is unset")
     lines += ["lock:", "  timeout: 60"]
     if last and predecessor is not None:
-        policy = ["require_approval: true", "allow_downgrade: false", "lint: error"]
+        policy = [
+            "require_approval: true",
+            "allow_downgrade: false",
+            "lint: error",
+            "schema_drift: refuse",
+        ]
     elif predecessor is not None:
-        policy = ["require_approval: false", "allow_downgrade: true", "lint: warn"]
+        policy = [
+            "require_approval: false",
+            "allow_downgrade: true",
+            "lint: warn",
+            "schema_drift: warn",
+        ]
     else:
-        policy = ["require_approval: false", "allow_downgrade: true", "lint: warn"]
+        policy = [
+            "require_approval: false",
+            "allow_downgrade: true",
+            "lint: warn",
+            "schema_drift: warn",
+        ]
     lines += ["policy:", *(f"  {p}" for p in policy)]
     if predecessor is not None:
         lines += ["session:", "  lock_timeout: 5s", "  statement_timeout: 15min"]

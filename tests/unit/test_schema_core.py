@@ -194,3 +194,46 @@ def test_judge(
     live: str | None, recorded: str | None, predecessors: list[str], expected: str
 ) -> None:
     assert judge(live, recorded, predecessors) == expected
+
+
+# -- policy.schema_drift -----------------------------------------------------------------------
+
+
+def _env(policy: str) -> str:
+    return f"name: prod\ndatabase:\n  url_env: PROD_DATABASE_URL\npolicy:\n  {policy}\n"
+
+
+def test_schema_drift_policy_parses_off_warn_refuse_and_names_a_bad_value() -> None:
+    from orchestrator.config import parse_environment
+    from orchestrator.errors import UsageError
+
+    assert parse_environment(_env("schema_drift: off"), "prod.yaml").policy.schema_drift == "off"
+    assert parse_environment(_env("lint: warn"), "prod.yaml").policy.schema_drift == "warn"
+    refuse = parse_environment(_env("schema_drift: refuse"), "prod.yaml")
+    assert refuse.policy.schema_drift == "refuse"
+    with pytest.raises(UsageError) as bad:
+        parse_environment(_env("schema_drift: maybe"), "prod.yaml")
+    assert "policy.schema_drift" in bad.value.message and bad.value.exit_code == 2
+
+
+def test_shipped_and_initialised_environments_refuse_drift_in_prod_only() -> None:
+    from pathlib import Path
+
+    from orchestrator.commands.init import environment_file
+    from orchestrator.config import load_environments, parse_environment
+
+    shipped = load_environments(Path(__file__).resolve().parents[2] / "environments")
+    assert {n: e.policy.schema_drift for n, e in shipped.by_name.items()} == {
+        "dev": "warn",
+        "staging": "warn",
+        "prod": "refuse",
+    }
+    written = {
+        "dev": environment_file("dev", None, last=False),
+        "staging": environment_file("staging", "dev", last=False),
+        "prod": environment_file("prod", "staging", last=True),
+    }
+    policies = {
+        n: parse_environment(t, f"{n}.yaml").policy.schema_drift for n, t in written.items()
+    }
+    assert policies == {"dev": "warn", "staging": "warn", "prod": "refuse"}
