@@ -188,10 +188,14 @@ class Out:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
     def json(self, data: Any) -> None:
-        print(json.dumps(data, indent=2, default=str))
+        from orchestrator.secrets import redact_value
+
+        print(json.dumps(redact_value(data), indent=2, default=str))
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        cells = [[("" if c is None else str(c)) for c in row] for row in rows]
+        from orchestrator.secrets import redact
+
+        cells = [[("" if c is None else redact(str(c))) for c in row] for row in rows]
         widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
         print(
             self.paint(

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestrator.errors import UsageError
+from orchestrator.secrets import register_url, url_secrets
 
 _DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -206,7 +207,7 @@ def parse_environment(text: str, source: str) -> EnvironmentConfig:
         )
     if not _NAME.match(env.name):
         raise UsageError(f"{source}: `name` {env.name!r} may use letters, digits, _ . - only.")
-    if env.database.url and urlsplit(env.database.url).password:
+    if env.database.url and url_secrets(env.database.url):
         raise UsageError(
             f"{source}: `database.url` holds a password. Secrets never live in YAML: put the URL "
             "in a variable and name it with `database.url_env`."
@@ -312,16 +313,18 @@ def _resolve_url(
     what: str,
 ) -> str:
     if url_env and environ.get(url_env):
-        problem = _url_problem(environ[url_env])
+        url = encode_raw_at(environ[url_env])
+        register_url(url)
+        problem = _url_problem(url)
         if problem:
             raise UsageError(
                 f"The variable {url_env} (database of {env.name!r}, {env.source}) does not hold "
                 f"a usable SQLAlchemy URL: {problem}. Expected e.g. "
                 "postgresql+psycopg://user:password@host:5432/dbname."
             )
-        return _anchor_sqlite(environ[url_env], project_dir)
+        return _anchor_sqlite(url, project_dir)
     if literal:
-        if urlsplit(literal).password:
+        if url_secrets(literal):
             raise UsageError(f"{env.source}: the URL of {what!r} holds a password; use url_env.")
         return _anchor_sqlite(literal, project_dir)
     raise UsageError(
@@ -329,6 +332,18 @@ def _resolve_url(
         f"{url_env}, which is not set. Export {url_env}=<SQLAlchemy URL> (or put it in .env); "
         "this environment has no default, by design."
     )
+
+
+def encode_raw_at(url: str) -> str:
+    """`user:p@ss@host` means the password `p@ss`: the last `@` of the authority ends the
+    user part (as for urllib), where SQLAlchemy would end it at the first one and take
+    `ss@host` for the host. The other `@` are encoded as `%40`, which SQLAlchemy decodes."""
+    scheme, sep, rest = url.partition("://")
+    end = min([i for i in (rest.find(c) for c in "/?#") if i >= 0] or [len(rest)])
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not sep or "@" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.replace('@', '%40')}{at}{host}{rest[end:]}"
 
 
 def _url_problem(url: str) -> str | None:

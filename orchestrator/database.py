@@ -9,19 +9,28 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from orchestrator.errors import UsageError
-from orchestrator.secrets import redact, register_password
+from orchestrator.secrets import redact, register_url
 
 VERSION_TABLE = "alembic_version"
 
 
 def safe_url(url: str) -> str:
-    """The URL as it may be shown: password hidden."""
-    return make_url(url).render_as_string(hide_password=True)
+    """The URL as it may be shown: password and secret query values (`?password=`,
+    `sslpassword`, `token`...) hidden."""
+    register_url(url)
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "(a URL that does not parse)"
+    return redact(shown)
 
 
 def make_engine(url: str, application_name: str = "orchestrator", writer: bool = True) -> Engine:
-    parsed = make_url(url)
-    register_password(parsed.password)
+    register_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError("A database URL does not parse as a SQLAlchemy URL.") from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, writer)
     connect_args: dict[str, Any] = {}

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from pgcluster import PgCluster
-from projectkit import HEAD, SHIPPED, Project, Result, make_project
+from projectkit import HEAD, SHIPPED, URL_VARS, Project, Result, make_project
 
 from orchestrator import ledger
 from orchestrator.locks import DEFAULT_KEY, lock_id
@@ -502,6 +502,16 @@ def test_an_unreachable_database_is_never_a_clean_answer(history: Project) -> No
 # -- secrets ------------------------------------------------------------------------------------
 
 PASSWORD = "s3cr3t-PLANT-xyz"
+RAW_AT = "s3cr3t@PLANT-at-tail"  # a raw `@`: SQLAlchemy alone would take `PLANT...` for a host
+SSL_PASSWORD = "ssl-PLANT-pass"
+TOKEN = "tok-PLANT-en"
+# every URL shape a secret comes in: the password, in the query string, with a raw `@`
+URL_FORMS = {
+    "userinfo": "postgresql+psycopg://{user}:{password}@127.0.0.1:{port}/{db}",
+    "query": "postgresql+psycopg://{user}@127.0.0.1:{port}/{db}"
+    "?sslmode=disable&password={password}&sslpassword=" + SSL_PASSWORD,
+    "raw_at": "postgresql+psycopg://{user}:{password}@127.0.0.1:{port}/{db}",
+}
 
 
 def _free_port() -> int:
@@ -510,23 +520,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.parametrize("form", list(URL_FORMS))
 def test_password_never_appears_anywhere(
-    tmp_path: Path, pg_cluster: PgCluster, pg_url_factory: Callable[[], str]
+    tmp_path: Path, pg_cluster: PgCluster, pg_url_factory: Callable[[], str], form: str
 ) -> None:
-    pg_cluster.create_role("planted_user", PASSWORD)
+    password = RAW_AT if form == "raw_at" else PASSWORD
+    secrets = [password, *password.split("@"), SSL_PASSWORD, TOKEN]
+    user = f"planted_{form}"
+    pg_cluster.create_role(user, password)
     dbs = {env: sa.engine.make_url(pg_url_factory()).database for env in ("dev", "staging", "prod")}
-    urls = {
-        env: pg_cluster.url(db, user="planted_user", password=PASSWORD) for env, db in dbs.items()
-    }
-    project = make_project(tmp_path / "project", urls)
+
+    def url(db: str | None, port: int | str = pg_cluster.port, extra: str = "") -> str:
+        return URL_FORMS[form].format(user=user, password=password, port=port, db=db) + extra
+
+    # the orchestrator gets the planted URLs; the test reads the databases as postgres
+    project = make_project(tmp_path / "project", {e: pg_cluster.url(d) for e, d in dbs.items()})
+    project.extra_env.update({URL_VARS[env]: url(db) for env, db in dbs.items()})
     audit_file = tmp_path / "audit.jsonl"
     project.extra_env["ORCHESTRATOR_AUDIT_FILE"] = str(audit_file)
     # the failing revision's database error quotes the password
     project.add_revision(
         FAIL_REV,
         HEAD,
-        """op.execute("SELECT 1" if op.get_context().as_sql else """
-        """"SELECT CAST('%s' AS integer)" % op.get_bind().engine.url.password)""",
+        """op.execute("SELECT 1" if op.get_context().as_sql else "SELECT CAST('%s' AS integer)" """
+        """% (op.get_bind().engine.url.password or op.get_bind().engine.url.query["password"]))""",
     )
     results: list[Result] = []
 
@@ -538,6 +555,7 @@ def test_password_never_appears_anywhere(
         return result
 
     run("migrate", "dev", "--to", HEAD, code=0)
+    assert project.version("dev") == [HEAD]  # the URL worked: the secret reached the driver
     failed = run("migrate", "dev", code=1)
     assert "***" in failed.stderr
     run("migrate", "prod", "--approve", "--to", HEAD, code=3)
@@ -566,10 +584,10 @@ def test_password_never_appears_anywhere(
         (["--log-format", "console", "status"], 0),
     ):
         run(*args, code=code)
-    refused_port = pg_cluster.url(dbs["dev"], user="planted_user", password=PASSWORD).replace(
-        f":{pg_cluster.port}/", f":{_free_port()}/"
-    )
-    bad_port = f"postgresql+psycopg://planted_user:{PASSWORD}@127.0.0.1:notaport/x"
+    refused_port = url(dbs["dev"], port=_free_port())  # nothing listens there
+    bad_port = url("x", port="notaport")
+    # a query key the driver does not know: it sees the URL's query string, and refuses it
+    bad_key = url(dbs["dev"], extra=f"&token={TOKEN}" if "?" in url("x") else f"?token={TOKEN}")
     # (command, exit code with the server down, with a URL that does not parse): each one
     # fails cleanly and says why, or reports the database it could not read and goes on
     for args, down, unparsable in (
@@ -587,18 +605,29 @@ def test_password_never_appears_anywhere(
         for bad_url, code, why in (
             (refused_port, down, "unreachable" if table else "Connection refused"),
             (bad_port, unparsable, "unconfigured" if table else "its port is not a number"),
+            (bad_key, down, "unreachable" if table else 'invalid connection option "token"'),
         ):
             result = run(*args, code=code, DEV_DATABASE_URL=bad_url)
             assert why in result.output, (args, result.output)
             assert "Traceback" not in result.output, (args, result.output)
+
+    def leaked(text: str) -> list[str]:
+        return [s for s in secrets if s in text]
+
     for result in results:
-        assert PASSWORD not in result.stdout and PASSWORD not in result.stderr, result.output
-    assert audit_file.read_text() and PASSWORD not in audit_file.read_text()
+        assert not leaked(result.stdout + result.stderr), result.output
+    assert audit_file.read_text() and not leaked(audit_file.read_text())
     for env in ("dev", "staging", "prod"):
-        for table in ("orchestrator_audit", "orchestrator_ledger"):
+        tables = [
+            r[0]
+            for r in project.query(
+                env, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+            )
+        ]
+        assert {"orchestrator_audit", "orchestrator_ledger"} <= set(tables)
+        for table in tables:
             rows = project.query(env, f"SELECT t::text FROM {table} t")
-            assert rows or table == "orchestrator_ledger"
-            assert not [r for r in rows if PASSWORD in r[0]], (env, table)
+            assert not [r for r in rows if leaked(r[0])], (env, table)
     failure = [e for e in events(project, "dev") if e["event"] == "migration.failed"]
     assert failure and "***" in failure[0]["error"]
 

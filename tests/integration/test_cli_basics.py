@@ -87,10 +87,16 @@ def test_promotes_from_cycle_and_unknown_name(sqlite_project: Project) -> None:
     assert_usage_error(sqlite_project.run("envs"), "nowhere")
 
 
-def test_a_password_in_yaml_is_refused(sqlite_project: Project) -> None:
-    sqlite_project.write_env(
-        "staging", "name: staging\ndatabase: {url: 'postgresql://u:hunter22@localhost/db'}\n"
-    )
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:hunter22@localhost/db",
+        "postgresql://u@localhost/db?password=hunter22",
+        "postgresql://u@localhost/db?sslmode=require&sslpassword=hunter22",
+    ],
+)
+def test_a_password_in_yaml_is_refused(sqlite_project: Project, url: str) -> None:
+    sqlite_project.write_env("staging", f"name: staging\ndatabase: {{url: '{url}'}}\n")
     result = sqlite_project.run("envs")
     assert_usage_error(result, "password")
     assert "hunter22" not in result.output
