@@ -25,6 +25,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 from cluster import DurableCluster  # noqa: E402
+from fencing import fence_bench  # noqa: E402
 from fleet import fleet_bench  # noqa: E402
 from measure import Command, Contender, Sample, alternate, run_concurrently, run_once  # noqa: E402
 from projects import WORK, BenchProject, make_project  # noqa: E402
@@ -491,6 +492,8 @@ def main() -> int:
             if os.environ.get("BENCH_SCHEMA", "1") == "1"
             else ("", [])
         )
+        if os.environ.get("BENCH_FENCE", "1") == "1":
+            fleet = fence_bench(cluster, log) + "\n" + fleet
         profiles = (
             profile_failures(benches, rows)
             if os.environ.get("BENCH_PROFILE", "1") == "1"

@@ -12,10 +12,12 @@ from typing import Any
 from orchestrator.alembic_runner import AlembicProject
 from orchestrator.audit import detect_actor, detect_git_dirty, detect_git_sha
 from orchestrator.config import (
+    MAX_TEXT,
     Environments,
     Settings,
     Target,
     load_environments,
+    load_settings,
     read_dotenv,
     resolve_targets,
 )
@@ -35,7 +37,7 @@ class App:
 
     @classmethod
     def load(cls, settings: Settings | None = None, interactive: bool = False) -> App:
-        settings = settings or Settings()
+        settings = settings or load_settings()
         envs = load_environments(settings.environments_path)
         environ = {**read_dotenv(settings.project_dir), **os.environ}
         return cls(settings, envs, environ, interactive)
@@ -53,7 +55,13 @@ class App:
 
     @cached_property
     def actor(self) -> str:
-        return detect_actor(self.settings.actor, self.environ)
+        actor = detect_actor(self.settings.actor, self.environ)
+        if len(actor) > MAX_TEXT:
+            raise UsageError(
+                f"The actor (ORCHESTRATOR_ACTOR, or the CI's user variable) is {len(actor)} "
+                f"characters long; at most {MAX_TEXT}."
+            )
+        return actor
 
     @cached_property
     def git_sha(self) -> str | None:

@@ -15,6 +15,7 @@ import structlog
 from sqlalchemy import Connection, Engine
 
 from orchestrator import ledger
+from orchestrator.database import describe_error
 from orchestrator.logging import utc_now
 from orchestrator.secrets import redact_value
 
@@ -94,6 +95,7 @@ def _git(project_dir: Path, *args: str) -> subprocess.CompletedProcess[str] | No
         return None
 
 
+NARROW_ACTOR = 256  # what tables of earlier versions hold
 SQLITE_BUSY_WAIT = 0.2  # seconds an event waits for a SQLite database another run is migrating
 FINAL_WAIT = 2.0  # at the end of a run, for the records still pending
 
@@ -121,6 +123,8 @@ class AuditTrail:
         self.log = structlog.get_logger("orchestrator")
         self._pending: list[dict[str, Any]] = []
         self._tables_ready = False
+        self.ended = False  # a terminal event (run.succeeded, ...) was emitted
+        self.write_error: str | None = None  # why records could not be written, if they could not
 
     def emit(
         self, event: str, connection: Connection | None = None, defer: bool = False, **fields: Any
@@ -137,6 +141,8 @@ class AuditTrail:
             **{k: v for k, v in fields.items() if v is not None},
         }
         record = redact_value(record)
+        if event in ledger.TERMINAL_EVENTS:
+            self.ended = True
         if connection is not None:
             ledger.append_audit(connection, [record])
         elif self.engine is not None:
@@ -166,6 +172,9 @@ class AuditTrail:
                         f"PRAGMA busy_timeout = {int(wait * 1000)}"
                     )
                 try:
+                    if not self._tables_ready and len(self.actor) > NARROW_ACTOR:
+                        with connection.begin():  # its own transaction: see widen_actor
+                            ledger.widen_actor(connection)
                     with connection.begin():
                         if not self._tables_ready:
                             ledger.ensure_tables(connection)
@@ -180,12 +189,23 @@ class AuditTrail:
         except Exception as exc:  # the run goes on; the failure to record is reported
             if _database_busy(exc) and wait < FINAL_WAIT:
                 return  # kept for the next try
+            self.write_error = describe_error(exc)
             self.log.error(
                 "audit.persist_failed",
                 error=str(exc).splitlines()[0],
                 of=[r["event"] for r in self._pending],
             )
             self._pending.clear()
+
+    def durable(self, wait: float | None) -> str | None:
+        """Flush; why the records so far are not in the database, or None when they are.
+        With `wait` None, a busy SQLite database is not a failure (the records wait)."""
+        self.flush(wait=SQLITE_BUSY_WAIT if wait is None else wait)
+        if self.write_error is not None:
+            return self.write_error
+        if self._pending and wait is not None:
+            return "the database stayed busy"
+        return None
 
     def _append_file(self, record: dict[str, Any]) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]

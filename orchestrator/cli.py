@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("plan", "what migrate would do, the gate's verdict, lint findings; changes nothing")
     p.add_argument("env", metavar="ENV")
-    p.add_argument("--to", metavar="REV")
+    p.add_argument("--to", metavar="REV", type=_revision)
     p.add_argument("--sql", action="store_true", help="show the SQL (Alembic offline mode)")
 
     for name, text in (
@@ -69,25 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(name, text)
         p.add_argument("env", metavar="ENV")
         if name == "migrate":
-            p.add_argument("--to", metavar="REV")
+            p.add_argument("--to", metavar="REV", type=_revision)
         _run_options(p)
 
     p = add("rollout", "migrate each environment on the path to ENV, in order")
     p.add_argument("--through", required=True, metavar="ENV")
-    p.add_argument("--to", metavar="REV")
+    p.add_argument("--to", metavar="REV", type=_revision)
     _run_options(p)
 
     p = add("downgrade", "revert ENV to REV (or -1); refused where allow_downgrade is false")
     p.add_argument("env", metavar="ENV")
-    p.add_argument("--to", required=True, metavar="REV|-N")
-    p.add_argument("--reason", required=True, metavar="TEXT")
+    p.add_argument("--to", required=True, metavar="REV|-N", type=_revision)
+    p.add_argument("--reason", required=True, metavar="TEXT", type=_text)
     p.add_argument("--force", action="store_true", help="override allow_downgrade: false")
     _run_options(p, fleet=False)
 
     p = add("baseline", "adopt a database that plain Alembic already migrated")
     p.add_argument("env", metavar="ENV")
-    p.add_argument("--revision", required=True, metavar="REV")
-    p.add_argument("--reason", required=True, metavar="TEXT")
+    p.add_argument("--revision", required=True, metavar="REV", type=_revision)
+    p.add_argument("--reason", required=True, metavar="TEXT", type=_text)
 
     p = add(
         "audit",
@@ -144,6 +144,33 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _revision(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError(
+            "an empty revision names nothing: give REV, or leave it out"
+        )
+    return value
+
+
+def _seconds(value: str) -> float:
+    import math
+
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: give a finite number of seconds, 0 or more")
+    return seconds
+
+
+def _text(value: str) -> str:
+    limit = 4096  # orchestrator.config.MAX_TEXT, without importing pydantic for --help
+    if len(value) > limit:
+        raise argparse.ArgumentTypeError(f"{len(value)} characters long; at most {limit}")
+    return value
+
+
 def _count(value: str) -> int:
     if not value.strip().isdigit():
         raise argparse.ArgumentTypeError(f"{value!r} is not a count (0, 1, 2, ...)")
@@ -152,8 +179,12 @@ def _count(value: str) -> int:
 
 def _run_options(p: argparse.ArgumentParser, fleet: bool = True) -> None:
     p.add_argument("--approve", action="store_true", help="approve a require_approval run")
-    p.add_argument("--ticket", metavar="ID", help="change ticket, recorded on every event")
-    p.add_argument("--lock-timeout", type=float, metavar="S", help="seconds to wait for the lock")
+    p.add_argument(
+        "--ticket", metavar="ID", type=_text, help="change ticket, recorded on every event"
+    )
+    p.add_argument(
+        "--lock-timeout", type=_seconds, metavar="S", help="seconds to wait for the lock"
+    )
     if fleet:
         group = p.add_argument_group("fleets (environments with many databases)")
         group.add_argument(
@@ -214,9 +245,9 @@ def short(revs: Sequence[str] | None) -> str:
 
 
 def cmd_envs(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.config import Settings, env_summary, load_environments
+    from orchestrator.config import env_summary, load_environments, load_settings
 
-    settings = Settings()
+    settings = load_settings()
     envs = load_environments(settings.environments_path)
     rows = [env_summary(envs.by_name[name], settings.project_dir) for name in envs.order]
     if out.as_json:
@@ -288,6 +319,17 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                 f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",
             ]
         )
+    for r in rows:
+        if r.get("version_disagrees"):
+            where = r["env"] if r["target"] == r["env"] else f"{r['env']}/{r['target']}"
+            said = r["version_disagrees"]
+            print(
+                out.paint(
+                    f"{where}: version table disagrees with ledger (alembic_version: "
+                    f"{short(said['alembic_version'])}; ledger: {short(said['ledger'])})",
+                    "31",
+                )
+            )
     if table or not fleets:  # only fleets, rolled up: no empty table under them
         out.table(
             [
@@ -753,6 +795,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Out], int]] = {
 
 
 QUIET_COMMANDS = {"envs", "history", "init"}
+LOG_FORMATS = ("auto", "json", "console")
 
 
 def _app() -> Any:
@@ -770,8 +813,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.errors import OrchestratorError
     from orchestrator.logging import configure_logging, wants_json
 
+    if log_format not in LOG_FORMATS:
+        return _report(
+            f"ORCHESTRATOR_LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}.",
+            2,
+            False,
+        )
+
     if args.command not in QUIET_COMMANDS:  # structlog costs start-up time `envs` need not pay
         configure_logging(log_format)
+    from orchestrator import cancel
+
+    cancel.install()  # SIGTERM/SIGINT stop a run between revisions (exit 143/130)
     try:
         return COMMANDS[args.command](args, Out(as_json, wants_json(log_format)))
     except OrchestratorError as exc:

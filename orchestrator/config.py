@@ -22,6 +22,8 @@ from orchestrator.secrets import register_url, url_secrets
 
 _DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_NAME = 128  # the width of the `env` column of the ledger and audit tables
+MAX_TEXT = 4096  # actor, ticket, reason: longer is a usage error
 
 
 class Settings(BaseSettings):
@@ -100,7 +102,7 @@ class DatabaseConfig(_Strict):
 
 
 class LockConfig(_Strict):
-    timeout: float = Field(default=60, ge=0)
+    timeout: float = Field(default=60, ge=0, allow_inf_nan=False)
     key: str | None = None
 
 
@@ -182,7 +184,9 @@ def load_environments(directory: Path) -> Environments:
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:
         raise UsageError(f"No environment files (*.yaml) in {directory}.")
-    envs = [parse_environment(path.read_text(encoding="utf-8"), str(path)) for path in files]
+    envs = [
+        parse_environment(read_text_file(path, "Environment file"), str(path)) for path in files
+    ]
     return order_environments(envs)
 
 
@@ -207,6 +211,10 @@ def parse_environment(text: str, source: str) -> EnvironmentConfig:
         )
     if not _NAME.match(env.name):
         raise UsageError(f"{source}: `name` {env.name!r} may use letters, digits, _ . - only.")
+    if len(env.name) > MAX_NAME:
+        raise UsageError(
+            f"{source}: `name` is {len(env.name)} characters long; at most {MAX_NAME}."
+        )
     if env.database.url and url_secrets(env.database.url):
         raise UsageError(
             f"{source}: `database.url` holds a password. Secrets never live in YAML: put the URL "
@@ -259,10 +267,48 @@ def order_environments(envs: list[EnvironmentConfig]) -> Environments:
 
 def read_dotenv(project_dir: Path) -> dict[str, str]:
     """Variables from `.env` (process variables win over it)."""
+    import io
+
     from dotenv import dotenv_values  # a dependency of pydantic-settings
 
     path = project_dir / ".env"
-    return {k: v for k, v in dotenv_values(path).items() if v is not None} if path.exists() else {}
+    if not path.exists():
+        return {}
+    values = dotenv_values(stream=io.StringIO(read_text_file(path, "The file")))
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def read_text_file(path: Path, what: str) -> str:
+    """A configuration file's UTF-8 text; anything else is a UsageError naming the file."""
+    try:
+        data = path.read_bytes()
+    except IsADirectoryError:
+        raise UsageError(f"{what} {path} is a directory, not a file.") from None
+    except OSError as exc:
+        raise UsageError(f"{what} {path} cannot be read: {exc.strerror or exc}.") from None
+    if b"\0" in data:
+        raise UsageError(f"{what} {path} is not a text file: it holds binary data.") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"{what} {path} is not UTF-8 text (byte {exc.start} cannot be decoded): save it "
+            "as UTF-8."
+        ) from None
+
+
+def load_settings() -> Settings:
+    """`Settings()`, with a bad ORCHESTRATOR_* value named as the variable it came from."""
+    try:
+        return Settings()
+    except UnicodeDecodeError:
+        raise UsageError(".env is not UTF-8 text: save it as UTF-8.") from None
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = str(error["loc"][0]) if error["loc"] else "?"
+            problems.append(f"ORCHESTRATOR_{field.upper()}: {error['msg']}")
+        raise UsageError(f"Bad setting: {'; '.join(problems)}.") from None
 
 
 def resolve_targets(
@@ -400,7 +446,8 @@ def _read_names(path: Path, source: str) -> list[str]:
     if not path.exists():
         raise UsageError(f"{source}: `database.databases_file` {path} does not exist.")
     names = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    text = read_text_file(path, f"{source}: `database.databases_file`")
+    for number, line in enumerate(text.splitlines(), start=1):
         name = line.split("#", 1)[0].strip()
         if not name:
             continue

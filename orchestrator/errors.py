@@ -40,3 +40,25 @@ class LockTimeout(OrchestratorError):
     """The migration lock was not acquired in time (exit 4)."""
 
     exit_code = 4
+
+
+class LockLost(MigrationFailed):
+    """The migration lock's session ended under a running run: it must not commit (exit 1)."""
+
+    exit_code = 1
+
+
+class AuditUnavailable(MigrationFailed):
+    """The audit trail cannot be written: no schema change without it (exit 1)."""
+
+    exit_code = 1
+
+
+class Cancelled(OrchestratorError):
+    """SIGTERM or SIGINT: the run stopped between revisions (exit 143 or 130)."""
+
+    outcome = "interrupted"
+
+    def __init__(self, message: str, exit_code: int, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.exit_code = exit_code

@@ -28,6 +28,7 @@ from sqlalchemy import (
     text,
 )
 
+from orchestrator.locks import FENCE_SQL, Fence
 from orchestrator.planning import LedgerEntry
 
 LEDGER_TABLE = "orchestrator_ledger"
@@ -39,6 +40,7 @@ GENESIS = "0" * 64
 CHAIN_LOCK_KEY = 0x6F72636861696E  # "orchain"
 SETUP_LOCK_KEY = 0x6F72736574757000
 
+ACTOR_WIDTH = 4096  # was 256: `widen_actor` brings older tables up to this
 metadata = MetaData()
 
 ledger = Table(
@@ -50,7 +52,7 @@ ledger = Table(
     Column("direction", String(8), nullable=False),  # up | down | baseline
     Column("run_id", String(32), nullable=False),
     Column("env", String(128), nullable=False),
-    Column("actor", String(256), nullable=False),
+    Column("actor", String(ACTOR_WIDTH), nullable=False),
     Column("at", String(32), nullable=False),
 )
 
@@ -62,7 +64,7 @@ audit = Table(
     Column("event", String(64), nullable=False),
     Column("run_id", String(32), nullable=False),
     Column("env", String(128), nullable=False),
-    Column("actor", String(256), nullable=False),
+    Column("actor", String(ACTOR_WIDTH), nullable=False),
     Column("revision", String(64)),
     Column("outcome", String(16)),
     Column("payload", Text, nullable=False),
@@ -96,7 +98,7 @@ schema = Table(
     Column("stamp", String(64)),
     Column("run_id", String(32), nullable=False),
     Column("env", String(128), nullable=False),
-    Column("actor", String(256), nullable=False),
+    Column("actor", String(ACTOR_WIDTH), nullable=False),
     Column("at", String(32), nullable=False),
     Index("ix_orchestrator_schema_heads", "heads", "id"),
 )
@@ -134,12 +136,36 @@ def ensure_tables(connection: Connection) -> None:
         return
     if connection.dialect.name == "postgresql":
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
+        # Another run may have created them while we waited: then leave them alone. Re-doing
+        # the triggers would lock the audit table against runs appending to it (a deadlock).
+        if tables_exist(connection):
+            return
         metadata.create_all(connection, checkfirst=True)
         connection.exec_driver_sql(_APPEND_ONLY_TRIGGER)
     else:
         metadata.create_all(connection, checkfirst=True)
         for statement in _SQLITE_TRIGGERS:
             connection.exec_driver_sql(statement)
+
+
+def widen_actor(connection: Connection) -> None:
+    """Tables created by versions that allowed 256 characters for the actor: widen them, so
+    that a long actor (up to 4096) never makes the audit trail unwritable. PostgreSQL only
+    (SQLite does not enforce lengths); a catalog change, no table rewrite."""
+    if connection.dialect.name != "postgresql":
+        return
+    narrow = connection.execute(
+        text(
+            "SELECT table_name FROM information_schema.columns WHERE table_schema ="
+            " current_schema() AND column_name = 'actor' AND table_name IN (:a, :l, :s)"
+            " AND character_maximum_length < :w"
+        ),
+        {"a": AUDIT_TABLE, "l": LEDGER_TABLE, "s": SCHEMA_TABLE, "w": ACTOR_WIDTH},
+    ).scalars()
+    for table in sorted(narrow):
+        connection.execute(
+            text(f"ALTER TABLE {table} ALTER COLUMN actor TYPE VARCHAR({ACTOR_WIDTH})")
+        )
 
 
 # -- ledger ------------------------------------------------------------------------------
@@ -155,30 +181,43 @@ def record_revision(
     env: str,
     actor: str,
     at: str,
-) -> None:
+    fence: Fence | None = None,
+) -> bool:
+    """Write one ledger row in the caller's transaction. With a `fence`, the row is written
+    only while the fence's session still holds the migration lock, in the same statement (no
+    extra round trip): False means it was not written and the caller must roll back."""
+    row = {
+        "revision": revision,
+        "checksum": checksum,
+        "direction": direction,
+        "run_id": run_id,
+        "env": env,
+        "actor": actor,
+        "at": at,
+    }
     # one statement object with bound parameters: compiled once per process, not per row
-    connection.execute(
-        _RECORD,
-        {
-            "revision": revision,
-            "checksum": checksum,
-            "direction": direction,
-            "run_id": run_id,
-            "env": env,
-            "actor": actor,
-            "at": at,
-        },
-    )
+    if fence is None:
+        connection.execute(_RECORD, row)
+        return True
+    return connection.execute(_FENCED_RECORD, {**row, **fence.params()}).rowcount == 1
 
 
 _RECORD = insert(ledger)
+_FENCED_RECORD = text(
+    f"INSERT INTO {LEDGER_TABLE} (revision, checksum, direction, run_id, env, actor, at)"
+    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at"
+    f" WHERE {FENCE_SQL}"
+)
 
 
 def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:
     """Per revision, its most recent ledger row (empty when the ledger does not exist)."""
     if not inspect(connection).has_table(LEDGER_TABLE):
         return {}
-    rows = connection.execute(select(ledger).order_by(ledger.c.id))
+    # a `stamped` row records a stamp, not a run: it is no evidence of what ran
+    rows = connection.execute(
+        select(ledger).where(ledger.c.direction != "stamped").order_by(ledger.c.id)
+    )
     return {
         row.revision: LedgerEntry(row.revision, row.checksum, row.direction, row.run_id, row.at)
         for row in rows
@@ -256,6 +295,16 @@ def recorded_schema(
         row.run_id,
         row.at,
     )
+
+
+def ledger_history(connection: Connection) -> list[tuple[str, str, str]]:
+    """Every ledger row, oldest first: (revision, direction, run_id)."""
+    if not inspect(connection).has_table(LEDGER_TABLE):
+        return []
+    rows = connection.execute(
+        select(ledger.c.revision, ledger.c.direction, ledger.c.run_id).order_by(ledger.c.id)
+    )
+    return [(r.revision, r.direction, r.run_id) for r in rows]
 
 
 # -- audit -------------------------------------------------------------------------------

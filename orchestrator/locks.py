@@ -1,7 +1,13 @@
 """The migration lock: a PostgreSQL session advisory lock, or a file lock beside SQLite.
 
 Both are context managers that poll until the timeout, call `on_wait(holder)` once when
-they must wait, and raise LockTimeout naming the holder.
+they must wait, and raise LockTimeout naming the holder. They yield a `HeldLock`.
+
+Fencing (PostgreSQL): a session advisory lock lives as long as its session, and a session
+can end under a run (killed, idle timeout, network). The `Fence` names the backend that holds
+the lock, so that each revision's commit can prove, inside its own transaction, that this
+run still holds it (`FENCE_SQL`, used by the ledger insert). A file lock (SQLite) cannot be
+lost that way: the kernel holds it for as long as the process lives, so it needs no fence.
 """
 
 from __future__ import annotations
@@ -11,12 +17,15 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from orchestrator.errors import LockTimeout
 from orchestrator.logging import utc_now
@@ -32,6 +41,61 @@ def lock_id(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big", signed=True)
 
 
+# True while the backend `fence_pid` (the one that started at `fence_started`, not a later
+# backend given the same pid) holds the advisory lock in this database. pg_locks is read live,
+# never from a snapshot: a lock session that ended shows no granted lock.
+FENCE_SQL = """EXISTS (
+    SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND pid = :fence_pid
+      AND database::bigint = :fence_db AND classid::bigint = :fence_classid
+      AND objid::bigint = :fence_objid AND objsubid = 1)
+  AND (SELECT backend_start FROM pg_stat_get_activity(:fence_pid)) = :fence_started"""
+
+_FENCE_CHECK = text(f"SELECT {FENCE_SQL}")
+
+# The lock session is idle for the whole run: an idle-session timeout set on the role or the
+# database must not end it (and with it the lock). Settings a server lacks are skipped.
+NO_IDLE_TIMEOUTS = (
+    "SELECT set_config(name, '0', false) FROM pg_settings"
+    " WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')"
+)
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The backend holding this run's advisory lock: what a commit proves is still there."""
+
+    pid: int
+    started: datetime
+    database: int
+    key: int
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "fence_pid": self.pid,
+            "fence_started": self.started,
+            "fence_db": self.database,
+            "fence_classid": (self.key >> 32) & 0xFFFFFFFF,
+            "fence_objid": self.key & 0xFFFFFFFF,
+        }
+
+    def held(self, connection: Any) -> bool:
+        """One query: does the lock session still hold the lock? (False when unsure.)"""
+        try:
+            return bool(connection.execute(_FENCE_CHECK, self.params()).scalar())
+        except DBAPIError:
+            return False
+
+
+@dataclass
+class HeldLock:
+    """What `migration_lock` yields: whom we waited for, and the fence (PostgreSQL)."""
+
+    waited: Holder | None = None
+    fence: Fence | None = None
+    lost: bool = False  # the lock session was gone when we came to release it
+
+
 @contextmanager
 def migration_lock(
     engine: Engine,
@@ -39,18 +103,18 @@ def migration_lock(
     timeout: float,
     on_wait: Callable[[Holder], None],
     description: str,
-) -> Iterator[Holder | None]:
-    """Hold the lock for the whole block; yields the holder we waited for, if any."""
+) -> Iterator[HeldLock]:
+    """Hold the lock for the whole block."""
     if engine.dialect.name == "postgresql":
-        with _advisory_lock(engine, lock_id(key), timeout, on_wait) as waited:
-            yield waited
+        with _advisory_lock(engine, lock_id(key), timeout, on_wait) as held:
+            yield held
     else:
         database = make_url(engine.url).database
         if not database or database == ":memory:":
-            yield None
+            yield HeldLock()
             return
         with _file_lock(Path(database + ".lock"), timeout, on_wait, description) as waited:
-            yield waited
+            yield HeldLock(waited)
 
 
 _HOLDER_SQL = text(
@@ -69,11 +133,19 @@ _HOLDER_SQL = text(
 @contextmanager
 def _advisory_lock(
     engine: Engine, key: int, timeout: float, on_wait: Callable[[Holder], None]
-) -> Iterator[Holder | None]:
+) -> Iterator[HeldLock]:
     # Autocommit: the lock's session stays idle outside any transaction, so a revision
     # running CREATE INDEX CONCURRENTLY never waits on it.
     connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
+        connection.execute(text(NO_IDLE_TIMEOUTS))
+        me = connection.execute(
+            text(
+                "SELECT pid, backend_start, datid FROM pg_stat_activity"
+                " WHERE pid = pg_backend_pid()"
+            )
+        ).one()
+        fence = Fence(pid=me.pid, started=me.backend_start, database=int(me.datid), key=key)
         waited = None
         deadline = time.monotonic() + timeout
         while not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
@@ -85,12 +157,17 @@ def _advisory_lock(
                 holder = pg_lock_holder(connection, key)
                 raise LockTimeout(_timeout_message(timeout, holder), holder=holder)
             time.sleep(POLL_SECONDS)
+        held = HeldLock(waited, fence)
         try:
-            yield waited
+            yield held
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            except DBAPIError:  # the session ended, and the lock with it
+                held.lost = True
     finally:
-        connection.close()
+        with suppress(DBAPIError):
+            connection.close()
 
 
 def pg_lock_holder(connection: Any, key: int) -> Holder:

@@ -3,14 +3,15 @@ ledger rows, policies and audit trail as an orchestrator run."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection
 
 from orchestrator.app import App
-from orchestrator.config import Settings, Target
-from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.config import Target, load_settings
+from orchestrator.errors import Cancelled, OrchestratorError, UsageError
 from orchestrator.evidence import judge, upgrade_steps
 from orchestrator.planning import refusal_message
 from orchestrator.policies import check_approval, enforce_lint, lint_revisions, record_waivers
@@ -19,7 +20,7 @@ from orchestrator.run import TargetRun
 
 
 def _plain_env(context: Any) -> tuple[App, Target]:
-    settings = Settings()
+    settings = load_settings()
     app = App.load(settings, interactive=True)
     name = context.get_x_argument(as_dictionary=True).get("env") or settings.env
     targets = app.targets(app.envs.get(name).name)
@@ -49,8 +50,10 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
 def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
     from alembic.util import CommandError
 
+    from orchestrator import cancel
     from orchestrator.logging import configure_logging
 
+    cancel.install()
     try:
         app, target = _plain_env(context)
     except OrchestratorError as exc:
@@ -90,6 +93,8 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
             steps = judge(app, run.env, revisions)
             if any(s.blocked for s in steps):
                 run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+        if command == "stamp":
+            revisions = [_check_stamp(app, run, context.get_revision_argument())]
         if command == "downgrade" and not run.env.policy.allow_downgrade:
             run.refuse(
                 f"Refused: downgrades are not allowed on {run.env.name}. If you must, use "
@@ -111,7 +116,30 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 )
             run.apply(revisions, command, execute)
             run.finish()
+    except Cancelled as exc:
+        run.close()
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(exc.exit_code) from None
     except OrchestratorError as exc:
         raise CommandError(exc.message) from None
     finally:
         run.close()
+
+
+def _check_stamp(app: App, run: TargetRun, argument: Any) -> str:
+    """A stamp that leaves a revision applied now unapplied is a downgrade: refused where
+    downgrades are. Returns the destination, for the messages."""
+    refs = argument if isinstance(argument, (list, tuple)) else [argument or "head"]
+    destination = {app.resolve(ref) for ref in refs if ref not in ("base", None)}
+    reached: set[str] = set().union(*(app.graph.ancestors(d) for d in destination))
+    heads = run.read().heads
+    backwards = [h for h in heads if h not in reached]
+    shown = ", ".join(sorted(destination)) or "base"
+    if backwards and not run.env.policy.allow_downgrade:
+        run.refuse(
+            f"Refused: stamping {run.where} at {shown} marks {', '.join(backwards)} as not "
+            f"applied: that is a downgrade, and downgrades are not allowed on {run.env.name}. "
+            f"If you must, use `orchestrator downgrade {run.env.name} --to REV --reason TEXT "
+            "--force`."
+        )
+    return shown

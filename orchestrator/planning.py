@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 
@@ -106,6 +106,35 @@ def drift(
         and rev in checksums
         and entry.checksum != checksums[rev]
     )
+
+
+def ledger_heads(
+    rows: Sequence[tuple[str, str, str]],
+    parents: Callable[[str], Sequence[str]],
+    ancestors: Callable[[str], set[str]],
+) -> frozenset[str] | None:
+    """Where the ledger says a database is: its rows (revision, direction, run_id) replayed
+    in order. None when it has no rows. `baseline` and `stamped` rows of one run set the
+    position outright (`base` for none); `up` and `down` move it one revision."""
+    if not rows:
+        return None
+    heads: set[str] = set()
+    group: tuple[str, str] | None = None
+    for revision, direction, run_id in rows:
+        if direction in ("baseline", "stamped"):
+            if group != (run_id, direction):
+                heads, group = set(), (run_id, direction)
+            if revision != "base":
+                heads.add(revision)
+            continue
+        group = None
+        if direction == "up":
+            heads = (heads - set(parents(revision))) | {revision}
+        elif direction == "down":
+            heads = (heads - {revision}) | set(parents(revision))
+    # keep the tips: a baseline lists every ancestor, a down may leave a parent below a head
+    below = set().union(*(ancestors(h) - {h} for h in heads)) if heads else set()
+    return frozenset(heads - below)
 
 
 def refusal_message(env: str, predecessor: str | None, steps: Sequence[Step]) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -14,9 +15,9 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import ledger
+from orchestrator import cancel, ledger
 from orchestrator.app import App, new_run_id
-from orchestrator.audit import AuditTrail
+from orchestrator.audit import FINAL_WAIT, AuditTrail
 from orchestrator.config import Target
 from orchestrator.database import (
     current_heads,
@@ -25,15 +26,36 @@ from orchestrator.database import (
     make_engine,
     safe_url,
 )
-from orchestrator.errors import LockTimeout, MigrationFailed, OrchestratorError, Refused
+from orchestrator.errors import (
+    AuditUnavailable,
+    Cancelled,
+    LockLost,
+    LockTimeout,
+    MigrationFailed,
+    OrchestratorError,
+    Refused,
+    UsageError,
+)
 from orchestrator.evidence import DbState, read_state
-from orchestrator.locks import DEFAULT_KEY, migration_lock
+from orchestrator.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
 from orchestrator.logging import utc_now
 from orchestrator.planning import Step
 from orchestrator.results import RunResult
 from orchestrator.revisions import reverts_nothing
 
 Executor = Callable[[Connection, Callable[..., None]], None]
+
+# Keys of the migration connection's `info` while a run applies revisions on it.
+FENCE = "orchestrator.fence"  # the Fence every commit on this connection must satisfy
+FENCED = "orchestrator.fenced"  # this transaction's ledger insert already proved the fence
+AUTOCOMMITTED = "orchestrator.autocommitted"  # the current revision ran an autocommit block
+BETWEEN = "orchestrator.between"  # a revision just ended: the next BEGIN starts another
+
+
+def application_name(env: str, run_id: str, actor: str) -> str:
+    """The run's sessions' name. The run id comes first: PostgreSQL keeps 63 bytes, and a
+    long environment name or actor must never cut off what `status` looks for."""
+    return f"orchestrator run={run_id} {env} {actor}"
 
 
 class TargetRun:
@@ -54,8 +76,12 @@ class TargetRun:
         self.run_id = new_run_id()
         self.lock_timeout = self.env.lock.timeout if lock_timeout is None else lock_timeout
         self.lock_key = self.env.lock.key or DEFAULT_KEY
-        name = f"orchestrator {self.env.name} run={self.run_id} {app.actor}"
+        name = application_name(self.env.name, self.run_id, app.actor)
         self.engine: Engine = make_engine(target.url, name)
+        self.fence: Fence | None = None
+        event.listen(self.engine, "begin", _revision_boundary, insert=True)
+        event.listen(self.engine, "commit", _fence_commit)
+        event.listen(self.engine, "set_connection_execution_options", _note_autocommit)
         fleet = target.name != target.env
         self.audit = AuditTrail(
             env=self.env.name,
@@ -70,6 +96,7 @@ class TargetRun:
         )
         self.applied: list[str] = []
         self.schema_fingerprint: str | None = None
+        self.started = False
         self.started_at = time.monotonic()
 
     @property
@@ -81,14 +108,37 @@ class TargetRun:
         )
 
     def close(self) -> None:
-        from orchestrator.audit import FINAL_WAIT
-
+        """Always called, from a `finally`: a run that started and is leaving on an exception
+        records its own end, so that only a dead run is ever left open."""
+        exc = sys.exc_info()[1]
+        if exc is not None and self.started and not self.audit.ended:
+            if isinstance(exc, Cancelled):
+                self.audit.emit(
+                    "run.interrupted",
+                    outcome="interrupted",
+                    reason=exc.message,
+                    applied=self.applied,
+                    duration_ms=self.elapsed_ms(),
+                )
+            else:
+                error = (
+                    exc.message
+                    if isinstance(exc, OrchestratorError)
+                    else f"unexpected error: {type(exc).__name__}: {describe_error(exc)}"
+                )
+                self.audit.emit(
+                    "run.failed" if not isinstance(exc, Refused) else "run.refused",
+                    outcome="refused" if isinstance(exc, Refused) else "failed",
+                    error=error,
+                    duration_ms=self.elapsed_ms(),
+                )
         self.audit.flush(wait=FINAL_WAIT)  # records a busy SQLite database could not take yet
         self.engine.dispose()
 
     # -- events ----------------------------------------------------------------------------
 
     def start(self, **fields: Any) -> None:
+        self.started = True
         self.started_at = time.monotonic()
         self.audit.common["git_sha"] = self.app.git_sha  # looked up only for a real run
         if self.app.git_sha and self.app.git_dirty:
@@ -100,6 +150,21 @@ class TargetRun:
             database=safe_url(self.target.url),
             **fields,
         )
+        # Fail closed: no run changes a schema without its start on record. A SQLite database
+        # busy with another run's revision is not a failure yet: `locked` checks again.
+        self._require_audit(wait=None)
+
+    def _require_audit(self, wait: float | None) -> None:
+        problem = self.audit.durable(wait)
+        if problem:
+            message = (
+                f"The audit trail of {self.where} cannot be written ({problem}): no run changes "
+                "a schema unless its start is on record, so nothing was changed. Let this "
+                "database role create and insert into orchestrator_audit and "
+                "orchestrator_ledger, then run again."
+            )
+            self.audit.emit("run.failed", outcome="failed", error=message)
+            raise AuditUnavailable(message)
 
     def refuse(self, message: str, steps: Sequence[Step] | None = None, **fields: Any) -> None:
         if steps is not None:
@@ -128,19 +193,23 @@ class TargetRun:
         def on_wait(holder: dict[str, Any]) -> None:
             self.audit.emit("lock.waiting", lock_key=self.lock_key, holder=holder)
 
+        held = None
         try:
             with migration_lock(
                 self.engine,
                 self.lock_key,
                 self.lock_timeout,
                 on_wait,
-                f"orchestrator {self.env.name} run={self.run_id} {self.app.actor}",
-            ):
-                self.audit.emit("lock.acquired", lock_key=self.lock_key)
+                application_name(self.env.name, self.run_id, self.app.actor),
+            ) as held:
+                self.fence = held.fence
                 try:
+                    self.audit.emit("lock.acquired", lock_key=self.lock_key)
+                    self._require_audit(wait=FINAL_WAIT)
+                    self._wait_for_commits_in_flight()
                     yield
                 finally:
-                    self.audit.emit("lock.released", lock_key=self.lock_key)
+                    self.fence = None
         except LockTimeout as exc:
             self.audit.emit(
                 "run.failed",
@@ -150,6 +219,22 @@ class TargetRun:
                 lock_key=self.lock_key,
             )
             raise
+        finally:
+            if held is not None:
+                lost = held.lost
+                self.audit.emit("lock.lost" if lost else "lock.released", lock_key=self.lock_key)
+
+    def _wait_for_commits_in_flight(self) -> None:
+        """A run whose lock session ended may be committing a revision that passed its fence
+        just before: its ledger insert holds the table in ROW EXCLUSIVE mode until it commits.
+        Taking SHARE mode once waits for that commit, so what we read next includes it; a
+        fenced insert that starts after this sees the lock held by us, and fails."""
+        if self.fence is None:
+            return
+        with self.engine.connect() as connection:
+            if ledger.tables_exist(connection):
+                connection.execute(text(f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"))
+            connection.rollback()
 
     def record_schema(self) -> str | None:
         """Under the lock, after a run that changed the database: record the schema it left
@@ -204,7 +289,12 @@ class TargetRun:
                 return []
             held = ledger.acquired_runs(connection, [r["run_id"] for r in open_runs])
             live = live_run_ids(connection)
-        dead = [r for r in open_runs if r["run_id"] in held or not run_alive(r, live)]
+        # Without a live view (SQLite), a run that took the lock we now hold is dead: a file
+        # lock ends only with its process. On PostgreSQL a live run may have lost its lock
+        # (its lock session ended); it cannot commit any more and records its own end.
+        dead = [
+            r for r in open_runs if not run_alive(r, live) or (live is None and r["run_id"] in held)
+        ]
         for run in dead:
             self._close_dead_run(run)
         return [r["run_id"] for r in dead]
@@ -253,6 +343,7 @@ class TargetRun:
         """
         graph = self.app.graph
         last = [time.monotonic()]
+        fence = self.fence
         uncommitted: list[tuple[str, dict[str, Any]]] = []
 
         def committed() -> None:
@@ -268,6 +359,7 @@ class TargetRun:
 
         def on_version_apply(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
             if step.is_stamp:
+                uncommitted.extend(self._record_stamp(ctx.connection, step))
                 return
             revision = step.up_revision_id
             checksum = graph.get(revision).checksum if revision in graph else ""
@@ -275,16 +367,7 @@ class TargetRun:
             duration_ms = round((now - last[0]) * 1000)
             last[0] = now
             up = step.is_upgrade
-            ledger.record_revision(
-                ctx.connection,
-                revision=revision,
-                checksum=checksum,
-                direction="up" if up else "down",
-                run_id=self.run_id,
-                env=self.env.name,
-                actor=self.app.actor,
-                at=utc_now(),
-            )
+            self._record(ctx.connection, revision, checksum, "up" if up else "down")
             # a downgrade() that is `pass`: marked undone, its changes stay (said, not hidden)
             hollow = not up and revision in graph and reverts_nothing(graph.get(revision).path)
             if hollow:
@@ -310,30 +393,135 @@ class TargetRun:
 
         with self.engine.connect() as connection:
             self._session_settings(connection)
+            connection.info[FENCE] = fence
+            connection.info[AUTOCOMMITTED] = False
+            connection.info[BETWEEN] = True
             # a new transaction begins only after the previous one committed
             event.listen(connection, "begin", lambda _conn: committed())
             try:
-                executor(connection, on_version_apply)
+                with cancel.revisions_running():
+                    executor(connection, on_version_apply)
                 committed()
+            except Cancelled:
+                committed()  # raised as the next transaction began: the previous one committed
+                raise cancel.cancelled(self._done()) from None
+            except UsageError:  # a revision file that cannot be imported: nothing ran
+                raise
             except Exception as exc:
                 uncommitted.clear()  # its transaction failed, at COMMIT or before
                 failed = next((r for r in revisions if r not in self.applied), None)
-                error = describe_error(exc)
-                self.audit.emit("migration.failed", outcome="failed", revision=failed, error=error)
-                message = (
-                    f"Revision {failed} failed on {self.where}: {error}. It was rolled back; "
-                    f"{len(self.applied)} earlier revision(s) of this run stay applied "
-                    f"({', '.join(self.applied) or 'none'}); {self.where} is at "
-                    f"{self._where_now()}."
+                lost = isinstance(exc, LockLost) or (
+                    fence is not None and not self._fence_holds(fence)
                 )
-                self.audit.emit(
-                    "run.failed",
-                    outcome="failed",
-                    revision=failed,
-                    error=message,
-                    duration_ms=self.elapsed_ms(),
+                autocommitted = bool(connection.info.get(AUTOCOMMITTED))
+                self._fail(failed, exc, lost, autocommitted)
+            finally:
+                for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN):
+                    connection.info.pop(key, None)
+        cancel.check(self._done())  # came during the last revision: stop here all the same
+
+    def _done(self) -> str:
+        return (
+            f" between revisions on {self.where}: {len(self.applied)} revision(s) of this run "
+            f"committed ({', '.join(self.applied) or 'none'}), none half-way; {self.where} is "
+            f"at {self._where_now()}. Run again to go on"
+        )
+
+    def _record(self, connection: Connection, revision: str, checksum: str, direction: str) -> None:
+        """The ledger row of one revision, in its transaction; fenced on PostgreSQL."""
+        written = ledger.record_revision(
+            connection,
+            revision=revision,
+            checksum=checksum,
+            direction=direction,
+            run_id=self.run_id,
+            env=self.env.name,
+            actor=self.app.actor,
+            at=utc_now(),
+            fence=self.fence,
+        )
+        if not written:
+            raise LockLost(f"the migration lock was lost before {revision} could commit")
+        connection.info[FENCED] = True
+        connection.info[AUTOCOMMITTED] = False
+        connection.info[BETWEEN] = True
+
+    def _record_stamp(self, connection: Connection, step: Any) -> list[tuple[str, dict[str, Any]]]:
+        """`alembic stamp`: a `stamped` ledger row per revision it leaves as a head; the
+        audit events to emit once the stamp committed."""
+        events = []
+        for revision in step.destination_revision_ids or ("base",):
+            node = self.app.graph.get(revision) if revision in self.app.graph else None
+            checksum = node.checksum if node else ""
+            self._record(connection, revision, checksum, "stamped")
+            record = {
+                "event": "migration.stamped",
+                "revision": revision,
+                "checksum": checksum or None,
+                "from_revision": ",".join(step.source_revision_ids) or None,
+            }
+            events.append((revision, record))
+        return events
+
+    def _fence_holds(self, fence: Fence) -> bool:
+        try:
+            with self.engine.connect() as connection:
+                return fence.held(connection)
+        except SQLAlchemyError:
+            return False
+
+    def _fail(
+        self, failed: str | None, exc: BaseException, lost: bool, autocommitted: bool
+    ) -> None:
+        error = describe_error(exc)
+        self.audit.emit(
+            "migration.failed",
+            outcome="failed",
+            revision=failed,
+            error=error,
+            lock_lost=lost or None,
+            autocommit_block=autocommitted or None,
+        )
+        earlier = (
+            f"{len(self.applied)} earlier revision(s) of this run stay applied "
+            f"({', '.join(self.applied) or 'none'}); {self.where} is at {self._where_now()}."
+        )
+        if lost:
+            message = (
+                f"This run lost the migration lock on {self.where} while running {failed}: "
+                "its lock session ended (terminated, idle timeout, or network), so another run "
+                f"may hold the lock now. {failed} did not commit: it was rolled back"
+                + (
+                    ", except the statements of its autocommit block, which stay"
+                    if autocommitted
+                    else ""
                 )
-                raise MigrationFailed(message, revision=failed) from None
+                + f". Nothing more runs. {earlier} Run again once no other run is migrating it."
+            )
+        elif autocommitted:
+            message = (
+                f"Revision {failed} failed on {self.where}, in or after its autocommit block: "
+                f"{error}. Its statements in a transaction were rolled back, but those of its "
+                "autocommit block (CREATE INDEX CONCURRENTLY and the like) run outside any "
+                "transaction and were NOT rolled back: what they created before the failure, "
+                "or what an earlier run killed after that block created, is still there. "
+                f"{earlier} To resume, make those statements re-runnable (CREATE INDEX "
+                "CONCURRENTLY IF NOT EXISTS) or drop what they left (DROP INDEX CONCURRENTLY "
+                "IF EXISTS ...), then run again."
+            )
+        else:
+            message = (
+                f"Revision {failed} failed on {self.where}: {error}. It was rolled back; {earlier}"
+            )
+        self.audit.emit(
+            "run.failed",
+            outcome="failed",
+            revision=failed,
+            error=message,
+            lock_lost=lost or None,
+            duration_ms=self.elapsed_ms(),
+        )
+        raise (LockLost if lost else MigrationFailed)(message, revision=failed) from None
 
     def _where_now(self) -> str:
         try:
@@ -366,6 +554,42 @@ class TargetRun:
                 text("SELECT set_config('client_connection_check_interval', '1s', false)")
             )
         connection.commit()
+
+
+def _fence_commit(connection: Connection) -> None:
+    """Before a commit on the migration connection that no fenced ledger insert covers (the
+    work before an autocommit block, the block itself), prove the lock is still held."""
+    fence = connection.info.get(FENCE)
+    if fence is None or connection.info.pop(FENCED, False):
+        return
+    dbapi = connection.connection.dbapi_connection
+    assert dbapi is not None
+    cursor = dbapi.cursor()
+    try:
+        cursor.execute(_FENCE_CHECK_RAW, fence.params())
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    if not (row and row[0]):
+        dbapi.rollback()
+        raise LockLost("the migration lock was lost before an autocommit block")
+
+
+_FENCE_CHECK_RAW = "SELECT " + re.sub(r":(fence_\w+)", r"%(\1)s", FENCE_SQL)  # DBAPI style
+
+
+def _revision_boundary(connection: Connection) -> None:
+    """The first BEGIN after a revision ended (or before the first): a SIGTERM or SIGINT
+    received meanwhile stops the run here, with nothing half-done."""
+    if connection.info.pop(BETWEEN, False):
+        cancel.check()
+
+
+def _note_autocommit(connection: Connection, options: Mapping[str, Any]) -> None:
+    """Remember that the current revision entered an autocommit block: a failure after it
+    cannot roll back what the block ran."""
+    if options.get("isolation_level") == "AUTOCOMMIT" and FENCE in connection.info:
+        connection.info[AUTOCOMMITTED] = True
 
 
 _RUN_IN_APP = re.compile(r"run=(\w+)")

@@ -28,7 +28,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.alembic_runner import quiet_alembic
 from orchestrator.database import describe_error
-from orchestrator.errors import MigrationFailed
+from orchestrator.errors import MigrationFailed, UsageError
 from orchestrator.revisions import RevisionFile, RevisionsError, does_nothing, find_function
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
         engine = make_engine(url, "orchestrator check")
         try:
             with engine.connect() as connection:
+                if scratch_url:
+                    _require_empty(connection, where)
                 heads = current_heads(connection)
                 connection.rollback()
                 try:
@@ -261,6 +263,22 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
             "differences": lines,
         }
     ]
+
+
+def _require_empty(connection: Any, where: str) -> None:
+    """check migrates its scratch database outside any gate, lock, approval or audit: never
+    one that holds anything."""
+    from sqlalchemy import inspect
+
+    tables = sorted(inspect(connection).get_table_names())
+    connection.rollback()
+    if tables:
+        shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+        raise UsageError(
+            f"--scratch-url {where} is not empty (tables: {shown}). check migrates its scratch "
+            "database from nothing, with no gate, lock or audit trail: give it an empty "
+            "database made for the purpose, never one that holds anything."
+        )
 
 
 def _models_finding(message: str) -> Finding:

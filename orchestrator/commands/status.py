@@ -13,6 +13,7 @@ from orchestrator.config import Target
 from orchestrator.database import safe_url
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.evidence import checksum_drift, judge, read_connection, read_state, upgrade_steps
+from orchestrator.planning import ledger_heads
 from orchestrator.policies import lint_revisions
 from orchestrator.run import live_run_ids, run_alive
 
@@ -48,6 +49,7 @@ def _unconfigured(env: str, target: str, why: str, heads: tuple[str, ...]) -> di
         "schema": "unknown",
         "last_run": None,
         "interrupted": [],
+        "version_disagrees": None,
     }
 
 
@@ -69,6 +71,7 @@ def _target_status(
             live = live_run_ids(connection) if open_runs else set()
             last = ledger.query_audit(connection, ledger.AuditFilter(event=None, limit=200))
             schema = schema_status(app, target, connection, state.heads)
+            history = ledger.ledger_history(connection)
     except (OrchestratorError, SQLAlchemyError) as exc:
         row.update(_unconfigured(env.name, target.name, getattr(exc, "message", str(exc)), heads))
         row["configured"] = True
@@ -85,7 +88,9 @@ def _target_status(
         | {
             e["run_id"]
             for e in terminal
-            if e["event"] == "run.interrupted" and e["id"] > last_success
+            # recorded on behalf of a dead run (`noticed_by`); a run that stopped on a signal
+            # recorded its own end and is not dead
+            if e["event"] == "run.interrupted" and e.get("noticed_by") and e["id"] > last_success
         }
     )
     run = terminal[-1] if terminal else None
@@ -107,8 +112,28 @@ def _target_status(
             else None
         ),
         interrupted=interrupted,
+        version_disagrees=_version_disagrees(app, state.heads, history),
     )
     return row
+
+
+def _version_disagrees(
+    app: App, heads: tuple[str, ...], history: list[tuple[str, str, str]]
+) -> dict[str, list[str]] | None:
+    """alembic_version and the ledger's account of it, when they differ (someone stamped or
+    edited the version table outside the orchestrator)."""
+    graph = app.graph
+
+    def parents(rev: str) -> tuple[str, ...]:
+        return graph.get(rev).down_revisions if rev in graph else ()
+
+    def ancestors(rev: str) -> set[str]:
+        return graph.ancestors(rev) if rev in graph else {rev}
+
+    said = ledger_heads(history, parents, ancestors)
+    if said is None or said == set(heads):
+        return None
+    return {"alembic_version": sorted(heads), "ledger": sorted(said)}
 
 
 def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, Any]]:

@@ -224,3 +224,22 @@ def test_squawk_missing_is_a_finding_not_a_pass(tmp_path: Path) -> None:
     findings = json.loads(done.stdout)
     assert [f["check"] for f in findings] == ["lint"]
     assert "squawk" in findings[0]["message"] and "pip install squawk-cli" in findings[0]["message"]
+
+
+def test_a_scratch_database_that_is_not_empty_is_refused(tmp_path: Path, pg_db: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(pg_db)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE TABLE customers (id integer)")
+        connection.exec_driver_sql("INSERT INTO customers VALUES (1)")
+    try:
+        result = no_urls(tmp_path).run("check", "--scratch-url", pg_db)
+
+        assert result.code == 2, result.output
+        assert "is not empty" in result.stderr and "customers" in result.stderr
+        with engine.connect() as connection:
+            tables = sa.inspect(connection).get_table_names()
+        assert tables == ["customers"], "nothing was migrated into it"
+    finally:
+        engine.dispose()
