@@ -37,11 +37,32 @@ def make_engine(url: str, application_name: str = "orchestrator", writer: bool =
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"application_name": application_name[:63], "connect_timeout": 10}
     try:
-        return create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
+        engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise UsageError(
             f"Cannot use the database URL {safe_url(url)}: {exc}. Is its driver installed?"
         ) from None
+    if writer and parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "connect", _no_idle_timeouts)
+    return engine
+
+
+# A run's sessions sit idle at times (the lock session for the whole run, pooled ones between
+# events): an idle timeout set on the role or the database must not end them under it.
+# Settings the server lacks (idle_session_timeout is PostgreSQL 14+) are skipped.
+NO_IDLE_TIMEOUTS = (
+    "SELECT set_config(name, '0', false) FROM pg_settings"
+    " WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')"
+)
+
+
+def _no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(NO_IDLE_TIMEOUTS)
+    finally:
+        cursor.close()
+    dbapi_connection.commit()
 
 
 def _sqlite_engine(url: Any, writer: bool) -> Engine:

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
+from orchestrator.database import NO_IDLE_TIMEOUTS
 from orchestrator.errors import LockTimeout
 from orchestrator.logging import utc_now
 
@@ -52,13 +53,6 @@ FENCE_SQL = """EXISTS (
   AND (SELECT backend_start FROM pg_stat_get_activity(:fence_pid)) = :fence_started"""
 
 _FENCE_CHECK = text(f"SELECT {FENCE_SQL}")
-
-# The lock session is idle for the whole run: an idle-session timeout set on the role or the
-# database must not end it (and with it the lock). Settings a server lacks are skipped.
-NO_IDLE_TIMEOUTS = (
-    "SELECT set_config(name, '0', false) FROM pg_settings"
-    " WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')"
-)
 
 
 @dataclass(frozen=True)
