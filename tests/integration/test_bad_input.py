@@ -63,7 +63,7 @@ def test_a_long_actor_is_recorded_even_in_tables_of_the_previous_version(
     assert pg_project.version("dev") == [HEAD]
     run = [e for e in pg_project.audit_events("dev") if e["actor"] == actor]
     assert [e["event"] for e in run][:2] == ["run.started", "lock.acquired"]
-    assert run[-1]["event"] == "run.succeeded"
+    assert "run.succeeded" in [e["event"] for e in run]
     assert pg_project.query(
         "dev", "SELECT count(*) FROM orchestrator_ledger WHERE actor = '" + actor + "'"
     ) == [(len(SHIPPED) - 1,)]
