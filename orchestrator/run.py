@@ -394,6 +394,7 @@ class TargetRun:
         with self.engine.connect() as connection:
             self._session_settings(connection)
             connection.info[FENCE] = fence
+            connection.info[FENCED] = False
             connection.info[AUTOCOMMITTED] = False
             connection.info[BETWEEN] = True
             # a new transaction begins only after the previous one committed

@@ -10,7 +10,7 @@ from orchestrator import ledger
 from orchestrator.app import App, revision_error
 from orchestrator.commands.migrate import Options
 from orchestrator.config import Target
-from orchestrator.errors import UsageError
+from orchestrator.errors import LockLost, UsageError
 from orchestrator.logging import utc_now
 from orchestrator.policies import check_approval
 from orchestrator.results import RunResult
@@ -104,7 +104,7 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                     if not state.heads:
                         app.project.stamp(connection, rev)
                     for r in chain:
-                        ledger.record_revision(
+                        if not ledger.record_revision(
                             connection,
                             revision=r,
                             checksum=app.graph.get(r).checksum,
@@ -113,7 +113,12 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                             env=run.env.name,
                             actor=app.actor,
                             at=utc_now(),
-                        )
+                            fence=run.fence,
+                        ):
+                            raise LockLost(
+                                f"This run lost the migration lock on {run.where} before the "
+                                "baseline could commit: nothing was recorded. Run it again."
+                            )
                 run.applied = chain
                 results.append(run.finish(to_revision=rev, baselined=len(chain)))
         finally:
