@@ -103,13 +103,18 @@ def test_a_run_failing_before_the_lock_ends_as_failed(
 
 
 def test_a_plain_alembic_run_failing_after_it_started_ends_as_failed(
-    pg_project: Project,
+    pg_project: Project, pg_cluster: PgCluster
 ) -> None:
-    result = pg_project.alembic("upgrade", "no_such_revision")
+    gone = pg_cluster.url("no_such_database")
+    result = pg_project.alembic("-x", "env=staging", "upgrade", "head", DEV_DATABASE_URL=gone)
 
-    assert result.code != 0
-    assert [e["event"] for e in pg_project.audit_events("dev")] == ["run.started", "run.failed"]
-    (row,) = json.loads(pg_project.run("status", "dev", "--json").stdout)
+    assert result.code != 0 and "Cannot read dev" in result.output
+    assert [e["event"] for e in pg_project.audit_events("staging")] == [
+        "run.started",
+        "run.failed",
+    ]
+    status = pg_project.run("status", "staging", "--json", DEV_DATABASE_URL=gone)
+    (row,) = json.loads(status.stdout)
     assert row["interrupted"] == [] and row["last_run"]["outcome"] == "failed", row
 
 
