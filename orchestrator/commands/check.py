@@ -40,6 +40,8 @@ Finding = dict[str, Any]
 
 def run_checks(app: App, scratch_url: str | None) -> list[Finding]:
     app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
+    if scratch_url:
+        require_empty(scratch_url)
     findings: list[Finding] = []
     heads = list(app.graph.real_heads())
     findings += check_single_head(app, heads)
@@ -204,8 +206,6 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
         engine = make_engine(url, "orchestrator check")
         try:
             with engine.connect() as connection:
-                if scratch_url:
-                    _require_empty(connection, where)
                 heads = current_heads(connection)
                 connection.rollback()
                 try:
@@ -265,18 +265,28 @@ def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
     ]
 
 
-def _require_empty(connection: Any, where: str) -> None:
+def require_empty(url: str) -> None:
     """check migrates its scratch database outside any gate, lock, approval or audit: never
     one that holds anything."""
     from sqlalchemy import inspect
 
-    tables = sorted(inspect(connection).get_table_names())
-    connection.rollback()
+    from orchestrator.database import make_engine, safe_url
+
+    engine = make_engine(url, "orchestrator check", writer=False)
+    try:
+        with engine.connect() as connection:
+            tables = sorted(inspect(connection).get_table_names())
+    except SQLAlchemyError as exc:
+        raise MigrationFailed(
+            f"check: cannot use the scratch database {safe_url(url)}: {describe_error(exc)}"
+        ) from None
+    finally:
+        engine.dispose()
     if tables:
         shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
         raise UsageError(
-            f"--scratch-url {where} is not empty (tables: {shown}). check migrates its scratch "
-            "database from nothing, with no gate, lock or audit trail: give it an empty "
+            f"--scratch-url {safe_url(url)} is not empty (tables: {shown}). check migrates its "
+            "scratch database from nothing, with no gate, lock or audit trail: give it an empty "
             "database made for the purpose, never one that holds anything."
         )
 

@@ -9,8 +9,8 @@ import psycopg
 import pytest
 from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, Project, Result
-from test_fencing import BLOCKING_BODY, blocker, procs, run_id_of, runs_waiting_on
-from test_locking import add_chain, dbname, events, finish, wait_for
+from test_fencing import BLOCKING_BODY, blocker, procs, run_id_of, runs_waiting_on, wait_long
+from test_locking import add_chain, dbname, events, finish
 
 __all__ = ["blocker", "procs"]  # fixtures
 
@@ -147,7 +147,7 @@ def test_a_long_environment_name_never_hides_a_live_run(
     )
     runner = pg_project.popen("migrate", long, TEST_BLOCK="1")
     procs.append(runner)
-    wait_for("the run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
+    wait_long("the run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
 
     status = pg_project.run("status", long, "--json")
 
@@ -155,7 +155,7 @@ def test_a_long_environment_name_never_hides_a_live_run(
     (row,) = status.json()
     assert row["interrupted"] == [], "a live run shown as interrupted"
     blocker.execute("SELECT pg_advisory_unlock(424242)")
-    code, _, err = finish(runner, 30)
+    code, _, err = finish(runner, 120)
     assert code == 0, err[-3000:]
     assert run_id_of(pg_project, runner)
     assert not events(pg_project, "dev", "run.interrupted")
@@ -174,14 +174,14 @@ def test_the_database_going_away_mid_revision_names_the_revision(
     )
     runner = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
     procs.append(runner)
-    wait_for("the run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
+    wait_long("the run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
     with pg_cluster.connect(dbname(pg_project, "dev")) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE application_name LIKE 'orchestrator run=%'"
         )
 
-    code, _, err = finish(runner, 30)
+    code, _, err = finish(runner, 120)
 
     assert code == 1, err[-3000:]
     assert blocking in err and "unexpected error" not in err and "Traceback" not in err

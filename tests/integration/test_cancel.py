@@ -16,8 +16,16 @@ import psycopg
 import pytest
 from pgcluster import PgCluster
 from projectkit import SHIPPED, Project
-from test_fencing import blocker, lock_holder_pid, procs, run_id_of, runs_waiting_on, setup
-from test_locking import assert_audit_verifies, assert_consistent, events, finish, wait_for
+from test_fencing import (
+    blocker,
+    lock_holder_pid,
+    procs,
+    run_id_of,
+    runs_waiting_on,
+    setup,
+    wait_long,
+)
+from test_locking import assert_audit_verifies, assert_consistent, events, finish
 
 __all__ = ["blocker", "procs"]  # fixtures
 
@@ -33,12 +41,12 @@ def test_a_signal_stops_the_run_after_the_revision_in_progress(
     quick, blocking, after = setup(pg_project)
     runner = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
     procs.append(runner)
-    wait_for("the run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
+    wait_long("the run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
 
     runner.send_signal(signum)
     assert runner.poll() is None  # it waits for the revision in progress
     blocker.execute("SELECT pg_advisory_unlock(424242)")
-    exit_code, _, err = finish(runner, 30)
+    exit_code, _, err = finish(runner, 120)
 
     assert exit_code == code, err[-3000:]
     assert f"Stopped by {signum.name}" in err and "Run again" in err and "Traceback" not in err
@@ -68,19 +76,19 @@ def test_sigterm_while_waiting_for_the_lock_stops_at_once(
     setup(pg_project)
     holder = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
     procs.append(holder)
-    wait_for("the first run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
-    waiter = pg_project.popen("migrate", "dev", "--lock-timeout", "120")
+    wait_long("the first run inside a revision", lambda: runs_waiting_on(pg_project, "advisory"))
+    waiter = pg_project.popen("migrate", "dev", "--lock-timeout", "600")
     procs.append(waiter)
-    wait_for("the second run to wait", lambda: events(pg_project, "dev", "lock.waiting"))
+    wait_long("the second run to wait", lambda: events(pg_project, "dev", "lock.waiting"))
 
     waiter.send_signal(signal.SIGTERM)
-    code, _, err = finish(waiter, 20)
+    code, _, err = finish(waiter, 120)
 
     assert code == 143, err[-3000:]
     (stopped,) = events(pg_project, "dev", "run.interrupted", run_id_of(pg_project, waiter))
     assert stopped["applied"] == [] and "noticed_by" not in stopped
     blocker.execute("SELECT pg_advisory_unlock(424242)")
-    code, _, err = finish(holder, 30)
+    code, _, err = finish(holder, 120)
     assert code == 0, err[-3000:]
     assert_consistent(pg_project, "dev")
 
@@ -141,11 +149,11 @@ def test_after_a_kill_past_an_autocommit_block_the_message_says_what_stayed(
     )
     runner = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
     procs.append(runner)
-    wait_for("the run past the autocommit block", lambda: runs_waiting_on(pg_project, "advisory"))
+    wait_long("the run past the autocommit block", lambda: runs_waiting_on(pg_project, "advisory"))
     runner.kill()
     runner.wait(timeout=10)
     blocker.execute("SELECT pg_advisory_unlock(424242)")
-    wait_for(
+    wait_long(
         "the killed run's sessions to end",
         lambda: (
             not pg_project.query(

@@ -27,6 +27,12 @@ from test_locking import (
     wait_for,
 )
 
+
+def wait_long(what: str, predicate: Any) -> Any:
+    """wait_for, with room for a loaded machine: a run starts in seconds, but not always."""
+    return wait_for(what, predicate, timeout=120)
+
+
 BLOCK = 424242  # the advisory lock a test holds to keep a revision waiting
 
 # Waits, inside its transaction, for the test's BLOCK lock when TEST_BLOCK is set.
@@ -81,9 +87,9 @@ def runs_waiting_on(project: Project, wait_event: str) -> list[str]:
 
 
 def terminate_lock_session(project: Project) -> int:
-    pid = wait_for("a run to hold the migration lock", lambda: lock_holder_pid(project))
+    pid = wait_long("a run to hold the migration lock", lambda: lock_holder_pid(project))
     project.query("dev", f"SELECT pg_terminate_backend({pid})")
-    wait_for("the lock session to end", lambda: lock_holder_pid(project) != pid)
+    wait_long("the lock session to end", lambda: lock_holder_pid(project) != pid)
     return pid
 
 
@@ -111,14 +117,14 @@ def test_a_run_that_lost_its_lock_rolls_back_and_exits_1(
     quick, blocking, after = setup(pg_project)
     first = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
     procs.append(first)
-    wait_for(
+    wait_long(
         "the first run inside the blocking revision",
         lambda: runs_waiting_on(pg_project, "advisory"),
     )
 
     terminate_lock_session(pg_project)
     blocker.execute(f"SELECT pg_advisory_unlock({BLOCK})")  # the revision goes on to commit
-    code, _, err = finish(first, 30)
+    code, _, err = finish(first, 120)
 
     assert code == 1, err[-3000:]
     assert "lost the migration lock" in err and blocking in err
@@ -147,7 +153,7 @@ def test_a_second_run_cannot_interleave_with_one_that_lost_its_lock(
     quick, blocking, after = setup(pg_project)
     first = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
     procs.append(first)
-    wait_for(
+    wait_long(
         "the first run inside the blocking revision",
         lambda: runs_waiting_on(pg_project, "advisory"),
     )
@@ -157,16 +163,16 @@ def test_a_second_run_cannot_interleave_with_one_that_lost_its_lock(
     # in it: both wait for BLOCK, the first in line.
     second = pg_project.popen("migrate", "dev", "--json", TEST_BLOCK="1")
     procs.append(second)
-    wait_for(
+    wait_long(
         "both runs inside the blocking revision",
         lambda: len(runs_waiting_on(pg_project, "advisory")) == 2,
     )
     blocker.execute(f"SELECT pg_advisory_unlock({BLOCK})")
 
-    code, _, err = finish(first, 30)
+    code, _, err = finish(first, 120)
     assert code == 1, err[-3000:]
     assert "lost the migration lock" in err
-    code, out, err = finish(second, 30)
+    code, out, err = finish(second, 120)
     assert code == 0, err[-3000:]
     assert json.loads(out)[0]["applied"] == [blocking, after]
     assert pg_project.query("dev", "SELECT count(*) FROM side_effects") == [(1,)]
@@ -211,7 +217,7 @@ def test_the_next_run_waits_for_a_commit_that_passed_its_fence(
     blocker.execute(LEDGER_TRIGGER.format(rev=held))  # type: ignore[call-overload]
     first = pg_project.popen("migrate", "dev")
     procs.append(first)
-    wait_for(
+    wait_long(
         "the first run's fenced ledger insert to wait",
         lambda: runs_waiting_on(pg_project, "advisory"),
     )
@@ -219,15 +225,15 @@ def test_the_next_run_waits_for_a_commit_that_passed_its_fence(
 
     second = pg_project.popen("migrate", "dev", "--json")
     procs.append(second)
-    wait_for(
+    wait_long(
         "the second run to wait for the first one's commit",
         lambda: runs_waiting_on(pg_project, "relation"),
     )
     blocker.execute(f"SELECT pg_advisory_unlock({BLOCK})")
 
-    code, _, err = finish(first, 30)
+    code, _, err = finish(first, 120)
     assert code == 1 and "lost the migration lock" in err and after in err, err[-3000:]
-    code, out, err = finish(second, 30)
+    code, out, err = finish(second, 120)
     assert code == 0, err[-3000:]
     assert json.loads(out)[0]["applied"] == [after]
     assert [r for r, d in pg_project.ledger("dev") if d == "up"] == [*SHIPPED, held, after]
@@ -248,7 +254,7 @@ def test_the_lock_session_outlives_an_idle_session_timeout(
         quick, blocking, after = setup(pg_project)
         first = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
         procs.append(first)
-        wait_for(
+        wait_long(
             "the run inside the blocking revision", lambda: runs_waiting_on(pg_project, "advisory")
         )
         holder = lock_holder_pid(pg_project)
@@ -256,7 +262,7 @@ def test_the_lock_session_outlives_an_idle_session_timeout(
         # session (idle for longer) has been exposed to it too
         canary = psycopg.connect(pg_cluster.dsn(db, user=role), autocommit=True)
         (canary_pid,) = canary.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
-        wait_for(
+        wait_long(
             "the idle-session timeout to end an idle session",
             lambda: (
                 not pg_project.query(
@@ -268,7 +274,7 @@ def test_the_lock_session_outlives_an_idle_session_timeout(
         assert lock_holder_pid(pg_project) == holder, "the lock session was ended by the timeout"
 
         blocker.execute(f"SELECT pg_advisory_unlock({BLOCK})")
-        code, _, err = finish(first, 30)
+        code, _, err = finish(first, 120)
         assert code == 0, err[-3000:]
         assert "persist_failed" not in err
         assert pg_project.version("dev") == [after]
