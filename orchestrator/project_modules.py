@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import os
+import site
 import sys
 import sysconfig
 import tempfile
@@ -120,8 +121,9 @@ def imports_of(tree: ast.Module) -> tuple[Import, ...]:
 def _foreign_dirs() -> tuple[str, ...]:
     """Where modules that are not the project's live: stdlib and installed packages."""
     paths = sysconfig.get_paths()
-    keys = ("stdlib", "platstdlib", "purelib", "platlib")
-    return tuple(sorted({os.path.realpath(paths[k]) + os.sep for k in keys if k in paths}))
+    dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
+    dirs += [*site.getsitepackages(), site.getusersitepackages()]  # e.g. Debian's dist-packages
+    return tuple(sorted({os.path.realpath(d) + os.sep for d in dirs}))
 
 
 class ProjectModules:
