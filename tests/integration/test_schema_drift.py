@@ -77,6 +77,19 @@ def test_each_applying_run_records_the_schema_at_its_revision_and_status_says_ok
     assert sorted(description["tables"]) == ["orders", "users"]  # none of ours, no version
 
 
+def test_baseline_records_the_schema_it_adopts(project: Project) -> None:
+    """A database whose schema was never recorded (e.g. migrated by an older version) is
+    `unknown`; baseline adopts it as it is."""
+    assert project.run("migrate", "dev").code == 0
+    _sql(project, "dev", "DELETE FROM orchestrator_schema")
+    assert _status(project)["dev"] == "unknown"
+    assert project.run("drift", "dev").code == 2
+    done = project.run("baseline", "dev", "--revision", HEAD, "--reason", "adopt")
+    assert done.code == 0, done.stderr
+    assert [heads for heads, _ in _recorded(project, "dev")] == [HEAD]
+    assert _status(project)["dev"] == "ok"
+
+
 # -- an index added by hand in prod ------------------------------------------------------------
 
 
