@@ -166,7 +166,8 @@ def _sqlite_details(connection: Connection, tables: dict[str, Any]) -> None:
     for table, described in tables.items():
         if not described["foreign_keys"]:
             continue
-        pragma = connection.exec_driver_sql(f"PRAGMA foreign_key_list('{table}')").all()
+        quoted = table.replace("'", "''")
+        pragma = connection.exec_driver_sql(f"PRAGMA foreign_key_list('{quoted}')").all()
         options: dict[tuple[str, str], dict[str, str]] = {}
         for row in pragma:
             key = (row[2].lower(), row[3].lower())  # referred table, local column
