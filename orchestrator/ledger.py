@@ -486,10 +486,18 @@ def check_chain(
             problem = "its content does not match its hash"
         else:
             record = json.loads(row["payload"])
-            for column in _INDEXED:
-                if record.get(column) != row[column]:
-                    problem = f"column {column} differs from the hashed record"
-                    break
+            get = record.get
+            if (
+                get("timestamp") != row["timestamp"]
+                or get("event") != row["event"]
+                or get("run_id") != row["run_id"]
+                or get("env") != row["env"]
+                or get("actor") != row["actor"]
+                or get("revision") != row["revision"]
+                or get("outcome") != row["outcome"]
+            ):
+                column = next(c for c in _INDEXED if get(c) != row[c])
+                problem = f"column {column} differs from the hashed record"
         if problem:
             broken = BrokenRow(row["id"], row["timestamp"], problem)
             if decode_all:

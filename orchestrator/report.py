@@ -170,6 +170,15 @@ def _blocked_text(blocked: Any) -> list[str]:
 _RUN_FIELDS = frozenset({"target", "command", "actor", "ticket", "git_sha", "approval"})
 
 
+def _run_fields(run: Run, e: Mapping[str, Any]) -> None:
+    """The fields every event of a run carries (and approval, from when it is given)."""
+    for attr in _RUN_FIELDS.intersection(e):
+        if getattr(run, attr) is None and e[attr] is not None:
+            setattr(run, attr, str(e[attr]))
+    if not run.waivers and isinstance(e.get("waivers"), list):
+        run.waivers = [str(w) for w in e["waivers"]]
+
+
 def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
     """Pure: events (oldest first) grouped into runs, in the order each run was first seen."""
     runs: dict[str, Run] = {}
@@ -179,13 +188,11 @@ def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
         if run is None:
             run = runs[run_id] = Run(run_id=run_id, env=str(e.get("env") or ""))
             run.started = e.get("timestamp")
+            _run_fields(run, e)
+        elif (run.approval is None and "approval" in e) or (not run.waivers and "waivers" in e):
+            _run_fields(run, e)  # approval is recorded from when it is given
         run.events += 1
         name = e.get("event")
-        for attr in _RUN_FIELDS.intersection(e):  # the first event that carries it
-            if getattr(run, attr) is None and e[attr] is not None:
-                setattr(run, attr, str(e[attr]))
-        if not run.waivers and isinstance(e.get("waivers"), list):
-            run.waivers = [str(w) for w in e["waivers"]]
         if name == "run.started":
             run.started = e.get("timestamp")
             run.from_revision = e.get("from_revision")
