@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,82 +74,80 @@ def audit(app: App, flt: ledger.AuditFilter) -> tuple[list[dict[str, Any]], list
     return events, unreachable
 
 
+def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
+    """Each database's chain verdict (`audit verify`)."""
+    return [verdict for verdict, _ in _chains(app, env_name, decode=False)]
+
+
 def review(
     app: App, flt: ledger.AuditFilter
 ) -> tuple[list[dict[str, Any]], list[str], list[dict[str, Any]]]:
     """`audit` and `verify` at once, reading each database's chain once: the matching events
     (oldest first), the databases we could not read, and each chain's verdict."""
-    names = [flt.env] if flt.env else list(app.envs.order)
     events: list[dict[str, Any]] = []
     unreachable: list[str] = []
     results: list[dict[str, Any]] = []
-    for name in names:
-        try:
-            targets = app.targets(app.envs.get(name).name)
-        except UsageError as exc:
-            if flt.env:
-                raise
-            unreachable.append(f"{name}: {exc.message}")
-            results.append(_unconfigured(name, exc.message))
-            continue
-        for target in targets:
-            try:
-                with read_connection(target) as connection:
-                    rows = ledger.read_chain(connection)
-            except OrchestratorError as exc:
-                unreachable.append(f"{target.env}/{target.name}: {exc.message}")
-                results.append(_unread(name, target.name, exc.message))
-                continue
-            broken, records = ledger.check_chain(rows)
-            results.append(_verdict(name, target.name, rows, broken))
-            events.extend(r for r in records if ledger.event_matches(flt, r))
+    for verdict, records in _chains(app, flt.env, decode=True):
+        results.append(verdict)
+        if not verdict["checked"]:
+            where = (
+                verdict["env"]
+                if verdict.get("configured") is False
+                else f"{verdict['env']}/{verdict['target']}"
+            )
+            unreachable.append(f"{where}: {verdict['error']}")
+        events.extend(r for r in records if ledger.event_matches(flt, r))
     events.sort(key=lambda e: e["timestamp"])
     if flt.limit is not None:
         events = events[-flt.limit :] if flt.limit else []
     return events, unreachable, results
 
 
-def _unconfigured(name: str, message: str) -> dict[str, Any]:
-    return {"env": name, "target": name, "checked": False, "configured": False, "error": message}
-
-
-def _unread(name: str, target: str, message: str) -> dict[str, Any]:
-    return {"env": name, "target": target, "checked": False, "error": message}
-
-
-def _verdict(
-    name: str, target: str, rows: Sequence[Any], broken: ledger.BrokenRow | None
-) -> dict[str, Any]:
-    return {
-        "env": name,
-        "target": target,
-        "checked": True,
-        "rows": len(rows),
-        "intact": broken is None,
-        "broken": None if broken is None else broken.__dict__,
-    }
-
-
-def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
+def _chains(
+    app: App, env_name: str | None, decode: bool
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Per database of `env_name` (else of every environment): its chain's verdict, and with
+    `decode` its events as recorded (all of them, those after a broken row too)."""
     names = [env_name] if env_name else list(app.envs.order)
-    results = []
+    found: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     for name in names:
         try:
             targets = app.targets(app.envs.get(name).name)
         except UsageError as exc:
             if env_name:
                 raise
-            results.append(_unconfigured(name, exc.message))
+            found.append(
+                (
+                    {
+                        "env": name,
+                        "target": name,
+                        "checked": False,
+                        "configured": False,
+                        "error": exc.message,
+                    },
+                    [],
+                )
+            )
             continue
         for target in targets:
             try:
                 with read_connection(target) as connection:
                     rows = ledger.read_chain(connection)
             except OrchestratorError as exc:
-                results.append(_unread(name, target.name, exc.message))
+                verdict = {"env": name, "target": target.name, "checked": False}
+                found.append(({**verdict, "error": exc.message}, []))
                 continue
-            results.append(_verdict(name, target.name, rows, ledger.verify_chain(rows)))
-    return results
+            broken, records = ledger.check_chain(rows, decode_all=decode)
+            verdict = {
+                "env": name,
+                "target": target.name,
+                "checked": True,
+                "rows": len(rows),
+                "intact": broken is None,
+                "broken": None if broken is None else broken.__dict__,
+            }
+            found.append((verdict, records if decode else []))
+    return found
 
 
 # The columns of `audit --format csv`, in this order; keys no column names follow, sorted.
