@@ -20,13 +20,16 @@ the source says) never runs in place of a revision or of a module it imports.
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
+import re
 import site
 import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from functools import cached_property
 from importlib.abc import MetaPathFinder
 from importlib.machinery import ModuleSpec, PathFinder, SourceFileLoader
 from pathlib import Path
@@ -37,6 +40,8 @@ from types import CodeType, ModuleType
 Import = tuple[int, str, tuple[str, ...]]
 
 __all__ = ["Import", "ProjectModules", "imports_of", "source_only"]
+
+_RELATIVE_IMPORT = re.compile(rb"\bfrom\s*\.")
 
 
 @contextmanager
@@ -145,6 +150,30 @@ class ProjectModules:
         self._foreign = foreign
         self._top: dict[str, Path | None] = {}
         self._absolute: dict[tuple[Import, ...], list[Path]] = {}
+
+    def may_import(self, source: bytes) -> bool:
+        """False only when `source` surely imports no project module: it has no relative
+        import and none of the project's top-level module names anywhere in its text. A
+        cheap test that spares parsing most revisions (`import sqlalchemy as sa` and
+        `from alembic import op` only)."""
+        if _RELATIVE_IMPORT.search(source):
+            return True
+        return self._names is not None and self._names.search(source) is not None
+
+    @cached_property
+    def _names(self) -> re.Pattern[bytes] | None:
+        """Any top-level name that resolves to a project module, as a whole word."""
+        names: set[str] = set()
+        for root in self.roots:
+            with contextlib.suppress(OSError), os.scandir(root) as entries:
+                for entry in entries:
+                    name = entry.name.removesuffix(".py") if entry.is_file() else entry.name
+                    if (entry.is_dir() or entry.name.endswith(".py")) and name.isidentifier():
+                        names.add(name)
+        found = sorted(n for n in names if self._root_of(n) is not None)
+        if not found:
+            return None
+        return re.compile(rb"\b(?:" + b"|".join(re.escape(n.encode()) for n in found) + rb")\b")
 
     def relative(self, path: Path) -> str:
         """`path` relative to the project directory, `/`-separated."""

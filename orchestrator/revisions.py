@@ -299,7 +299,6 @@ def _parse_source(data: bytes, path: Path) -> RevisionFile | None:
         path=path,
         doc=_first_line(ast.get_docstring(tree, clean=True)),
         checksum=checksum_bytes(data),
-        imports=imports_of(tree),
     )
     _CACHE.remember(parsed)
     return parsed
@@ -329,7 +328,6 @@ class _ParseCache:
                 "depends_on": tuple(entry["depends_on"]),
                 "doc": entry["doc"],
                 "checksum": checksum,
-                "imports": tuple((lv, m, tuple(n)) for lv, m, n in entry["imports"]),
             }
         return None
 
@@ -340,7 +338,6 @@ class _ParseCache:
             "branch_labels": list(rf.branch_labels),
             "depends_on": list(rf.depends_on),
             "doc": rf.doc,
-            "imports": [list(i) for i in rf.imports],
         }
         self.used.add(rf.checksum)
         self.dirty = True
@@ -425,19 +422,36 @@ def read_versions(
     if cache_file is not None:
         _CACHE.load(cache_file)
     for path in list_revision_paths(dirs, recursive=recursive):
+        data = path.read_bytes()
         try:
-            rf = read_revision_file(path)
+            rf = _parse_source(data, path)
         except NotPlain:
             return read_versions_with_alembic(dirs, recursive=recursive, modules=modules)
         if rf is None:
             return read_versions_with_alembic(dirs, recursive=recursive, modules=modules)
-        result.append(rf)
+        imports = _imports(data, path, modules) if modules is not None else ()
+        result.append(replace(rf, imports=imports) if imports else rf)
     if cache_file is not None:
         _CACHE.save(cache_file)
     return result if modules is None else _cover_modules(result, modules)
 
 
-_MODULE_IMPORTS: dict[str, tuple[Import, ...]] = {}  # a module's imports, by its digest
+_MODULE_IMPORTS: dict[str, tuple[Import, ...]] = {}  # a file's imports, by its digest
+
+
+def _imports(data: bytes, path: Path, modules: ProjectModules) -> tuple[Import, ...]:
+    """A file's import statements, parsed only when its text may import a project module.
+    Never read from the parse cache on disk: it lives in `__pycache__`, where anyone who can
+    plant a file could plant an entry that hides an import."""
+    if not modules.may_import(data):
+        return ()
+    digest = checksum_bytes(data)
+    if digest not in _MODULE_IMPORTS:
+        try:
+            _MODULE_IMPORTS[digest] = imports_of(ast.parse(data, filename=str(path)))
+        except (SyntaxError, ValueError):  # it fails when run; its bytes still count
+            _MODULE_IMPORTS[digest] = ()
+    return _MODULE_IMPORTS[digest]
 
 
 def current_checksums(
@@ -447,14 +461,7 @@ def current_checksums(
     now: list[RevisionFile] = []
     for rf in files:
         data = rf.path.read_bytes()
-        cached = _CACHE.get(checksum_bytes(data))
-        if cached is not None:
-            imports = cached["imports"]
-        else:
-            try:
-                imports = imports_of(ast.parse(data, filename=str(rf.path)))
-            except (SyntaxError, ValueError):
-                imports = ()
+        imports = _imports(data, rf.path, modules) if modules is not None else ()
         now.append(replace(rf, checksum=checksum_bytes(data), imports=imports))
     if modules is not None:
         now = _cover_modules(now, modules)
@@ -469,13 +476,8 @@ def _cover_modules(files: Sequence[RevisionFile], modules: ProjectModules) -> li
         if path not in known:
             data = path.read_bytes()
             digest = checksum_bytes(data)
-            if digest not in _MODULE_IMPORTS:
-                try:
-                    _MODULE_IMPORTS[digest] = imports_of(ast.parse(data, filename=str(path)))
-                except (SyntaxError, ValueError):  # it fails when run; its bytes still count
-                    _MODULE_IMPORTS[digest] = ()
             known[path] = (digest, ())  # an import cycle ends here
-            known[path] = (digest, tuple(modules.files(path, _MODULE_IMPORTS[digest])))
+            known[path] = (digest, tuple(modules.files(path, _imports(data, path, modules))))
         return known[path]
 
     out: list[RevisionFile] = []

@@ -3,6 +3,7 @@ what was hashed"): resolved statically, transitively, stdlib and installed packa
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -116,6 +117,8 @@ LIBRARY = {
     [
         ("import json\nimport sqlalchemy as sa\nfrom alembic import op\n", []),
         ("import app\n", ["app/__init__.py"]),
+        ("import json, app.naming\n", ["app/__init__.py", "app/naming.py"]),
+        ("import json, \\\n    app.naming\n", ["app/__init__.py", "app/naming.py"]),
         ("import app.helpers\n", ["app/__init__.py", "app/helpers.py", "app/naming.py"]),
         ("from app import helpers\n", ["app/__init__.py", "app/helpers.py", "app/naming.py"]),
         ("from app.helpers import slug\n", ["app/__init__.py", "app/helpers.py", "app/naming.py"]),
@@ -155,3 +158,16 @@ def test_roots_are_searched_in_order_and_named_from_the_project(tmp_path: Path) 
     assert got == combined_checksum(
         own, {"src/shared.py": checksum_file(tmp_path / "src/shared.py")}
     )
+
+
+def test_a_forged_parse_cache_cannot_hide_an_import(project: Path) -> None:
+    """The parse cache lives in `__pycache__`, which git ignores: whoever can plant a .pyc
+    can plant entries there. What a revision imports is never taken from it."""
+    want = read(project)["aaaaaaaaaaaa"].checksum
+    cache = project / "versions" / "__pycache__" / "orchestrator-revisions.json"
+    data = json.loads(cache.read_text())
+    assert data["entries"]
+    for entry in data["entries"].values():
+        entry["imports"] = []
+    cache.write_text(json.dumps(data))
+    assert read(project)["aaaaaaaaaaaa"].checksum == want
