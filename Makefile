@@ -8,7 +8,7 @@ ENV ?= dev
 APPROVE_FLAG := $(if $(APPROVE),--approve,)
 REV_FLAG := $(if $(REV),--to $(REV),)
 
-.PHONY: install migrate plan status promote audit revision current history downgrade demo fleet-demo test lint bench clean
+.PHONY: install migrate plan status promote audit revision current history downgrade demo fleet-demo test lint bench bench-record mutants clean
 
 $(BIN)/orchestrator: pyproject.toml
 	# Debian's python3 lacks venv until python3-venv is installed: do that when we can (root)
@@ -59,8 +59,28 @@ test: install
 	$(BIN)/mypy orchestrator
 	$(BIN)/python -m pytest -q
 
-bench: install
+bench: install  # writes bench/latest.md (git-ignored)
 	$(BIN)/python bench/run.py
+
+bench-record: install  # the report kept in the repository, stamped with the commit it measured
+	BENCH_RESULTS=bench/results.md $(BIN)/python bench/run.py
+
+# Mutation testing of the modules that carry the promises (not part of `make test`). One
+# pattern per line: a module (`orchestrator.locks.*`) or some of its functions
+# (`orchestrator.ledger.x_chain_hash*`; mutmut names a function f's mutants x_f__mutmut_N).
+MUTANTS := \
+	'orchestrator.planning.*' \
+	'orchestrator.ledger.x_canonical*' \
+	'orchestrator.ledger.x_chain_hash*' \
+	'orchestrator.ledger.x_chain_rows*' \
+	'orchestrator.ledger.x_verify_chain*' \
+	'orchestrator.locks.*' \
+	'orchestrator.revisions.x_checksum_*' \
+	'orchestrator.revisions.x_combined_checksum*'
+
+mutants: install
+	$(BIN)/mutmut run $(MUTANTS) >/dev/null || true
+	$(BIN)/python scripts/mutants_report.py $(MUTANTS)
 
 clean:
 	rm -rf .orchestrator .pytest_cache .mypy_cache .ruff_cache

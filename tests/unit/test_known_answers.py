@@ -60,6 +60,13 @@ def test_canonical_payload_is_sorted_compact_json() -> None:
     assert ledger.canonical(APPLIED) == PAYLOAD_2
 
 
+def test_canonical_writes_what_json_cannot_hold_as_its_text() -> None:
+    from datetime import UTC, datetime
+
+    record = {"at": datetime(2026, 1, 1, tzinfo=UTC), "n": 1, "a": [None, True]}
+    assert ledger.canonical(record) == '{"a":[null,true],"at":"2026-01-01 00:00:00+00:00","n":1}'
+
+
 def test_chain_hash_known_answers() -> None:
     assert ledger.chain_hash(ledger.GENESIS, 1, PAYLOAD_1) == HASH_1
     assert ledger.chain_hash(HASH_1, 2, PAYLOAD_2) == HASH_2
@@ -103,6 +110,14 @@ def test_chain_rows_known_answers() -> None:
     ]
     # continuing a chain: the second row alone, after the first
     assert ledger.chain_rows([APPLIED], 1, HASH_1) == rows[1:]
+    # the indexed columns come from the record: outcome and revision too
+    (done,) = ledger.chain_rows([{**RUN_STARTED, "outcome": "succeeded"}], 2, HASH_2)
+    assert (done["id"], done["outcome"], done["revision"], done["prev_hash"]) == (
+        3,
+        "succeeded",
+        None,
+        HASH_2,
+    )
     assert ledger.verify_chain(rows) is None
 
 

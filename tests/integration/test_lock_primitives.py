@@ -1,0 +1,131 @@
+"""The PostgreSQL advisory lock itself, on a real server, against a real second session:
+fast enough to run for every mutant of orchestrator/locks.py (`make mutants`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import sqlalchemy as sa
+from pgcluster import PgCluster
+
+from orchestrator.errors import LockTimeout
+from orchestrator.locks import lock_id, migration_lock
+
+KEY = "tenant-42"
+
+
+@pytest.fixture
+def engine(pg_db: str) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(pg_db, connect_args={"application_name": "the orchestrator"})
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def other(pg_cluster: PgCluster, pg_db: str) -> Iterator[psycopg.Connection[Any]]:
+    """Another session on the same database, as psql would be."""
+    conn = psycopg.connect(
+        pg_cluster.dsn(sa.engine.make_url(pg_db).database or ""),
+        autocommit=True,
+        application_name="someone else",
+    )
+    yield conn
+    conn.close()
+
+
+def try_lock(conn: psycopg.Connection[Any], key: str) -> bool:
+    taken = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_id(key),)).fetchone()
+    assert taken is not None
+    if taken[0]:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (lock_id(key),))
+    return bool(taken[0])
+
+
+def test_held_for_the_block_on_an_idle_session_and_released_after(
+    engine: sa.Engine, other: psycopg.Connection[Any]
+) -> None:
+    with migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as waited:
+        assert waited is None
+        assert not try_lock(other, KEY)  # held: nobody else gets it
+        assert try_lock(other, "another key")  # only that key
+        states = other.execute(
+            "SELECT a.state FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted"
+        ).fetchall()
+        # idle, not "idle in transaction": CREATE INDEX CONCURRENTLY never waits on it
+        assert states == [("idle",)]
+    assert try_lock(other, KEY)
+
+
+def test_timeout_names_the_session_holding_it(
+    engine: sa.Engine, other: psycopg.Connection[Any]
+) -> None:
+    other.execute("SELECT pg_advisory_lock(%s)", (lock_id(KEY),))
+    row = other.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    pid = row[0]
+    waits: list[dict[str, Any]] = []
+    with (
+        pytest.raises(LockTimeout) as info,
+        migration_lock(engine, KEY, 0.3, waits.append, "me"),
+    ):
+        pytest.fail("acquired a lock another session holds")
+    (waited,) = waits
+    assert info.value.details["holder"] == waited
+    assert (waited["pid"], waited["application_name"]) == (pid, "someone else")
+    assert waited["client_addr"] == "127.0.0.1" and waited["state"] == "idle"
+    assert waited["since"] and waited["since"][:4].isdigit()
+    assert info.value.message.startswith(
+        f"The migration lock was not acquired within 0.3s: it is held by pid {pid}, "
+        "application 'someone else', from 127.0.0.1, connected since "
+    )
+    assert info.value.message.endswith(". Wait for that run to finish, or raise --lock-timeout.")
+
+
+def test_a_different_key_is_a_different_lock(
+    engine: sa.Engine, other: psycopg.Connection[Any]
+) -> None:
+    other.execute("SELECT pg_advisory_lock(%s)", (lock_id("someone's key"),))
+    with migration_lock(engine, KEY, 0.3, lambda _h: pytest.fail("waited"), "me"):
+        pass
+
+
+def test_waits_until_released_and_yields_whom_it_waited_for(
+    engine: sa.Engine, other: psycopg.Connection[Any]
+) -> None:
+    other.execute("SELECT pg_advisory_lock(%s)", (lock_id(KEY),))
+    row = other.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+
+    def on_wait(_holder: dict[str, Any]) -> None:
+        other.execute("SELECT pg_advisory_unlock(%s)", (lock_id(KEY),))
+
+    with migration_lock(engine, KEY, 30, on_wait, "me") as waited:
+        assert waited is not None and waited["pid"] == row[0]
+        assert not try_lock(other, KEY)
+    assert try_lock(other, KEY)
+
+
+def test_the_holder_over_a_unix_socket_and_no_holder_at_all(
+    engine: sa.Engine, pg_cluster: PgCluster, pg_db: str
+) -> None:
+    from orchestrator.locks import pg_lock_holder
+
+    database = sa.engine.make_url(pg_db).database or ""
+    local = psycopg.connect(
+        f"host={pg_cluster.base_dir} port={pg_cluster.port} dbname={database} user=postgres",
+        autocommit=True,
+        application_name="over the socket",
+    )
+    try:
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            assert pg_lock_holder(conn, lock_id(KEY)) == {"pid": None}  # nobody holds it
+            local.execute("SELECT pg_advisory_lock(%s)", (lock_id(KEY),))
+            holder = pg_lock_holder(conn, lock_id(KEY))
+            assert holder["client_addr"] == "local socket"
+            assert holder["application_name"] == "over the socket"
+    finally:
+        local.close()
