@@ -47,8 +47,8 @@ def try_lock(conn: psycopg.Connection[Any], key: str) -> bool:
 def test_held_for_the_block_on_an_idle_session_and_released_after(
     engine: sa.Engine, other: psycopg.Connection[Any]
 ) -> None:
-    with migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as waited:
-        assert waited is None
+    with migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as held:
+        assert held.waited is None
         assert not try_lock(other, KEY)  # held: nobody else gets it
         assert try_lock(other, "another key")  # only that key
         states = other.execute(
@@ -103,8 +103,8 @@ def test_waits_until_released_and_yields_whom_it_waited_for(
     def on_wait(_holder: dict[str, Any]) -> None:
         other.execute("SELECT pg_advisory_unlock(%s)", (lock_id(KEY),))
 
-    with migration_lock(engine, KEY, 30, on_wait, "me") as waited:
-        assert waited is not None and waited["pid"] == row[0]
+    with migration_lock(engine, KEY, 30, on_wait, "me") as held:
+        assert held.waited is not None and held.waited["pid"] == row[0]
         assert not try_lock(other, KEY)
     assert try_lock(other, KEY)
 
@@ -129,3 +129,45 @@ def test_the_holder_over_a_unix_socket_and_no_holder_at_all(
             assert holder["application_name"] == "over the socket"
     finally:
         local.close()
+
+
+def test_the_fence_holds_while_the_lock_session_does(
+    engine: sa.Engine, other: psycopg.Connection[Any]
+) -> None:
+    """Each revision's commit checks the fence: true only while this run's lock session
+    still holds the lock; a session that ended (terminated here) leaves it false."""
+    # autocommit: each check its own transaction (pg_stat_* read a snapshot per transaction)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as probe:
+        with migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as held:
+            fence = held.fence
+            assert fence is not None and fence.key == lock_id(KEY)
+            (holder,) = other.execute(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+            ).fetchall()
+            assert fence.pid == holder[0]
+            assert fence.held(probe)
+            assert not held.lost
+            other.execute("SELECT pg_terminate_backend(%s)", (fence.pid,))
+            assert not fence.held(probe)  # the session is gone, and the lock with it
+        assert held.lost  # it could not be released: it was already gone
+        with migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as again:
+            assert again.fence is not None and again.fence.held(probe)
+            assert not fence.held(probe)  # the old fence is not the new holder
+        assert not again.fence.held(probe) and not again.lost
+
+
+def test_a_fence_for_another_key_or_database_is_not_held(
+    engine: sa.Engine, other: psycopg.Connection[Any]
+) -> None:
+    from dataclasses import replace
+
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as probe,
+        migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as held,
+    ):
+        fence = held.fence
+        assert fence is not None and fence.held(probe)
+        assert not replace(fence, key=lock_id("another key")).held(probe)
+        assert not replace(fence, key=fence.key ^ (1 << 40)).held(probe)  # high half differs
+        assert not replace(fence, database=fence.database + 1).held(probe)
+        assert not replace(fence, pid=fence.pid + 100000).held(probe)

@@ -81,8 +81,8 @@ def test_file_lock_is_taken_once_free_and_records_us_while_held(
     holder.wait(timeout=10)  # the kernel dropped its lock
     waits: list[dict[str, Any]] = []
     lock_file = Path(f"{database}.lock")
-    with migration_lock(engine, "k", 5, waits.append, "orchestrator dev run=abc") as waited:
-        assert waited is None and waits == []
+    with migration_lock(engine, "k", 5, waits.append, "orchestrator dev run=abc") as held:
+        assert held.waited is None and held.fence is None and waits == []
         pid, description, since = lock_file.read_text().splitlines()
         assert (int(pid), description) == (os.getpid(), "orchestrator dev run=abc")
         assert since.endswith("Z")
@@ -115,15 +115,15 @@ def test_waiting_then_acquiring_yields_the_holder_we_waited_for(
         holder.kill()  # the holder goes away while we wait
         holder.wait(timeout=10)
 
-    with migration_lock(engine, "k", 30, on_wait, "me") as waited:
-        assert waited is not None and waited["pid"] == holder.pid
+    with migration_lock(engine, "k", 30, on_wait, "me") as held:
+        assert held.waited is not None and held.waited["pid"] == holder.pid
     assert [w["pid"] for w in waits] == [holder.pid]
 
 
 def test_in_memory_sqlite_needs_no_lock() -> None:
     engine = create_engine("sqlite://")
-    with migration_lock(engine, "k", 0, lambda _h: pytest.fail("waited"), "me") as waited:
-        assert waited is None
+    with migration_lock(engine, "k", 0, lambda _h: pytest.fail("waited"), "me") as held:
+        assert held.waited is None and held.fence is None
 
 
 @pytest.mark.parametrize(
