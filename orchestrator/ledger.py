@@ -533,4 +533,5 @@ def read_chain(connection: Connection) -> list[dict[str, Any]]:
         return []
     result = connection.execute(select(audit).order_by(audit.c.id))
     keys = list(result.keys())
-    return [dict(zip(keys, row, strict=True)) for row in result]
+    # one fetch for all rows: row by row costs a driver round of calls per row
+    return [dict(zip(keys, row, strict=True)) for row in result.all()]
