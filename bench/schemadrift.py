@@ -110,6 +110,7 @@ def schema_bench(cluster: Any, reps: int, log: Any) -> tuple[str, list[str]]:
             f"| catalog stamp, {TABLES:,} tables | {median(stamp):.3f} | "
             f"{min(stamp):.3f}-{max(stamp):.3f} | | |",
             "",
+            "",
         ]
     )
     cluster.drop_database(name)
