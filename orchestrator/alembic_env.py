@@ -50,6 +50,8 @@ def run_migrations(target_metadata: Any) -> None:
 
         plain_alembic(context, options)
         return
+    # `transaction: per-run`: the runner holds one transaction around all the revisions
+    options["transaction_per_migration"] = config.attributes.get("transaction_per_migration", True)
     context.configure(
         connection=connection,
         on_version_apply=config.attributes.get("on_version_apply"),

@@ -206,10 +206,15 @@ class AlembicProject:
         direction: str,
         on_version_apply: Callable[..., None],
     ) -> None:
-        """Apply (or revert) exactly `revisions`, one transaction each, on our connection."""
+        """Apply (or revert) exactly `revisions` on our connection: one transaction each, or
+        all in the one the caller began (`transaction: per-run`)."""
         from alembic.runtime.environment import EnvironmentContext
 
-        attributes = {"connection": connection, "on_version_apply": on_version_apply}
+        attributes = {
+            "connection": connection,
+            "on_version_apply": on_version_apply,
+            "transaction_per_migration": not connection.in_transaction(),
+        }
         self._run_env(EnvironmentContext, revisions, direction, attributes, as_sql=False)
 
     def offline_sql(self, revisions: Sequence[str], dialect: str) -> OfflineSql:

@@ -139,6 +139,8 @@ class EnvironmentConfig(_Strict):
     lock: LockConfig = LockConfig()
     policy: PolicyConfig = PolicyConfig()
     session: SessionConfig = SessionConfig()
+    # per-run (PostgreSQL only): all of a run's revisions and ledger rows commit together
+    transaction: Literal["per-revision", "per-run"] = "per-revision"
     source: str = Field(default="", exclude=True, description="the file it was read from")
 
 

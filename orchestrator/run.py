@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event, text
@@ -78,6 +79,16 @@ class TargetRun:
         self.lock_key = self.env.lock.key or DEFAULT_KEY
         name = application_name(self.env.name, self.run_id, app.actor)
         self.engine: Engine = make_engine(target.url, name)
+        self.per_run = self.env.transaction == "per-run"
+        if self.per_run and self.engine.dialect.name != "postgresql":
+            self.engine.dispose()
+            raise UsageError(
+                f"{self.env.name} sets `transaction: per-run`, but {self.where} is not a "
+                f"PostgreSQL database ({self.engine.dialect.name}): one transaction around "
+                "a whole run needs transactional DDL that a failure can roll back entirely. "
+                "Remove the setting (one transaction per revision, the default) for this "
+                "environment."
+            )
         self.fence: Fence | None = None
         event.listen(self.engine, "begin", _revision_boundary, insert=True)
         event.listen(self.engine, "commit", _fence_commit)
@@ -342,6 +353,8 @@ class TargetRun:
         COMMIT (a deferred constraint), after the hook ran.
         """
         graph = self.app.graph
+        if self.per_run:
+            self._no_autocommit_blocks(revisions)
         last = [time.monotonic()]
         fence = self.fence
         uncommitted: list[tuple[str, dict[str, Any]]] = []
@@ -401,7 +414,11 @@ class TargetRun:
             event.listen(connection, "begin", lambda _conn: committed())
             try:
                 with cancel.revisions_running():
-                    executor(connection, on_version_apply)
+                    if self.per_run:  # one transaction: every revision and ledger row, or none
+                        with connection.begin():
+                            executor(connection, on_version_apply)
+                    else:
+                        executor(connection, on_version_apply)
                 committed()
             except Cancelled:
                 committed()  # raised as the next transaction began: the previous one committed
@@ -409,8 +426,12 @@ class TargetRun:
             except UsageError:  # a revision file that cannot be imported: nothing ran
                 raise
             except Exception as exc:
+                failed: str | None
+                if self.per_run:  # the ones that ran rolled back with it: the next one failed
+                    failed = revisions[min(len(uncommitted), len(revisions) - 1)]
+                else:
+                    failed = next((r for r in revisions if r not in self.applied), None)
                 uncommitted.clear()  # its transaction failed, at COMMIT or before
-                failed = next((r for r in revisions if r not in self.applied), None)
                 lost = isinstance(exc, LockLost) or (
                     fence is not None and not self._fence_holds(fence)
                 )
@@ -427,6 +448,23 @@ class TargetRun:
             f"committed ({', '.join(self.applied) or 'none'}), none half-way; {self.where} is "
             f"at {self._where_now()}. Run again to go on"
         )
+
+    def _no_autocommit_blocks(self, revisions: Sequence[str]) -> None:
+        """`transaction: per-run` cannot hold a revision with an autocommit block: Alembic
+        commits the run's transaction to enter it. Refused before anything runs."""
+        graph = self.app.graph
+        with_block = [
+            r
+            for r in revisions
+            if r in graph and "autocommit_block" in Path(graph.get(r).path).read_text()
+        ]
+        if with_block:
+            raise UsageError(
+                f"{', '.join(with_block)} use an autocommit block (CREATE INDEX CONCURRENTLY "
+                f"and the like), which cannot run inside the single transaction that "
+                f"`transaction: per-run` gives {self.env.name}'s runs: nothing was run. Use "
+                "`transaction: per-revision` (the default) for this environment."
+            )
 
     def _record(self, connection: Connection, revision: str, checksum: str, direction: str) -> None:
         """The ledger row of one revision, in its transaction; fenced on PostgreSQL."""
@@ -498,6 +536,12 @@ class TargetRun:
                     else ""
                 )
                 + f". Nothing more runs. {earlier} Run again once no other run is migrating it."
+            )
+        elif self.per_run:
+            message = (
+                f"Revision {failed} failed on {self.where}: {error}. The run's single "
+                "transaction (transaction: per-run) was rolled back: none of its revisions "
+                f"stay applied, none is recorded; {self.where} is at {self._where_now()}."
             )
         elif autocommitted:
             message = (

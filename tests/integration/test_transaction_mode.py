@@ -1,0 +1,129 @@
+"""`transaction: per-run` (one transaction for a whole run) against the default, one per
+revision: real PostgreSQL, real CLI runs, what is left in the tables after a failure."""
+
+from __future__ import annotations
+
+import pytest
+from projectkit import SHIPPED, Project
+
+FIRST, SECOND, THIRD = "a1000000000a", "b2000000000b", "c3000000000c"
+
+
+def _env(project: Project, transaction: str | None) -> None:
+    project.write_env(
+        "dev",
+        f"""\
+        name: dev
+        database:
+          url_env: DEV_DATABASE_URL
+        policy:
+          lint: off
+          schema_drift: off
+        {f"transaction: {transaction}" if transaction else ""}
+        """,
+    )
+
+
+def _history_failing_at_third(project: Project) -> None:
+    for path in project.versions.glob("*.py"):
+        path.unlink()
+    project.add_revision(FIRST, None, "op.execute('CREATE TABLE first_t (id int)')")
+    project.add_revision(SECOND, FIRST, "op.execute('CREATE TABLE second_t (id int)')")
+    project.add_revision(THIRD, SECOND, "op.execute('SELECT 1 / 0')")
+
+
+def _tables(project: Project) -> list[str]:
+    rows = project.query(
+        "dev", "SELECT tablename FROM pg_tables WHERE tablename IN ('first_t', 'second_t')"
+    )
+    return sorted(r[0] for r in rows)
+
+
+def test_per_run_failing_third_revision_leaves_nothing_applied(pg_project: Project) -> None:
+    _env(pg_project, "per-run")
+    _history_failing_at_third(pg_project)
+
+    result = pg_project.run("migrate", "dev")
+
+    assert result.code == 1, result.output
+    assert f"Revision {THIRD} failed" in result.stderr
+    assert "per-run" in result.stderr and "none of its revisions stay applied" in result.stderr
+    assert "Traceback" not in result.output
+    assert pg_project.version("dev") == []
+    assert pg_project.ledger("dev") == []
+    assert _tables(pg_project) == []
+    events = pg_project.audit_events("dev")
+    assert not [e for e in events if e["event"] == "migration.applied"]
+    (failed,) = [e for e in events if e["event"] == "migration.failed"]
+    assert failed["revision"] == THIRD
+    assert [e["event"] for e in events if e["event"] in ("run.failed", "run.succeeded")] == [
+        "run.failed"
+    ]
+
+
+@pytest.mark.parametrize("transaction", [None, "per-revision"], ids=["default", "explicit"])
+def test_per_revision_failing_third_revision_keeps_the_first_two(
+    pg_project: Project, transaction: str | None
+) -> None:
+    _env(pg_project, transaction)
+    _history_failing_at_third(pg_project)
+
+    result = pg_project.run("migrate", "dev")
+
+    assert result.code == 1, result.output
+    assert f"Revision {THIRD} failed" in result.stderr
+    assert pg_project.version("dev") == [SECOND]
+    assert pg_project.ledger("dev") == [(FIRST, "up"), (SECOND, "up")]
+    assert _tables(pg_project) == ["first_t", "second_t"]
+
+
+def test_per_run_success_commits_every_revision_and_ledger_row(pg_project: Project) -> None:
+    _env(pg_project, "per-run")
+    _history_failing_at_third(pg_project)
+    (pg_project.versions / f"{THIRD}_test.py").unlink()
+
+    result = pg_project.run("migrate", "dev", "--json")
+
+    assert result.code == 0, result.output
+    assert result.json()[0]["applied"] == [FIRST, SECOND]
+    assert pg_project.version("dev") == [SECOND]
+    assert pg_project.ledger("dev") == [(FIRST, "up"), (SECOND, "up")]
+    assert _tables(pg_project) == ["first_t", "second_t"]
+    applied = [
+        e["revision"] for e in pg_project.audit_events("dev") if e["event"] == "migration.applied"
+    ]
+    assert applied == [FIRST, SECOND]
+    assert pg_project.run("audit", "verify", "--env", "dev").code == 0
+
+
+def test_per_run_refuses_a_revision_with_an_autocommit_block(pg_project: Project) -> None:
+    _env(pg_project, "per-run")  # the shipped history: SHIPPED[1] creates an index concurrently
+
+    result = pg_project.run("migrate", "dev")
+
+    assert result.code == 2, result.output
+    assert SHIPPED[1] in result.stderr and "autocommit block" in result.stderr
+    assert "Traceback" not in result.output
+    assert pg_project.version("dev") == []
+    assert pg_project.ledger("dev") == []
+
+
+def test_per_run_on_sqlite_is_a_configuration_error(sqlite_project: Project) -> None:
+    _env(sqlite_project, "per-run")
+
+    result = sqlite_project.run("migrate", "dev")
+
+    assert result.code == 2, result.output
+    assert "transaction: per-run" in result.stderr and "PostgreSQL" in result.stderr
+    assert "Traceback" not in result.output
+    assert sqlite_project.version("dev") == []
+
+
+def test_an_unknown_transaction_mode_is_a_configuration_error(pg_project: Project) -> None:
+    _env(pg_project, "per-statement")
+
+    result = pg_project.run("migrate", "dev")
+
+    assert result.code == 2, result.output
+    assert "transaction" in result.stderr and "per-run" in result.stderr
+    assert pg_project.version("dev") == []
