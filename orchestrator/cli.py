@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_HELP = """exit codes:
   0  done, or nothing to do
@@ -23,9 +23,9 @@ EXIT_HELP = """exit codes:
 """
 
 
-def _common() -> argparse.ArgumentParser:
+def _common() -> _Parser:
     """Options accepted before or after the command's name."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
     )
@@ -40,7 +40,7 @@ def _common() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="orchestrator",
         description="Promote Alembic migrations through environments: gated, locked, audited.",
         epilog=EXIT_HELP,
@@ -804,8 +804,30 @@ def _app() -> Any:
     return App.load(interactive=True)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake comes back to `main` (which owes `--json` a result)
+    instead of exiting on the spot."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageMistake(self, message)
+
+
+class _UsageMistake(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser, self.message = parser, message
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageMistake as mistake:
+        mistake.parser.print_usage(sys.stderr)
+        print(f"{mistake.parser.prog}: error: {mistake.message}", file=sys.stderr)
+        if "--json" in argv:
+            _print_json_error(mistake.message, 2, "error")
+        return 2
     as_json = getattr(args, "json", False)
     log_format = getattr(args, "log_format", None) or os.environ.get(
         "ORCHESTRATOR_LOG_FORMAT", "auto"
@@ -825,21 +847,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator import cancel
 
     cancel.install()  # SIGTERM/SIGINT stop a run between revisions (exit 143/130)
+    json_logs = wants_json(log_format)
     try:
-        return COMMANDS[args.command](args, Out(as_json, wants_json(log_format)))
+        return COMMANDS[args.command](args, Out(as_json, json_logs))
     except OrchestratorError as exc:
-        return _report(exc.message, exc.exit_code, wants_json(log_format))
+        if as_json:
+            _print_json_error(exc.message, exc.exit_code, exc.outcome, exc.details.get("results"))
+        return _report(exc.message, exc.exit_code, json_logs)
     except KeyboardInterrupt:
-        return _report("interrupted by the user", 130, wants_json(log_format))
+        if as_json:
+            _print_json_error("interrupted by the user", 130, "interrupted")
+        return _report("interrupted by the user", 130, json_logs)
     except Exception as exc:  # an error we did not foresee: still one paragraph
         if os.environ.get("ORCHESTRATOR_DEBUG"):
             raise
         from orchestrator.secrets import redact
 
         text = redact(f"unexpected error: {type(exc).__name__}: {exc}".splitlines()[0])
-        return _report(
-            text + " (set ORCHESTRATOR_DEBUG=1 for a traceback)", 1, wants_json(log_format)
-        )
+        text += " (set ORCHESTRATOR_DEBUG=1 for a traceback)"
+        if as_json:
+            _print_json_error(text, 1, "failed")
+        return _report(text, 1, json_logs)
+
+
+def _print_json_error(
+    message: str, code: int, outcome: str, results: Sequence[Any] | None = None
+) -> None:
+    """`--json` never leaves stdout empty: a run command that reached databases prints their
+    results (the last one refused or failed, each with outcome, message and exit_code);
+    anything else prints one object with outcome, message and exit_code."""
+    from orchestrator.secrets import redact, redact_value
+
+    if results:
+        data: Any = [redact_value(r.as_dict()) for r in results]
+    else:
+        data = {"outcome": outcome, "message": redact(message), "exit_code": code}
+    print(json.dumps(data, indent=2, default=str), flush=True)
 
 
 def _report(message: str, code: int, as_json: bool) -> int:

@@ -27,6 +27,7 @@ class UsageError(OrchestratorError):
     """Bad usage or configuration: bad YAML, unknown env, missing variable, heads (exit 2)."""
 
     exit_code = 2
+    outcome = "error"
 
 
 class Refused(OrchestratorError):

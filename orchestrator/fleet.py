@@ -95,14 +95,13 @@ def _run(target: Target) -> Any:
 
 def _guarded(work: Work, target: Target) -> Any:
     """One target's outcome as a result: its failure never takes the rest of the fleet down."""
-    from orchestrator.results import RunResult
+    from orchestrator.results import error_result
 
     try:
         return work(target)
     except OrchestratorError as exc:
-        return RunResult(
-            target.env, target.name, "", exc.outcome, message=exc.message, exit_code=exc.exit_code
-        )
+        own = [r for r in exc.details.get("results", []) if r.target == target.name]
+        return own[-1] if own else error_result(target.env, target.name, "", exc)
     except Exception as exc:  # a surprise on one database: report it, go on with the others
         return _failed(target, exc)
 

@@ -100,7 +100,8 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 f"Refused: downgrades are not allowed on {run.env.name}. If you must, use "
                 f"`orchestrator downgrade {run.env.name} --to REV --reason TEXT --force`."
             )
-        check_approval(app, run, approve=x_args.get("approve") in ("1", "yes", "true"))
+        approve = x_args.get("approve") in ("1", "yes", "true")
+        check_approval(app, run, approve, revisions, "down" if command == "downgrade" else "up")
         if command == "upgrade":
             enforce_lint(run, findings, problem)
         with run.locked():

@@ -11,28 +11,61 @@ from orchestrator.config import EnvironmentConfig
 from orchestrator.run import TargetRun
 
 
-def check_approval(app: App, run: TargetRun, approve: bool) -> None:
-    """Where approval is required: --approve, or the environment's name typed on a terminal;
-    how it was given goes on the run's events."""
+def check_approval(
+    app: App,
+    run: TargetRun,
+    approve: bool,
+    revisions: Sequence[str] = (),
+    direction: str = "up",
+    given: str | None = None,
+) -> None:
+    """Where approval is required: --approve, or the environment's name typed on a terminal
+    (after seeing what would run); how it was given goes on the run's events. `given` is an
+    approval obtained earlier for the same run (rollout asks for every environment first)."""
     if not run.env.policy.require_approval:
         return
-    if approve:
-        run.audit.common["approval"] = "--approve"
+    if approve or given:
+        run.audit.common["approval"] = given or "--approve"
         return
-    if app.interactive and sys.stdin.isatty():
-        # the prompt goes to stderr: stdout may be piped into another program
-        sys.stderr.write(f"{run.env.name} requires approval. Type its name to proceed: ")
-        sys.stderr.flush()
-        typed = sys.stdin.readline().strip()
-        if typed == run.env.name:
-            run.audit.common["approval"] = "typed"
-            return
-        run.refuse(f"Refused: the typed name {typed!r} does not match {run.env.name!r}.")
-    run.refuse(
-        f"Refused: {run.env.name} requires approval (policy.require_approval). Re-run with "
+    how = ask_approval(app, run.env.name, describe_run(app, run.where, revisions, direction))
+    if how == "typed":
+        run.audit.common["approval"] = "typed"
+        return
+    if how is not None:  # the wrong name was typed
+        run.refuse(f"Refused: the typed name {how!r} does not match {run.env.name!r}.")
+    run.refuse(approval_refusal(run.env.name))
+
+
+def approval_refusal(env: str) -> str:
+    return (
+        f"Refused: {env} requires approval (policy.require_approval). Re-run with "
         "--approve (plain alembic: -x approve=yes), or run on a terminal to confirm by typing "
         "the environment's name."
     )
+
+
+def describe_run(app: App, where: str, revisions: Sequence[str], direction: str = "up") -> str:
+    """What a run is about to do, for the approval prompt: one line per revision."""
+    if not revisions:
+        return f"{where}: nothing to run (already at the target)."
+    verb = "apply" if direction == "up" else "revert"
+    lines = [f"{where}: about to {verb} {len(revisions)} revision(s):"]
+    for rev in revisions:
+        doc = app.graph.get(rev).doc if rev in app.graph else ""
+        lines.append(f"  {rev}  {doc}".rstrip())
+    return "\n".join(lines)
+
+
+def ask_approval(app: App, env: str, summary: str) -> str | None:
+    """On a terminal: show what would run and ask for the environment's name. Returns
+    "typed" when it matches, the text typed when it does not, None off a terminal."""
+    if not (app.interactive and sys.stdin.isatty()):
+        return None
+    # the prompt goes to stderr: stdout may be piped into another program
+    sys.stderr.write(f"{summary}\n{env} requires approval. Type its name to proceed: ")
+    sys.stderr.flush()
+    typed = sys.stdin.readline().strip()
+    return "typed" if typed == env else typed
 
 
 def lint_revisions(

@@ -10,10 +10,10 @@ from orchestrator import ledger
 from orchestrator.app import App, revision_error
 from orchestrator.commands.migrate import Options
 from orchestrator.config import Target
-from orchestrator.errors import LockLost, UsageError
+from orchestrator.errors import LockLost, OrchestratorError, UsageError
 from orchestrator.logging import utc_now
 from orchestrator.policies import check_approval
-from orchestrator.results import RunResult
+from orchestrator.results import RunResult, attach_results, error_result
 from orchestrator.revisions import RevisionsError
 from orchestrator.run import TargetRun
 
@@ -24,10 +24,14 @@ def downgrade(
     env = app.envs.get(env_name)
     if not reason.strip():
         raise UsageError("A downgrade needs --reason TEXT: it goes on the audit trail.")
-    return [
-        _downgrade_target(app, target, to, reason, force, options)
-        for target in app.targets(env.name)
-    ]
+    results: list[RunResult] = []
+    for target in app.targets(env.name):
+        try:
+            results.append(_downgrade_target(app, target, to, reason, force, options))
+        except OrchestratorError as exc:
+            attach_results(exc, results)
+            raise
+    return results
 
 
 def _downgrade_target(
@@ -54,12 +58,14 @@ def _downgrade_target(
                 f"Refused: downgrades are not allowed on {run.env.name} (policy.allow_downgrade "
                 "is false). If you must, re-run with --force; the reason is recorded."
             )
-        check_approval(app, run, options.approve)
+        check_approval(
+            app, run, options.approve, _revert_path(app, state.heads, destination), "down"
+        )
         with run.locked():
             run.close_dead_runs()
             state = run.read()
             destination = _downgrade_destination(app, state.heads, to)
-            revisions = app.graph.downgrade_path(state.heads, destination)
+            revisions = _revert_path(app, state.heads, destination)
             if not revisions:
                 return run.finish(message="nothing to revert")
             project = app.project
@@ -69,6 +75,9 @@ def _downgrade_target(
 
             run.apply(revisions, "down", execute)
             return run.finish(to_revision=destination)
+    except OrchestratorError as exc:
+        attach_results(exc, [error_result(run.env.name, target.name, run.run_id, exc, run.applied)])
+        raise
     finally:
         run.close()
 
@@ -78,6 +87,13 @@ def _downgrade_destination(app: App, heads: Sequence[str], to: str) -> str:
         if to.startswith("-") or to.startswith("+"):
             return app.graph.resolve_relative(heads, to)
         return app.graph.resolve(to)
+    except RevisionsError as exc:
+        raise UsageError(revision_error(exc)) from None
+
+
+def _revert_path(app: App, heads: Sequence[str], destination: str) -> list[str]:
+    try:
+        return app.graph.downgrade_path(heads, destination)
     except RevisionsError as exc:
         raise UsageError(revision_error(exc)) from None
 
@@ -121,6 +137,10 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                             )
                 run.applied = chain
                 results.append(run.finish(to_revision=rev, baselined=len(chain)))
+        except OrchestratorError as exc:
+            own = error_result(run.env.name, target.name, run.run_id, exc)
+            attach_results(exc, [*results, own])
+            raise
         finally:
             run.close()
     return results

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Connection
 
@@ -11,18 +11,27 @@ from orchestrator.app import App
 from orchestrator.commands.drift import check_before_run, check_divergence, suspect_drift
 from orchestrator.config import EnvironmentConfig, Target
 from orchestrator.database import current_heads
-from orchestrator.errors import Refused, UsageError
+from orchestrator.errors import OrchestratorError, Refused, UsageError
 from orchestrator.evidence import (
     checksum_drift,
     judge,
     predecessor_states,
     read_connection,
+    read_state,
     upgrade_steps,
 )
 from orchestrator.fleet import FleetOptions, fan_out, select_shard
 from orchestrator.planning import refusal_message
-from orchestrator.policies import check_approval, enforce_lint, lint_revisions, record_waivers
-from orchestrator.results import RunResult
+from orchestrator.policies import (
+    approval_refusal,
+    ask_approval,
+    check_approval,
+    describe_run,
+    enforce_lint,
+    lint_revisions,
+    record_waivers,
+)
+from orchestrator.results import RunResult, attach_results, error_result
 from orchestrator.run import TargetRun
 
 ONE_AT_A_TIME = FleetOptions()
@@ -33,6 +42,8 @@ class Options:
     approve: bool = False
     ticket: str | None = None
     lock_timeout: float | None = None
+    # approvals obtained before the first run (rollout): environment -> how it was given
+    approved: dict[str, str] = field(default_factory=dict)
 
 
 def migrate(
@@ -66,6 +77,9 @@ def migrate_target(app: App, target: Target, destination: str, options: Options)
     )
     try:
         return _migrate(app, run, destination, options)
+    except OrchestratorError as exc:
+        attach_results(exc, [error_result(run.env.name, target.name, run.run_id, exc, run.applied)])
+        raise
     finally:
         run.close()
         app.predecessor_cache.pop(target.env, None)  # it may have moved: successors re-read it
@@ -105,7 +119,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     steps = judge(app, run.env, revisions)
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
-    check_approval(app, run, options.approve)
+    check_approval(app, run, options.approve, revisions, given=options.approved.get(run.env.name))
     enforce_lint(run, findings, problem)
     with run.locked():
         run.close_dead_runs()
@@ -166,11 +180,69 @@ def rollout(
     # every environment's databases resolved first: a missing variable for the last one
     # must not show up after the first ones have been migrated
     path = [(app.envs.get(name), app.targets(name)) for name in app.envs.path_to(through)]
-    for env, all_targets in path:
-        targets = select_shard(all_targets, fleet.shard)
+    # and every approval asked for before anything runs: a rollout refused at prod must not
+    # have migrated dev and staging first
+    path = [(env, select_shard(targets, fleet.shard)) for env, targets in path]
+    options.approved.update(approve_path(app, path, destination, options))
+    for env, targets in path:
         work = lambda t: migrate_target(app, t, destination, options)  # noqa: E731
-        done = each_target(app, env, targets, work, fleet)
+        try:
+            done = each_target(app, env, targets, work, fleet)
+        except OrchestratorError as exc:
+            attach_results(exc, results)
+            raise
         results.extend(done)
         if any(r.exit_code for r in done):
             break
     return results
+
+
+def approve_path(
+    app: App, path: list[tuple[EnvironmentConfig, list[Target]]], destination: str, options: Options
+) -> dict[str, str]:
+    """Approval for each environment of the path that requires it, before the first run:
+    --approve, or its name typed on a terminal after seeing what it would run. A refusal is
+    recorded on that environment's databases (run.refused), nothing runs anywhere."""
+    given: dict[str, str] = {}
+    for env, targets in path:
+        if not env.policy.require_approval or options.approve:
+            continue
+        pending = {t.name: _pending(app, t, destination) for t in targets}
+        if not any(pending.values()):
+            continue  # nothing to run there: its run asks nothing either
+        summary = "\n".join(
+            describe_run(app, env.name if name == env.name else f"{env.name}/{name}", revs)
+            for name, revs in pending.items()
+            if revs
+        )
+        how = ask_approval(app, env.name, summary)
+        if how == "typed":
+            given[env.name] = how
+            continue
+        message = (
+            f"Refused: the typed name {how!r} does not match {env.name!r}."
+            if how is not None
+            else approval_refusal(env.name)
+        ) + f" Nothing was run: approval for {env.name} is checked before the rollout starts."
+        refused = [_record_refusal(app, t, destination, message) for t in targets]
+        exc = Refused(message)
+        attach_results(exc, refused)
+        raise exc
+    return given
+
+
+def _pending(app: App, target: Target, destination: str) -> list[str]:
+    with read_connection(target) as connection:
+        state = read_state(connection, app.graph, target.name)
+    return upgrade_steps(app, state.heads, destination, target.env)
+
+
+def _record_refusal(app: App, target: Target, destination: str, message: str) -> RunResult:
+    """run.started and run.refused on the database's audit trail; nothing else is touched."""
+    run = TargetRun(app, target, "migrate")
+    try:
+        run.start(to_revision=destination)
+        run.audit.emit("run.refused", outcome="refused", error=message)
+        return error_result(run.env.name, target.name, run.run_id, Refused(message))
+    finally:
+        run.close()
