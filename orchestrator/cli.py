@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK  (shell completion: see the README)
 """Command line: parse, call a use case, render. `main(argv) -> exit code`.
 
 Heavy imports (SQLAlchemy, Alembic, pydantic) happen inside the commands, so `--help`
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
@@ -27,15 +29,108 @@ def _common() -> _Parser:
     """Options accepted before or after the command's name."""
     common = _Parser(add_help=False)
     common.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print the result as JSON"
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print the result as JSON on stdout (refusals and errors too)",
     )
     common.add_argument(
         "--log-format",
         choices=["auto", "json", "console"],
         default=argparse.SUPPRESS,
-        help="stderr log format (default: auto)",
+        help="stderr events: one JSON object per line, or one short line per event for a "
+        "person (default auto: console on a terminal, JSON otherwise)",
+    )
+    common.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="print only the result: no events or progress on stderr (errors still show)",
     )
     return common
+
+
+# Each command's --help ends with examples (a command without an entry gets none).
+EXAMPLES: dict[str, str] = {
+    "envs": "orchestrator envs",
+    "status": "orchestrator status\n  orchestrator status prod --json",
+    "plan": "orchestrator plan prod\n  orchestrator plan prod --to a41d7e9c0b12 --sql",
+    "migrate": "orchestrator migrate dev\n"
+    "  orchestrator migrate prod --approve --ticket CHG-1042\n"
+    "  orchestrator migrate prod --approve --parallel 4 --canary 1   # a fleet",
+    "promote": "orchestrator promote prod --approve --ticket CHG-1042",
+    "rollout": "orchestrator rollout --through staging\n"
+    "  orchestrator rollout --through prod --approve --ticket CHG-1042",
+    "downgrade": 'orchestrator downgrade dev --to -1 --reason "rework the orders index"\n'
+    '  orchestrator downgrade prod --to a41d7e9c0b12 --reason "INC-77" --force --approve',
+    "baseline": "orchestrator baseline prod --revision e19b6a3f4c70 "
+    '--reason "migrated by hand before we adopted the orchestrator"',
+    "audit": "orchestrator audit --env prod --since 7d\n"
+    "  orchestrator audit --env prod --outcome refused --json > refusals.jsonl\n"
+    "  orchestrator audit verify",
+    "check": "orchestrator check\n"
+    "  orchestrator check --scratch-url postgresql+psycopg://ci@localhost/scratch",
+    "current": "orchestrator current staging",
+    "history": "orchestrator history",
+}
+
+
+class _Version(argparse.Action):
+    """--version: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kw: Any) -> None:
+        print(f"orchestrator {package_version()}")
+        parser.exit()
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("alembic-orchestrator")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from orchestrator import __version__
+
+        return __version__
+
+
+def _env_names(prefix: str = "", **_kw: Any) -> list[str]:
+    """Completion: the environment files' names (no validation, no database)."""
+    from orchestrator.config import Settings
+
+    try:
+        directory = Settings().environments_path
+        names = sorted({p.stem for p in [*directory.glob("*.yaml"), *directory.glob("*.yml")]})
+    except Exception:  # completion must never print a traceback into the shell
+        return []
+    return [n for n in names if n.startswith(prefix)]
+
+
+def _revisions(prefix: str = "", **_kw: Any) -> list[str]:
+    """Completion: revision ids, and head/base."""
+    try:
+        from orchestrator.app import App
+
+        revs = [r.revision for r in App.load().graph]
+    except Exception:
+        revs = []
+    return [r for r in ["head", "base", *sorted(revs)] if r.startswith(prefix)]
+
+
+def _env_arg(p: argparse.ArgumentParser, *names: str, **kwargs: Any) -> None:
+    kwargs.setdefault("metavar", "ENV")
+    action = p.add_argument(*names, **kwargs)
+    action.completer = _env_names  # type: ignore[attr-defined]
+
+
+def _rev_arg(p: argparse.ArgumentParser, *names: str, **kwargs: Any) -> None:
+    kwargs.setdefault("metavar", "REV")
+    action = p.add_argument(*names, **kwargs)
+    action.completer = _revisions  # type: ignore[attr-defined]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,23 +138,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="orchestrator",
         description="Promote Alembic migrations through environments: gated, locked, audited.",
-        epilog=EXIT_HELP,
+        epilog=EXIT_HELP + "\nexample:\n  orchestrator status\n  orchestrator migrate dev",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[common],
     )
+    parser.add_argument("--version", action=_Version, help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text, parents=[common])
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            parents=[common],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
 
     add("envs", "the environments in promotion order, validated")
     p = add("status", "per environment: current, head, pending, blocked, drift, last run")
-    p.add_argument("envs", nargs="*", metavar="ENV")
+    _env_arg(p, "envs", nargs="*", help="environments to show (default: all)")
     p.add_argument("--targets", action="store_true", help="list every database of a fleet")
 
     p = add("plan", "what migrate would do, the gate's verdict, lint findings; changes nothing")
-    p.add_argument("env", metavar="ENV")
-    p.add_argument("--to", metavar="REV", type=_revision)
+    _env_arg(p, "env", help="the environment to plan for")
+    _rev_arg(p, "--to", type=_revision, help="target revision (default: head)")
     p.add_argument("--sql", action="store_true", help="show the SQL (Alembic offline mode)")
 
     for name, text in (
@@ -67,27 +169,66 @@ def build_parser() -> argparse.ArgumentParser:
         ("promote", "upgrade ENV to exactly the revision its predecessor runs now"),
     ):
         p = add(name, text)
-        p.add_argument("env", metavar="ENV")
+        _env_arg(p, "env", help="the environment to upgrade")
         if name == "migrate":
-            p.add_argument("--to", metavar="REV", type=_revision)
+            _rev_arg(
+                p,
+                "--to",
+                type=_revision,
+                help="target revision (default: head); never below the current",
+            )
         _run_options(p)
 
     p = add("rollout", "migrate each environment on the path to ENV, in order")
-    p.add_argument("--through", required=True, metavar="ENV")
-    p.add_argument("--to", metavar="REV", type=_revision)
+    _env_arg(
+        p,
+        "--through",
+        required=True,
+        help="the last environment: every environment from the first one down to it is "
+        "migrated in promotion order (approval for each is asked before anything runs)",
+    )
+    _rev_arg(
+        p, "--to", type=_revision, help="target revision for every environment (default: head)"
+    )
     _run_options(p)
 
     p = add("downgrade", "revert ENV to REV (or -1); refused where allow_downgrade is false")
-    p.add_argument("env", metavar="ENV")
-    p.add_argument("--to", required=True, metavar="REV|-N", type=_revision)
-    p.add_argument("--reason", required=True, metavar="TEXT", type=_text)
+    _env_arg(p, "env", help="the environment to downgrade")
+    _rev_arg(
+        p,
+        "--to",
+        required=True,
+        type=_revision,
+        metavar="REV|-N",
+        help="the revision to go back to, or -N to revert N revisions (-1: the last one)",
+    )
+    p.add_argument(
+        "--reason",
+        required=True,
+        metavar="TEXT",
+        type=_text,
+        help="why; recorded on the audit trail",
+    )
     p.add_argument("--force", action="store_true", help="override allow_downgrade: false")
     _run_options(p, fleet=False)
 
     p = add("baseline", "adopt a database that plain Alembic already migrated")
-    p.add_argument("env", metavar="ENV")
-    p.add_argument("--revision", required=True, metavar="REV", type=_revision)
-    p.add_argument("--reason", required=True, metavar="TEXT", type=_text)
+    _env_arg(p, "env", help="the environment whose database to adopt")
+    _rev_arg(
+        p,
+        "--revision",
+        required=True,
+        type=_revision,
+        help="the revision the database is at (its alembic_version); it and its ancestors "
+        "are recorded in the ledger as run, nothing is executed",
+    )
+    p.add_argument(
+        "--reason",
+        required=True,
+        metavar="TEXT",
+        type=_text,
+        help="why; recorded on the audit trail",
+    )
 
     p = add(
         "audit",
@@ -100,14 +241,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["verify", "report"],
         help="verify: check the hash chain; report: write an HTML report (--out)",
     )
-    p.add_argument("--env", metavar="ENV")
-    p.add_argument("--since", metavar="30m|12h|7d|DATE")
-    p.add_argument("--until", metavar="30m|12h|7d|DATE")
-    p.add_argument("--actor")
-    p.add_argument("--event")
-    p.add_argument("--revision")
-    p.add_argument("--outcome", choices=["succeeded", "failed", "refused", "interrupted"])
-    p.add_argument("--run", metavar="ID")
+    _env_arg(p, "--env", help="only this environment (default: every environment)")
+    p.add_argument("--since", metavar="30m|12h|7d|DATE", help="events at or after this time")
+    p.add_argument("--until", metavar="30m|12h|7d|DATE", help="events before this time")
+    p.add_argument("--actor", metavar="NAME", help="only runs by this actor")
+    p.add_argument("--event", metavar="NAME", help="only this event, e.g. run.refused")
+    _rev_arg(p, "--revision", help="only events about this revision")
+    p.add_argument(
+        "--outcome",
+        choices=["succeeded", "failed", "refused", "interrupted"],
+        help="only events with this outcome",
+    )
+    p.add_argument("--run", metavar="ID", help="only the events of this run id")
     p.add_argument("--limit", type=_count, metavar="N", help="keep the N most recent matches")
     p.add_argument(
         "--format",
@@ -127,10 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("check", "for CI: one head, real downgrades, models match migrations, lint")
-    p.add_argument("--scratch-url", metavar="URL")
+    p.add_argument(
+        "--scratch-url",
+        metavar="URL",
+        help="an empty database to run every revision up and down on (default: a scratch "
+        "SQLite file); refused when it is not empty",
+    )
 
     p = add("current", "the revision an environment's database is at")
-    p.add_argument("env", metavar="ENV")
+    _env_arg(p, "env", help="the environment to look at")
     add("history", "the revisions, newest first")
 
     p = add("init", "adopt an existing Alembic project: environment files, env.py hand-over")
@@ -141,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="environment names in promotion order (default dev,staging,prod)",
     )
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    for name, command in sub.choices.items():
+        if name in EXAMPLES and not command.epilog:
+            command.epilog = "example:\n  " + EXAMPLES[name]
     return parser
 
 
@@ -178,12 +331,20 @@ def _count(value: str) -> int:
 
 
 def _run_options(p: argparse.ArgumentParser, fleet: bool = True) -> None:
-    p.add_argument("--approve", action="store_true", help="approve a require_approval run")
+    p.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve a run where policy.require_approval is set (on a terminal you may "
+        "type the environment's name instead)",
+    )
     p.add_argument(
         "--ticket", metavar="ID", type=_text, help="change ticket, recorded on every event"
     )
     p.add_argument(
-        "--lock-timeout", type=_seconds, metavar="S", help="seconds to wait for the lock"
+        "--lock-timeout",
+        type=_seconds,
+        metavar="S",
+        help="seconds to wait for the migration lock (default: the environment's lock.timeout)",
     )
     if fleet:
         group = p.add_argument_group("fleets (environments with many databases)")
@@ -197,7 +358,12 @@ def _run_options(p: argparse.ArgumentParser, fleet: bool = True) -> None:
             metavar="K",
             help="migrate the first K databases alone first",
         )
-        group.add_argument("--on-error", choices=["stop", "continue"], default="stop")
+        group.add_argument(
+            "--on-error",
+            choices=["stop", "continue"],
+            default="stop",
+            help="after a database fails: stop (default; the rest are not run) or continue",
+        )
         group.add_argument(
             "--shard",
             metavar="I/N|auto",
@@ -213,6 +379,7 @@ class Out:
     def __init__(self, as_json: bool, json_logs: bool = False) -> None:
         self.as_json = as_json
         self.json_logs = json_logs
+        self.streamed: set[tuple[str, str]] = set()  # (env, target) results already printed
         self.color = "NO_COLOR" not in os.environ and sys.stdout.isatty()
 
     def paint(self, text: str, code: str) -> str:
@@ -224,17 +391,26 @@ class Out:
         print(json.dumps(redact_value(data), indent=2, default=str))
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Columns aligned on what shows: colour codes take no room on a terminal."""
         from orchestrator.secrets import redact
 
         cells = [[("" if c is None else redact(str(c))) for c in row] for row in rows]
-        widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-        print(
-            self.paint(
-                "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip(), "1"
-            )
-        )
+        widths = [max([len(h), *(visible_len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+        head = "  ".join(pad(h, w) for h, w in zip(headers, widths, strict=True))
+        print(self.paint(head.rstrip(), "1"))
         for row in cells:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+            print("  ".join(pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def visible_len(text: str) -> int:
+    return len(_ANSI.sub("", text))
+
+
+def pad(text: str, width: int) -> str:
+    return text + " " * (width - visible_len(text))
 
 
 def short(revs: Sequence[str] | None) -> str:
@@ -284,6 +460,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
             _fleet_summary(out, env, [r for r in rows if r["env"] == env])
         rows = [r for r in rows if r["env"] not in fleets]
     table = []
+    problems: list[tuple[str, str]] = []
     for r in rows:
         if r.get("error") and not r.get("current"):
             state = "unconfigured" if not r["configured"] else "unreachable"
@@ -298,9 +475,10 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                     "",
                     "",
                     "",
-                    r["error"][:60],
+                    "see below",
                 ]
             )
+            problems.append((r["env"] if r["target"] == r["env"] else r["target"], r["error"]))
             continue
         last = r["last_run"]
         table.append(
@@ -346,11 +524,24 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
             ],
             table,
         )
+    for where, error in problems:  # whole, wrapped at word boundaries: never cut mid-name
+        print(wrap(f"{where}: {error}", indent="  "))
     return 0
 
 
 def _schema_cell(out: Out, value: str) -> str:
     return out.paint(value, {"ok": "32", "drifted": "31", "diverged": "31"}.get(value, "0"))
+
+
+def wrap(text: str, indent: str = "") -> str:
+    """Fill to the terminal's width (80 off a terminal), breaking only between words."""
+    import shutil
+    import textwrap
+
+    width = max(40, shutil.get_terminal_size((80, 24)).columns - 1)
+    return textwrap.fill(
+        text, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False
+    )
 
 
 def _fleet_summary(out: Out, env: str, rows: list[dict[str, Any]]) -> None:
@@ -397,64 +588,90 @@ def cmd_plan(args: argparse.Namespace, out: Out) -> int:
     if out.as_json:
         out.json(plans[0] if len(plans) == 1 else plans)
         return 3 if refuse else 0
-    for p in plans:
-        where = p["env"] if p["target"] == p["env"] else f"{p['env']}/{p['target']}"
-        print(f"{where}: {short(p['from'])} -> {p['to'][:12]}, {len(p['steps'])} revision(s)")
-        if p["steps"]:
-            out.table(
-                ["REVISION", "VERDICT", "WHAT / WHY"],
-                [
-                    [
-                        s["revision"],
-                        out.paint(s["verdict"], "32" if s["verdict"] == "allowed" else "31"),
-                        s["reason"] or s["doc"],
-                    ]
-                    for s in p["steps"]
-                ],
-            )
-        for f in p["lint"]:
-            tag = "waived" if f["waived"] else "lint"
-            print(f"  {tag}: {f['revision']} {f['rule']}: {f['message']} {f['help']}".rstrip())
-        if p["lint_problem"]:
-            print(f"  lint could not run: {p['lint_problem']}")
-        if p["drift"]:
-            print(out.paint(f"  drift: {', '.join(p['drift'])} changed since {where} ran it", "31"))
-        if p.get("schema_drift"):
-            print(
-                out.paint(
-                    f"  schema drift since {where}'s last run: {'; '.join(p['schema_drift'])}",
-                    "31",
-                )
-            )
-        for rev, sql in (p.get("sql") or {}).items():
-            print(f"-- {rev}\n{sql.strip()}\n")
-        verdict = "would be REFUSED" if p["would_refuse"] else "would run"
-        print(
-            out.paint(
-                f"  => {verdict}" + (" (needs --approve)" if p["requires_approval"] else ""),
-                "31" if p["would_refuse"] else "32",
-            )
-        )
+    if len(plans) == 1:
+        _plan_one(out, plans[0])
+    else:
+        _plan_fleet(out, plans)
     return 3 if refuse else 0
 
 
-def _run_results(out: Out, results: list[Any]) -> int:
-    """Print each database's outcome; the exit code is the first failure's."""
+def _plan_one(out: Out, p: dict[str, Any]) -> None:
+    where = p["env"] if p["target"] == p["env"] else f"{p['env']}/{p['target']}"
+    print(f"{where}: {short(p['from'])} -> {p['to'][:12]}, {len(p['steps'])} revision(s)")
+    if p["steps"]:
+        out.table(
+            ["REVISION", "VERDICT", "WHAT / WHY"],
+            [
+                [
+                    s["revision"],
+                    out.paint(s["verdict"], "32" if s["verdict"] == "allowed" else "31"),
+                    s["reason"] or s["doc"],
+                ]
+                for s in p["steps"]
+            ],
+        )
+    _plan_notes(out, p["lint"], p["lint_problem"])
+    if p.get("schema_drift"):
+        print(
+            out.paint(
+                f"  schema drift since {where}'s last run: {'; '.join(p['schema_drift'])}", "31"
+            )
+        )
+    for rev, sql in (p.get("sql") or {}).items():
+        print(f"-- {rev}\n{sql.strip()}\n")
+    print(_verdict_line(out, p["verdict"], p["would_refuse"]))
+
+
+def _plan_notes(out: Out, lint: list[dict[str, Any]], problem: str | None) -> None:
+    for f in lint:
+        tag = "waived" if f["waived"] else "lint"
+        print(f"  {tag}: {f['revision']} {f['rule']}: {f['message']} {f['help']}".rstrip())
+    if problem:
+        print(f"  lint could not run: {problem}")
+
+
+def _verdict_line(out: Out, text: str, refused: bool) -> str:
+    return out.paint(f"=> {text}", "31" if refused else "32")
+
+
+def _plan_fleet(out: Out, plans: list[dict[str, Any]]) -> None:
+    """A fleet: one line per group of databases in the same position, not a table each."""
+    env, total = plans[0]["env"], len(plans)
+    print(out.paint(f"{env}: fleet of {total} databases, to {plans[0]['to'][:12]}", "1"))
+    groups: dict[tuple[str, int, str | None], list[dict[str, Any]]] = {}
+    for p in plans:
+        groups.setdefault((short(p["from"]), len(p["steps"]), p["blocker"]), []).append(p)
+    for (start, count, blocker), members in groups.items():
+        what = blocker or ("nothing to do" if not count else "would run")
+        names = [m["target"] for m in members]
+        listed = f": {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}" if blocker else ""
+        print(f"  {len(members):>4} at {start}, {count} revision(s), {what}{listed}")
+    lint = list({(f["revision"], f["rule"]): f for p in plans for f in p["lint"]}.values())
+    _plan_notes(out, lint, next((p["lint_problem"] for p in plans if p["lint_problem"]), None))
+    refused = [p for p in plans if p["would_refuse"]]
+    if refused:
+        text = f"REFUSED on {len(refused)} of {total} databases; first: {refused[0]['verdict']}"
+    else:
+        busy = [p for p in plans if p["steps"]]
+        text = (
+            f"{busy[0]['verdict']} on {len(busy)} of {total} databases"
+            if busy
+            else f"nothing to do: all {total} databases are at the target"
+        )
+    print("  (plan --json lists every database's steps)")
+    print(_verdict_line(out, text, bool(refused)))
+
+
+def _run_results(out: Out, results: list[Any], verb: str = "applied") -> int:
+    """Print each database's outcome; the exit code is the first failure's. `verb` says what
+    happened to the revisions: applied, reverted (downgrade), recorded (baseline)."""
     code = next((r.exit_code for r in results if r.exit_code), 0)
     if out.as_json:
         out.json([r.as_dict() for r in results])
     else:
         for r in results:
-            where = r.env if r.target == r.env else f"{r.env}/{r.target}"
-            if r.exit_code:
-                print(f"{where}: {out.paint(r.outcome, '31')} (exit {r.exit_code}): {r.message}")
-            elif r.applied:
-                print(
-                    f"{where}: {out.paint(r.outcome, '32')}, applied {len(r.applied)}: "
-                    f"{', '.join(r.applied)} (run {r.run_id})"
-                )
-            else:
-                print(f"{where}: {r.message or r.outcome}")
+            if (r.env, r.target) not in out.streamed:
+                print(_result_line(out, r, verb))
     failed = [r.target for r in results if r.exit_code]
     skipped = sum(r.outcome == "skipped" for r in results)
     if failed:
@@ -467,43 +684,63 @@ def _run_results(out: Out, results: list[Any]) -> int:
     return code
 
 
+def _result_line(out: Out, r: Any, verb: str = "applied") -> str:
+    where = r.env if r.target == r.env else f"{r.env}/{r.target}"
+    if r.exit_code:
+        return f"{where}: {out.paint(r.outcome, '31')} (exit {r.exit_code}): {r.message}"
+    if r.applied:
+        return (
+            f"{where}: {out.paint(r.outcome, '32')}, {verb} {len(r.applied)}: "
+            f"{', '.join(r.applied)} (run {r.run_id})"
+        )
+    return f"{where}: {r.message or r.outcome}"
+
+
 def _options(args: argparse.Namespace) -> Any:
     from orchestrator.commands.migrate import Options
 
     return Options(approve=args.approve, ticket=args.ticket, lock_timeout=args.lock_timeout)
 
 
-def _fleet(args: argparse.Namespace) -> Any:
+def _fleet(args: argparse.Namespace, out: Out) -> Any:
     from orchestrator.fleet import FleetOptions, parse_shard
 
     if args.parallel < 1 or args.canary < 0:
         from orchestrator.errors import UsageError
 
         raise UsageError("--parallel must be at least 1 and --canary at least 0.")
+
+    def stream(result: Any, done: int, total: int) -> None:
+        """A fleet's databases, each printed (and flushed) the moment it finishes."""
+        width = len(str(total))
+        print(f"[{done:>{width}}/{total}] {_result_line(out, result)}", flush=True)
+        out.streamed.add((result.env, result.target))
+
     return FleetOptions(
         parallel=args.parallel,
         canary=args.canary,
         on_error=args.on_error,
         shard=parse_shard(args.shard),
+        on_result=None if out.as_json else stream,
     )
 
 
 def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.migrate import migrate
 
-    return _run_results(out, migrate(_app(), args.env, args.to, _options(args), _fleet(args)))
+    return _run_results(out, migrate(_app(), args.env, args.to, _options(args), _fleet(args, out)))
 
 
 def cmd_promote(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.migrate import promote
 
-    return _run_results(out, promote(_app(), args.env, _options(args), _fleet(args)))
+    return _run_results(out, promote(_app(), args.env, _options(args), _fleet(args, out)))
 
 
 def cmd_rollout(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.migrate import rollout
 
-    results = rollout(_app(), args.through, args.to, _options(args), _fleet(args))
+    results = rollout(_app(), args.through, args.to, _options(args), _fleet(args, out))
     return _run_results(out, results)
 
 
@@ -511,13 +748,14 @@ def cmd_downgrade(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.downgrade import downgrade
 
     results = downgrade(_app(), args.env, args.to, args.reason, args.force, _options(args))
-    return _run_results(out, results)
+    return _run_results(out, results, "reverted")
 
 
 def cmd_baseline(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.downgrade import baseline
 
-    return _run_results(out, baseline(_app(), args.env, args.revision, args.reason))
+    results = baseline(_app(), args.env, args.revision, args.reason)
+    return _run_results(out, results, "recorded")
 
 
 def cmd_audit(args: argparse.Namespace, out: Out) -> int:
@@ -820,8 +1058,13 @@ class _UsageMistake(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (argcomplete)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except _UsageMistake as mistake:
         mistake.parser.print_usage(sys.stderr)
         print(f"{mistake.parser.prog}: error: {mistake.message}", file=sys.stderr)
@@ -843,7 +1086,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
 
     if args.command not in QUIET_COMMANDS:  # structlog costs start-up time `envs` need not pay
-        configure_logging(log_format)
+        configure_logging(log_format, quiet=getattr(args, "quiet", False))
     from orchestrator import cancel
 
     cancel.install()  # SIGTERM/SIGINT stop a run between revisions (exit 143/130)

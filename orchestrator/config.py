@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     actor: str | None = None
     env: str = "dev"
+    # seconds between `migration.running` lines while one revision runs (0: none)
+    progress_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _find_project(self) -> Settings:
+        """Run from a sub-directory: the project is the nearest directory up that holds
+        `environments/` or `alembic.ini` (as git finds its repository)."""
+        if "project_dir" not in self.model_fields_set:
+            self.project_dir = find_project_dir(Path.cwd())
+        return self
 
     @property
     def environments_path(self) -> Path:
@@ -46,6 +56,15 @@ class Settings(BaseSettings):
     @property
     def alembic_ini_path(self) -> Path:
         return self.alembic_ini or self.project_dir / "alembic.ini"
+
+
+def find_project_dir(start: Path) -> Path:
+    """`start` or its nearest parent holding `environments/` or `alembic.ini`; else `start`
+    (and the error about the missing directory says where it looked)."""
+    for directory in (start, *start.parents):
+        if (directory / "environments").is_dir() or (directory / "alembic.ini").is_file():
+            return directory
+    return start
 
 
 class _Strict(BaseModel):
@@ -179,9 +198,12 @@ class Environments:
 
 def load_environments(directory: Path) -> Environments:
     if not directory.is_dir():
+        looked = directory.resolve()
         raise UsageError(
-            f"The environments directory {directory} does not exist. Create it with one "
-            "YAML file per environment, or set ORCHESTRATOR_ENVIRONMENTS_DIR."
+            f"The environments directory {looked} does not exist, and no parent directory "
+            "holds a project (alembic.ini or environments/). Run from the project's directory "
+            "or below it, create environments/ with one YAML file per environment, or set "
+            "ORCHESTRATOR_PROJECT_DIR (or ORCHESTRATOR_ENVIRONMENTS_DIR)."
         )
     files = sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
     if not files:
@@ -370,11 +392,11 @@ def _resolve_url(
                 f"a usable SQLAlchemy URL: {problem}. Expected e.g. "
                 "postgresql+psycopg://user:password@host:5432/dbname."
             )
-        return _anchor_sqlite(url, project_dir)
+        return _anchor_sqlite(normalise_scheme(url), project_dir)
     if literal:
         if url_secrets(literal):
             raise UsageError(f"{env.source}: the URL of {what!r} holds a password; use url_env.")
-        return _anchor_sqlite(literal, project_dir)
+        return _anchor_sqlite(normalise_scheme(literal), project_dir)
     raise UsageError(
         f"Environment {env.name!r} ({env.source}) reads its {what} URL from the variable "
         f"{url_env}, which is not set. Export {url_env}=<SQLAlchemy URL> (or put it in .env); "
@@ -392,6 +414,14 @@ def encode_raw_at(url: str) -> str:
     if not sep or "@" not in userinfo:
         return url
     return f"{scheme}://{userinfo.replace('@', '%40')}{at}{host}{rest[end:]}"
+
+
+def normalise_scheme(url: str) -> str:
+    """`postgres://` (Heroku, Render, many PaaS) means `postgresql://` to SQLAlchemy."""
+    scheme, sep, rest = url.partition("://")
+    if sep and (scheme == "postgres" or scheme.startswith("postgres+")):
+        return "postgresql" + scheme[len("postgres") :] + sep + rest
+    return url
 
 
 def _url_problem(url: str) -> str | None:

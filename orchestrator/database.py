@@ -40,7 +40,9 @@ def make_engine(url: str, application_name: str = "orchestrator", writer: bool =
         engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise UsageError(
-            f"Cannot use the database URL {safe_url(url)}: {exc}. Is its driver installed?"
+            f"Cannot use the database URL {safe_url(url)}: {exc}. Is its driver installed? "
+            "SQLAlchemy URLs start with the dialect: postgresql://, postgresql+psycopg://, "
+            "sqlite:///path."
         ) from None
     if writer and parsed.get_backend_name() == "postgresql":
         event.listen(engine, "connect", _no_idle_timeouts)

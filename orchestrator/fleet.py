@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -26,6 +26,8 @@ class FleetOptions:
     canary: int = 0
     on_error: str = "stop"  # stop | continue
     shard: tuple[int, int] | None = None  # (I, N), 1-based
+    # called with (result, done, total) as each database finishes: the CLI prints it at once
+    on_result: Callable[[Any, int, int], None] | None = field(default=None, compare=False)
 
 
 def parse_shard(
@@ -130,7 +132,7 @@ def _skipped(targets: Sequence[Target], why: str) -> list[Any]:
 
 def fan_out(targets: Sequence[Target], work: Work, options: FleetOptions) -> list[Any]:
     """Run `work` on each target; canary first; stop or continue after a failure."""
-    progress = Progress(len(targets))
+    progress = Progress(len(targets), options.on_result)
     canary, rest = list(targets[: options.canary]), list(targets[options.canary :])
     results = _batch(canary, work, options, progress)
     if any(r.exit_code for r in results):
@@ -190,25 +192,34 @@ def _batch(
 
 
 class Progress:
-    """Targets done / failed / remaining: a line on a terminal, JSON events otherwise."""
+    """Databases done of total, as each one finishes: the CLI's line for it (`on_result`),
+    a `fleet.target` event off a terminal, a counter line on a terminal otherwise."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, on_result: Callable[[Any, int, int], None] | None = None):
+        from orchestrator.logging import quiet
+
         self.total, self.finished, self.failed = total, 0, 0
-        self.tty = sys.stderr.isatty()
+        self.on_result = on_result
+        self.tty = sys.stderr.isatty() and not quiet()
         self.log = structlog.get_logger("orchestrator")
 
     def done(self, result: Any) -> None:
         self.finished += 1
         self.failed += bool(result.exit_code)
-        self.log.info(
-            "fleet.target",
-            target=result.target,
-            env=result.env,
-            outcome=result.outcome,
-            done=self.finished,
-            failed=self.failed,
-            remaining=self.total - self.finished,
-        ) if not self.tty else self._line()
+        if self.on_result is not None:
+            self.on_result(result, self.finished, self.total)
+        if not self.tty:
+            self.log.info(
+                "fleet.target",
+                target=result.target,
+                env=result.env,
+                outcome=result.outcome,
+                done=self.finished,
+                failed=self.failed,
+                remaining=self.total - self.finished,
+            )
+        elif self.on_result is None:
+            self._line()
 
     def skip(self, count: int, why: str) -> None:
         if count:
@@ -216,11 +227,11 @@ class Progress:
 
     def _line(self) -> None:
         sys.stderr.write(
-            f"\r  targets: {self.finished}/{self.total} done, {self.failed} failed, "
+            f"\r  databases: {self.finished}/{self.total} done, {self.failed} failed, "
             f"{self.total - self.finished} remaining "
         )
         sys.stderr.flush()
 
     def close(self) -> None:
-        if self.tty and self.total:
+        if self.tty and self.total and self.on_result is None:
             sys.stderr.write("\n")

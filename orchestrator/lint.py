@@ -333,9 +333,15 @@ def blocking(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if not f.waived]
 
 
-def refusal_message(env: str, bad: Sequence[Finding], files: Mapping[str, str]) -> str:
+def refusal_message(
+    env: str, bad: Sequence[Finding], files: Mapping[str, str], predecessor: str | None = None
+) -> str:
     """Why lint refused a run: every finding, each rule's advice once, and the waiver lines
-    that would let it through (one per rule and revision). `files`: revision -> file name."""
+    that would let it through (one per rule and revision). `files`: revision -> file name.
+
+    A waiver is a line in the revision's file, so it changes the file's checksum. Where a
+    `predecessor` already ran the revisions (the gate passed, so it did), adding one now would
+    put it into checksum drift: the refusal says so, and what to do instead."""
     listed = "; ".join(
         f"{f.revision} breaks {f.rule}"
         + (f" (line {f.line} of its SQL)" if f.line is not None else "")
@@ -357,8 +363,19 @@ def refusal_message(env: str, bad: Sequence[Finding], files: Mapping[str, str]) 
         for revision, rules in rules_by_revision.items()
     )
     helped = " ".join(f"{rule}: {text}." for rule, text in advice.items())
+    if predecessor is not None:
+        ran = ", ".join(rules_by_revision)
+        return (
+            f"Refused by lint on {env}: {listed}. {helped} {predecessor} has already run {ran}, "
+            f"so do not edit that file now: a waiver line ({waivers}) changes its checksum and "
+            f"would put {predecessor} into checksum drift. Instead write a new revision that "
+            f"does the change safely, or, if it is safe on {env}, list the rule in {env}'s "
+            "`policy.lint_exclude`. Next time, run `orchestrator check` (it lints with the "
+            "strictest policy) before the first environment runs a revision, and waive there."
+        ).replace("  ", " ")
     return (
         f"Refused by lint on {env}: {listed}. {helped} Fix the migrations or, where it is "
         f"safe, waive each rule for its revision with a line in the revision's file, saying "
-        f"why: {waivers}."
+        f"why: {waivers}. Do it before any environment runs the revision: the waiver is part "
+        "of the file's checksum."
     ).replace("  ", " ")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,10 +41,128 @@ def wants_color(stream: Any = None) -> bool:
     return "NO_COLOR" not in os.environ and hasattr(stream, "isatty") and stream.isatty()
 
 
-def configure_logging(log_format: str = "auto") -> None:
+# -- the console: one short line per event -------------------------------------------------
+
+_state = {"console": False, "quiet": False}
+_first_line: list[float] = []  # when the first console line was shown: elapsed counts from it
+
+_GOOD = {"run.succeeded", "migration.applied", "migration.reverted", "gate.passed"}
+_BAD = {"run.failed", "migration.failed", "run.refused", "gate.refused", "run.interrupted"}
+# Alembic's own chatter that our events already say, shorter
+_ALEMBIC_NOISE = ("Context impl", "Will assume", "Running upgrade", "Running downgrade")
+
+
+def quiet() -> bool:
+    return _state["quiet"]
+
+
+def console_active() -> bool:
+    """Whether stderr shows events to a person (so per-revision progress is worth a line)."""
+    return _state["console"] and not _state["quiet"]
+
+
+def _seconds(ms: Any) -> str:
+    try:
+        value = float(ms) / 1000
+    except (TypeError, ValueError):
+        return ""
+    return f"{value:.1f} s" if value >= 1 else f"{float(ms):.0f} ms"
+
+
+def _details(event: str, e: dict[str, Any]) -> str:
+    """The few words that say what happened: revision, step, elapsed; never a whole record."""
+    rev = str(e.get("revision") or "")[:12]
+    if event == "run.started":
+        start, to = str(e.get("from_revision") or "base"), str(e.get("to_revision") or "")
+        ticket = f" ticket {e['ticket']}" if e.get("ticket") else ""
+        return f"{start[:12]} -> {to[:12]} run {e.get('run_id')}{ticket}"
+    if event in ("migration.applied", "migration.reverted"):
+        return f"{rev} {_seconds(e.get('duration_ms'))}".rstrip()
+    if event == "migration.running":
+        parts = [rev, f"({e.get('step')})", e.get("doc"), e.get("elapsed")]
+        return " ".join(str(part) for part in parts if part)
+    if event == "run.succeeded":
+        applied = e.get("applied") or []
+        done = f"{len(applied)} revision(s)" if applied else "nothing to do"
+        return f"{done} in {_seconds(e.get('duration_ms'))}"
+    if event == "gate.passed":
+        return f"{len(e.get('revisions') or [])} revision(s) allowed"
+    if event == "gate.refused":
+        return f"{len(e.get('blocked') or [])} revision(s) blocked"
+    if event in ("run.refused", "run.failed"):
+        return "(why: below)" if event == "run.refused" else f"{rev} (why: below)".strip()
+    if event == "migration.failed":
+        return f"{rev} {e.get('error') or ''}".strip()
+    if event == "lock.waiting":
+        holder = e.get("holder") or {}
+        who = holder.get("application_name") or holder.get("pid") or "another run"
+        return f"held by {who}"
+    if event == "lint.finding":
+        return f"{rev} {e.get('rule')}"
+    if event in ("lock.acquired", "lock.released"):
+        return ""
+    if event == "fleet.target":
+        total = int(e.get("done") or 0) + int(e.get("remaining") or 0)
+        return f"{e.get('target')} {e.get('outcome')} ({e.get('done')}/{total})"
+    keys = ("revision", "outcome", "error", "reason", "problem", "count")
+    return " ".join(f"{k}={e[k]}" for k in keys if e.get(k) is not None)
+
+
+class ShortConsoleRenderer:
+    """`  1.2s  migration.applied  prod  c7e2f5a8d903 4 ms`: seconds since start, event,
+    where, and a few words. Colour only where asked (a terminal without NO_COLOR)."""
+
+    def __init__(self, colors: bool) -> None:
+        self.colors = colors
+
+    def _paint(self, text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if self.colors else text
+
+    def __call__(self, _logger: Any, method: str, e: dict[str, Any]) -> str:
+        event = str(e.get("event", ""))
+        now = time.monotonic()
+        _first_line[:] = _first_line or [now]
+        elapsed = self._paint(f"{now - _first_line[0]:6.1f}s", "2")
+        if e.get("logger") and not e.get("run_id"):  # Alembic or another library: its message
+            return f"{elapsed}  {event}"
+        where = str(e.get("env") or "")
+        if e.get("target") and e.get("target") != where:
+            where += f"/{e['target']}"
+        code = "32" if event in _GOOD else "31" if event in _BAD else None
+        if code is None and method in ("warning", "error"):
+            code = "33"
+        name = f"{event:<18}"
+        name = self._paint(name, code) if code else name
+        return f"{elapsed}  {name} {where}  {_details(event, e)}".rstrip()
+
+
+def _quiet_filter(_logger: Any, _method: str, e: MutableMapping[str, Any]) -> Any:
+    import structlog
+
+    if _state["quiet"]:
+        raise structlog.DropEvent
+    return e
+
+
+class _LibraryFilter(logging.Filter):
+    """Stdlib records (Alembic's): none with --quiet; on the console, not the lines our own
+    events already say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _state["quiet"]:
+            return False
+        if _state["console"] and record.name.startswith("alembic"):
+            return not record.getMessage().startswith(_ALEMBIC_NOISE)
+        return True
+
+
+def configure_logging(log_format: str = "auto", quiet: bool = False) -> None:
+    """Off a terminal: one JSON object per line, Alembic's lines included. On a terminal
+    (or --log-format console): one short line per event. `quiet`: no events at all."""
     import structlog
 
     as_json = wants_json(log_format)
+    _state["console"], _state["quiet"] = not as_json, quiet
     shared: list[Any] = [
         structlog.processors.add_log_level,
         add_timestamp,
@@ -51,10 +171,10 @@ def configure_logging(log_format: str = "auto") -> None:
     renderer: Any = (
         structlog.processors.JSONRenderer(sort_keys=False)
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=wants_color(sys.stderr))
+        else ShortConsoleRenderer(colors=wants_color(sys.stderr))
     )
     structlog.configure(
-        processors=[*shared, renderer],
+        processors=[*shared, _quiet_filter, renderer],
         logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
@@ -70,6 +190,7 @@ def configure_logging(log_format: str = "auto") -> None:
     # Python warnings (Alembic's `UserWarning: autoincrement ... only make sense for MySQL`)
     # are log records too, rendered like the rest: never raw text between JSON lines.
     logging.captureWarnings(True)
+    handler.addFilter(_LibraryFilter())
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(logging.WARNING)

@@ -146,3 +146,83 @@ def refusal_message(env: str, predecessor: str | None, steps: Sequence[Step]) ->
         f"script. Blocked {len(blocked)} of {len(steps)}: {lines}. Migrate {predecessor} first "
         f"(or `orchestrator promote {name}` to go exactly as far as {predecessor})."
     )
+
+
+@dataclass(frozen=True)
+class PlanVerdict:
+    """What `migrate` would do, in the order it checks: drift, gate, approval, lint."""
+
+    blocker: str | None  # drift | schema | gate | lint | approval | None (runs / nothing to do)
+    text: str  # the plan's last line, naming the blocker
+    step_verdicts: Mapping[str, tuple[str, str | None]]  # revision -> (verdict, reason)
+
+
+def plan_verdict(
+    where: str,
+    predecessor: str | None,
+    revisions: Sequence[str],
+    steps: Sequence[Step],
+    drifted: Sequence[str],
+    *,
+    lint_mode: str,
+    lint_findings: Sequence[object],
+    lint_problem: str | None,
+    requires_approval: bool,
+    schema_drift: Sequence[str] = (),
+) -> PlanVerdict:
+    """The real blocker of a run, and each step's verdict with lint folded in."""
+    verdicts: dict[str, tuple[str, str | None]] = {s.revision: (s.verdict, s.reason) for s in steps}
+    lint_blocks: list[str] = []
+    if lint_mode == "error":
+        for finding in lint_findings:
+            rev, rule = getattr(finding, "revision", ""), getattr(finding, "rule", "")
+            if getattr(finding, "waived", False) or rev not in verdicts:
+                continue
+            lint_blocks.append(f"{rev} breaks {rule}")
+            if verdicts[rev][0] == "allowed":
+                message = str(getattr(finding, "message", "")).rstrip(".")
+                verdicts[rev] = ("blocked", f"lint: {rule}: {message}")
+    n = len(revisions)
+    if drifted:
+        return PlanVerdict(
+            "drift",
+            f"REFUSED (checksum drift): {', '.join(drifted)} changed since {where} ran it; "
+            "restore the file as it ran",
+            verdicts,
+        )
+    if schema_drift:
+        return PlanVerdict(
+            "schema",
+            f"REFUSED (schema drift, policy.schema_drift: refuse): {where}'s live schema differs "
+            f"from what its last run recorded ({schema_drift[0]}"
+            + (f" and {len(schema_drift) - 1} more" if len(schema_drift) > 1 else "")
+            + f"); see `orchestrator drift {where.split('/')[0]}`",
+            verdicts,
+        )
+    blocked = [s for s in steps if s.blocked]
+    if blocked:
+        return PlanVerdict(
+            "gate",
+            f"REFUSED by the gate: {len(blocked)} of {n} revision(s) {where} may not run yet "
+            f"({blocked[0].reason}); migrate {predecessor} first",
+            verdicts,
+        )
+    if not n:
+        return PlanVerdict(None, f"nothing to do: {where} is at the target", verdicts)
+    if lint_mode == "error" and lint_problem is not None:
+        return PlanVerdict("lint", f"REFUSED by lint: it could not run ({lint_problem})", verdicts)
+    if lint_blocks:
+        return PlanVerdict(
+            "lint",
+            f"REFUSED by lint: {'; '.join(lint_blocks)} (fix the revision, or waive the rule "
+            "with a reason, before any environment runs it)",
+            verdicts,
+        )
+    if requires_approval:
+        return PlanVerdict(
+            "approval",
+            f"would run {n} revision(s) once approved: {where} requires --approve "
+            "(or its name typed on a terminal)",
+            verdicts,
+        )
+    return PlanVerdict(None, f"would run {n} revision(s)", verdicts)

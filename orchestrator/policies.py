@@ -135,4 +135,7 @@ def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -
         return
     if bad and mode == "error":
         files = {f.revision: run.app.graph.get(f.revision).path.name for f in bad}
-        run.refuse(refusal_message(run.env.name, bad, files), findings=[f.__dict__ for f in bad])
+        run.refuse(
+            refusal_message(run.env.name, bad, files, run.env.promotes_from),
+            findings=[f.__dict__ for f in bad],
+        )

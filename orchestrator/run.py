@@ -7,6 +7,7 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -39,7 +40,7 @@ from orchestrator.errors import (
 )
 from orchestrator.evidence import DbState, read_state
 from orchestrator.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
-from orchestrator.logging import utc_now
+from orchestrator.logging import console_active, utc_now
 from orchestrator.planning import Step
 from orchestrator.results import RunResult
 from orchestrator.revisions import reverts_nothing
@@ -357,9 +358,12 @@ class TargetRun:
             self._no_autocommit_blocks(revisions)
         last = [time.monotonic()]
         fence = self.fence
+        ticker = RevisionTicker(self, revisions, self.app.settings.progress_seconds)
         uncommitted: list[tuple[str, dict[str, Any]]] = []
 
         def committed() -> None:
+            if not uncommitted:
+                return
             for revision, record in uncommitted:
                 self.audit.emit(
                     record.pop("event"),
@@ -369,6 +373,7 @@ class TargetRun:
                 )
                 self.applied.append(revision)
             uncommitted.clear()
+            ticker.next(len(self.applied))  # the next revision starts now
 
         def on_version_apply(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
             if step.is_stamp:
@@ -404,7 +409,7 @@ class TargetRun:
             }
             uncommitted.append((revision, record))
 
-        with self.engine.connect() as connection:
+        with self.engine.connect() as connection, ticker:
             self._session_settings(connection)
             connection.info[FENCE] = fence
             connection.info[FENCED] = False
@@ -635,6 +640,65 @@ def _note_autocommit(connection: Connection, options: Mapping[str, Any]) -> None
     cannot roll back what the block ran."""
     if options.get("isolation_level") == "AUTOCOMMIT" and FENCE in connection.info:
         connection.info[AUTOCOMMITTED] = True
+
+
+class RevisionTicker:
+    """Progress while revisions run: on a terminal a line as each revision starts (revision
+    i of n); everywhere, while one runs longer than `interval` seconds, a `migration.running`
+    line every `interval` seconds, so a long revision is never silence."""
+
+    def __init__(self, run: TargetRun, revisions: Sequence[str], interval: float) -> None:
+        self.run, self.revisions, self.interval = run, list(revisions), interval
+        self.index, self.since, self.told = 0, time.monotonic(), 0
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._tick, daemon=True, name="progress")
+
+    def __enter__(self) -> RevisionTicker:
+        self.next(0)
+        if self.interval > 0 and self.revisions:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stopped.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+    def next(self, index: int) -> None:
+        """Revision `index` (0-based) starts now."""
+        with self.lock:
+            self.index, self.since, self.told = index, time.monotonic(), 0
+        if index < len(self.revisions) and console_active():
+            self._say(0.0)
+
+    def _tick(self) -> None:
+        while not self.stopped.wait(min(self.interval, 0.25)):
+            with self.lock:
+                index, elapsed = self.index, time.monotonic() - self.since
+                due = elapsed >= (self.told + 1) * self.interval
+                if due:
+                    self.told += 1
+            if due and index < len(self.revisions):
+                self._say(elapsed, index)
+
+    def _say(self, elapsed: float, index: int | None = None) -> None:
+        index = self.index if index is None else index
+        revision = self.revisions[index]
+        graph = self.run.app.graph
+        fields = {
+            "env": self.run.env.name,
+            "target": self.run.audit.common.get("target"),
+            "run_id": self.run.run_id,
+            "revision": revision,
+            "step": f"{index + 1}/{len(self.revisions)}",
+            "doc": graph.get(revision).doc if revision in graph and not elapsed else None,
+            "elapsed": f"running for {elapsed:.0f} s" if elapsed else None,
+            "elapsed_s": round(elapsed, 1) if elapsed else None,
+        }
+        self.run.audit.log.info(
+            "migration.running", **{k: v for k, v in fields.items() if v is not None}
+        )
 
 
 _RUN_IN_APP = re.compile(r"run=(\w+)")

@@ -13,7 +13,7 @@ from orchestrator.config import Target
 from orchestrator.database import safe_url
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.evidence import checksum_drift, judge, read_connection, read_state, upgrade_steps
-from orchestrator.planning import ledger_heads
+from orchestrator.planning import ledger_heads, plan_verdict
 from orchestrator.policies import lint_revisions
 from orchestrator.run import live_run_ids, run_alive
 
@@ -148,8 +148,18 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
         steps = judge(app, env, revisions)
         findings, problem = lint_revisions(app, env, revisions)
         drifted = checksum_drift(app, state)
-        lint_blocks = env.policy.lint == "error" and (
-            problem is not None or any(not f.waived for f in findings)
+        where = env.name if target.name == env.name else f"{env.name}/{target.name}"
+        verdict = plan_verdict(
+            where,
+            env.promotes_from,
+            revisions,
+            steps,
+            drifted,
+            lint_mode=env.policy.lint,
+            lint_findings=findings,
+            lint_problem=problem,
+            requires_approval=env.policy.require_approval,
+            schema_drift=schema if env.policy.schema_drift == "refuse" else [],
         )
         entry: dict[str, Any] = {
             "env": env.name,
@@ -159,8 +169,8 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             "steps": [
                 {
                     "revision": s.revision,
-                    "verdict": s.verdict,
-                    "reason": s.reason,
+                    "verdict": verdict.step_verdicts[s.revision][0],
+                    "reason": verdict.step_verdicts[s.revision][1],
                     "doc": app.graph.get(s.revision).doc,
                 }
                 for s in steps
@@ -170,10 +180,9 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             "drift": drifted,
             "schema_drift": schema,
             "requires_approval": env.policy.require_approval,
-            "would_refuse": any(s.blocked for s in steps)
-            or bool(drifted)
-            or lint_blocks
-            or (bool(schema) and env.policy.schema_drift == "refuse"),
+            "would_refuse": verdict.blocker in ("drift", "schema", "gate", "lint"),
+            "blocker": verdict.blocker,
+            "verdict": verdict.text,
         }
         if sql:
             dialect = "postgresql" if target.url.startswith("postgres") else "sqlite"

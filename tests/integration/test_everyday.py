@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from projectkit import HEAD, SHIPPED, Project
 from terminal import Terminal
@@ -131,3 +134,164 @@ def test_json_result_is_one_document(sqlite_project: Project) -> None:
     done = sqlite_project.run("migrate", "dev", "--json")
     assert done.code == 0
     assert json.loads(done.stdout)[0]["applied"] == SHIPPED
+
+
+# -- plan's last line names the blocker -----------------------------------------------------------
+
+NEW = "f00000000001"
+RULE = "require-concurrent-index-creation"
+PLAIN_INDEX = 'op.create_index("ix_users_name", "users", ["name"])'
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_plan_names_the_gate_approval_or_nothing_to_do(sqlite_project: Project) -> None:
+    gate = sqlite_project.run("plan", "prod")
+    assert gate.code == 3
+    assert last_line(gate.stdout).startswith("=> REFUSED by the gate: 5 of 5 revision(s)")
+    assert "not run on staging" in last_line(gate.stdout)
+    assert "approve" not in last_line(gate.stdout)
+    assert sqlite_project.run("plan", "prod", "--json").json()["blocker"] == "gate"
+
+    assert sqlite_project.run("rollout", "--through", "staging").code == 0
+    approval = sqlite_project.run("plan", "prod")
+    assert approval.code == 0
+    assert last_line(approval.stdout) == (
+        "=> would run 5 revision(s) once approved: prod requires --approve "
+        "(or its name typed on a terminal)"
+    )
+    assert sqlite_project.run("plan", "prod", "--json").json()["blocker"] == "approval"
+
+    assert sqlite_project.run("migrate", "prod", "--approve").code == 0
+    nothing = sqlite_project.run("plan", "prod")
+    assert nothing.code == 0
+    assert last_line(nothing.stdout) == "=> nothing to do: prod is at the target"
+    as_json = sqlite_project.run("plan", "prod", "--json").json()
+    assert as_json["blocker"] is None and as_json["steps"] == []
+
+
+def test_plan_shows_a_lint_refusal_on_the_step_and_on_the_last_line(
+    sqlite_project: Project,
+) -> None:
+    sqlite_project.add_revision(NEW, HEAD, PLAIN_INDEX, doc="index users.name")
+    assert sqlite_project.run("rollout", "--through", "staging").code == 0
+    plan = sqlite_project.run("plan", "prod")
+    assert plan.code == 3, plan.output
+    step = next(line for line in plan.stdout.splitlines() if line.startswith(NEW))
+    assert "blocked" in step and f"lint: {RULE}" in step
+    assert last_line(plan.stdout).startswith(f"=> REFUSED by lint: {NEW} breaks {RULE}")
+    as_json = sqlite_project.run("plan", "prod", "--json").json()
+    assert as_json["blocker"] == "lint" and as_json["would_refuse"] is True
+    (new_step,) = [s for s in as_json["steps"] if s["revision"] == NEW]
+    assert new_step["verdict"] == "blocked" and RULE in new_step["reason"]
+
+    # item 10: staging ran it, so the refusal does not advise editing the file
+    refused = sqlite_project.run("migrate", "prod", "--approve", "--json")
+    assert refused.code == 3
+    message = refused.json()[0]["message"]
+    assert f"staging has already run {NEW}, so do not edit that file now" in message
+    assert "checksum drift" in message and "write a new revision" in message
+    assert "orchestrator check" in message
+    assert sqlite_project.version("prod") == []
+
+
+def test_plan_names_checksum_drift(sqlite_project: Project) -> None:
+    assert sqlite_project.run("migrate", "dev").code == 0
+    path = next(sqlite_project.versions.glob(f"{SHIPPED[1]}_*.py"))
+    path.write_text(path.read_text() + "\n# edited\n")
+    plan = sqlite_project.run("plan", "dev", "--to", "head")
+    assert plan.code == 3
+    assert last_line(plan.stdout).startswith(f"=> REFUSED (checksum drift): {SHIPPED[1]} changed")
+
+
+def test_plan_table_is_aligned_and_coloured_only_on_a_terminal(sqlite_project: Project) -> None:
+    import re
+
+    term = Terminal(sqlite_project, ["plan", "prod"])
+    assert term.finish() == 3
+    assert "\x1b[" in term.seen  # colour on a terminal
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", term.seen)
+    lines = plain.splitlines()
+    header = next(line for line in lines if line.startswith("REVISION"))
+    row = next(line for line in lines if line.startswith(SHIPPED[0]))
+    assert header.index("WHAT / WHY") == row.index("not run on staging")
+    assert header.index("VERDICT") == row.index("blocked")
+
+    no_color = Terminal(sqlite_project, ["plan", "prod"], NO_COLOR="1")
+    assert no_color.finish() == 3
+    assert "\x1b[" not in no_color.seen and "REFUSED by the gate" in no_color.seen
+
+
+# -- what each command says -----------------------------------------------------------------------
+
+
+def test_downgrade_says_reverted_and_baseline_says_recorded(sqlite_project: Project) -> None:
+    assert sqlite_project.run("migrate", "dev").code == 0
+    down = sqlite_project.run("downgrade", "dev", "--to", "-1", "--reason", "rework")
+    assert down.code == 0
+    assert down.stdout.startswith(f"dev: succeeded, reverted 1: {HEAD}")
+    assert "applied" not in down.stdout
+
+    sqlite_project.alembic("-x", "env=staging", "upgrade", SHIPPED[2])  # plain alembic...
+    staging = sqlite_project.engine("staging")
+    with staging.begin() as connection:  # ...then forget the orchestrator ever saw it
+        connection.exec_driver_sql("DELETE FROM orchestrator_ledger")
+    staging.dispose()
+    base = sqlite_project.run("baseline", "staging", "--revision", SHIPPED[2], "--reason", "adopt")
+    assert base.code == 0, base.stderr
+    assert base.stdout.startswith(f"staging: succeeded, recorded 3: {SHIPPED[0]}")
+
+
+def test_status_shows_an_error_whole_wrapped_between_words(sqlite_project: Project) -> None:
+    status = sqlite_project.run("status", STAGING_DATABASE_URL="")
+    assert status.code == 0
+    below = status.stdout.split("\n", 4)[-1]  # after the table
+    assert "STAGING_DATABASE_URL" in below
+    words = " ".join(below.split())
+    assert "reads its database URL from the variable STAGING_DATABASE_URL, which is not set" in (
+        words
+    )
+
+
+def test_a_postgres_scheme_url_is_accepted(sqlite_project: Project, pg_db: str) -> None:
+    heroku_style = pg_db.replace("postgresql+psycopg://", "postgres://")
+    assert heroku_style.startswith("postgres://")
+    done = sqlite_project.run("migrate", "staging", STAGING_DATABASE_URL=heroku_style)
+    assert done.code == 3  # the gate, not "Can't load plugin"
+    assert "Can't load plugin" not in done.output
+    assert sqlite_project.run("migrate", "dev").code == 0
+    done = sqlite_project.run("migrate", "staging", STAGING_DATABASE_URL=heroku_style)
+    assert done.code == 0, done.stderr
+    sqlite_project.urls["staging"] = pg_db
+    assert sqlite_project.version("staging") == [HEAD]
+
+
+def _run_in(project: Project, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = project.environ()
+    env.pop("ORCHESTRATOR_PROJECT_DIR")
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_sub_directory_finds_the_project(sqlite_project: Project, tmp_path: Path) -> None:
+    inside = sqlite_project.path / "alembic" / "versions"
+    done = _run_in(sqlite_project, inside, "migrate", "dev")
+    assert done.returncode == 0, done.stderr
+    assert sqlite_project.version("dev") == [HEAD]
+    assert not (inside / ".orchestrator").exists()  # dev's SQLite file stays in the project
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    lost = _run_in(sqlite_project, elsewhere, "status")
+    assert lost.returncode == 2
+    assert str(elsewhere / "environments") in lost.stderr
+    assert "ORCHESTRATOR_PROJECT_DIR" in lost.stderr and "Traceback" not in lost.stderr
