@@ -73,6 +73,7 @@ EXAMPLES: dict[str, str] = {
     "  orchestrator check --scratch-url postgresql+psycopg://ci@localhost/scratch",
     "current": "orchestrator current staging",
     "history": "orchestrator history",
+    "init": "orchestrator init --dry-run\n  orchestrator init --envs dev,qa,prod",
 }
 
 
@@ -977,7 +978,7 @@ def cmd_init(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.init import init
     from orchestrator.config import Settings
 
-    settings = Settings()
+    settings = Settings(search_parents=False)  # init adopts this directory, never a parent
     actions = init(
         settings.project_dir,
         settings.environments_path,

@@ -40,12 +40,13 @@ class Settings(BaseSettings):
     env: str = "dev"
     # seconds between `migration.running` lines while one revision runs (0: none)
     progress_seconds: float = Field(default=5.0, ge=0, allow_inf_nan=False)
+    search_parents: bool = Field(default=True, exclude=True)
 
     @model_validator(mode="after")
     def _find_project(self) -> Settings:
         """Run from a sub-directory: the project is the nearest directory up that holds
         `environments/` or `alembic.ini` (as git finds its repository)."""
-        if "project_dir" not in self.model_fields_set:
+        if "project_dir" not in self.model_fields_set and self.search_parents:
             self.project_dir = find_project_dir(Path.cwd())
         return self
 
