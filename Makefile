@@ -8,7 +8,24 @@ ENV ?= dev
 APPROVE_FLAG := $(if $(APPROVE),--approve,)
 REV_FLAG := $(if $(REV),--to $(REV),)
 
-.PHONY: install migrate plan status promote audit revision current history downgrade demo fleet-demo test lint bench bench-record mutants clean
+.PHONY: install migrate plan status promote audit revision current history downgrade demo \
+	fleet-demo test lint bench bench-record mutants clean migrate-run plan-run promote-run \
+	downgrade-run
+
+# make's own exit status is only ever 0, 1 or 2. `make plan`, `make migrate`, `make promote`
+# and `make downgrade` exit with the orchestrator's code (3 refused, 4 lock timeout) through
+# a 20-line make plugin, $(exit N), compiled on first use (scripts/make_exit.c). Without a C
+# compiler they fall back to make's 2, after the orchestrator's own message.
+EXIT_SO := .orchestrator/make_exit.so
+RC := .orchestrator/make.rc
+-load $(EXIT_SO)
+$(EXIT_SO): scripts/make_exit.c
+	@mkdir -p $(@D) && { $(CC) -shared -fPIC -O2 -o $@ $< 2>/dev/null || : > $@; }
+# the last recipe line of a pass-through target: exit with the code its `-run` step saved
+# (not under `make -n`, which ran nothing and must not read a stale code)
+DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
+exit_with_rc = $(if $(DRY_RUN),@:,$(if $(filter %make_exit.so,$(.LOADED)),@: $(if \
+	$(filter-out 0,$(file < $(RC))),$(exit $(file < $(RC)))),@exit $$(cat $(RC))))
 
 $(BIN)/orchestrator: pyproject.toml
 	# Debian's python3 lacks venv until python3-venv is installed: do that when we can (root)
@@ -21,22 +38,29 @@ $(BIN)/orchestrator: pyproject.toml
 
 install: $(BIN)/orchestrator
 
-migrate: install
-	$(ORCH) migrate $(ENV) $(REV_FLAG) $(APPROVE_FLAG)
+migrate-run: install
+	$(ORCH) migrate $(ENV) $(REV_FLAG) $(APPROVE_FLAG); echo $$? > $(RC)
+migrate: migrate-run
+	$(exit_with_rc)
 
-plan: install
-	$(ORCH) plan $(ENV) $(REV_FLAG)
+plan-run: install
+	$(ORCH) plan $(ENV) $(REV_FLAG); echo $$? > $(RC)
+plan: plan-run
+	$(exit_with_rc)
 
 status: install
 	$(ORCH) status
 
-promote: install
-	$(ORCH) promote $(ENV) $(APPROVE_FLAG)
+promote-run: install
+	$(ORCH) promote $(ENV) $(APPROVE_FLAG); echo $$? > $(RC)
+promote: promote-run
+	$(exit_with_rc)
 
 audit: install
 	$(ORCH) audit $(if $(filter command line environment,$(origin ENV)),--env $(ENV),)
 
 revision: install
+	$(if $(strip $(m)),,$(error make revision needs a message: make revision m="add orders" [AUTOGEN=1]))
 	$(BIN)/alembic revision $(if $(AUTOGEN),--autogenerate,) -m "$(m)"
 
 current: install
@@ -45,8 +69,10 @@ current: install
 history: install
 	$(ORCH) history
 
-downgrade: install
-	$(ORCH) downgrade $(ENV) --to $(or $(REV),-1) --reason "$(or $(REASON),make downgrade)" $(APPROVE_FLAG)
+downgrade-run: install
+	$(ORCH) downgrade $(ENV) --to $(or $(REV),-1) --reason "$(or $(REASON),make downgrade)" $(APPROVE_FLAG); echo $$? > $(RC)
+downgrade: downgrade-run
+	$(exit_with_rc)
 
 demo: install
 	./scripts/demo.sh
@@ -54,9 +80,13 @@ demo: install
 fleet-demo: install
 	./scripts/fleet_demo.sh
 
-test: install
+# lint: the Python (ruff, ruff format, mypy). The migrations are linted by `orchestrator check`.
+lint: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check orchestrator tests bench
 	$(BIN)/mypy orchestrator
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 bench: install  # writes bench/latest.md (git-ignored)

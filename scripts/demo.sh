@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The story on embedded databases (SQLite files under .orchestrator/), no server needed:
+# The story on embedded databases (SQLite files under .orchestrator/demo/), no server needed;
+# your own dev database (.orchestrator/dev.db) is left alone:
 # migrate dev, try prod (refused by the gate), promote staging, promote prod, status, audit.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 O="${ORCH:-.venv/bin/orchestrator}"
 DEMO=.orchestrator/demo
 rm -rf "$DEMO" && mkdir -p "$DEMO"
-unset DEV_DATABASE_URL   # dev: the embedded default, .orchestrator/dev.db
+export DEV_DATABASE_URL="sqlite:///$DEMO/dev.db"   # its own dev database, never yours
 export STAGING_DATABASE_URL="sqlite:///$DEMO/staging.db"
 export PROD_DATABASE_URL="sqlite:///$DEMO/prod.db"
 export ORCHESTRATOR_ACTOR="${ORCHESTRATOR_ACTOR:-demo}"
