@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from projectkit import HEAD, SHIPPED, Project
+from projectkit import HEAD, REPO, SHIPPED, Project
 from terminal import Terminal
 
 # -- --json always prints a result --------------------------------------------------------------
@@ -295,3 +295,48 @@ def test_a_sub_directory_finds_the_project(sqlite_project: Project, tmp_path: Pa
     assert lost.returncode == 2
     assert str(elsewhere / "environments") in lost.stderr
     assert "ORCHESTRATOR_PROJECT_DIR" in lost.stderr and "Traceback" not in lost.stderr
+
+
+# -- the README, followed top to bottom ------------------------------------------------------------
+
+
+def readme_block(after: str) -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(after) :].split("```sh\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_the_readme_first_steps_work_as_written(sqlite_project: Project) -> None:
+    readme = (REPO / "README.md").read_text()
+    for told in ("source .venv/bin/activate", ".venv/bin/orchestrator", ".venv/bin/alembic"):
+        assert told in readme
+    assert "alembic -x env=staging upgrade head" in readme
+    assert 'eval "$(register-python-argcomplete orchestrator)"' in readme
+
+    env = sqlite_project.environ()
+    for name in ("ORCHESTRATOR_PROJECT_DIR", "DEV_DATABASE_URL"):
+        env.pop(name)
+    for name in ("STAGING_DATABASE_URL", "PROD_DATABASE_URL"):
+        env.pop(name)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"  # as after `activate`
+    for line in readme_block("**The release story**") + readme_block("`-x` goes **before**"):
+        want = 3 if "exit 3" in line else 0
+        done = subprocess.run(
+            [
+                "bash",
+                "-c",
+                f"export STAGING_DATABASE_URL=sqlite:///.orchestrator/staging.db "
+                f"PROD_DATABASE_URL=sqlite:///.orchestrator/prod.db; {line}",
+            ],
+            cwd=sqlite_project.path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
+        assert done.returncode == want, f"{line}\n{done.stdout}\n{done.stderr[-2000:]}"
+    at = sqlite_project.path / ".orchestrator"
+    sqlite_project.urls = {e: f"sqlite:///{at / e}.db" for e in ("dev", "staging", "prod")}
+    assert sqlite_project.version("prod") == [HEAD]
+    assert sqlite_project.version("dev") == [SHIPPED[-2]]  # the last line: downgrade -1
