@@ -30,8 +30,8 @@ def make(project: Project, *args: str, **env: str) -> subprocess.CompletedProces
     environ = project.environ(**env)
     environ.pop("ORCHESTRATOR_PROJECT_DIR")
     environ.pop("PYTHONPATH")
-    return subprocess.run(
-        ["make", "--no-print-directory", *args],
+    return subprocess.run(  # -o: the shared .venv is installed; never reinstall it from here
+        ["make", "--no-print-directory", "-o", ".venv/bin/orchestrator", *args],
         cwd=project.path,
         env=environ,
         capture_output=True,
