@@ -67,8 +67,10 @@ EXAMPLES: dict[str, str] = {
     "baseline": "orchestrator baseline prod --revision e19b6a3f4c70 "
     '--reason "migrated by hand before we adopted the orchestrator"',
     "audit": "orchestrator audit --env prod --since 7d\n"
-    "  orchestrator audit --env prod --outcome refused --json > refusals.jsonl\n"
-    "  orchestrator audit verify",
+    "  orchestrator audit --env prod --outcome refused --format csv > refusals.csv\n"
+    "  orchestrator audit verify\n"
+    "  orchestrator audit report --since 30d --out audit.html",
+    "drift": "orchestrator drift prod\n  orchestrator drift prod --against staging",
     "check": "orchestrator check\n"
     "  orchestrator check --scratch-url postgresql+psycopg://ci@localhost/scratch",
     "current": "orchestrator current staging",
@@ -264,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE.html", help="audit report: the file to write")
 
     p = add("drift", "what differs in ENV's live schema from what its last run recorded")
-    p.add_argument("env", metavar="ENV")
+    _env_arg(p, "env", help="the environment whose live schema to compare")
     p.add_argument(
         "--against",
         metavar="models|ENV",
