@@ -1082,11 +1082,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from orchestrator.logging import configure_logging, wants_json
 
     if log_format not in LOG_FORMATS:
-        return _report(
-            f"ORCHESTRATOR_LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}.",
-            2,
-            False,
-        )
+        text = f"ORCHESTRATOR_LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}."
+        if as_json:
+            _print_json_error(text, 2, "error")
+        return _report(text, 2, False)
 
     if args.command not in QUIET_COMMANDS:  # structlog costs start-up time `envs` need not pay
         configure_logging(log_format, quiet=getattr(args, "quiet", False))
