@@ -6,18 +6,19 @@ each target with its own lock, ledger and audit trail, exactly as a single datab
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from orchestrator.config import Target
 from orchestrator.errors import OrchestratorError, UsageError
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,10 @@ def _batch(
                 progress.skip(len(targets) - i - 1, "stopped after a failure")
                 return results + _skipped(targets[i + 1 :], f"stopped after {target.name} failed")
         return results
+    # imported here: a single database (most runs) never pays for a process pool
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
     global _work
     _work = work
     order = {t.name: i for i, t in enumerate(targets)}
