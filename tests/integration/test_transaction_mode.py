@@ -39,13 +39,19 @@ def _tables(project: Project) -> list[str]:
     return sorted(r[0] for r in rows)
 
 
-def test_per_run_failing_third_revision_leaves_nothing_applied(pg_project: Project) -> None:
+@pytest.mark.parametrize("runner", ["orchestrator", "plain-alembic"])
+def test_per_run_failing_third_revision_leaves_nothing_applied(
+    pg_project: Project, runner: str
+) -> None:
     _env(pg_project, "per-run")
     _history_failing_at_third(pg_project)
 
-    result = pg_project.run("migrate", "dev")
-
-    assert result.code == 1, result.output
+    if runner == "orchestrator":
+        result = pg_project.run("migrate", "dev")
+        assert result.code == 1, result.output
+    else:  # plain `alembic upgrade head` through env.py: the same single transaction
+        result = pg_project.alembic("-x", "env=dev", "upgrade", "head")
+        assert result.code != 0, result.output
     assert f"Revision {THIRD} failed" in result.stderr
     assert "per-run" in result.stderr and "none of its revisions stay applied" in result.stderr
     assert "Traceback" not in result.output
