@@ -109,12 +109,13 @@ MUTANTS := \
 	'orchestrator.ledger.x_chain_hash*' \
 	'orchestrator.ledger.x_chain_rows*' \
 	'orchestrator.ledger.x_verify_chain*' \
+	'orchestrator.ledger.x_check_chain*' \
 	'orchestrator.locks.*' \
 	'orchestrator.revisions.x_checksum_*' \
 	'orchestrator.revisions.x_combined_checksum*'
 
 mutants: install
-	$(BIN)/mutmut run $(MUTANTS) >/dev/null || true
+	$(BIN)/mutmut run $(MUTANTS) > mutants-run.log 2>&1 || true  # progress: tail -f mutants-run.log
 	$(BIN)/python scripts/mutants_report.py $(MUTANTS)
 
 clean:

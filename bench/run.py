@@ -480,9 +480,9 @@ def profile_failures(benches: dict[int, Bench], rows: list[dict]) -> str:
         bench.cluster.recreate(bench.db["prof"])
         jobs.append(
             (
-                "migrate dev (full upgrade, fresh database)",
-                ["migrate", "dev"],
-                {"DEV_DATABASE_URL": bench.cluster.url(bench.db["prof"])},
+                "migrate staging (full upgrade, fresh database, gate reading dev)",
+                ["migrate", "staging"],
+                {"STAGING_DATABASE_URL": bench.cluster.url(bench.db["prof"])},
                 False,
             )
         )

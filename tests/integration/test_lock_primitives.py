@@ -171,3 +171,18 @@ def test_a_fence_for_another_key_or_database_is_not_held(
         assert not replace(fence, key=fence.key ^ (1 << 40)).held(probe)  # high half differs
         assert not replace(fence, database=fence.database + 1).held(probe)
         assert not replace(fence, pid=fence.pid + 100000).held(probe)
+
+
+def test_a_fence_checked_on_a_broken_connection_is_not_held(
+    engine: sa.Engine, other: psycopg.Connection[Any]
+) -> None:
+    """Unsure (the checking session itself is gone) means not held: fail closed."""
+    with (
+        engine.connect().execution_options(isolation_level="AUTOCOMMIT") as probe,
+        migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as held,
+    ):
+        fence = held.fence
+        assert fence is not None and fence.held(probe)
+        probe_pid = probe.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        other.execute("SELECT pg_terminate_backend(%s)", (probe_pid,))
+        assert not fence.held(probe)

@@ -10,6 +10,7 @@ from orchestrator.planning import (
     TargetState,
     drift,
     gate,
+    ledger_heads,
     refusal_message,
 )
 
@@ -164,3 +165,52 @@ def test_refusal_message_for_one_database_of_a_fleet_promotes_the_environment() 
     assert "`orchestrator promote prod` to go" in message
     message = refusal_message("prod/eu/west", "staging", [Step(A, "blocked", "why")])
     assert "`orchestrator promote prod` to go" in message  # the environment: before the first /
+
+
+# -- ledger_heads: where the ledger says a database is -------------------------------------------
+
+# a <- b <- c, and a <- d (a second branch), merged by m (b, d)
+PARENTS: dict[str, tuple[str, ...]] = {"a": (), "b": ("a",), "c": ("b",), "d": ("a",)}
+PARENTS["m"] = ("b", "d")
+
+
+def _ancestors(rev: str) -> set[str]:
+    found = {rev}
+    for parent in PARENTS[rev]:
+        found |= _ancestors(parent)
+    return found
+
+
+def heads(*rows: tuple[str, str, str]) -> frozenset[str] | None:
+    return ledger_heads(list(rows), lambda r: PARENTS[r], _ancestors)
+
+
+def test_ledger_heads_of_no_rows_is_none() -> None:
+    assert heads() is None
+
+
+def test_ledger_heads_follow_ups_and_downs() -> None:
+    assert heads(("a", "up", "r1"), ("b", "up", "r1"), ("c", "up", "r1")) == {"c"}
+    assert heads(("a", "up", "r1"), ("b", "up", "r1"), ("b", "down", "r2")) == {"a"}
+    assert heads(("a", "up", "r1"), ("a", "down", "r2")) == frozenset()  # back to base
+    assert heads(("a", "up", "r1"), ("b", "up", "r1"), ("x", "other", "r2")) == {"b"}
+
+
+def test_ledger_heads_of_branches_and_a_merge() -> None:
+    branches = [("a", "up", "r1"), ("b", "up", "r1"), ("d", "up", "r1")]
+    assert heads(*branches) == {"b", "d"}
+    assert heads(*branches, ("m", "up", "r2")) == {"m"}
+    assert heads(*branches, ("m", "up", "r2"), ("m", "down", "r3")) == {"b", "d"}
+    # down one branch: its parent `a` comes back, but below the other head: only the tip
+    assert heads(*branches, ("d", "down", "r2")) == {"b"}
+
+
+def test_ledger_heads_baseline_and_stamp_set_the_position_per_run() -> None:
+    baseline = [("a", "baseline", "r1"), ("b", "baseline", "r1"), ("c", "baseline", "r1")]
+    assert heads(*baseline) == {"c"}  # every ancestor listed: the tip
+    assert heads(*baseline, ("a", "baseline", "r2")) == {"a"}  # a new run's baseline resets
+    assert heads(*baseline, ("base", "stamped", "r2")) == frozenset()  # stamped to base
+    assert heads(("a", "up", "r1"), ("c", "stamped", "r2")) == {"c"}
+    # an up between two groups of the same run's rows: the second group starts afresh
+    assert heads(("a", "baseline", "r1"), ("b", "up", "r2"), ("d", "baseline", "r1")) == {"d"}
+    assert heads(("a", "baseline", "r1"), ("b", "up", "r2")) == {"b"}
