@@ -147,7 +147,7 @@ def test_the_fence_holds_while_the_lock_session_does(
             assert fence.pid == holder[0]
             assert fence.held(probe)
             assert not held.lost
-            other.execute("SELECT pg_terminate_backend(%s)", (fence.pid,))
+            other.execute("SELECT pg_terminate_backend(%s, 10000)", (fence.pid,))  # waits for it
             assert not fence.held(probe)  # the session is gone, and the lock with it
         assert held.lost  # it could not be released: it was already gone
         with migration_lock(engine, KEY, 5, lambda _h: pytest.fail("waited"), "me") as again:
@@ -184,5 +184,5 @@ def test_a_fence_checked_on_a_broken_connection_is_not_held(
         fence = held.fence
         assert fence is not None and fence.held(probe)
         probe_pid = probe.execute(sa.text("SELECT pg_backend_pid()")).scalar()
-        other.execute("SELECT pg_terminate_backend(%s)", (probe_pid,))
+        other.execute("SELECT pg_terminate_backend(%s, 10000)", (probe_pid,))
         assert not fence.held(probe)
