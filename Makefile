@@ -104,7 +104,13 @@ bench-record: install bytecode  # the report kept in the repository, stamped wit
 # pattern per line: a module (`orchestrator.locks.*`) or some of its functions
 # (`orchestrator.ledger.x_chain_hash*`; mutmut names a function f's mutants x_f__mutmut_N).
 MUTANTS := \
-	'orchestrator.planning.*' \
+	'orchestrator.planning.xǁ*' \
+	'orchestrator.planning.x_gate*' \
+	'orchestrator.planning.x__why_not*' \
+	'orchestrator.planning.x__summarise*' \
+	'orchestrator.planning.x_drift*' \
+	'orchestrator.planning.x_ledger_heads*' \
+	'orchestrator.planning.x_refusal_message*' \
 	'orchestrator.ledger.x_canonical*' \
 	'orchestrator.ledger.x_chain_hash*' \
 	'orchestrator.ledger.x_chain_rows*' \

@@ -298,3 +298,22 @@ def test_event_values_are_redacted_before_any_destination(tmp_path: Path) -> Non
     assert "Emit-Pw-9001" not in json.dumps(logs)
     assert "Emit-Pw-9001" not in file.read_text()
     assert "x:y@" not in file.read_text()
+
+
+def test_check_chain_decodes_every_record_even_after_a_break() -> None:
+    """What the audit report shows: each row's event as recorded, the broken one and those
+    after it too; verify_chain stops at the break."""
+    rows = _chain()
+    record = json.loads(rows[2]["payload"])
+    record["checksum"] = "forged"
+    rows[2]["payload"] = ledger.canonical(record)
+    broken, records = ledger.check_chain(rows, decode_all=True)
+    assert broken is not None and broken.id == 3
+    assert records == [json.loads(r["payload"]) for r in rows]
+    assert records[2]["checksum"] == "forged"
+    rows[3]["actor"] = "tampered"  # the first break found is a column: decoded all the same
+    broken, records = ledger.check_chain(rows[3:], decode_all=True)
+    assert broken is not None and broken.id == 4
+    assert records == [json.loads(r["payload"]) for r in rows[3:]]
+    broken, records = ledger.check_chain(rows, decode_all=False)
+    assert broken is not None and records == [json.loads(r["payload"]) for r in rows[:2]]
