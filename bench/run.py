@@ -32,6 +32,8 @@ from fleet import fleet_bench  # noqa: E402
 from measure import Command, Contender, Sample, alternate, run_concurrently, run_once  # noqa: E402
 from projects import WORK, BenchProject, make_project  # noqa: E402
 from schemadrift import no_drift_environments, schema_bench  # noqa: E402
+from signing import RATIOS as SIGNING_RATIOS  # noqa: E402
+from signing import signing_bench  # noqa: E402
 
 BIN = REPO / ".venv" / "bin"
 PYTHON = BIN / "python"
@@ -228,6 +230,18 @@ class Bench:
         )
         self.report_bytes = self.report_path.stat().st_size
         log(f"    audit report: {self.report_bytes / 1e6:.2f} MB")
+        if os.environ.get("BENCH_SIGNING", "1") == "1":
+            self.samples.update(
+                signing_bench(
+                    self.cluster,
+                    n,
+                    self.project.orch,
+                    ORCH,
+                    self.orch_env,
+                    self.reps_upgrade,
+                    log,
+                )
+            )
         return self.samples
 
     @property
@@ -292,6 +306,7 @@ RATIOS = [
         "alembic current ",
         None,
     ),
+    *SIGNING_RATIOS,
 ]
 
 # Targets the issue states for N = 1000 only; the others hold at every N.
@@ -345,6 +360,8 @@ def ratio_rows(all_samples: dict[int, dict[str, Sample]]) -> list[dict]:
     largest = max(all_samples)
     for n, samples in sorted(all_samples.items()):
         for label, a, b, target in RATIOS:
+            if a not in samples or b not in samples:  # a group turned off (BENCH_SIGNING=0)
+                continue
             paired = paired_ratios(samples[a], samples[b])
             ratio = statistics.median(paired)
             applies = target is not None and (label not in N_SPECIFIC or n == 1000 or n == largest)

@@ -7,7 +7,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.alembic_runner import AlembicProject
 from orchestrator.audit import detect_actor, detect_git_dirty, detect_git_sha
@@ -22,8 +22,12 @@ from orchestrator.config import (
     resolve_targets,
 )
 from orchestrator.errors import UsageError
+from orchestrator.keys import Signer, load_signer, public_keys
 from orchestrator.planning import TargetState
 from orchestrator.revisions import RevisionGraph, RevisionsError
+
+if TYPE_CHECKING:
+    from orchestrator.signing import PublicKey
 
 
 @dataclass
@@ -34,6 +38,7 @@ class App:
     interactive: bool = False
     predecessor_cache: dict[str, list[TargetState]] = field(default_factory=dict)
     schema_cache: dict[str, list[Any]] = field(default_factory=dict)  # commands/drift.py
+    _signers: dict[str, Signer | None] = field(default_factory=dict)
 
     @classmethod
     def load(cls, settings: Settings | None = None, interactive: bool = False) -> App:
@@ -70,6 +75,17 @@ class App:
     @cached_property
     def git_dirty(self) -> bool:
         return detect_git_dirty(self.settings.project_dir)
+
+    def signer(self, env: str) -> Signer | None:
+        """The environment's private key where it signs (exit 2 when it is missing or wrong)."""
+        if env not in self._signers:
+            config = self.envs.get(env)
+            self._signers[env] = load_signer(config, self.environ, self.settings.project_dir)
+        return self._signers[env]
+
+    def public_keys(self, env: str) -> tuple[PublicKey, ...] | None:
+        """The keys whose signatures count as `env`'s; None where it does not sign."""
+        return public_keys(self.envs.get(env), self.settings.project_dir)
 
     def targets(self, env: str) -> list[Target]:
         return resolve_targets(self.envs.get(env), self.environ, self.settings.project_dir)

@@ -125,6 +125,7 @@ class AuditTrail:
         self._tables_ready = False
         self.ended = False  # a terminal event (run.succeeded, ...) was emitted
         self.write_error: str | None = None  # why records could not be written, if they could not
+        self.head: str | None = None  # hash of the last row this trail wrote
 
     def emit(
         self, event: str, connection: Connection | None = None, defer: bool = False, **fields: Any
@@ -144,7 +145,8 @@ class AuditTrail:
         if event in ledger.TERMINAL_EVENTS:
             self.ended = True
         if connection is not None:
-            ledger.append_audit(connection, [record])
+            written = ledger.append_audit(connection, [record])
+            self.head = written["hash"] if written else self.head
         elif self.engine is not None:
             self._pending.append(record)
             if not defer:
@@ -178,8 +180,9 @@ class AuditTrail:
                     with connection.begin():
                         if not self._tables_ready:
                             ledger.ensure_tables(connection)
-                        ledger.append_audit(connection, self._pending)
+                        written = ledger.append_audit(connection, self._pending)
                     self._tables_ready = True
+                    self.head = written["hash"] if written else self.head
                 finally:
                     if sqlite:
                         connection.connection.dbapi_connection.execute(  # type: ignore[union-attr]

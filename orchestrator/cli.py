@@ -234,6 +234,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add(
+        "accept",
+        "re-record the checksum of an edited, already-applied revision (audited, approved)",
+    )
+    p.add_argument("env", metavar="ENV")
+    p.add_argument("--revision", required=True, metavar="REV", type=_revision)
+    p.add_argument("--reason", required=True, metavar="TEXT", type=_text)
+    _run_options(p, fleet=False)
+
+    p = add("keys", "Ed25519 signing keys: generate a pair; adopt existing evidence")
+    keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    k = keys.add_parser(
+        "generate",
+        help="write keys/NAME.pub and the private key",
+        description="Write OUT_DIR/NAME.pub (commit it) and the private key: to "
+        "--private-key-out (mode 0600), else to stdout, once. Never overwrites without --force.",
+        parents=[common],
+    )
+    k.add_argument("name", metavar="NAME")
+    k.add_argument("--out-dir", default="keys", metavar="DIR", help="default: keys")
+    k.add_argument("--private-key-out", metavar="PATH", help="file for the private key (0600)")
+    k.add_argument("--force", action="store_true", help="overwrite existing key files")
+    k = keys.add_parser(
+        "adopt",
+        help="sign the ledger rows an environment already holds (after checking the files)",
+        description="Start signing an existing environment: re-record and sign each applied "
+        "revision's ledger row whose checksum matches its file now; audited.",
+        parents=[common],
+    )
+    k.add_argument("env", metavar="ENV")
+    k.add_argument("--reason", required=True, metavar="TEXT", type=_text)
+    _run_options(k, fleet=False)
+
+    p = add(
         "audit",
         "review the audit trail (newest last); `audit verify` checks the chain; "
         "`audit report --out FILE.html` writes a report for reviewers",
@@ -257,6 +290,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--run", metavar="ID", help="only the events of this run id")
     p.add_argument("--limit", type=_count, metavar="N", help="keep the N most recent matches")
+    p.add_argument(
+        "--anchor",
+        metavar="HASH",
+        help="verify: fail unless a row has this hash (an audit_head kept from a run's result)",
+    )
     p.add_argument(
         "--format",
         choices=["table", "csv", "json"],
@@ -511,6 +549,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                     "31",
                 )
             )
+    unsigned = list(dict.fromkeys(r["env"] for r in rows if r.get("evidence") == "unsigned"))
     if table or not fleets:  # only fleets, rolled up: no empty table under them
         out.table(
             [
@@ -529,6 +568,8 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
         )
     for where, error in problems:  # whole, wrapped at word boundaries: never cut mid-name
         print(wrap(f"{where}: {error}", indent="  "))
+    if unsigned:
+        print(f"evidence unsigned (no `signing:`): {', '.join(unsigned)}")
     return 0
 
 
@@ -619,6 +660,11 @@ def _plan_one(out: Out, p: dict[str, Any]) -> None:
             out.paint(
                 f"  schema drift since {where}'s last run: {'; '.join(p['schema_drift'])}", "31"
             )
+        )
+    if p.get("predecessor_evidence") == "unsigned" and p["steps"]:
+        print(
+            f"  evidence: {p['predecessor']}'s ledger is unsigned (no `signing:`): whoever "
+            "can write its database can forge what the gate trusts"
         )
     for rev, sql in (p.get("sql") or {}).items():
         print(f"-- {rev}\n{sql.strip()}\n")
@@ -761,6 +807,39 @@ def cmd_baseline(args: argparse.Namespace, out: Out) -> int:
     return _run_results(out, results, "recorded")
 
 
+def cmd_accept(args: argparse.Namespace, out: Out) -> int:
+    from orchestrator.commands.accept import accept
+
+    return _run_results(out, accept(_app(), args.env, args.revision, args.reason, _options(args)))
+
+
+def cmd_keys(args: argparse.Namespace, out: Out) -> int:
+    from pathlib import Path
+
+    from orchestrator.commands import keys
+
+    if args.keys_command == "adopt":
+        return _run_results(out, keys.adopt(_app(), args.env, args.reason, _options(args)))
+    private_out = Path(args.private_key_out) if args.private_key_out else None
+    made = keys.generate(args.name, Path(args.out_dir), private_out, args.force)
+    if out.as_json:
+        out.json(made)
+        return 0
+    if made["private_key"] is not None:
+        sys.stdout.write(made["private_key"])
+        print(
+            f"wrote {made['public_key']} (key id {made['keyid'][:16]}); the private key is "
+            "above, shown once: store it in the CI variable named by signing.key_env.",
+            file=sys.stderr,
+        )
+    else:
+        print(
+            f"wrote {made['public_key']} (commit it) and {made['private_key_file']} (mode "
+            f"0600; keep it out of the repo), key id {made['keyid'][:16]}"
+        )
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands import audit as audit_commands
     from orchestrator.errors import UsageError
@@ -842,7 +921,11 @@ def _warn_unreachable(unreachable: Sequence[str]) -> None:
 def _audit_verify(app: Any, args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands import audit as audit_commands
 
-    results = audit_commands.verify(app, args.env)
+    if args.anchor is not None and not args.env:
+        from orchestrator.errors import UsageError
+
+        raise UsageError("--anchor HASH needs --env ENV: an anchor belongs to one trail.")
+    results = audit_commands.verify(app, args.env, args.anchor)
     broken = [r for r in results if r.get("checked") and not r["intact"]]
     # a configured database we could not read is not proven intact
     unread = [r for r in results if not r["checked"] and r.get("configured", True)]
@@ -854,15 +937,11 @@ def _audit_verify(app: Any, args: argparse.Namespace, out: Out) -> int:
             if not r["checked"]:
                 print(f"{where}: not checked ({r['error']})")
             elif r["intact"]:
-                print(f"{where}: {out.paint('intact', '32')} ({r['rows']} rows)")
+                print(f"{where}: {out.paint('intact', '32')} ({r['rows']} rows, {r['proof']})")
             else:
                 b = r["broken"]
-                print(
-                    out.paint(
-                        f"{where}: BROKEN at row {b['id']} ({b['timestamp']}): {b['problem']}",
-                        "31",
-                    )
-                )
+                at = f"{b['kind']} {b['id']} ({b['timestamp']})" if b["id"] else b["kind"]
+                print(out.paint(f"{where}: BROKEN at {at}: {b['problem']}", "31"))
     return 1 if broken or unread else 0
 
 
@@ -914,7 +993,8 @@ def _audit_report(app: Any, flt: Any, args: argparse.Namespace, out: Out) -> int
         )
         for b in written.broken:
             where = b["env"] if b["target"] == b["env"] else f"{b['env']}/{b['target']}"
-            print(out.paint(f"{where}: audit chain BROKEN at row {b['broken']['id']}", "31"))
+            at = f"{b['broken'].get('kind', 'row')} {b['broken']['id'] or ''}".strip()
+            print(out.paint(f"{where}: audit chain BROKEN at {at}", "31"))
     # as `audit verify`: a broken chain, or the one environment asked for unread, is a failure
     return 1 if written.broken or (args.env and written.unreachable) else 0
 
@@ -1026,6 +1106,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Out], int]] = {
     "rollout": cmd_rollout,
     "downgrade": cmd_downgrade,
     "baseline": cmd_baseline,
+    "accept": cmd_accept,
+    "keys": cmd_keys,
     "audit": cmd_audit,
     "drift": cmd_drift,
     "check": cmd_check,

@@ -152,6 +152,24 @@ class SessionConfig(_Strict):
         return value
 
 
+class SigningConfig(_Strict):
+    """Ed25519 keys of an environment's evidence: the public half in the repo, the private
+    half only in the variable of the job that migrates this environment."""
+
+    public_key: str = Field(description="path of the PEM public key, relative to the project")
+    key_env: str = Field(description="variable holding the private key: PEM text or a path")
+    previous_keys: list[str] = Field(
+        default_factory=list, description="retired public keys whose signatures still count"
+    )
+
+    @field_validator("key_env")
+    @classmethod
+    def _variable(cls, value: str) -> str:
+        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            raise ValueError(f"{value!r} is not a variable name")
+        return value
+
+
 class EnvironmentConfig(_Strict):
     name: str
     promotes_from: str | None = None
@@ -161,6 +179,7 @@ class EnvironmentConfig(_Strict):
     session: SessionConfig = SessionConfig()
     # per-run (PostgreSQL only): all of a run's revisions and ledger rows commit together
     transaction: Literal["per-revision", "per-run"] = "per-revision"
+    signing: SigningConfig | None = None
     source: str = Field(default="", exclude=True, description="the file it was read from")
 
 
@@ -505,6 +524,7 @@ def env_summary(env: EnvironmentConfig, project_dir: Path) -> dict[str, Any]:
         "allow_downgrade": env.policy.allow_downgrade,
         "lint": env.policy.lint,
         "schema_drift": env.policy.schema_drift,
+        "signing": env.signing is not None,
         "lock_timeout": env.lock.timeout,
         "file": env.source,
     }

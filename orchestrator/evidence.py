@@ -64,10 +64,13 @@ def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) ->
     if not fresh and env.promotes_from in app.predecessor_cache:
         return app.predecessor_cache[env.promotes_from]
     states = []
+    keys = app.public_keys(env.promotes_from)
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{target.env}/{target.name}")
-        states.append(TargetState(target.name, state.applied, state.ledger))
+        states.append(
+            TargetState(target.name, state.applied, state.ledger, keys, env.promotes_from)
+        )
     app.predecessor_cache[env.promotes_from] = states
     return states
 

@@ -104,7 +104,10 @@ def _guarded(work: Work, target: Target) -> Any:
         return work(target)
     except OrchestratorError as exc:
         own = [r for r in exc.details.get("results", []) if r.target == target.name]
-        return own[-1] if own else error_result(target.env, target.name, "", exc)
+        result = own[-1] if own else error_result(target.env, target.name, "", exc)
+        if getattr(result, "audit_head", None) is None:
+            result.audit_head = exc.details.get("audit_head")
+        return result
     except Exception as exc:  # a surprise on one database: report it, go on with the others
         return _failed(target, exc)
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     Column,
@@ -22,19 +22,25 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     inspect,
     select,
     text,
 )
 
+from orchestrator import trust
 from orchestrator.locks import FENCE_SQL, Fence
 from orchestrator.planning import LedgerEntry
+
+if TYPE_CHECKING:  # imported where something is signed: cryptography is slow to import
+    from orchestrator import signing
 
 LEDGER_TABLE = "orchestrator_ledger"
 AUDIT_TABLE = "orchestrator_audit"
 SCHEMA_TABLE = "orchestrator_schema"
-OWN_TABLES = frozenset({LEDGER_TABLE, AUDIT_TABLE, SCHEMA_TABLE})
+CHECKPOINT_TABLE = "orchestrator_checkpoint"
+OWN_TABLES = frozenset({LEDGER_TABLE, AUDIT_TABLE, SCHEMA_TABLE, CHECKPOINT_TABLE})
 GENESIS = "0" * 64
 # Serialises appends to the audit chain (PostgreSQL); SQLite writers are serialised anyway.
 CHAIN_LOCK_KEY = 0x6F72636861696E  # "orchain"
@@ -54,6 +60,22 @@ ledger = Table(
     Column("env", String(128), nullable=False),
     Column("actor", String(ACTOR_WIDTH), nullable=False),
     Column("at", String(32), nullable=False),
+    # DSSE envelope (JSON) over trust.ledger_payload, where the environment signs
+    Column("envelope", Text),
+)
+# Added after the first release: databases created before it get the column in place.
+_LEDGER_ADDED_COLUMNS = {"envelope": "TEXT"}
+
+# Signed audit checkpoints: the chain's head at the end of each run of a signing environment.
+checkpoint = Table(
+    CHECKPOINT_TABLE,
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), nullable=False),
+    Column("audit_id", Integer, nullable=False),
+    Column("audit_hash", String(64), nullable=False),
+    Column("at", String(32), nullable=False),
+    Column("envelope", Text, nullable=False),
 )
 
 audit = Table(
@@ -103,47 +125,90 @@ schema = Table(
     Index("ix_orchestrator_schema_heads", "heads", "id"),
 )
 
-_APPEND_ONLY_TRIGGER = f"""
+_APPEND_ONLY_FUNCTION = """
 CREATE OR REPLACE FUNCTION orchestrator_audit_append_only() RETURNS trigger AS $$
 BEGIN
   RAISE EXCEPTION USING
-    MESSAGE = 'orchestrator_audit is append-only: ' || TG_OP || ' is not allowed';
+    MESSAGE = TG_TABLE_NAME || ' is append-only: ' || TG_OP || ' is not allowed';
 END $$ LANGUAGE plpgsql;
-DROP TRIGGER IF EXISTS orchestrator_audit_no_change ON {AUDIT_TABLE};
-CREATE TRIGGER orchestrator_audit_no_change BEFORE UPDATE OR DELETE ON {AUDIT_TABLE}
+"""
+
+
+def _pg_append_only(table: str, prefix: str) -> str:
+    return f"""
+DROP TRIGGER IF EXISTS {prefix}_no_change ON {table};
+CREATE TRIGGER {prefix}_no_change BEFORE UPDATE OR DELETE ON {table}
   FOR EACH ROW EXECUTE FUNCTION orchestrator_audit_append_only();
-DROP TRIGGER IF EXISTS orchestrator_audit_no_truncate ON {AUDIT_TABLE};
-CREATE TRIGGER orchestrator_audit_no_truncate BEFORE TRUNCATE ON {AUDIT_TABLE}
+DROP TRIGGER IF EXISTS {prefix}_no_truncate ON {table};
+CREATE TRIGGER {prefix}_no_truncate BEFORE TRUNCATE ON {table}
   FOR EACH STATEMENT EXECUTE FUNCTION orchestrator_audit_append_only();
 """
 
+
+_APPEND_ONLY_TRIGGER = (
+    _APPEND_ONLY_FUNCTION
+    + _pg_append_only(AUDIT_TABLE, "orchestrator_audit")
+    + _pg_append_only(CHECKPOINT_TABLE, "orchestrator_checkpoint")
+)
+
+
+def _sqlite_append_only(table: str) -> list[str]:
+    return [
+        f"""CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table}
+        BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"""
+        for op in ("UPDATE", "DELETE")
+    ]
+
+
+# (the audit triggers keep the names the first release gave them)
 _SQLITE_TRIGGERS = [
-    f"""CREATE TRIGGER IF NOT EXISTS orchestrator_audit_no_update BEFORE UPDATE ON {AUDIT_TABLE}
-        BEGIN SELECT RAISE(ABORT, 'orchestrator_audit is append-only'); END""",
-    f"""CREATE TRIGGER IF NOT EXISTS orchestrator_audit_no_delete BEFORE DELETE ON {AUDIT_TABLE}
-        BEGIN SELECT RAISE(ABORT, 'orchestrator_audit is append-only'); END""",
+    *_sqlite_append_only(AUDIT_TABLE),
+    *_sqlite_append_only(CHECKPOINT_TABLE),
 ]
 
 
 def tables_exist(connection: Connection) -> bool:
-    names = set(inspect(connection).get_table_names())
-    return names >= OWN_TABLES
+    """Our tables exist, in this release's shape."""
+    inspector = inspect(connection)
+    if not set(inspector.get_table_names()) >= OWN_TABLES:
+        return False
+    return _missing_ledger_columns(connection) == {}
+
+
+def _missing_ledger_columns(connection: Connection) -> dict[str, str]:
+    inspector = inspect(connection)
+    if not inspector.has_table(LEDGER_TABLE):
+        return dict(_LEDGER_ADDED_COLUMNS)
+    present = {c["name"] for c in inspector.get_columns(LEDGER_TABLE)}
+    return {name: kind for name, kind in _LEDGER_ADDED_COLUMNS.items() if name not in present}
 
 
 def ensure_tables(connection: Connection) -> None:
-    """Create the ledger and audit tables once; safe when several runs start together."""
+    """Create the ledger, audit and checkpoint tables once, and bring tables made by an
+    earlier release up to date in place; safe when several runs start together."""
     if tables_exist(connection):
         return
-    if connection.dialect.name == "postgresql":
+    postgres = connection.dialect.name == "postgresql"
+    if postgres:
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
         # Another run may have created them while we waited: then leave them alone. Re-doing
         # the triggers would lock the audit table against runs appending to it (a deadlock).
         if tables_exist(connection):
             return
-        metadata.create_all(connection, checkfirst=True)
+    existed = inspect(connection).has_table(LEDGER_TABLE)
+    metadata.create_all(connection, checkfirst=True)
+    if existed:
+        inspect(connection).clear_cache()
+        for name, kind in _missing_ledger_columns(connection).items():
+            if postgres:
+                connection.exec_driver_sql(
+                    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS {name} {kind}"
+                )
+            else:
+                connection.exec_driver_sql(f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN {name} {kind}")
+    if postgres:
         connection.exec_driver_sql(_APPEND_ONLY_TRIGGER)
     else:
-        metadata.create_all(connection, checkfirst=True)
         for statement in _SQLITE_TRIGGERS:
             connection.exec_driver_sql(statement)
 
@@ -182,10 +247,13 @@ def record_revision(
     actor: str,
     at: str,
     fence: Fence | None = None,
+    key: signing.PrivateKey | None = None,
+    target: str | None = None,
 ) -> bool:
-    """Write one ledger row in the caller's transaction. With a `fence`, the row is written
-    only while the fence's session still holds the migration lock, in the same statement (no
-    extra round trip): False means it was not written and the caller must roll back."""
+    """Write one ledger row in the caller's transaction, signed with `key` (for database
+    `target` of `env`) when given. With a `fence`, the row is written only while the fence's
+    session still holds the migration lock, in the same statement (no extra round trip): False
+    means it was not written and the caller must roll back."""
     row = {
         "revision": revision,
         "checksum": checksum,
@@ -194,7 +262,13 @@ def record_revision(
         "env": env,
         "actor": actor,
         "at": at,
+        "envelope": None,
     }
+    if key is not None:
+        from orchestrator import signing
+
+        payload = trust.ledger_payload(row, target or env)
+        row["envelope"] = canonical(signing.sign(trust.LEDGER_TYPE, payload, key))
     # one statement object with bound parameters: compiled once per process, not per row
     if fence is None:
         connection.execute(_RECORD, row)
@@ -204,23 +278,42 @@ def record_revision(
 
 _RECORD = insert(ledger)
 _FENCED_RECORD = text(
-    f"INSERT INTO {LEDGER_TABLE} (revision, checksum, direction, run_id, env, actor, at)"
-    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at"
+    f"INSERT INTO {LEDGER_TABLE} (revision, checksum, direction, run_id, env, actor, at, envelope)"
+    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope"
     f" WHERE {FENCE_SQL}"
 )
 
 
+def _ledger_select(connection: Connection) -> Select[Any]:
+    """All ledger columns this database has (one made by an earlier release has fewer)."""
+    present = {c["name"] for c in inspect(connection).get_columns(LEDGER_TABLE)}
+    return select(*(c for c in ledger.c if c.name in present))
+
+
+def ledger_table_rows(connection: Connection) -> list[dict[str, Any]]:
+    """Every ledger row, oldest first, as plain dicts (no `envelope` key where none)."""
+    if not inspect(connection).has_table(LEDGER_TABLE):
+        return []
+    rows = connection.execute(_ledger_select(connection).order_by(ledger.c.id))
+    return [dict(row._mapping) for row in rows]
+
+
 def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:
     """Per revision, its most recent ledger row (empty when the ledger does not exist)."""
-    if not inspect(connection).has_table(LEDGER_TABLE):
-        return {}
     # a `stamped` row records a stamp, not a run: it is no evidence of what ran
-    rows = connection.execute(
-        select(ledger).where(ledger.c.direction != "stamped").order_by(ledger.c.id)
-    )
     return {
-        row.revision: LedgerEntry(row.revision, row.checksum, row.direction, row.run_id, row.at)
-        for row in rows
+        row["revision"]: LedgerEntry(
+            row["revision"],
+            row["checksum"],
+            row["direction"],
+            row["run_id"],
+            row["at"],
+            env=row["env"],
+            actor=row["actor"],
+            envelope=row.get("envelope"),
+        )
+        for row in ledger_table_rows(connection)
+        if row["direction"] != "stamped"
     }
 
 
@@ -347,17 +440,79 @@ def chain_rows(
     return rows
 
 
-def append_audit(connection: Connection, records: Sequence[Mapping[str, Any]]) -> None:
-    """Append events to the chain, in order, inside the caller's transaction."""
+def append_audit(
+    connection: Connection, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """Append events to the chain, in order, inside the caller's transaction; the last
+    row written (None for no records)."""
     if not records:
-        return
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
+        return None
+    _lock_chain(connection)
     last = connection.execute(
         select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
     ).first()
     rows = chain_rows(records, *((last.id, last.hash) if last else (0, GENESIS)))
     connection.execute(insert(audit), rows)
+    return rows[-1]
+
+
+def _lock_chain(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK_KEY})
+
+
+# -- checkpoints -------------------------------------------------------------------------
+
+
+def write_checkpoint(
+    connection: Connection,
+    *,
+    key: signing.PrivateKey,
+    env: str,
+    target: str,
+    run_id: str,
+    at: str,
+) -> dict[str, Any] | None:
+    """Sign the audit chain's head and the ledger's extent, inside the caller's transaction
+    (the chain lock held, so no row slips in between reading the head and signing it)."""
+    from orchestrator import signing
+
+    _lock_chain(connection)
+    head = connection.execute(
+        select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
+    ).first()
+    if head is None:
+        return None
+    ledger_id = connection.execute(select(func.max(ledger.c.id))).scalar() or 0
+    signed_from = connection.execute(
+        select(func.min(ledger.c.id)).where(ledger.c.envelope.is_not(None))
+    ).scalar()
+    payload = trust.checkpoint_payload(
+        env=env,
+        target=target,
+        run_id=run_id,
+        audit_id=head.id,
+        audit_hash=head.hash,
+        ledger_id=ledger_id,
+        ledger_signed_from=signed_from,
+        at=at,
+    )
+    row = {
+        "run_id": run_id,
+        "audit_id": head.id,
+        "audit_hash": head.hash,
+        "at": at,
+        "envelope": canonical(signing.sign(trust.CHECKPOINT_TYPE, payload, key)),
+    }
+    connection.execute(insert(checkpoint), row)
+    return row
+
+
+def read_checkpoints(connection: Connection) -> list[dict[str, Any]]:
+    if not inspect(connection).has_table(CHECKPOINT_TABLE):
+        return []
+    rows = connection.execute(select(checkpoint).order_by(checkpoint.c.id))
+    return [dict(row._mapping) for row in rows]
 
 
 def audited_revisions(connection: Connection, run_id: str) -> set[str]:
@@ -372,8 +527,8 @@ def audited_revisions(connection: Connection, run_id: str) -> set[str]:
 
 
 def ledger_rows(connection: Connection, run_id: str) -> list[dict[str, Any]]:
-    rows = connection.execute(select(ledger).where(ledger.c.run_id == run_id).order_by(ledger.c.id))
-    return [dict(row._mapping) for row in rows]
+    query = _ledger_select(connection).where(ledger.c.run_id == run_id).order_by(ledger.c.id)
+    return [dict(row._mapping) for row in connection.execute(query)]
 
 
 @dataclass(frozen=True)
@@ -449,9 +604,10 @@ TERMINAL_EVENTS = ("run.succeeded", "run.failed", "run.refused", "run.interrupte
 
 @dataclass(frozen=True)
 class BrokenRow:
-    id: int
-    timestamp: str
+    id: int | None
+    timestamp: str | None
     problem: str
+    kind: str = "row"  # row (of the audit table) | checkpoint | ledger row | database
 
 
 def verify_chain(rows: Sequence[Mapping[str, Any]]) -> BrokenRow | None:

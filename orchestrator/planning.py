@@ -4,19 +4,35 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class LedgerEntry:
     revision: str
     checksum: str
-    direction: str  # up | down | baseline
+    direction: str  # up | down | baseline | accepted
     run_id: str
     at: str
+    env: str = ""
+    actor: str = ""
+    envelope: str | None = None  # DSSE envelope where the environment signs
 
     @property
     def applied(self) -> bool:
-        return self.direction in ("up", "baseline")
+        return self.direction in ("up", "baseline", "accepted")
+
+    def as_row(self) -> dict[str, str | None]:
+        return {
+            "revision": self.revision,
+            "checksum": self.checksum,
+            "direction": self.direction,
+            "run_id": self.run_id,
+            "env": self.env,
+            "actor": self.actor,
+            "at": self.at,
+            "envelope": self.envelope,
+        }
 
 
 @dataclass(frozen=True)
@@ -26,6 +42,9 @@ class TargetState:
     name: str
     applied: frozenset[str]  # ancestors of its current heads, inclusive
     ledger: Mapping[str, LedgerEntry] = field(default_factory=dict)
+    # the predecessor's public keys (current and previous) where it signs; None: unsigned
+    keys: tuple[Any, ...] | None = None
+    env: str = ""  # the environment it belongs to (what its signed rows must name)
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,18 @@ def _why_not(rev: str, checksum: str, target: TargetState) -> str | None:
         return (
             "not recorded in {where}'s ledger (migrated outside the orchestrator: "
             "adopt it with `orchestrator baseline`)"
+        )
+    if target.keys is not None:
+        from orchestrator.trust import ledger_row_problem
+
+        problem = ledger_row_problem(entry.as_row(), target.keys, target.env, target.name)
+        if problem is not None:
+            problem = problem.replace("{", "{{").replace("}", "}}")
+            return "not signed by {where}'s key (its ledger row for it: " + problem + ")"
+    if entry.direction == "accepted":
+        return (
+            "accepted on {where} (not run): its checksum was re-recorded there with "
+            "`orchestrator accept`, the edited file never ran; run it on {where} first"
         )
     if entry.checksum != checksum:
         return (

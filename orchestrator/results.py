@@ -17,6 +17,7 @@ class RunResult:
     applied: list[str] = field(default_factory=list)
     message: str = ""
     exit_code: int = 0
+    audit_head: str | None = None  # hash of the last audit row the run wrote: an anchor
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

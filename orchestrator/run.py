@@ -39,6 +39,7 @@ from orchestrator.errors import (
     UsageError,
 )
 from orchestrator.evidence import DbState, read_state
+from orchestrator.keys import Signer
 from orchestrator.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
 from orchestrator.logging import console_active, utc_now
 from orchestrator.planning import Step
@@ -110,6 +111,9 @@ class TargetRun:
         self.schema_fingerprint: str | None = None
         self.started = False
         self.started_at = time.monotonic()
+        self.signer: Signer | None = None  # loaded by start(), before anything is written
+        self.closed = False
+        self.result: RunResult | None = None
 
     @property
     def where(self) -> str:
@@ -121,7 +125,12 @@ class TargetRun:
 
     def close(self) -> None:
         """Always called, from a `finally`: a run that started and is leaving on an exception
-        records its own end, so that only a dead run is ever left open."""
+        records its own end, so that only a dead run is ever left open. Then the records still
+        pending and (where the environment signs) a signed checkpoint over the audit chain's
+        head. Safe to call twice."""
+        if self.closed:
+            return
+        self.closed = True
         exc = sys.exc_info()[1]
         if exc is not None and self.started and not self.audit.ended:
             if isinstance(exc, Cancelled):
@@ -145,11 +154,42 @@ class TargetRun:
                     duration_ms=self.elapsed_ms(),
                 )
         self.audit.flush(wait=FINAL_WAIT)  # records a busy SQLite database could not take yet
+        if self.started and self.signer is not None:
+            self._checkpoint()
+        if self.result is not None:
+            self.result.audit_head = self.audit.head
         self.engine.dispose()
+
+    def fail_details(self, exc: OrchestratorError) -> None:
+        """Close, and put the run's id and audit head on the error that ends it."""
+        self.close()
+        exc.details.setdefault("run_id", self.run_id)
+        exc.details.setdefault("audit_head", self.audit.head)
+
+    def _checkpoint(self) -> None:
+        assert self.signer is not None
+        try:
+            with self.engine.begin() as connection:
+                ledger.write_checkpoint(
+                    connection,
+                    key=self.signer.key,
+                    env=self.env.name,
+                    target=self.target.name,
+                    run_id=self.run_id,
+                    at=utc_now(),
+                )
+        except SQLAlchemyError as exc:  # the next run's checkpoint covers these rows
+            self.audit.log.error("audit.checkpoint_failed", error=describe_error(exc))
+
+    @property
+    def key(self) -> Any:
+        return self.signer.key if self.signer is not None else None
 
     # -- events ----------------------------------------------------------------------------
 
     def start(self, **fields: Any) -> None:
+        # fail closed: a signing environment without its key writes nothing, not even this
+        self.signer = self.app.signer(self.env.name)
         self.started = True
         self.started_at = time.monotonic()
         self.audit.common["git_sha"] = self.app.git_sha  # looked up only for a real run
@@ -198,7 +238,10 @@ class TargetRun:
             duration_ms=self.elapsed_ms(),
             **fields,
         )
-        return RunResult(self.env.name, self.target.name, self.run_id, "succeeded", self.applied)
+        self.result = RunResult(
+            self.env.name, self.target.name, self.run_id, "succeeded", self.applied
+        )
+        return self.result
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -483,6 +526,8 @@ class TargetRun:
             actor=self.app.actor,
             at=utc_now(),
             fence=self.fence,
+            key=self.key,
+            target=self.target.name,
         )
         if not written:
             raise LockLost(f"the migration lock was lost before {revision} could commit")

@@ -47,6 +47,38 @@ expect 0 "$O" audit verify
 REPORT="$DEMO/audit-report.html"
 step "A report for reviewers: one HTML file, no network needed" "$O audit report --out $REPORT"
 expect 0 "$O" audit report --out "$REPORT"
+# -- signed evidence, on copies of staging and prod (the shipped files do not sign: a
+#    committed public key whose private key nobody holds would stop every clone) ----------
+SIGNED="$DEMO/signed"
+mkdir -p "$SIGNED/environments" && cp environments/*.yaml "$SIGNED/environments/"
+export ORCHESTRATOR_ENVIRONMENTS_DIR="$SIGNED/environments"
+export STAGING_DATABASE_URL="sqlite:///$SIGNED/staging.db" PROD_DATABASE_URL="sqlite:///$SIGNED/prod.db"
+for env in staging prod; do
+  step "Generate $env's signing key" "$O keys generate $env --out-dir $SIGNED/keys --private-key-out $SIGNED/secrets/$env.key"
+  expect 0 "$O" keys generate "$env" --out-dir "$SIGNED/keys" --private-key-out "$SIGNED/secrets/$env.key"
+  printf 'signing:\n  public_key: %s\n  key_env: %s_SIGNING_KEY\n' \
+    "$SIGNED/keys/$env.pub" "$(echo "$env" | tr a-z A-Z)" >> "$SIGNED/environments/$env.yaml"
+done
+export STAGING_SIGNING_KEY="$SIGNED/secrets/staging.key" PROD_SIGNING_KEY="$SIGNED/secrets/prod.key"
+
+step "Promote staging: every ledger row and the run's audit checkpoint are signed" "$O promote staging"
+expect 0 "$O" promote staging
+
+step "As the deploy role, forge staging's ledger (UPDATE a checksum)" "UPDATE orchestrator_ledger SET checksum = ..."
+.venv/bin/python - "$SIGNED/staging.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+db.execute("UPDATE orchestrator_ledger SET checksum = ? WHERE id = (SELECT max(id) FROM orchestrator_ledger)", ("f" * 64,))
+db.commit()
+PY
+echo "(done)"
+
+step "prod refuses: the forged row is not signed by staging's key" "$O promote prod --approve"
+expect 3 "$O" promote prod --approve --log-format console
+tail -1 "$LOG"
+
+step "audit verify names the forged row" "$O audit verify --env staging"
+expect 1 "$O" audit verify --env staging
 
 echo
 echo "Demo done. Databases, events ($LOG) and the JSON-lines audit file are in $DEMO/."

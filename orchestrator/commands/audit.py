@@ -10,8 +10,11 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from orchestrator import ledger
+from sqlalchemy import Connection
+
+from orchestrator import ledger, trust
 from orchestrator.app import App
+from orchestrator.database import current_heads
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.evidence import read_connection
 
@@ -74,9 +77,10 @@ def audit(app: App, flt: ledger.AuditFilter) -> tuple[list[dict[str, Any]], list
     return events, unreachable
 
 
-def verify(app: App, env_name: str | None) -> list[dict[str, Any]]:
-    """Each database's chain verdict (`audit verify`)."""
-    return [verdict for verdict, _ in _chains(app, env_name, decode=False)]
+def verify(app: App, env_name: str | None, anchor: str | None = None) -> list[dict[str, Any]]:
+    """Each database's chain verdict (`audit verify`); with `anchor`, a hash that must still
+    be in the chain."""
+    return [verdict for verdict, _ in _chains(app, env_name, decode=False, anchor=anchor)]
 
 
 def review(
@@ -104,7 +108,7 @@ def review(
 
 
 def _chains(
-    app: App, env_name: str | None, decode: bool
+    app: App, env_name: str | None, decode: bool, anchor: str | None = None
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
     """Per database of `env_name` (else of every environment): its chain's verdict, and with
     `decode` its events as recorded (all of them, those after a broken row too)."""
@@ -129,21 +133,29 @@ def _chains(
                 )
             )
             continue
+        keys = app.public_keys(name)
         for target in targets:
             try:
                 with read_connection(target) as connection:
                     rows = ledger.read_chain(connection)
+                    broken, records = ledger.check_chain(rows, decode_all=decode)
+                    broken, proof = signed_verdict(
+                        connection, name, target.name, keys, rows, broken
+                    )
             except OrchestratorError as exc:
                 verdict = {"env": name, "target": target.name, "checked": False}
                 found.append(({**verdict, "error": exc.message}, []))
                 continue
-            broken, records = ledger.check_chain(rows, decode_all=decode)
+            if broken is None and anchor is not None:
+                broken = anchor_problem(rows, anchor)
             verdict = {
                 "env": name,
                 "target": target.name,
                 "checked": True,
                 "rows": len(rows),
                 "intact": broken is None,
+                "signed": keys is not None,
+                "proof": proof,
                 "broken": None if broken is None else broken.__dict__,
             }
             found.append((verdict, records if decode else []))
@@ -194,3 +206,58 @@ def events_csv(events: Iterable[Mapping[str, Any]]) -> str:
     for event in events:
         writer.writerow([csv_cell(event[c]) if c in event else "" for c in columns])
     return buffer.getvalue()
+
+
+def verify_target(
+    connection: Connection, env: str, target: str, keys: tuple[Any, ...] | None
+) -> tuple[ledger.BrokenRow | None, list[dict[str, Any]], str]:
+    """The first broken row (or checkpoint, or ledger row) of one database's trail, its audit
+    rows, and what the verdict rests on."""
+    rows = ledger.read_chain(connection)
+    broken, proof = signed_verdict(connection, env, target, keys, rows, ledger.verify_chain(rows))
+    return broken, rows, proof
+
+
+def signed_verdict(
+    connection: Connection,
+    env: str,
+    target: str,
+    keys: tuple[Any, ...] | None,
+    rows: list[dict[str, Any]],
+    broken: ledger.BrokenRow | None,
+) -> tuple[ledger.BrokenRow | None, str]:
+    """The chain's verdict, completed by the signed checkpoints where `env` signs."""
+    if keys is None:
+        return broken, "hash chain only: unsigned, a writer of the database can re-hash it"
+    if broken is not None:
+        return broken, "hash chain"
+    checkpoints = ledger.read_checkpoints(connection)
+    finding = trust.verify_signed_trail(
+        audit_rows=rows,
+        checkpoints=checkpoints,
+        ledger_rows=ledger.ledger_table_rows(connection),
+        keys=keys,
+        env=env,
+        target=target,
+        at_revision=bool(current_heads(connection)),
+    )
+    proof = f"signed: {len(checkpoints)} checkpoint(s) verified"
+    if finding is None:
+        return None, proof
+    return ledger.BrokenRow(finding.id, finding.timestamp, finding.problem, finding.kind), proof
+
+
+def anchor_problem(rows: list[dict[str, Any]], anchor: str) -> ledger.BrokenRow | None:
+    """A hash kept from an earlier run (its `audit_head`) must still be in the chain."""
+    wanted = anchor.strip().lower()
+    if any(row["hash"] == wanted for row in rows):
+        return None
+    last = rows[-1] if rows else None
+    return ledger.BrokenRow(
+        None,
+        None,
+        f"no row has the anchor hash {wanted[:16]}...: the rows up to it were removed "
+        f"(the table ends at row {last['id'] if last else 'none'}), or the anchor belongs to "
+        "another environment",
+        "anchor",
+    )

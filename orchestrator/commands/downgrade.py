@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import Connection
 
@@ -12,6 +12,7 @@ from orchestrator.commands.migrate import Options
 from orchestrator.config import Target
 from orchestrator.errors import LockLost, OrchestratorError, UsageError
 from orchestrator.logging import utc_now
+from orchestrator.planning import LedgerEntry
 from orchestrator.policies import check_approval
 from orchestrator.results import RunResult, attach_results, error_result
 from orchestrator.revisions import RevisionsError
@@ -24,6 +25,7 @@ def downgrade(
     env = app.envs.get(env_name)
     if not reason.strip():
         raise UsageError("A downgrade needs --reason TEXT: it goes on the audit trail.")
+    app.signer(env.name)
     results: list[RunResult] = []
     for target in app.targets(env.name):
         try:
@@ -76,7 +78,10 @@ def _downgrade_target(
             run.apply(revisions, "down", execute)
             return run.finish(to_revision=destination)
     except OrchestratorError as exc:
-        attach_results(exc, [error_result(run.env.name, target.name, run.run_id, exc, run.applied)])
+        run.fail_details(exc)
+        failed = error_result(run.env.name, target.name, run.run_id, exc, run.applied)
+        failed.audit_head = run.audit.head
+        attach_results(exc, [failed])
         raise
     finally:
         run.close()
@@ -103,6 +108,7 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
     if not reason.strip():
         raise UsageError("A baseline needs --reason TEXT: it goes on the audit trail.")
     rev = app.resolve(revision)
+    app.signer(env.name)
     results = []
     for target in app.targets(env.name):
         run = TargetRun(app, target, "baseline", reason=reason)
@@ -116,10 +122,16 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                         "Baseline adopts the revision a database is at; name that one."
                     )
                 chain = sorted(app.graph.ancestors(rev), key=lambda r: len(app.graph.ancestors(r)))
+                _refuse_rerecording(app, run, state.ledger, chain)
+                # rows the ledger already holds with this very checksum stay as they are: a
+                # baseline never turns `accepted` (not run) into evidence of a run
+                fresh = [
+                    r for r in chain if not ((e := state.ledger.get(r)) is not None and e.applied)
+                ]
                 with run.engine.begin() as connection:
                     if not state.heads:
                         app.project.stamp(connection, rev)
-                    for r in chain:
+                    for r in fresh:
                         if not ledger.record_revision(
                             connection,
                             revision=r,
@@ -130,17 +142,51 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                             actor=app.actor,
                             at=utc_now(),
                             fence=run.fence,
+                            key=run.key,
+                            target=run.target.name,
                         ):
                             raise LockLost(
                                 f"This run lost the migration lock on {run.where} before the "
                                 "baseline could commit: nothing was recorded. Run it again."
                             )
-                run.applied = chain
-                results.append(run.finish(to_revision=rev, baselined=len(chain)))
+                run.applied = fresh
+                results.append(
+                    run.finish(
+                        to_revision=rev,
+                        baselined=len(fresh),
+                        schema_fingerprint=run.record_schema(),
+                    )
+                )
         except OrchestratorError as exc:
+            run.fail_details(exc)
             own = error_result(run.env.name, target.name, run.run_id, exc)
+            own.audit_head = run.audit.head
             attach_results(exc, [*results, own])
             raise
         finally:
             run.close()
     return results
+
+
+def _refuse_rerecording(
+    app: App, run: TargetRun, recorded: Mapping[str, LedgerEntry], chain: Sequence[str]
+) -> None:
+    """Baseline records what a database ran; it never re-records an edited file."""
+    edited = [
+        (r, entry.checksum, app.graph.get(r).checksum)
+        for r in chain
+        if (entry := recorded.get(r)) is not None
+        and entry.applied
+        and entry.checksum != app.graph.get(r).checksum
+    ]
+    if edited:
+        detail = "; ".join(
+            f"{r} (recorded {old[:12]}, file now {new[:12]})" for r, old, new in edited
+        )
+        run.refuse(
+            f"Refused: {run.where}'s ledger already records {len(edited)} of these revisions "
+            f"with another checksum: {detail}. Baseline never re-records an edited file. "
+            f"Restore the file as it ran, or re-record it, audited and approved, with "
+            f"`orchestrator accept {run.env.name} --revision REV --reason TEXT`.",
+            edited=[r for r, _, _ in edited],
+        )

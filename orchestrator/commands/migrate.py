@@ -51,6 +51,7 @@ def migrate(
 ) -> list[RunResult]:
     env = app.envs.get(env_name)
     targets = select_shard(app.targets(env.name), fleet.shard)
+    app.signer(env.name)  # a signing environment without its key: exit 2, nothing written
     destination = app.resolve(to or "head")
     return each_target(
         app, env, targets, lambda t: migrate_target(app, t, destination, options), fleet
@@ -78,7 +79,10 @@ def migrate_target(app: App, target: Target, destination: str, options: Options)
     try:
         return _migrate(app, run, destination, options)
     except OrchestratorError as exc:
-        attach_results(exc, [error_result(run.env.name, target.name, run.run_id, exc, run.applied)])
+        run.fail_details(exc)
+        failed = error_result(run.env.name, target.name, run.run_id, exc, run.applied)
+        failed.audit_head = run.audit.head
+        attach_results(exc, [failed])
         raise
     finally:
         run.close()
@@ -167,6 +171,7 @@ def promote(
     if len(pred_heads) > 1:
         raise UsageError(f"{env.promotes_from} has several heads ({', '.join(pred_heads)}).")
     targets = select_shard(app.targets(env.name), fleet.shard)
+    app.signer(env.name)
     work = lambda t: migrate_target(app, t, pred_heads[0], options)  # noqa: E731
     return each_target(app, env, targets, work, fleet)
 
@@ -180,6 +185,8 @@ def rollout(
     # every environment's databases resolved first: a missing variable for the last one
     # must not show up after the first ones have been migrated
     path = [(app.envs.get(name), app.targets(name)) for name in app.envs.path_to(through)]
+    for env, _ in path:  # and every signing key, for the same reason
+        app.signer(env.name)
     # and every approval asked for before anything runs: a rollout refused at prod must not
     # have migrated dev and staging first
     path = [(env, select_shard(targets, fleet.shard)) for env, targets in path]

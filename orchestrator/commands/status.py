@@ -9,7 +9,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator import ledger
 from orchestrator.app import App
 from orchestrator.commands.drift import planned_schema_drift, schema_status
-from orchestrator.config import Target
+from orchestrator.config import EnvironmentConfig, Target
 from orchestrator.database import safe_url
 from orchestrator.errors import OrchestratorError, UsageError
 from orchestrator.evidence import checksum_drift, judge, read_connection, read_state, upgrade_steps
@@ -33,6 +33,12 @@ def status(app: App, names: list[str]) -> list[dict[str, Any]]:
         for target in targets:
             rows.append(_target_status(app, target, head, heads))
     return rows
+
+
+def evidence_kind(env: EnvironmentConfig) -> str:
+    """`signed` where the environment signs its ledger and audit trail, else `unsigned`
+    (evidence that anyone who can write its database can forge)."""
+    return "signed" if env.signing is not None else "unsigned"
 
 
 def _unconfigured(env: str, target: str, why: str, heads: tuple[str, ...]) -> dict[str, Any]:
@@ -63,6 +69,7 @@ def _target_status(
         "configured": True,
         "database": safe_url(target.url),
         "head": list(heads),
+        "evidence": evidence_kind(env),
     }
     try:
         with read_connection(target) as connection:
@@ -180,6 +187,10 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             "drift": drifted,
             "schema_drift": schema,
             "requires_approval": env.policy.require_approval,
+            "predecessor": env.promotes_from,
+            "predecessor_evidence": (
+                evidence_kind(app.envs.get(env.promotes_from)) if env.promotes_from else None
+            ),
             "would_refuse": verdict.blocker in ("drift", "schema", "gate", "lint"),
             "blocker": verdict.blocker,
             "verdict": verdict.text,

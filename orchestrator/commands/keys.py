@@ -1,0 +1,121 @@
+"""keys generate, keys adopt: make an environment's key pair; start signing the evidence
+an environment already holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from orchestrator import ledger, trust
+from orchestrator.app import App
+from orchestrator.commands.migrate import Options
+from orchestrator.config import Target
+from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.keys import write_key_pair
+from orchestrator.logging import utc_now
+from orchestrator.policies import check_approval
+from orchestrator.results import RunResult
+from orchestrator.run import TargetRun
+
+
+def generate(name: str, out_dir: Path, private_out: Path | None, force: bool) -> dict[str, Any]:
+    from orchestrator.config import _NAME
+
+    if not _NAME.match(name):
+        raise UsageError(f"{name!r} is not a key name (letters, digits, _ . - only).")
+    public_path, private_pem, keyid = write_key_pair(name, out_dir, private_out, force)
+    return {
+        "name": name,
+        "public_key": str(public_path),
+        "keyid": keyid,
+        "private_key_file": None if private_out is None else str(private_out),
+        "private_key": None if private_pem is None else private_pem.decode("ascii"),
+    }
+
+
+def adopt(app: App, env_name: str, reason: str, options: Options) -> list[RunResult]:
+    """Sign the evidence an environment already holds: each applied revision's latest
+    ledger row, once its checksum is checked against the file as it is now."""
+    env = app.envs.get(env_name)
+    if env.signing is None:
+        raise UsageError(
+            f"{env.name} does not sign ({env.source} has no `signing:` section): add "
+            "`signing: {public_key: keys/NAME.pub, key_env: VARIABLE}` first."
+        )
+    if not reason.strip():
+        raise UsageError("keys adopt needs --reason TEXT: it goes on the audit trail.")
+    targets = app.targets(env.name)
+    app.signer(env.name)
+    return [_adopt_target(app, target, reason, options) for target in targets]
+
+
+def _adopt_target(app: App, target: Target, reason: str, options: Options) -> RunResult:
+    run = TargetRun(
+        app,
+        target,
+        "keys adopt",
+        ticket=options.ticket,
+        reason=reason,
+        lock_timeout=options.lock_timeout,
+    )
+    try:
+        run.start()
+        check_approval(app, run, options.approve)
+        keys = app.public_keys(run.env.name) or ()
+        with run.locked():
+            run.close_dead_runs()
+            state = run.read()
+            ordered = sorted(state.applied, key=lambda r: len(app.graph.ancestors(r)))
+            entries = [(r, state.ledger.get(r)) for r in ordered]
+            unrecorded = [r for r, e in entries if e is None or not e.applied]
+            edited = [
+                r
+                for r, e in entries
+                if e is not None and e.applied and e.checksum != app.graph.get(r).checksum
+            ]
+            if edited:
+                run.refuse(
+                    f"Refused: {run.where}'s ledger records {', '.join(edited)} with another "
+                    "checksum than the file has now; adopting would sign an edit nobody "
+                    "reviewed. Restore the files, or re-record each with `orchestrator accept "
+                    f"{run.env.name} --revision REV --reason TEXT` first.",
+                    edited=edited,
+                )
+            unsigned = [
+                e
+                for _, e in entries
+                if e is not None
+                and e.applied
+                and trust.ledger_row_problem(e.as_row(), keys, run.env.name, target.name)
+            ]
+            with run.engine.begin() as connection:
+                for entry in unsigned:
+                    ledger.record_revision(
+                        connection,
+                        revision=entry.revision,
+                        checksum=entry.checksum,
+                        direction=entry.direction,  # what it was: up, baseline or accepted
+                        run_id=run.run_id,
+                        env=run.env.name,
+                        actor=app.actor,
+                        at=utc_now(),
+                        key=run.key,
+                        target=target.name,
+                    )
+                run.audit.emit(
+                    "ledger.adopted",
+                    connection=connection,
+                    revisions=[e.revision for e in unsigned],
+                    unrecorded=unrecorded or None,
+                )
+            run.applied = [e.revision for e in unsigned]
+            done = run.finish(adopted=len(unsigned))
+            done.message = f"signed {len(unsigned)} ledger row(s) of {run.where}" + (
+                f"; not in its ledger (use baseline): {', '.join(unrecorded)}" if unrecorded else ""
+            )
+            return done
+    except OrchestratorError as exc:
+        run.fail_details(exc)
+        raise
+    finally:
+        run.close()

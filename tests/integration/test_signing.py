@@ -1,0 +1,584 @@
+"""Evidence the deploy role cannot forge (SPEC Part 2): signed ledger rows and audit
+checkpoints, attacked as the application role would, on real PostgreSQL through the CLI.
+
+Each attack runs twice where it matters: on staging/prod with `signing:` (prod refuses or
+`audit verify` fails) and without (today's documented limit: the attack works)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from projectkit import HEAD, SHIPPED, Project
+
+from orchestrator import ledger, signing, trust
+
+
+def sign_env(project: Project, name: str, key_name: str | None = None) -> Path:
+    """Give `name` a fresh key pair and a `signing:` section; its key goes in the variable."""
+    key_name = key_name or name
+    private = project.path / "secrets" / f"{key_name}.key"
+    made = project.run("keys", "generate", key_name, "--private-key-out", str(private))
+    assert made.code == 0, made.output
+    path = project.path / "environments" / f"{name}.yaml"
+    text = path.read_text().split("signing:")[0]
+    path.write_text(
+        text + f"signing:\n  public_key: keys/{key_name}.pub\n  key_env: {name.upper()}_KEY\n"
+    )
+    project.extra_env[f"{name.upper()}_KEY"] = str(private)
+    return private
+
+
+def public_key(project: Project, name: str) -> signing.PublicKey:
+    return signing.load_public_key((project.path / "keys" / f"{name}.pub").read_bytes())
+
+
+def execute(project: Project, env: str, *statements: str) -> None:
+    engine = project.engine(env)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+def edit_revision(project: Project, rev: str) -> Path:
+    """The attacker's edit of an applied revision (the planted code)."""
+    path = next(project.versions.glob(f"{rev}_*.py"))
+    path.write_text(path.read_text() + "\n# planted: prod would run this\n")
+    return path
+
+
+def checksum_now(project: Project, rev: str) -> str:
+    """The checksum the orchestrator computes for `rev` now (whatever it covers)."""
+    from orchestrator.alembic_runner import AlembicProject
+
+    return AlembicProject(project.path / "alembic.ini").graph.get(rev).checksum
+
+
+@pytest.fixture
+def signed(pg_project: Project) -> Project:
+    sign_env(pg_project, "staging")
+    sign_env(pg_project, "prod")
+    return pg_project
+
+
+def ran_to_staging(project: Project) -> None:
+    assert project.run("migrate", "dev").code == 0
+    staged = project.run("migrate", "staging")
+    assert staged.code == 0, staged.output
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def test_keys_generate_writes_a_pair_and_never_overwrites(pg_project: Project) -> None:
+    private = pg_project.path / "ci" / "staging.key"
+    made = pg_project.run(
+        "keys", "generate", "staging", "--private-key-out", str(private), "--json"
+    )
+    assert made.code == 0, made.output
+    info = made.json()
+    pub = pg_project.path / "keys" / "staging.pub"
+    assert info["public_key"] == "keys/staging.pub" and info["private_key"] is None
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+    key = signing.load_private_key(private.read_bytes())
+    assert signing.same_key(key, signing.load_public_key(pub.read_bytes()))
+    assert info["keyid"] == signing.keyid(key.public_key())
+    assert "PRIVATE" not in made.output  # the file holds it, no output does
+
+    before = (pub.read_bytes(), private.read_bytes())
+    again = pg_project.run("keys", "generate", "staging", "--private-key-out", str(private))
+    assert again.code == 2 and "--force" in again.stderr and "staging.pub" in again.stderr
+    assert (pub.read_bytes(), private.read_bytes()) == before
+    forced = pg_project.run(
+        "keys", "generate", "staging", "--private-key-out", str(private), "--force"
+    )
+    assert forced.code == 0, forced.output
+    assert pub.read_bytes() != before[0] and private.read_bytes() != before[1]
+    assert stat.S_IMODE(os.stat(private).st_mode) == 0o600
+
+
+def test_keys_generate_prints_the_private_key_once_without_a_file(pg_project: Project) -> None:
+    made = pg_project.run("keys", "generate", "prod", "--out-dir", "trust")
+    assert made.code == 0, made.output
+    key = signing.load_private_key(made.stdout.encode())
+    pub = signing.load_public_key((pg_project.path / "trust" / "prod.pub").read_bytes())
+    assert signing.same_key(key, pub)
+    assert list((pg_project.path / "trust").iterdir()) == [pg_project.path / "trust" / "prod.pub"]
+    assert pg_project.run("keys", "generate", "prod", "--out-dir", "trust").code == 2
+    assert pg_project.run("keys", "generate", "../x").code == 2
+
+
+# -- fail closed -----------------------------------------------------------------------------
+
+
+def _untouched(project: Project, env: str) -> bool:
+    return project.query(env, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [
+        (0,)
+    ]
+
+
+def test_missing_wrong_or_bad_key_exits_2_before_anything_is_written(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    other = signed.path / "secrets" / "prod.key"
+    cases = {
+        "": "STAGING_KEY is not set",
+        str(other): "does not match its public key",
+        str(signed.path / "nowhere.key"): "cannot be read",
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LW1hdGVyaWFs\n-----END PRIVATE KEY-----\n": (
+            "not an unencrypted PEM private key"
+        ),
+        str(signed.path / "keys" / "staging.pub"): "not an unencrypted PEM private key",
+    }
+    for value, message in cases.items():
+        for command in (
+            ["migrate", "staging"],
+            ["baseline", "staging", "--revision", HEAD, "--reason", "x"],
+            ["accept", "staging", "--revision", HEAD, "--reason", "x"],
+            ["keys", "adopt", "staging", "--reason", "x"],
+        ):
+            done = signed.run(*command, STAGING_KEY=value)
+            assert done.code == 2, (command, value, done.output)
+            assert "STAGING_KEY" in done.stderr and message in done.stderr, done.stderr
+            assert "c2VjcmV0" not in done.output and "Traceback" not in done.output
+        assert _untouched(signed, "staging")
+    # and a rollout checks every key before it migrates anything
+    rolled = signed.run("rollout", "--through", "prod", "--approve", PROD_KEY="")
+    assert rolled.code == 2 and "PROD_KEY" in rolled.stderr
+    assert _untouched(signed, "staging") and _untouched(signed, "prod")
+
+
+def test_a_missing_public_key_file_is_a_configuration_error(signed: Project) -> None:
+    ran_to_staging(signed)
+    (signed.path / "keys" / "staging.pub").unlink()
+    done = signed.run("migrate", "prod", "--approve")
+    assert done.code == 2 and "keys/staging.pub" in done.stderr, done.output
+
+
+# -- what is signed ----------------------------------------------------------------------------
+
+
+def test_ledger_rows_and_checkpoints_are_signed_and_results_carry_the_audit_head(
+    signed: Project,
+) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    done = signed.run("migrate", "staging", "--json")
+    assert done.code == 0, done.output
+    head = done.json()[0]["audit_head"]
+    keys = [public_key(signed, "staging")]
+    rows = signed.query(
+        "staging",
+        "SELECT id, revision, checksum, direction, run_id, env, actor, at, envelope "
+        "FROM orchestrator_ledger ORDER BY id",
+    )
+    assert [r[1] for r in rows] == SHIPPED
+    for r in rows:
+        row = dict(zip(("id", *trust.LEDGER_FIELDS, "envelope"), r, strict=True))
+        assert trust.ledger_row_problem(row, keys, "staging", "staging") is None
+        payload = json.loads(signing.verify(row["envelope"], keys).payload or b"")
+        assert payload["checksum"] == row["checksum"] and payload["target"] == "staging"
+    (last_id, last_hash), *_ = signed.query(
+        "staging", "SELECT id, hash FROM orchestrator_audit ORDER BY id DESC LIMIT 1"
+    )
+    assert head == last_hash
+    checkpoints = signed.query(
+        "staging", "SELECT audit_id, audit_hash FROM orchestrator_checkpoint"
+    )
+    assert checkpoints == [(last_id, last_hash)]
+    verify = signed.run("audit", "verify", "--env", "staging", "--anchor", head)
+    assert verify.code == 0 and "signed: 1 checkpoint(s) verified" in verify.stdout, verify.output
+    # dev does not sign: its rows carry no envelope, its checkpoints table stays empty
+    assert signed.query(
+        "dev", "SELECT count(*) FROM orchestrator_ledger WHERE envelope IS NULL"
+    ) == [(len(SHIPPED),)]
+    assert signed.query("dev", "SELECT count(*) FROM orchestrator_checkpoint") == [(0,)]
+
+
+def test_a_refused_run_also_ends_with_a_checkpoint_and_an_audit_head(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    refused = signed.run("migrate", "prod", "--approve", "--json")
+    assert refused.code == 3
+    head = refused.json()[-1]["audit_head"]
+    assert signed.query("prod", "SELECT hash FROM orchestrator_audit ORDER BY id DESC LIMIT 1") == [
+        (head,)
+    ]
+    verify = signed.run("audit", "verify", "--env", "prod", "--anchor", head)
+    assert verify.code == 0, verify.output
+
+
+# -- attack 1: UPDATE the predecessor's ledger, then promote ----------------------------------
+
+
+def _forge_staging_checksum(project: Project, rev: str) -> None:
+    """As the application role: make staging's ledger vouch for an edited file."""
+    edit_revision(project, rev)
+    assert rev in project.run("status", "staging", "--json").json()[0]["drift"]
+    execute(
+        project,
+        "staging",
+        f"UPDATE orchestrator_ledger SET checksum = '{checksum_now(project, rev)}' "
+        f"WHERE revision = '{rev}'",
+    )
+    assert project.run("status", "staging", "--json").json()[0]["drift"] == []
+
+
+def test_forged_checksum_on_signed_staging_is_refused_by_prod(signed: Project) -> None:
+    ran_to_staging(signed)
+    rev = SHIPPED[-1]
+    _forge_staging_checksum(signed, rev)
+    before = (signed.schema("prod"), signed.version("prod"))
+
+    refused = signed.run("promote", "prod", "--approve")
+
+    assert refused.code == 3, refused.output
+    assert f"{rev}: not signed by staging's key" in refused.stderr
+    assert "its checksum differs from what was signed" in refused.stderr
+    assert (signed.schema("prod"), signed.version("prod")) == before
+    plan = signed.run("plan", "prod", "--json")
+    assert plan.code == 3
+    step = next(s for s in plan.json()["steps"] if s["revision"] == rev)
+    assert step["verdict"] == "blocked" and "not signed by staging's key" in step["reason"]
+    assert plan.json()["predecessor_evidence"] == "signed"
+
+
+def test_a_forged_row_with_a_copied_envelope_is_refused(signed: Project) -> None:
+    ran_to_staging(signed)
+    rev = SHIPPED[-1]
+    edit_revision(signed, rev)
+    new = checksum_now(signed, rev)
+    # a brand-new row for the edited file, carrying another row's genuine signature
+    execute(
+        signed,
+        "staging",
+        "INSERT INTO orchestrator_ledger (revision, checksum, direction, run_id, env, actor, at, "
+        f"envelope) SELECT revision, '{new}', direction, run_id, env, actor, at, envelope "
+        f"FROM orchestrator_ledger WHERE revision = '{rev}'",
+    )
+    refused = signed.run("promote", "prod", "--approve")
+    assert refused.code == 3 and "not signed by staging's key" in refused.stderr
+    assert signed.version("prod") == []
+
+
+def test_without_signing_the_forged_checksum_gets_the_edit_into_prod(pg_project: Project) -> None:
+    """The documented limit (README, Trust model): unsigned evidence is forgeable."""
+    ran_to_staging(pg_project)
+    rev = SHIPPED[-1]
+    _forge_staging_checksum(pg_project, rev)
+    plan = pg_project.run("plan", "prod")
+    assert "staging's ledger is unsigned" in plan.stdout
+    assert pg_project.run("plan", "prod", "--json").json()["predecessor_evidence"] == "unsigned"
+    status = pg_project.run("status")
+    assert "evidence unsigned (no `signing:`): dev, staging, prod" in status.stdout
+    assert pg_project.run("promote", "prod", "--approve").code == 0
+    assert pg_project.version("prod") == [HEAD]  # ran the planted file
+
+
+# -- attack 2: edit the audit trail and re-hash it ---------------------------------------------
+
+
+def _rehash_from(project: Project, env: str, row_id: int, **changes: str) -> None:
+    """As the table's owner: triggers off, edit one row, recompute every later hash."""
+    engine = project.engine(env)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("ALTER TABLE orchestrator_audit DISABLE TRIGGER USER"))
+            rows = ledger.read_chain(connection)
+            prev = rows[row_id - 2]["hash"] if row_id > 1 else ledger.GENESIS
+            for row in rows[row_id - 1 :]:
+                record = json.loads(row["payload"])
+                if row["id"] == row_id:
+                    record.update(changes)
+                payload = ledger.canonical(record)
+                digest = ledger.chain_hash(prev, row["id"], payload)
+                connection.execute(
+                    sa.text(
+                        "UPDATE orchestrator_audit SET payload = :p, prev_hash = :prev, hash = :h,"
+                        " actor = :a WHERE id = :id"
+                    ),
+                    {
+                        "p": payload,
+                        "prev": prev,
+                        "h": digest,
+                        "a": record["actor"],
+                        "id": row["id"],
+                    },
+                )
+                prev = digest
+            connection.execute(sa.text("ALTER TABLE orchestrator_audit ENABLE TRIGGER USER"))
+    finally:
+        engine.dispose()
+
+
+def _two_runs(project: Project) -> None:
+    ran_to_staging(project)
+    project.add_revision("f00000000001", HEAD, "op.execute('SELECT 1')")
+    assert project.run("migrate", "dev").code == 0
+    assert project.run("migrate", "staging").code == 0, "second run"
+
+
+def test_edit_and_rehash_fails_verify_on_a_signing_env(signed: Project) -> None:
+    _two_runs(signed)
+    _rehash_from(signed, "staging", 10, actor="mallory", ticket="CHG-0")
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1, verify.output
+    assert "BROKEN at checkpoint 1" in verify.stdout and "edited and re-hashed" in verify.stdout
+    as_json = signed.run("audit", "verify", "--env", "staging", "--json").json()[0]
+    assert as_json["broken"]["kind"] == "checkpoint" and as_json["broken"]["id"] == 1
+
+
+def test_edit_and_rehash_goes_unnoticed_without_signing(pg_project: Project) -> None:
+    _two_runs(pg_project)
+    _rehash_from(pg_project, "staging", 10, actor="mallory")
+    verify = pg_project.run("audit", "verify", "--env", "staging")
+    assert verify.code == 0 and "hash chain only" in verify.stdout, verify.output
+
+
+# -- attack 3: drop, truncate, cut the tail ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "statements, named",
+    [
+        (["DROP TABLE orchestrator_audit"], "checkpoint 1"),
+        (["DROP TABLE orchestrator_audit", "DROP TABLE orchestrator_checkpoint"], "ledger row 1"),
+        (
+            [
+                "ALTER TABLE orchestrator_audit DISABLE TRIGGER USER",
+                "TRUNCATE orchestrator_audit",
+                "ALTER TABLE orchestrator_checkpoint DISABLE TRIGGER USER",
+                "TRUNCATE orchestrator_checkpoint",
+            ],
+            "ledger row 1",
+        ),
+        (
+            [
+                "ALTER TABLE orchestrator_audit DISABLE TRIGGER USER",
+                "TRUNCATE orchestrator_audit",
+            ],
+            "checkpoint 1",
+        ),
+        (
+            [
+                "DROP TABLE orchestrator_audit",
+                "DROP TABLE orchestrator_checkpoint",
+                "DROP TABLE orchestrator_ledger",
+            ],
+            "database",
+        ),
+    ],
+)
+def test_dropped_or_truncated_trail_fails_verify_on_a_signing_env(
+    signed: Project, statements: list[str], named: str
+) -> None:
+    ran_to_staging(signed)
+    execute(signed, "staging", *statements)
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1, verify.output
+    assert f"BROKEN at {named}" in verify.stdout, verify.stdout
+
+
+def test_dropped_trail_looks_intact_without_signing_but_the_anchor_catches_it(
+    pg_project: Project,
+) -> None:
+    assert pg_project.run("migrate", "dev").code == 0
+    done = pg_project.run("migrate", "staging", "--json")
+    head = done.json()[0]["audit_head"]
+    execute(pg_project, "staging", "DROP TABLE orchestrator_audit")
+    verify = pg_project.run("audit", "verify", "--env", "staging")
+    assert verify.code == 0 and "intact (0 rows" in verify.stdout  # the limit
+    anchored = pg_project.run("audit", "verify", "--env", "staging", "--anchor", head)
+    assert anchored.code == 1 and "BROKEN at anchor" in anchored.stdout, anchored.output
+
+
+def test_a_truncated_tail_is_caught_by_the_anchor(signed: Project) -> None:
+    """Cut the last run off entirely (its audit rows and its checkpoint): every remaining
+    checkpoint still verifies, but the pipeline's anchor is gone."""
+    ran_to_staging(signed)
+    refused = signed.run("migrate", "staging", "--to", SHIPPED[0], "--json")  # a refusal: exit 2
+    noop = signed.run("migrate", "staging", "--json")
+    assert noop.code == 0
+    extra = signed.run("downgrade", "staging", "--to", "-1", "--reason", "tail", "--json")
+    assert extra.code == 0, extra.output
+    head = extra.json()[0]["audit_head"]
+    assert refused.code == 2
+    cut = signed.query(
+        "staging",
+        "SELECT min(id) FROM orchestrator_audit WHERE run_id = :r".replace(
+            ":r", f"'{extra.json()[0]['run_id']}'"
+        ),
+    )[0][0]
+    execute(
+        signed,
+        "staging",
+        "ALTER TABLE orchestrator_audit DISABLE TRIGGER USER",
+        f"DELETE FROM orchestrator_audit WHERE id >= {cut}",
+        "ALTER TABLE orchestrator_checkpoint DISABLE TRIGGER USER",
+        "DELETE FROM orchestrator_checkpoint"
+        " WHERE id = (SELECT max(id) FROM orchestrator_checkpoint)",
+        "DELETE FROM orchestrator_ledger WHERE direction = 'down'",
+    )
+    anchored = signed.run("audit", "verify", "--env", "staging", "--anchor", head)
+    assert anchored.code == 1 and "BROKEN at anchor" in anchored.stdout, anchored.output
+
+
+def test_appended_forged_rows_fail_verify_on_a_signing_env(signed: Project) -> None:
+    ran_to_staging(signed)
+    engine = signed.engine("staging")
+    try:
+        with engine.begin() as connection:
+            # a correctly chained, correctly hashed row: only the key is missing
+            ledger.append_audit(
+                connection,
+                [
+                    {
+                        "timestamp": "2026-01-01T00:00:00.000000Z",
+                        "event": "run.succeeded",
+                        "run_id": "f0f0f0f0f0f0",
+                        "env": "staging",
+                        "actor": "release-manager",
+                        "outcome": "succeeded",
+                    }
+                ],
+            )
+    finally:
+        engine.dispose()
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "covered by no signed checkpoint" in verify.stdout, verify.output
+
+
+# -- attack 4: edit an applied revision, then baseline; accept -----------------------------------
+
+
+@pytest.mark.parametrize("sign", [True, False])
+def test_baseline_refuses_an_edited_revision_and_accept_is_the_way(
+    pg_project: Project, sign: bool
+) -> None:
+    if sign:
+        sign_env(pg_project, "staging")
+        sign_env(pg_project, "prod")
+    ran_to_staging(pg_project)
+    rev = SHIPPED[2]
+    edit_revision(pg_project, rev)
+    before = pg_project.query("staging", "SELECT count(*) FROM orchestrator_ledger")
+
+    refused = pg_project.run("baseline", "staging", "--revision", HEAD, "--reason", "hide it")
+
+    assert refused.code == 3, refused.output
+    assert rev in refused.stderr and "orchestrator accept" in refused.stderr
+    assert pg_project.query("staging", "SELECT count(*) FROM orchestrator_ledger") == before
+    assert pg_project.run("status", "staging", "--json").json()[0]["drift"] == [rev]
+
+    accepted = pg_project.run("accept", "staging", "--revision", rev, "--reason", "hot-fix comment")
+    assert accepted.code == 0, accepted.output
+    assert pg_project.run("status", "staging", "--json").json()[0]["drift"] == []
+    event = [e for e in pg_project.audit_events("staging") if e["event"] == "checksum.accepted"]
+    assert (
+        len(event) == 1 and event[0]["revision"] == rev and event[0]["reason"] == "hot-fix comment"
+    )
+    assert event[0]["old_checksum"] != event[0]["new_checksum"]
+
+    status = pg_project.run("status", "prod", "--json").json()[0]
+    blocked = {b["revision"]: b["reason"] for b in status["blocked"]}
+    assert blocked[rev].startswith("accepted on staging (not run)")
+    promote = pg_project.run("promote", "prod", "--approve")
+    assert promote.code == 3 and f"{rev}: accepted on staging (not run)" in promote.stderr
+    assert pg_project.version("prod") == []
+    # a baseline now cannot launder `accepted` into evidence of a run
+    assert pg_project.run("baseline", "staging", "--revision", HEAD, "--reason", "x").code == 0
+    assert pg_project.run("promote", "prod", "--approve").code == 3
+
+
+def test_accept_needs_approval_where_required_and_a_reason(signed: Project) -> None:
+    ran_to_staging(signed)
+    assert signed.run("migrate", "prod", "--to", SHIPPED[1], "--approve").code == 0
+    edit_revision(signed, SHIPPED[1])
+    refused = signed.run("accept", "prod", "--revision", SHIPPED[1], "--reason", "r")
+    assert refused.code == 3 and "requires approval" in refused.stderr
+    assert signed.run("status", "prod", "--json").json()[0]["drift"] == [SHIPPED[1]]
+    assert signed.run("accept", "prod", "--revision", SHIPPED[1], "--reason", " ").code == 2
+    not_applied = signed.run("accept", "prod", "--revision", HEAD, "--reason", "r", "--approve")
+    assert not_applied.code == 2 and "not applied" in not_applied.stderr
+    done = signed.run("accept", "prod", "--revision", SHIPPED[1], "--reason", "r", "--approve")
+    assert done.code == 0, done.output
+    assert signed.run("status", "prod", "--json").json()[0]["drift"] == []
+    assert signed.run("audit", "verify", "--env", "prod").code == 0
+
+
+# -- rotation and adoption ----------------------------------------------------------------------
+
+
+def test_key_rotation_keeps_old_rows_valid_through_previous_keys(signed: Project) -> None:
+    ran_to_staging(signed)
+    sign_env(signed, "staging", key_name="staging-2026")  # new key pair, new public_key
+    path = signed.path / "environments" / "staging.yaml"
+
+    without = signed.run("promote", "prod", "--approve")
+    assert without.code == 3 and "not signed by staging's key" in without.stderr
+    assert signed.run("audit", "verify", "--env", "staging").code == 1
+
+    path.write_text(path.read_text() + "  previous_keys: [keys/staging.pub]\n")
+    assert signed.run("audit", "verify", "--env", "staging").code == 0
+    assert signed.run("promote", "prod", "--approve").code == 0
+    assert signed.version("prod") == [HEAD]
+    # new rows are signed with the new key only
+    signed.add_revision("f00000000001", HEAD, "op.execute('SELECT 1')")
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging").code == 0
+    envelope = signed.query(
+        "staging", "SELECT envelope FROM orchestrator_ledger ORDER BY id DESC LIMIT 1"
+    )[0][0]
+    assert signing.verify(envelope, [public_key(signed, "staging-2026")]).valid
+    assert not signing.verify(envelope, [public_key(signed, "staging")]).valid
+    assert signed.run("promote", "prod", "--approve").code == 0
+
+
+def test_keys_adopt_signs_an_existing_installs_evidence(pg_project: Project) -> None:
+    ran_to_staging(pg_project)  # unsigned, as before signing existed
+    sign_env(pg_project, "staging")
+    refused = pg_project.run("promote", "prod", "--approve")
+    assert refused.code == 3 and "not signed by staging's key" in refused.stderr
+    verify = pg_project.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "no signed checkpoint" in verify.stdout
+
+    edited = edit_revision(pg_project, SHIPPED[1])
+    original = edited.read_text().replace("\n# planted: prod would run this\n", "")
+    no = pg_project.run("keys", "adopt", "staging", "--reason", "start signing")
+    assert no.code == 3 and SHIPPED[1] in no.stderr  # never signs an unreviewed edit
+    edited.write_text(original)
+
+    adopted = pg_project.run("keys", "adopt", "staging", "--reason", "start signing", "--json")
+    assert adopted.code == 0, adopted.output
+    assert adopted.json()[0]["applied"] == SHIPPED
+    events = [e for e in pg_project.audit_events("staging") if e["event"] == "ledger.adopted"]
+    assert events and events[-1]["reason"] == "start signing"
+    assert pg_project.run("audit", "verify", "--env", "staging").code == 0
+    assert pg_project.run("promote", "prod", "--approve").code == 0
+    again = pg_project.run("keys", "adopt", "staging", "--reason", "again", "--json")
+    assert again.code == 0 and again.json()[0]["applied"] == []
+    assert pg_project.run("keys", "adopt", "dev", "--reason", "x").code == 2  # dev signs nothing
+
+
+def test_tables_of_an_earlier_release_are_migrated_in_place(pg_project: Project) -> None:
+    assert pg_project.run("migrate", "dev", "--to", SHIPPED[1]).code == 0
+    execute(
+        pg_project,
+        "dev",
+        "ALTER TABLE orchestrator_ledger DROP COLUMN envelope",
+        "DROP TABLE orchestrator_checkpoint",
+    )
+    assert pg_project.run("status", "dev", "--json").code == 0  # reads the old shape
+    assert pg_project.run("migrate", "staging", "--to", SHIPPED[1]).code == 0  # gate reads it
+    assert pg_project.run("migrate", "dev").code == 0
+    columns = pg_project.query(
+        "dev",
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'orchestrator_ledger' AND column_name = 'envelope'",
+    )
+    assert columns == [("envelope",)]
+    assert pg_project.run("audit", "verify", "--env", "dev").code == 0
