@@ -70,7 +70,7 @@ def _accept_target(app: App, target: Target, rev: str, reason: str, options: Opt
                     new_checksum=new,
                     checksum=new,
                 )
-            done = run.finish(revision=rev)
+            done = run.finish(revision=rev, schema_fingerprint=run.record_schema())
             done.message = f"accepted {rev} on {run.where} (checksum {old[:12]} -> {new[:12]})"
             return done
     except OrchestratorError as exc:
