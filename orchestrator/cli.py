@@ -76,6 +76,10 @@ EXAMPLES: dict[str, str] = {
     "current": "orchestrator current staging",
     "history": "orchestrator history",
     "init": "orchestrator init --dry-run\n  orchestrator init --envs dev,qa,prod",
+    "accept": "orchestrator accept staging --revision a41d7e9c0b12 "
+    '--reason "comment-only edit, reviewed in PR 311" --approve',
+    "keys": "orchestrator keys generate prod --private-key-out ~/.keys/prod.pem\n"
+    '  orchestrator keys adopt prod --reason "start signing" --approve',
 }
 
 
@@ -237,13 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
         "accept",
         "re-record the checksum of an edited, already-applied revision (audited, approved)",
     )
-    p.add_argument("env", metavar="ENV")
-    p.add_argument("--revision", required=True, metavar="REV", type=_revision)
-    p.add_argument("--reason", required=True, metavar="TEXT", type=_text)
+    _env_arg(p, "env", help="the environment whose ledger re-records the file")
+    _rev_arg(p, "--revision", required=True, type=_revision, help="the edited, applied revision")
+    p.add_argument(
+        "--reason", required=True, metavar="TEXT", type=_text, help="why, for the audit trail"
+    )
     _run_options(p, fleet=False)
 
     p = add("keys", "Ed25519 signing keys: generate a pair; adopt existing evidence")
-    keys = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    keys = p.add_subparsers(
+        dest="keys_command", metavar="ACTION", required=True, help="generate or adopt"
+    )
     k = keys.add_parser(
         "generate",
         help="write keys/NAME.pub and the private key",
@@ -251,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--private-key-out (mode 0600), else to stdout, once. Never overwrites without --force.",
         parents=[common],
     )
-    k.add_argument("name", metavar="NAME")
+    k.add_argument("name", metavar="NAME", help="the key's name: keys/NAME.pub")
     k.add_argument("--out-dir", default="keys", metavar="DIR", help="default: keys")
     k.add_argument("--private-key-out", metavar="PATH", help="file for the private key (0600)")
     k.add_argument("--force", action="store_true", help="overwrite existing key files")
@@ -262,8 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
         "revision's ledger row whose checksum matches its file now; audited.",
         parents=[common],
     )
-    k.add_argument("env", metavar="ENV")
-    k.add_argument("--reason", required=True, metavar="TEXT", type=_text)
+    _env_arg(k, "env", help="the environment that starts signing its evidence")
+    k.add_argument(
+        "--reason", required=True, metavar="TEXT", type=_text, help="why, for the audit trail"
+    )
     _run_options(k, fleet=False)
 
     p = add(
