@@ -55,11 +55,15 @@ def _common() -> _Parser:
 EXAMPLES: dict[str, str] = {
     "envs": "orchestrator envs",
     "status": "orchestrator status\n  orchestrator status prod --json",
-    "plan": "orchestrator plan prod\n  orchestrator plan prod --to a41d7e9c0b12 --sql",
+    "plan": "orchestrator plan prod\n  orchestrator plan prod --to a41d7e9c0b12 --sql\n"
+    "  orchestrator plan prod --out plan.json --ttl 24h     # a release plan to review\n"
+    "  orchestrator plan show plan.json --format markdown\n"
+    "  orchestrator plan approve plan.json --key-env RELEASE_MANAGER_KEY",
     "migrate": "orchestrator migrate dev\n"
     "  orchestrator migrate prod --approve --ticket CHG-1042\n"
     "  orchestrator migrate prod --approve --parallel 4 --canary 1   # a fleet",
-    "promote": "orchestrator promote prod --approve --ticket CHG-1042",
+    "promote": "orchestrator promote prod --approve --ticket CHG-1042\n"
+    "  orchestrator migrate prod --plan plan.json --approve   # exactly a reviewed plan",
     "rollout": "orchestrator rollout --through staging\n"
     "  orchestrator rollout --through prod --approve --ticket CHG-1042",
     "downgrade": 'orchestrator downgrade dev --to -1 --reason "rework the orders index"\n'
@@ -167,7 +171,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", action="store_true", help="list every database of a fleet")
 
     p = add("plan", "what migrate would do, the gate's verdict, lint findings; changes nothing")
-    _env_arg(p, "env", help="the environment to plan for")
+    p.add_argument("env", metavar="ENV", help="the environment (or `show`/`approve` FILE)")
+    p.add_argument("file", nargs="?", metavar="FILE", help="the plan file of show/approve")
+    p.add_argument("--out", metavar="FILE", help="write a release plan to review and apply")
+    p.add_argument("--ttl", default="24h", metavar="24h", help="how long the plan may be applied")
+    p.add_argument(
+        "--format",
+        choices=["text", "markdown", "json"],
+        default="text",
+        help="plan show: text, markdown (a pull-request comment) or json",
+    )
+    p.add_argument("--key-env", metavar="VAR", help="plan approve: variable of your private key")
     _rev_arg(p, "--to", type=_revision, help="target revision (default: head)")
     p.add_argument("--sql", action="store_true", help="show the SQL (Alembic offline mode)")
 
@@ -184,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                 type=_revision,
                 help="target revision (default: head); never below the current",
             )
+        p.add_argument(
+            "--plan",
+            metavar="FILE",
+            help="run exactly this reviewed plan (orchestrator plan ENV --out FILE)",
+        )
         _run_options(p)
 
     p = add("rollout", "migrate each environment on the path to ENV, in order")
@@ -637,6 +656,9 @@ def _fleet_summary(out: Out, env: str, rows: list[dict[str, Any]]) -> None:
 def cmd_plan(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.status import plan
 
+    if args.env in ("show", "approve") or args.out:
+        return cmd_plan_file(args, out)
+
     plans = plan(_app(), args.env, args.to, args.sql)
     refuse = any(p["would_refuse"] for p in plans)
     if out.as_json:
@@ -721,6 +743,46 @@ def _plan_fleet(out: Out, plans: list[dict[str, Any]]) -> None:
     print(_verdict_line(out, text, bool(refused)))
 
 
+def cmd_plan_file(args: argparse.Namespace, out: Out) -> int:
+    """`plan ENV --out FILE`, `plan show FILE`, `plan approve FILE --key-env VAR`."""
+    from pathlib import Path
+
+    from orchestrator.commands import plans
+    from orchestrator.errors import UsageError
+
+    if args.env in ("show", "approve") and not args.file:
+        raise UsageError(f"plan {args.env} needs the plan FILE: orchestrator plan {args.env} FILE")
+    if args.env == "show":
+        path = Path(args.file)
+        sys.stdout.write(plans.show(plans.read_plan(path), args.format, path))
+        return 0
+    if args.env == "approve":
+        if not args.key_env:
+            raise UsageError("plan approve needs --key-env VAR, the variable of your private key.")
+        done = plans.approve_plan(_app(), Path(args.file), args.key_env)
+        if out.as_json:
+            out.json(done)
+        else:
+            verb = "approved" if done["added"] else "already approved by this key"
+            print(
+                f"{done['file']}: {verb} (key {done['keyid'][:16]}, "
+                f"plan {done['plan_sha256'][:12]})"
+            )
+        return 0
+    if args.file:
+        raise UsageError(f"plan {args.env}: unexpected {args.file!r} (did you mean --out?)")
+    made = plans.make_plan(_app(), args.env, args.to, args.ttl, Path(args.out))
+    if out.as_json:
+        out.json(made)
+    else:
+        print(
+            f"{made['file']}: plan for {made['env']} to {made['to'][:12]}, "
+            f"{len(made['steps'])} revision(s), sha256 {made['plan_sha256'][:12]}, "
+            f"expires {made['expires_at']}. Review: orchestrator plan show {made['file']}"
+        )
+    return 0
+
+
 def _run_results(out: Out, results: list[Any], verb: str = "applied") -> int:
     """Print each database's outcome; the exit code is the first failure's. `verb` says what
     happened to the revisions: applied, reverted (downgrade), recorded (baseline)."""
@@ -758,7 +820,16 @@ def _result_line(out: Out, r: Any, verb: str = "applied") -> str:
 def _options(args: argparse.Namespace) -> Any:
     from orchestrator.commands.migrate import Options
 
-    return Options(approve=args.approve, ticket=args.ticket, lock_timeout=args.lock_timeout)
+    plan = None
+    if getattr(args, "plan", None):
+        from pathlib import Path
+
+        from orchestrator.commands.plans import read_plan
+
+        plan = read_plan(Path(args.plan))
+    return Options(
+        approve=args.approve, ticket=args.ticket, lock_timeout=args.lock_timeout, plan=plan
+    )
 
 
 def _fleet(args: argparse.Namespace, out: Out) -> Any:

@@ -133,6 +133,10 @@ class PolicyConfig(_Strict):
     lint_exclude: list[str] = Field(default_factory=list)
     # the live schema against what the last run recorded: refuse a migrate when it differs
     schema_drift: Literal["off", "warn", "refuse"] = "warn"
+    require_plan: bool = False  # migrate/promote only with --plan FILE (a reviewed plan)
+    plan_approvers: list[str] = Field(
+        default_factory=list, description="public keys (PEM files) whose plan approval counts"
+    )
 
     @field_validator("lint", "schema_drift", mode="before")
     @classmethod

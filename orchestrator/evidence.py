@@ -76,10 +76,19 @@ def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) ->
 
 
 def judge(
-    app: App, env: EnvironmentConfig, revisions: Sequence[str], fresh: bool = False
+    app: App,
+    env: EnvironmentConfig,
+    revisions: Sequence[str],
+    fresh: bool = False,
+    evidence: Sequence[TargetState] | None = None,
 ) -> list[Step]:
+    """The gate's verdict per revision, on the predecessor's databases as they are now, or
+    on `evidence` (a release plan's signed rows) without opening them."""
     checksums = {rev: app.graph.get(rev).checksum for rev in revisions}
-    preds = predecessor_states(app, env, fresh) if revisions else []
+    if evidence is not None:
+        preds = list(evidence)
+    else:
+        preds = predecessor_states(app, env, fresh) if revisions else []
     return gate(revisions, checksums, env.promotes_from, preds)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection
 
@@ -34,6 +35,10 @@ from orchestrator.policies import (
 from orchestrator.results import RunResult, attach_results, error_result
 from orchestrator.run import TargetRun
 
+if TYPE_CHECKING:
+    from orchestrator.planning import TargetState
+    from orchestrator.plans import Plan
+
 ONE_AT_A_TIME = FleetOptions()
 
 
@@ -44,15 +49,22 @@ class Options:
     lock_timeout: float | None = None
     # approvals obtained before the first run (rollout): environment -> how it was given
     approved: dict[str, str] = field(default_factory=dict)
+    plan: Plan | None = None  # `--plan FILE`: run exactly that reviewed plan
 
 
 def migrate(
     app: App, env_name: str, to: str | None, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
 ) -> list[RunResult]:
     env = app.envs.get(env_name)
+    if options.plan is not None:  # judged first: a plan for another env says so, whatever else
+        if to is not None:
+            raise UsageError("--to and --plan: a plan names its own target revision; drop --to.")
+        refuse_plan(app, options.plan, env.name)
+        destination = options.plan.to
+    else:
+        destination = app.resolve(to or "head")
     targets = select_shard(app.targets(env.name), fleet.shard)
     app.signer(env.name)  # a signing environment without its key: exit 2, nothing written
-    destination = app.resolve(to or "head")
     return each_target(
         app, env, targets, lambda t: migrate_target(app, t, destination, options), fleet
     )
@@ -68,7 +80,10 @@ def each_target(
     """One database: run it here, errors propagate. A fleet: fan out, collect outcomes."""
     if len(targets) == 1 and fleet == ONE_AT_A_TIME:
         return [work(targets[0])]
-    predecessor_states(app, env)  # read the predecessor once, before forking workers
+    if env.promotes_from is None or app.public_keys(env.promotes_from) is None:
+        # read the predecessor once, before forking workers; a signing predecessor's
+        # evidence may come from a plan instead, and then its database is never opened
+        predecessor_states(app, env)
     return fan_out(targets, work, fleet)
 
 
@@ -113,14 +128,27 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     # lint first, so that the waivers in force are on every event of the run, run.started too
     findings, problem = lint_revisions(app, run.env, revisions)
     record_waivers(run, findings)
+    plan, evidence = options.plan, None
+    if plan is not None:
+        run.audit.common["plan_sha256"] = plan.sha256
+        run.audit.common["plan_approvals"] = plan_approvals(app, plan, run.env.name) or None
     run.start(from_revision=",".join(state.heads) or None, to_revision=destination)
+    if plan is None and run.env.policy.require_plan:
+        run.refuse(
+            f"Refused: {run.env.name} runs only reviewed plans (policy.require_plan). Make one "
+            f"with `orchestrator plan {run.env.name} --out plan.json`, have it approved "
+            f"(`orchestrator plan approve plan.json --key-env VAR`), then run "
+            f"`orchestrator migrate {run.env.name} --plan plan.json`."
+        )
+    if plan is not None:
+        evidence = _check_against_plan(app, run, plan, state.heads, revisions)
     if drifted:
         run.refuse(
             f"Refused: {', '.join(drifted)} changed since {run.where} ran it (checksum drift). "
             "Restore the file as it ran, or downgrade below it and upgrade again.",
             drift=drifted,
         )
-    steps = judge(app, run.env, revisions)
+    steps = judge(app, run.env, revisions, evidence=evidence)
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
     check_approval(app, run, options.approve, revisions, given=options.approved.get(run.env.name))
@@ -131,8 +159,10 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         revisions = upgrade_steps(app, state.heads, destination, run.where)
         if not revisions:
             return run.finish(message="already at target")
+        if plan is not None:  # it may have moved while we waited: the plan must still hold
+            evidence = _check_against_plan(app, run, plan, state.heads, revisions)
         # judged again on the predecessor as it is now, not as it was before the wait
-        steps = judge(app, run.env, revisions, fresh=True)
+        steps = judge(app, run.env, revisions, fresh=True, evidence=evidence)
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)
@@ -147,6 +177,50 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         return run.finish(to_revision=destination)
 
 
+def _check_against_plan(
+    app: App, run: TargetRun, plan: Plan, heads: tuple[str, ...], revisions: list[str]
+) -> list[TargetState] | None:
+    """Refuse (exit 3, every cause named) unless this database may run exactly the plan;
+    the predecessor's evidence the gate judges (None: read the predecessor live)."""
+    from orchestrator import plans
+    from orchestrator.commands.plans import plan_evidence
+
+    causes = []
+    checksums = {rev: app.graph.get(rev).checksum for rev in plan.revisions if rev in app.graph}
+    target = plans.target_refusal(plan, run.target.name, heads, checksums)
+    if target is not None:
+        causes.append(target)
+    unplanned = [rev for rev in revisions if rev not in plan.revisions]
+    if unplanned and target is None:
+        causes.append(f"{', '.join(unplanned)} would run but are not in the plan")
+    if causes:
+        run.refuse(
+            f"Refused: {run.where} will not run the plan {plan.sha256[:12]}: "
+            + "; ".join(causes)
+            + ".",
+            plan_refusals=causes,
+        )
+    return plan_evidence(app, plan)
+
+
+def refuse_plan(app: App, plan: Plan, env: str) -> None:
+    """Refusals that hold for every database: another environment's plan, an expired one,
+    one altered since its approval or lacking a required approval."""
+    from orchestrator.commands.plans import check_plan
+
+    causes = check_plan(app, plan, env)
+    if causes:
+        raise Refused(
+            f"Refused: {env} will not run the plan {plan.sha256[:12]}: " + "; ".join(causes) + "."
+        )
+
+
+def plan_approvals(app: App, plan: Plan, env: str) -> list[str]:
+    from orchestrator.commands.plans import approvals
+
+    return approvals(app, plan, env)
+
+
 def promote(
     app: App, env_name: str, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
 ) -> list[RunResult]:
@@ -155,6 +229,8 @@ def promote(
         raise UsageError(
             f"{env.name} promotes from nothing: it is the first environment. Use migrate."
         )
+    if options.plan is not None:  # the plan says how far, from the predecessor's evidence
+        return migrate(app, env_name, None, options, fleet)
     heads: set[tuple[str, ...]] = set()
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:

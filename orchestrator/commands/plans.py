@@ -1,0 +1,311 @@
+"""plan --out, plan show, plan approve: the release plan a reviewer approves, and the
+evidence `migrate --plan` checks before it runs exactly that (see orchestrator/plans.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from orchestrator import ledger, plans
+from orchestrator.app import App
+from orchestrator.errors import Refused, UsageError
+from orchestrator.evidence import judge, read_connection, read_state, upgrade_steps
+from orchestrator.planning import LedgerEntry, TargetState, refusal_message
+from orchestrator.policies import lint_revisions
+
+
+def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> dict[str, Any]:
+    """Write the plan file for `env_name`; refuse (exit 3) a plan the gate or lint would
+    refuse, so that nobody reviews a change that cannot run."""
+    env = app.envs.get(env_name)
+    try:
+        lifetime = plans.parse_ttl(ttl)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    destination = app.resolve(to or "head")
+    targets: list[dict[str, Any]] = []
+    revisions: list[str] = []
+    for target in app.targets(env.name):
+        with read_connection(target) as connection:
+            state = read_state(connection, app.graph, f"{env.name}/{target.name}")
+        targets.append({"name": target.name, "heads": list(state.heads)})
+        if destination not in state.heads:
+            path = upgrade_steps(app, state.heads, destination, env.name)
+            revisions += [r for r in path if r not in revisions]
+    steps = judge(app, env, revisions)
+    if any(s.blocked for s in steps):
+        raise Refused(refusal_message(env.name, env.promotes_from, steps))
+    findings, problem = lint_revisions(app, env, revisions)
+    blocking = [f for f in findings if not f.waived]
+    if env.policy.lint == "error" and (problem or blocking):
+        why = problem or "; ".join(f"{f.revision} breaks {f.rule}" for f in blocking)
+        raise Refused(f"Refused: lint is `error` on {env.name} and the plan would fail it: {why}.")
+
+    rendered = app.project.offline_sql(revisions, "postgresql") if revisions else None
+    body = plans.build(
+        env=env.name,
+        predecessor=env.promotes_from,
+        to=destination,
+        targets=targets,
+        steps=[_step(app, rev, rendered) for rev in revisions],
+        evidence=_evidence(app, env.promotes_from, revisions),
+        lint=[_finding(f) for f in findings],
+        waivers=sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived}),
+        author=app.actor,
+        git_sha=app.git_sha,
+        created=datetime.now(UTC),
+        ttl=lifetime,
+    )
+    envelope = {
+        "payloadType": plans.PLAN_TYPE,
+        "payload": _b64(plans.canonical(body)),
+        "signatures": [],
+    }
+    _write(out, envelope)
+    plan = plans.read(json.dumps(envelope))
+    return {
+        "file": str(out),
+        "env": env.name,
+        "to": destination,
+        "steps": plan.revisions,
+        "plan_sha256": plan.sha256,
+        "expires_at": body["expires_at"],
+    }
+
+
+def _step(app: App, rev: str, rendered: Any) -> dict[str, Any]:
+    sql = rendered.sql.get(rev) if rendered is not None else None
+    return {
+        "revision": rev,
+        "checksum": app.graph.get(rev).checksum,
+        "direction": "up",
+        "doc": app.graph.get(rev).doc,
+        "sql": sql,
+        "sql_sha256": plans.sql_digest(sql) if sql is not None else None,
+        "sql_problem": rendered.failed.get(rev) if rendered is not None else None,
+    }
+
+
+def _finding(finding: Any) -> dict[str, Any]:
+    return {k: v for k, v in finding.__dict__.items() if not k.startswith("_")}
+
+
+def _evidence(
+    app: App, predecessor: str | None, revisions: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Each predecessor database's ledger rows of the planned revisions, as stored there
+    (with their signature envelopes where the predecessor signs)."""
+    if predecessor is None or not revisions:
+        return {}
+    wanted = set(revisions)
+    evidence = {}
+    for target in app.targets(predecessor):
+        with read_connection(target) as connection:
+            latest = ledger.latest_ledger(connection)
+        evidence[target.name] = [e.as_row() for rev, e in latest.items() if rev in wanted]
+    return evidence
+
+
+def read_plan(path: Path) -> plans.Plan:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"The plan file {path} does not exist.") from None
+    except OSError as exc:
+        raise UsageError(f"The plan file {path} cannot be read: {exc.strerror or exc}.") from None
+    try:
+        return plans.read(data)
+    except plans.PlanFileError as exc:
+        raise UsageError(
+            f"{path} is not a plan file this version can apply: {exc}. Make one with "
+            "`orchestrator plan ENV --out FILE`."
+        ) from None
+    except plans.PlanTampered as exc:
+        raise Refused(f"Refused: the plan {path} was altered: {exc}.") from None
+
+
+def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
+    """Add a signature over the plan's payload with the private key in `key_env`."""
+    from orchestrator import signing
+
+    plan = read_plan(path)
+    key = _private_key(app, key_env)
+    keyid = signing.keyid(key.public_key())
+    if any(s.get("keyid") == keyid for s in plan.envelope["signatures"] if isinstance(s, dict)):
+        return {"file": str(path), "plan_sha256": plan.sha256, "keyid": keyid, "added": False}
+    _write(path, signing.add_signature(plan.envelope, key))
+    return {"file": str(path), "plan_sha256": plan.sha256, "keyid": keyid, "added": True}
+
+
+def _private_key(app: App, variable: str) -> Any:
+    from orchestrator import signing
+
+    value = (app.environ.get(variable) or "").strip()
+    if not value:
+        raise UsageError(
+            f"--key-env {variable}: the variable is not set. Set it to your private key "
+            "(PEM text, or the path of a PEM file)."
+        )
+    data = value.encode()
+    if not value.startswith("-----BEGIN"):
+        path = Path(value)
+        try:
+            data = (path if path.is_absolute() else app.settings.project_dir / path).read_bytes()
+        except OSError as exc:
+            raise UsageError(
+                f"--key-env {variable}: it names a file that cannot be read ({exc.strerror})."
+            ) from None
+    try:
+        return signing.load_private_key(data)
+    except signing.KeyMaterialError as exc:
+        raise UsageError(f"--key-env {variable}: it holds {exc}.") from None
+
+
+def approver_keys(app: App, env_name: str) -> dict[str, Any]:
+    """policy.plan_approvers: key file -> public key."""
+    from orchestrator import signing
+
+    keys = {}
+    for name in app.envs.get(env_name).policy.plan_approvers:
+        path = app.settings.project_dir / name
+        try:
+            keys[name] = signing.load_public_key(path.read_bytes())
+        except (OSError, signing.KeyMaterialError) as exc:
+            raise UsageError(
+                f"policy.plan_approvers of {env_name}: {name} is not a readable Ed25519 "
+                f"public key ({getattr(exc, 'strerror', None) or exc})."
+            ) from None
+    return keys
+
+
+def plan_evidence(app: App, plan: plans.Plan) -> list[TargetState] | None:
+    """The predecessor's databases as the plan's signed rows show them, where the
+    predecessor signs (so its public key alone proves them); None where it does not sign
+    (the gate then reads the predecessor live, as without a plan)."""
+    predecessor = app.envs.get(plan.env).promotes_from
+    if predecessor is None:
+        return []
+    keys = app.public_keys(predecessor)
+    if keys is None:
+        return None
+    states = []
+    for name, rows in plan.body["evidence"].items():
+        entries = {}
+        for row in rows:
+            try:
+                entry = LedgerEntry(**{k: row.get(k) for k in _ENTRY_FIELDS})
+            except TypeError:
+                continue
+            entries[entry.revision] = entry
+        applied = frozenset(r for r, e in entries.items() if e.applied)
+        states.append(TargetState(name, applied, entries, keys, predecessor))
+    return states
+
+
+_ENTRY_FIELDS = ("revision", "checksum", "direction", "run_id", "at", "env", "actor", "envelope")
+
+
+def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
+    """Refusals of the whole plan (environment, expiry, approval, alteration)."""
+    from orchestrator import signing
+
+    return plans.envelope_refusals(
+        plan, env_name, datetime.now(UTC), approver_keys(app, env_name), signing.verify
+    )
+
+
+def approvals(app: App, plan: plans.Plan, env_name: str) -> list[str]:
+    from orchestrator import signing
+
+    return plans.approvals(plan, approver_keys(app, env_name), signing.verify)
+
+
+# -- show ----------------------------------------------------------------------------------
+
+
+def show(plan: plans.Plan, fmt: str, path: Path) -> str:
+    body = plan.body
+    if fmt == "json":
+        return json.dumps(
+            {
+                **body,
+                "plan_sha256": plan.sha256,
+                "signatures": [s.get("keyid") for s in plan.envelope["signatures"]],
+            },
+            indent=2,
+        )
+    markdown = fmt == "markdown"
+    lines: list[str] = []
+    title = f"Release plan for {body['env']}: {len(body['steps'])} revision(s) to {body['to']}"
+    lines += [f"## {title}" if markdown else title, ""]
+    facts = [
+        ("plan", f"{path.name} sha256 {plan.sha256}"),
+        ("made by", f"{body.get('author')} at {body.get('created_at')}, git {body.get('git_sha')}"),
+        ("expires", body["expires_at"]),
+        (
+            "targets",
+            ", ".join(f"{t['name']} at {','.join(t['heads']) or 'base'}" for t in body["targets"]),
+        ),
+        ("approvals", str(len(plan.envelope["signatures"])) + " signature(s)"),
+        ("waivers", ", ".join(body.get("waivers") or []) or "none"),
+    ]
+    for key, value in facts:
+        lines.append(f"- **{key}**: {value}" if markdown else f"{key:<10} {value}")
+    lines.append("")
+    evidence = body.get("evidence") or {}
+    for step in body["steps"]:
+        rev = step["revision"]
+        head = f"{rev}  {step.get('doc') or ''}".rstrip()
+        lines.append(f"### {head}" if markdown else f"* {head}")
+        lines.append(f"  checksum {step['checksum']}, SQL sha256 {step.get('sql_sha256')}")
+        for target, rows in evidence.items():
+            for row in rows:
+                if row.get("revision") == rev:
+                    signed = "signed" if row.get("envelope") else "unsigned"
+                    lines.append(
+                        f"  ran on {body.get('predecessor')}/{target} by {row.get('actor')} at "
+                        f"{row.get('at')} ({row.get('direction')}, checksum "
+                        f"{str(row.get('checksum'))[:12]}, {signed})"
+                    )
+        for finding in body.get("lint") or []:
+            if finding.get("revision") == rev:
+                state = "waived" if finding.get("waived") else "finding"
+                lines.append(f"  lint {state}: {finding.get('rule')}: {finding.get('message')}")
+        if step.get("sql"):
+            fence = (
+                ["```sql", step["sql"].rstrip(), "```"]
+                if markdown
+                else ["    " + line for line in step["sql"].rstrip().splitlines()]
+            )
+            lines += fence
+        elif step.get("sql_problem"):
+            lines.append(f"  SQL could not be rendered offline: {step['sql_problem']}")
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode("ascii")
+
+
+def _write(path: Path, envelope: dict[str, Any]) -> None:
+    """Whole or not at all: a reviewer never sees half a plan."""
+    text = json.dumps(envelope, indent=2) + "\n"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"Cannot write the plan {path}: {exc.strerror or exc}.") from None
