@@ -68,8 +68,25 @@ def load_signer(
     from orchestrator import signing
 
     variable = env.signing.key_env
-    value = (environ.get(variable) or "").strip()
     where = f"{env.name!r} signs its ledger and audit trail (signing.key_env in {env.source})"
+    key = read_private_key(variable, environ, project_dir, where)
+    keys = public_keys(env, project_dir) or ()
+    if not signing.same_key(key, keys[0]):
+        raise UsageError(
+            f"{where}, but the private key in {variable} does not match its public key "
+            f"{env.signing.public_key}: it is not {env.name}'s key. Nothing was written."
+        )
+    return Signer(env.name, key, signing.keyid(keys[0]))
+
+
+def read_private_key(
+    variable: str, environ: Mapping[str, str], project_dir: Path, where: str
+) -> signing.PrivateKey:
+    """The Ed25519 private key in `variable` (PEM text, or the path of a PEM file), or a
+    UsageError that starts with `where` and names the variable, never the key."""
+    from orchestrator import signing
+
+    value = (environ.get(variable) or "").strip()
     if not value:
         raise UsageError(
             f"{where}, but the variable {variable} is not set. Set {variable} to its private "
@@ -89,20 +106,13 @@ def load_signer(
                 "or the path of a PEM file; nothing was written."
             ) from None
     try:
-        key = signing.load_private_key(data)
+        return signing.load_private_key(data)
     except signing.KeyMaterialError as exc:
         raise UsageError(
             f"{where}, but the variable {variable} holds {exc} (expected an unencrypted "
             "Ed25519 key in PEM form, as `orchestrator keys generate` writes); nothing was "
             "written."
         ) from None
-    keys = public_keys(env, project_dir) or ()
-    if not signing.same_key(key, keys[0]):
-        raise UsageError(
-            f"{where}, but the private key in {variable} does not match its public key "
-            f"{env.signing.public_key}: it is not {env.name}'s key. Nothing was written."
-        )
-    return Signer(env.name, key, signing.keyid(keys[0]))
 
 
 def write_key_pair(

@@ -143,27 +143,10 @@ def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
 
 
 def _private_key(app: App, variable: str) -> Any:
-    from orchestrator import signing
+    from orchestrator.keys import read_private_key
 
-    value = (app.environ.get(variable) or "").strip()
-    if not value:
-        raise UsageError(
-            f"--key-env {variable}: the variable is not set. Set it to your private key "
-            "(PEM text, or the path of a PEM file)."
-        )
-    data = value.encode()
-    if not value.startswith("-----BEGIN"):
-        path = Path(value)
-        try:
-            data = (path if path.is_absolute() else app.settings.project_dir / path).read_bytes()
-        except OSError as exc:
-            raise UsageError(
-                f"--key-env {variable}: it names a file that cannot be read ({exc.strerror})."
-            ) from None
-    try:
-        return signing.load_private_key(data)
-    except signing.KeyMaterialError as exc:
-        raise UsageError(f"--key-env {variable}: it holds {exc}.") from None
+    where = f"plan approve signs with the key in --key-env {variable}"
+    return read_private_key(variable, app.environ, app.settings.project_dir, where)
 
 
 def approver_keys(app: App, env_name: str) -> dict[str, Any]:
