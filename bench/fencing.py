@@ -1,4 +1,6 @@
-"""What fencing costs: one revision's ledger row and commit, with and without the fence.
+"""What fencing and the audit trail cost per revision: one revision's ledger row and
+commit, without the fence, with it, and with it plus the revision's audit event (hash-chained,
+in the same transaction, as a run writes it).
 
 The fence is part of the ledger INSERT (`INSERT ... SELECT ... WHERE <the lock session still
 holds the lock>`), so it adds no round trip; what it adds is the server's work for that
@@ -17,7 +19,8 @@ BATCH = 200
 BATCHES = 10
 
 
-def fence_bench(cluster: Any, log: Callable[[str], None]) -> str:
+def fence_bench(cluster: Any, log: Callable[[str], None]) -> tuple[dict[str, float], str]:
+    """µs per revision of each feature, and the markdown section."""
     from sqlalchemy import text
 
     from orchestrator import ledger
@@ -27,7 +30,8 @@ def fence_bench(cluster: Any, log: Callable[[str], None]) -> str:
     log(f"  fencing: {BATCHES} x {BATCH} ledger rows + commits, plain and fenced, alternating")
     cluster.recreate("fence_bench")
     engine = make_engine(cluster.url("fence_bench"), "orchestrator bench")
-    per_row: dict[str, list[float]] = {"plain": [], "fenced": []}
+    kinds = ("plain", "fenced", "fenced + audit event")
+    per_row: dict[str, list[float]] = {kind: [] for kind in kinds}
     try:
         with engine.begin() as connection:
             ledger.ensure_tables(connection)
@@ -37,9 +41,9 @@ def fence_bench(cluster: Any, log: Callable[[str], None]) -> str:
         ):
             connection.execute(text("SET synchronous_commit = off"))
             connection.commit()
-            for i in range(BATCHES * 2):
-                kind = "fenced" if i % 2 else "plain"
-                fence = held.fence if kind == "fenced" else None
+            for i in range(BATCHES * len(kinds)):
+                kind = kinds[i % len(kinds)]
+                fence = held.fence if kind != "plain" else None
                 start = time.perf_counter()
                 for j in range(BATCH):
                     with connection.begin():
@@ -54,14 +58,18 @@ def fence_bench(cluster: Any, log: Callable[[str], None]) -> str:
                             at="2026-01-01T00:00:00Z",
                             fence=fence,
                         )
+                        if kind == "fenced + audit event":
+                            ledger.append_audit(connection, [_event(i, j)])
                     assert written
                 per_row[kind].append((time.perf_counter() - start) / BATCH * 1e6)
     finally:
         engine.dispose()
     plain = statistics.median(per_row["plain"])
     fenced = statistics.median(per_row["fenced"])
-    log(f"    per revision: plain {plain:.0f} µs, fenced {fenced:.0f} µs")
-    return "\n".join(
+    audited = statistics.median(per_row["fenced + audit event"])
+    log(f"    per revision: plain {plain:.0f} µs, fenced {fenced:.0f}, + audit {audited:.0f}")
+    costs = {"fencing": fenced - plain, "audit event": audited - fenced}
+    return costs, "\n".join(
         [
             "## Fencing",
             "",
@@ -75,6 +83,24 @@ def fence_bench(cluster: Any, log: Callable[[str], None]) -> str:
             f"| fenced INSERT ... WHERE lock held | {fenced:.0f} |",
             f"| fence cost | {fenced - plain:+.0f} ({(fenced - plain) * 1000 / 1e6:+.2f} s per "
             "1000 revisions) |",
+            f"| fenced INSERT + the revision's audit event (hash chain) | {audited:.0f} |",
+            f"| audit event cost | {audited - fenced:+.0f} ({(audited - fenced) / 1e3:+.2f} s "
+            "per 1000 revisions) |",
             "",
         ]
     )
+
+
+def _event(i: int, j: int) -> dict[str, Any]:
+    """A migration.applied event as a run writes it."""
+    return {
+        "timestamp": "2026-01-01T00:00:00Z",
+        "event": "migration.applied",
+        "run_id": "bench",
+        "env": "bench",
+        "actor": "bench",
+        "revision": f"r{i}_{j}",
+        "checksum": "0" * 64,
+        "duration_ms": 3,
+        "git_sha": "0" * 40,
+    }

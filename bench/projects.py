@@ -133,6 +133,7 @@ class BenchProject:
     bare_tpm: Path
     head: str
     offline_sql: Path
+    key_env: dict[str, str]  # BENCH_<ENV>_KEY -> the private key file of each environment
 
     @property
     def revisions(self) -> list[str]:
@@ -165,8 +166,13 @@ def make_project(n: int, bare_url: str) -> BenchProject:
     shutil.copy(REPO / "alembic" / "script.py.mako", orch / "alembic" / "script.py.mako")
     (orch / "bench_models.py").write_text(MODELS_PY, encoding="utf-8")
     (orch / "environments").mkdir()
+    # every environment signs its ledger and audit checkpoints, as a careful team's would:
+    # the trust features are on in every timing (bench/signing.py measures them off too)
+    key_env = {}
     for name, text in ENVS.items():
-        (orch / "environments" / f"{name}.yaml").write_text(text, encoding="utf-8")
+        key_env[f"BENCH_{name.upper()}_KEY"] = str(write_keys(orch / "keys", name))
+        signed = text + SIGNING.format(pub=orch / "keys" / f"{name}.pub", name=name.upper())
+        (orch / "environments" / f"{name}.yaml").write_text(signed, encoding="utf-8")
     head = write_versions(orch / "alembic" / "versions", n)
 
     # -- bare Alembic: the stock generic template, its own engine --------------------------
@@ -213,4 +219,18 @@ def make_project(n: int, bare_url: str) -> BenchProject:
     )
     offline = root / "upgrade.sql"
     offline.write_text(sql + "\n", encoding="utf-8")
-    return BenchProject(n, root, orch, bare, bare_tpm, head, offline)
+    return BenchProject(n, root, orch, bare, bare_tpm, head, offline, key_env)
+
+
+SIGNING = "signing:\n  public_key: {pub}\n  key_env: BENCH_{name}_KEY\n"
+
+
+def write_keys(directory: Path, name: str) -> Path:
+    """A new Ed25519 key pair for `name` in `directory`; the private key's path."""
+    from orchestrator import signing
+
+    directory.mkdir(parents=True, exist_ok=True)
+    private, public = signing.generate()
+    (directory / f"{name}.pub").write_bytes(public)
+    (directory / f"{name}.key").write_bytes(private)
+    return directory / f"{name}.key"

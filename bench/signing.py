@@ -23,7 +23,6 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 from measure import Command, Contender, Sample, alternate, run_once  # noqa: E402
 
-SIGNING = "signing:\n  public_key: {pub}\n  key_env: BENCH_{name}_KEY\n"
 RATIOS = [
     (
         "full upgrade: signing on / off",
@@ -43,9 +42,7 @@ RATIOS = [
 def signing_bench(
     cluster: Any, n: int, orch_dir: Path, orch: Path, env: dict[str, str], reps: int, log: Any
 ) -> dict[str, Sample]:
-    from projects import ENVS
-
-    from orchestrator import signing
+    from projects import ENVS, SIGNING, write_keys
 
     keys = orch_dir / "signing_keys"
     keys.mkdir(exist_ok=True)
@@ -56,10 +53,7 @@ def signing_bench(
         for name in ("dev", "staging"):
             text = ENVS[name]
             if mode == "on":
-                private, public = signing.generate()
-                (keys / f"{name}.pub").write_bytes(public)
-                (keys / f"{name}.key").write_bytes(private)
-                environ[f"BENCH_{name.upper()}_KEY"] = str(keys / f"{name}.key")
+                environ[f"BENCH_{name.upper()}_KEY"] = str(write_keys(keys, name))
                 text += SIGNING.format(pub=keys / f"{name}.pub", name=name.upper())
             (directory / f"{name}.yaml").write_text(text, encoding="utf-8")
     db = {(mode, e): f"sig_{mode}_{e}_n{n}" for mode in dirs for e in ("dev", "staging")}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.pool import NullPool
 
 from orchestrator.errors import UsageError
 from orchestrator.secrets import redact, register_url
@@ -25,7 +30,9 @@ def safe_url(url: str) -> str:
     return redact(shown)
 
 
-def make_engine(url: str, application_name: str = "orchestrator", writer: bool = True) -> Engine:
+def make_engine(
+    url: str, application_name: str = "orchestrator", writer: bool = True, **options: Any
+) -> Engine:
     register_url(url)
     try:
         parsed = make_url(url)
@@ -37,7 +44,7 @@ def make_engine(url: str, application_name: str = "orchestrator", writer: bool =
     if parsed.get_backend_name() == "postgresql":
         connect_args = {"application_name": application_name[:63], "connect_timeout": 10}
     try:
-        engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=False)
+        engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=False, **options)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise UsageError(
             f"Cannot use the database URL {safe_url(url)}: {exc}. Is its driver installed? "
@@ -65,6 +72,64 @@ def _no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
     finally:
         cursor.close()
     dbapi_connection.commit()
+
+
+# Reads go through one engine per server: a fleet of 500 databases on one server pays for
+# SQLAlchemy's dialect set-up (its queries on a first connection) once, not 500 times. No pool
+# (each connection is for one database, closed after use); the database is chosen when the
+# connection is opened, from this variable.
+_readers: dict[tuple[str, str], Engine] = {}
+_readers_lock = threading.Lock()
+_database: ContextVar[str | None] = ContextVar("orchestrator_read_database", default=None)
+
+
+@contextmanager
+def read_only(url: str, application_name: str) -> Iterator[Connection]:
+    """A connection for reading one database; safe to use from several threads at once."""
+    register_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError("A database URL does not parse as a SQLAlchemy URL.") from None
+    if parsed.get_backend_name() != "postgresql":
+        engine = make_engine(url, application_name, writer=False)
+        try:
+            with engine.connect() as connection:
+                connection.info[_TABLES] = None
+                yield connection
+        finally:
+            engine.dispose()
+        return
+    engine = _server_engine(parsed, application_name)
+    token = _database.set(parsed.database)
+    try:
+        connection = engine.connect()
+    finally:
+        _database.reset(token)
+    with connection:
+        connection.info[_TABLES] = None  # a fresh session that creates nothing: may memoise
+        yield connection
+
+
+def _server_engine(url: Any, application_name: str) -> Engine:
+    key = (url._replace(database=None).render_as_string(hide_password=False), application_name)
+    with _readers_lock:
+        if key not in _readers:
+            engine = make_engine(
+                url.render_as_string(hide_password=False),
+                application_name,
+                writer=False,
+                poolclass=NullPool,
+            )
+            event.listen(engine, "do_connect", _choose_database)
+            _readers[key] = engine
+        return _readers[key]
+
+
+def _choose_database(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    database = _database.get()
+    if database is not None:
+        params["dbname"] = database
 
 
 def _sqlite_engine(url: Any, writer: bool) -> Engine:
@@ -102,8 +167,29 @@ def is_postgresql(connection_or_engine: Connection | Engine) -> bool:
     return connection_or_engine.dialect.name == "postgresql"
 
 
+_TABLES = "orchestrator_tables"
+
+
+def has_table(connection: Connection, name: str) -> bool:
+    """Whether the table exists in the connection's default schema. A read-only connection
+    (`read_only`) lists them all with its first question and answers the next from that
+    list: a status or fleet read asks five of these per database."""
+    if _TABLES not in connection.info:
+        return inspect(connection).has_table(name)
+    tables = connection.info[_TABLES]
+    if tables is None:
+        listing = (  # pg_class, not the pg_tables view: half the cost in a new session
+            "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
+            " AND relnamespace = current_schema()::regnamespace"
+            if connection.dialect.name == "postgresql"
+            else "SELECT name FROM sqlite_master WHERE type = 'table'"
+        )
+        tables = connection.info[_TABLES] = {r[0] for r in connection.exec_driver_sql(listing)}
+    return name in tables
+
+
 def current_heads(connection: Connection) -> tuple[str, ...]:
-    if not inspect(connection).has_table(VERSION_TABLE):
+    if not has_table(connection, VERSION_TABLE):
         return ()
     rows = connection.execute(text(f"SELECT version_num FROM {VERSION_TABLE}"))
     return tuple(sorted(row[0] for row in rows))

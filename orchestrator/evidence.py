@@ -3,9 +3,10 @@ judgement of revisions against that evidence."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -13,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator import ledger
 from orchestrator.app import App, revision_error
 from orchestrator.config import EnvironmentConfig, Target
-from orchestrator.database import current_heads, describe_error, make_engine, safe_url
+from orchestrator.database import current_heads, describe_error, read_only, safe_url
 from orchestrator.errors import MigrationFailed, UsageError
 from orchestrator.planning import LedgerEntry, Step, TargetState, drift, gate
 from orchestrator.revisions import RevisionGraph, RevisionsError
@@ -40,19 +41,31 @@ def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbSt
     return DbState(heads, ledger.latest_ledger(connection), frozenset(applied))
 
 
+T = TypeVar("T")
+READERS = 8  # threads reading a fleet's databases at once, each on its own connection
+
+
+def read_each(targets: Sequence[Target], read: Callable[[Target], T]) -> list[T]:
+    """`read(target)` for each target, in order; a fleet's in threads, which wait on the
+    network and the server together (500 databases in seconds, not minutes)."""
+    if len(targets) < 2:
+        return [read(t) for t in targets]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(min(READERS, len(targets))) as pool:
+        return list(pool.map(read, targets))
+
+
 @contextmanager
 def read_connection(target: Target) -> Iterator[Connection]:
     """A read-only look at one database; failures become one clear error."""
-    engine = make_engine(target.url, "orchestrator status", writer=False)
     try:
-        with engine.connect() as connection:
+        with read_only(target.url, "orchestrator status") as connection:
             yield connection
     except SQLAlchemyError as exc:
         raise MigrationFailed(
             f"Cannot read {target.env} ({safe_url(target.url)}): {describe_error(exc)}"
         ) from None
-    finally:
-        engine.dispose()
 
 
 def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) -> list[TargetState]:

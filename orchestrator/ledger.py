@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from orchestrator import trust
+from orchestrator.database import has_table
 from orchestrator.locks import FENCE_SQL, Fence
 from orchestrator.planning import LedgerEntry
 
@@ -97,13 +98,6 @@ audit = Table(
     Index("ix_orchestrator_audit_env_timestamp", "env", "timestamp"),
     Index("ix_orchestrator_audit_event", "event"),
     Index("ix_orchestrator_audit_actor", "actor"),
-    # pattern ops: `--revision` is a prefix (LIKE 'abc%'), which a plain btree serves only
-    # under the C collation; these serve = and the prefix under any collation
-    Index(
-        "ix_orchestrator_audit_revision",
-        "revision",
-        postgresql_ops={"revision": "varchar_pattern_ops"},
-    ),
     Index("ix_orchestrator_audit_outcome", "outcome"),
 )
 
@@ -206,6 +200,13 @@ def ensure_tables(connection: Connection) -> None:
                 )
             else:
                 connection.exec_driver_sql(f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN {name} {kind}")
+    # pattern ops: `--revision` is a prefix (LIKE 'abc%'), which a plain btree serves only
+    # under the C collation; these serve = and the prefix under any collation. Written as SQL,
+    # not `postgresql_ops=` on the Table: that would load the PostgreSQL dialect on SQLite.
+    connection.exec_driver_sql(
+        "CREATE INDEX IF NOT EXISTS ix_orchestrator_audit_revision ON "
+        f"{AUDIT_TABLE} (revision{' varchar_pattern_ops' if postgres else ''})"
+    )
     if postgres:
         connection.exec_driver_sql(_APPEND_ONLY_TRIGGER)
     else:
@@ -284,17 +285,13 @@ _FENCED_RECORD = text(
 )
 
 
-def _ledger_select(connection: Connection) -> Select[Any]:
-    """All ledger columns this database has (one made by an earlier release has fewer)."""
-    present = {c["name"] for c in inspect(connection).get_columns(LEDGER_TABLE)}
-    return select(*(c for c in ledger.c if c.name in present))
-
-
 def ledger_table_rows(connection: Connection) -> list[dict[str, Any]]:
-    """Every ledger row, oldest first, as plain dicts (no `envelope` key where none)."""
-    if not inspect(connection).has_table(LEDGER_TABLE):
+    """Every ledger row, oldest first, as plain dicts. `*`: a ledger made by an earlier
+    release has fewer columns (no `envelope` key then), and asking which costs more than
+    the rows."""
+    if not has_table(connection, LEDGER_TABLE):
         return []
-    rows = connection.execute(_ledger_select(connection).order_by(ledger.c.id))
+    rows = connection.exec_driver_sql(f"SELECT * FROM {LEDGER_TABLE} ORDER BY id")
     return [dict(row._mapping) for row in rows]
 
 
@@ -346,7 +343,7 @@ def record_schema(
     actor: str,
     at: str,
 ) -> None:
-    if not inspect(connection).has_table(SCHEMA_TABLE):  # a database of an older version
+    if not has_table(connection, SCHEMA_TABLE):  # a database of an older version
         schema.create(connection, checkfirst=True)
     connection.execute(
         insert(schema),
@@ -367,7 +364,7 @@ def recorded_schema(
     connection: Connection, heads: Iterable[str], with_description: bool = True
 ) -> RecordedSchema | None:
     """The schema the last run that left the database at `heads` recorded, if any."""
-    if not inspect(connection).has_table(SCHEMA_TABLE):
+    if not has_table(connection, SCHEMA_TABLE):
         return None
     columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id, schema.c.at]
     if with_description:
@@ -392,7 +389,7 @@ def recorded_schema(
 
 def ledger_history(connection: Connection) -> list[tuple[str, str, str]]:
     """Every ledger row, oldest first: (revision, direction, run_id)."""
-    if not inspect(connection).has_table(LEDGER_TABLE):
+    if not has_table(connection, LEDGER_TABLE):
         return []
     rows = connection.execute(
         select(ledger.c.revision, ledger.c.direction, ledger.c.run_id).order_by(ledger.c.id)
@@ -509,7 +506,7 @@ def write_checkpoint(
 
 
 def read_checkpoints(connection: Connection) -> list[dict[str, Any]]:
-    if not inspect(connection).has_table(CHECKPOINT_TABLE):
+    if not has_table(connection, CHECKPOINT_TABLE):
         return []
     rows = connection.execute(select(checkpoint).order_by(checkpoint.c.id))
     return [dict(row._mapping) for row in rows]
@@ -527,8 +524,11 @@ def audited_revisions(connection: Connection, run_id: str) -> set[str]:
 
 
 def ledger_rows(connection: Connection, run_id: str) -> list[dict[str, Any]]:
-    query = _ledger_select(connection).where(ledger.c.run_id == run_id).order_by(ledger.c.id)
-    return [dict(row._mapping) for row in connection.execute(query)]
+    rows = connection.execute(
+        text(f"SELECT * FROM {LEDGER_TABLE} WHERE run_id = :run_id ORDER BY id"),
+        {"run_id": run_id},
+    )
+    return [dict(row._mapping) for row in rows]
 
 
 @dataclass(frozen=True)
@@ -546,9 +546,22 @@ class AuditFilter:
 
 def query_audit(connection: Connection, flt: AuditFilter) -> list[dict[str, Any]]:
     """Matching events, oldest first; `limit` keeps the most recent ones."""
-    if not inspect(connection).has_table(AUDIT_TABLE):
+    if not has_table(connection, AUDIT_TABLE):
         return []
     rows = connection.execute(audit_select(flt)).all()
+    return [{"id": row.id, **json.loads(row.payload)} for row in reversed(rows)]
+
+
+def recent_ends(connection: Connection, limit: int = 200) -> list[dict[str, Any]]:
+    """The most recent run ends (TERMINAL_EVENTS), oldest first: what `status` shows."""
+    if not has_table(connection, AUDIT_TABLE):
+        return []
+    rows = connection.execute(
+        select(audit.c.id, audit.c.payload)
+        .where(audit.c.event.in_(TERMINAL_EVENTS))
+        .order_by(audit.c.id.desc())
+        .limit(limit)
+    ).all()
     return [{"id": row.id, **json.loads(row.payload)} for row in reversed(rows)]
 
 
@@ -578,7 +591,7 @@ def audit_select(flt: AuditFilter) -> Select[Any]:
 
 def runs_without_end(connection: Connection) -> list[dict[str, Any]]:
     """`run.started` events with no terminal event: runs still going, or dead."""
-    if not inspect(connection).has_table(AUDIT_TABLE):
+    if not has_table(connection, AUDIT_TABLE):
         return []
     ended = select(audit.c.run_id).where(audit.c.event.in_(TERMINAL_EVENTS))
     rows = connection.execute(
@@ -685,7 +698,7 @@ def event_matches(flt: AuditFilter, record: Mapping[str, Any]) -> bool:
 
 
 def read_chain(connection: Connection) -> list[dict[str, Any]]:
-    if not inspect(connection).has_table(AUDIT_TABLE):
+    if not has_table(connection, AUDIT_TABLE):
         return []
     result = connection.execute(select(audit).order_by(audit.c.id))
     keys = list(result.keys())

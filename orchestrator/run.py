@@ -329,11 +329,6 @@ class TargetRun:
         except SQLAlchemyError as exc:
             raise MigrationFailed(f"Cannot read {self.where}: {describe_error(exc)}") from None
 
-    def open_runs(self) -> bool:
-        """Whether some run on this database started and never ended (live, or dead)."""
-        with self.engine.connect() as connection:
-            return bool(ledger.runs_without_end(connection))
-
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
         with self.engine.connect() as connection:

@@ -163,15 +163,6 @@ def planned_schema_drift(
         return []
 
 
-def suspect_drift(run: TargetRun, heads: Sequence[str]) -> bool:
-    """A first look without the lock (a no-op migrate stays cheap): has it drifted?"""
-    if run.env.policy.schema_drift == "off":
-        return False
-    with run.engine.connect() as connection:
-        connection.execution_options(read_only=True)
-        return bool(drift_since_recorded(connection, heads))
-
-
 def check_before_run(run: TargetRun, heads: Sequence[str]) -> None:
     """Under the lock, before applying: policy.schema_drift against the recorded schema."""
     policy = run.env.policy.schema_drift

@@ -8,11 +8,23 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import ledger
 from orchestrator.app import App
-from orchestrator.commands.drift import planned_schema_drift, schema_status
+from orchestrator.commands.drift import (
+    planned_schema_drift,
+    predecessor_schemas,
+    schema_status,
+)
 from orchestrator.config import EnvironmentConfig, Target
 from orchestrator.database import safe_url
 from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.evidence import checksum_drift, judge, read_connection, read_state, upgrade_steps
+from orchestrator.evidence import (
+    checksum_drift,
+    judge,
+    predecessor_states,
+    read_connection,
+    read_each,
+    read_state,
+    upgrade_steps,
+)
 from orchestrator.planning import ledger_heads, plan_verdict
 from orchestrator.policies import lint_revisions
 from orchestrator.run import live_run_ids, run_alive
@@ -30,9 +42,19 @@ def status(app: App, names: list[str]) -> list[dict[str, Any]]:
         except UsageError as exc:
             rows.append(_unconfigured(env.name, env.name, str(exc), heads))
             continue
-        for target in targets:
-            rows.append(_target_status(app, target, head, heads))
+        if len(targets) > 1:  # read once here, not once per thread below
+            _read_predecessor(app, env)
+        rows += read_each(targets, lambda t: _target_status(app, t, head, heads))
     return rows
+
+
+def _read_predecessor(app: App, env: EnvironmentConfig) -> None:
+    """What every database's row compares with: its predecessor's ledgers and schemas."""
+    try:
+        predecessor_states(app, env)
+        predecessor_schemas(app, env)
+    except OrchestratorError:
+        pass  # each row says why its gate or schema could not be judged
 
 
 def evidence_kind(env: EnvironmentConfig) -> str:
@@ -76,7 +98,7 @@ def _target_status(
             state = read_state(connection, app.graph, target.name)
             open_runs = ledger.runs_without_end(connection)
             live = live_run_ids(connection) if open_runs else set()
-            last = ledger.query_audit(connection, ledger.AuditFilter(event=None, limit=200))
+            terminal = ledger.recent_ends(connection)
             schema = schema_status(app, target, connection, state.heads)
             history = ledger.ledger_history(connection)
     except (OrchestratorError, SQLAlchemyError) as exc:
@@ -88,7 +110,6 @@ def _target_status(
         steps = judge(app, env, pending) if pending else []
     except OrchestratorError as exc:  # the predecessor is unconfigured or unreachable
         steps, row["gate"] = [], f"not judged: {exc.message}"
-    terminal = [e for e in last if e["event"] in ledger.TERMINAL_EVENTS]
     last_success = max((e["id"] for e in terminal if e["event"] == "run.succeeded"), default=0)
     interrupted = sorted(
         {r["run_id"] for r in open_runs if not run_alive(r, live)}

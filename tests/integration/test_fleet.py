@@ -241,6 +241,12 @@ def test_parallel_fan_out_reaches_head_on_every_target_and_a_rerun_is_a_quick_no
         assert events.count("run.succeeded") == 1 and "lock.acquired" in events, db
         assert "lock.waiting" not in events, db  # a lock per database: no tenant waits on another
 
+    # A re-run reads the whole fleet first, in threads, and runs only where there is work.
+    # A tenant changed by hand is at head too, yet its drift must still be seen and recorded.
+    touched = fleet.staging[3]
+    with fleet.cluster.connect(touched) as conn:
+        conn.execute("CREATE TABLE added_by_hand (id integer)")
+    before = {db: len(fleet.events(db)) for db in fleet.staging}
     again = fleet.run("migrate", "staging", "--parallel", "4", "--json")
     assert again.code == 0, again.stderr
     assert {(r["applied"] == [], r["message"]) for r in json.loads(again.stdout)} == {
@@ -248,6 +254,11 @@ def test_parallel_fan_out_reaches_head_on_every_target_and_a_rerun_is_a_quick_no
     }  # how quick it is: `make bench`
     for db in fleet.staging:
         fleet.assert_applied_once(db, SHIPPED)
+        new_events = fleet.events(db)[before[db] :]
+        if db == touched:  # its run took the lock and recorded what it found
+            assert "schema.drifted" in new_events and new_events[-1] == "run.succeeded", new_events
+        else:  # nothing to do, nothing written
+            assert new_events == [], (db, new_events)
 
 
 BARRIER = """
