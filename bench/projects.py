@@ -13,6 +13,7 @@ index):
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 WORK = REPO / "bench" / ".work"
-VENV_BIN = REPO / ".venv" / "bin"
+VENV_BIN = Path(os.environ.get("BENCH_BIN") or REPO / ".venv" / "bin").resolve()
 
 ORCH_INI = """[alembic]
 script_location = %(here)s/alembic
