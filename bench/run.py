@@ -2,11 +2,13 @@
 
 Starts its own throwaway PostgreSQL (fsync on), generates linear histories of N revisions
 under bench/.work/, times every contender in a fresh process, alternating them within each
-repetition, and writes the medians and paired ratios to bench/latest.md (untracked; `make
-bench-record` writes bench/results.md), stamped with the commit it measured.
+repetition, the whole set twice (rounds), and writes the medians, minima and paired ratios
+to bench/latest.md (untracked; `make bench-record` writes bench/results.md), stamped with the
+commit it measured and the load average of each round. The commands timed are those of
+BENCH_BIN (`make bench`: a venv where `pip install .` put them, as a user gets them).
 
-    .venv/bin/python bench/run.py            # N = 10, 200, 1000
-    BENCH_QUICK=1 .venv/bin/python bench/run.py   # N = 10, 200, 3 repetitions
+    .venv/bin/python bench/run.py            # N = 10, 200, 1000, two rounds
+    BENCH_QUICK=1 .venv/bin/python bench/run.py   # N = 10, 200, 3 repetitions, one round
     BENCH_N=10,200 BENCH_REPS=5 BENCH_ROUNDS=1 BENCH_PROFILE=0 BENCH_FLEET=0 BENCH_SCHEMA=0 ...
     BENCH_FLEET_SIZE=500                      # the fleet's databases
 
