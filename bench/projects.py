@@ -235,3 +235,15 @@ def write_keys(directory: Path, name: str) -> Path:
     (directory / f"{name}.pub").write_bytes(public)
     (directory / f"{name}.key").write_bytes(private)
     return directory / f"{name}.key"
+
+
+def per_run_environments(orch_dir: Path) -> Path:
+    """A copy of the bench project's environments with `transaction: per-run` (one
+    transaction around a whole run, as bare Alembic does by default)."""
+    target = orch_dir / "environments_per_run"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(orch_dir / "environments", target)
+    for path in target.glob("*.yaml"):
+        path.write_text(path.read_text(encoding="utf-8") + "transaction: per-run\n", "utf-8")
+    return target

@@ -33,7 +33,7 @@ from cluster import DurableCluster  # noqa: E402
 from fencing import fence_bench  # noqa: E402
 from fleet import FleetBench  # noqa: E402
 from measure import Command, Contender, Sample, alternate, run_concurrently, run_once  # noqa: E402
-from projects import WORK, BenchProject, make_project  # noqa: E402
+from projects import WORK, BenchProject, make_project, per_run_environments  # noqa: E402
 from schemadrift import no_drift_environments, schema_bench  # noqa: E402
 from signing import RATIOS as SIGNING_RATIOS  # noqa: E402
 from signing import signing_bench  # noqa: E402
@@ -98,6 +98,7 @@ class Bench:
         }
         self.bare_env = base
         self.no_drift = no_drift_environments(self.project.orch)
+        self.per_run = per_run_environments(self.project.orch)
         self.samples: dict[str, Sample] = {}
         self.report_bytes = 0
         self.conc_each: list[list[float]] = []
@@ -184,6 +185,17 @@ class Bench:
                                 "migrate",
                                 "staging",
                                 ORCHESTRATOR_ENVIRONMENTS_DIR=str(self.no_drift),
+                            ),
+                        ),
+                    ),
+                    Contender(
+                        "migrate (full), transaction: per-run",
+                        lambda: self.fresh(
+                            "staging",
+                            self.orch(
+                                "migrate",
+                                "staging",
+                                ORCHESTRATOR_ENVIRONMENTS_DIR=str(self.per_run),
                             ),
                         ),
                     ),
@@ -317,6 +329,12 @@ RATIOS = [
         1.05,
     ),
     (
+        "full upgrade: migrate, transaction: per-run / alembic upgrade head",
+        "migrate (full), transaction: per-run",
+        "alembic upgrade head",
+        1.05,
+    ),
+    (
         "full upgrade: migrate / alembic (txn per revision)",
         "migrate (full)",
         "alembic upgrade head, txn/revision",
@@ -359,6 +377,7 @@ RATIOS = [
 # Targets the issue states for N = 1000 only; the others hold at every N.
 N_SPECIFIC = {
     "full upgrade: migrate / alembic upgrade head",
+    "full upgrade: migrate, transaction: per-run / alembic upgrade head",
     "full upgrade: migrate / alembic, both synchronous_commit off",
     "no-op migrate / cold alembic current",
     "status (3 envs) / cold alembic current",

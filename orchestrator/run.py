@@ -510,7 +510,13 @@ class TargetRun:
             )
 
     def _record(self, connection: Connection, revision: str, checksum: str, direction: str) -> None:
-        """The ledger row of one revision, in its transaction; fenced on PostgreSQL."""
+        """The ledger row of one revision, in its transaction; fenced on PostgreSQL. Under
+        `transaction: per-run` the rows are not fenced one by one: the one COMMIT is, by
+        `_fence_commit`. Each row's check would read pg_locks while this transaction holds
+        a lock per table it created, thousands by the end: quadratic in the run's length.
+        The rows hold the ledger in ROW EXCLUSIVE mode until that COMMIT, so the next lock
+        holder still waits for it (`_wait_for_commits_in_flight`)."""
+        fence = None if self.per_run else self.fence
         written = ledger.record_revision(
             connection,
             revision=revision,
@@ -520,13 +526,13 @@ class TargetRun:
             env=self.env.name,
             actor=self.app.actor,
             at=utc_now(),
-            fence=self.fence,
+            fence=fence,
             key=self.key,
             target=self.target.name,
         )
         if not written:
             raise LockLost(f"the migration lock was lost before {revision} could commit")
-        connection.info[FENCED] = True
+        connection.info[FENCED] = fence is not None
         connection.info[AUTOCOMMITTED] = False
         connection.info[BETWEEN] = True
 
@@ -648,7 +654,8 @@ class TargetRun:
 
 def _fence_commit(connection: Connection) -> None:
     """Before a commit on the migration connection that no fenced ledger insert covers (the
-    work before an autocommit block, the block itself), prove the lock is still held."""
+    work before an autocommit block, the block itself, the one COMMIT of a per-run
+    transaction), prove the lock is still held."""
     fence = connection.info.get(FENCE)
     if fence is None or connection.info.pop(FENCED, False):
         return
@@ -662,7 +669,7 @@ def _fence_commit(connection: Connection) -> None:
         cursor.close()
     if not (row and row[0]):
         dbapi.rollback()
-        raise LockLost("the migration lock was lost before an autocommit block")
+        raise LockLost("the migration lock was lost before this transaction could commit")
 
 
 _FENCE_CHECK_RAW = "SELECT " + re.sub(r":(fence_\w+)", r"%(\1)s", FENCE_SQL)  # DBAPI style

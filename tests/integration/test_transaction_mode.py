@@ -3,8 +3,21 @@ revision: real PostgreSQL, real CLI runs, what is left in the tables after a fai
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from projectkit import SHIPPED, Project
+from projectkit import HEAD, SHIPPED, Project
+from test_fencing import (  # noqa: F401 -- fixtures
+    BLOCK,
+    blocker,
+    procs,
+    run_id_of,
+    runs_waiting_on,
+    setup,
+    terminate_lock_session,
+    wait_long,
+)
+from test_locking import events, finish
 
 FIRST, SECOND, THIRD = "a1000000000a", "b2000000000b", "c3000000000c"
 
@@ -133,3 +146,31 @@ def test_an_unknown_transaction_mode_is_a_configuration_error(pg_project: Projec
     assert result.code == 2, result.output
     assert "transaction" in result.stderr and "per-run" in result.stderr
     assert pg_project.version("dev") == []
+
+
+def test_per_run_that_lost_its_lock_commits_nothing(
+    pg_project: Project,
+    blocker: Any,  # noqa: F811 -- test_fencing's fixture
+    procs: list,  # noqa: F811
+) -> None:
+    """Its ledger rows are not fenced one by one (that would read pg_locks while the run's
+    one transaction holds a lock per table it made): its single COMMIT is."""
+    quick, blocking, after = setup(pg_project)
+    _env(pg_project, "per-run")
+    run = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
+    procs.append(run)
+    wait_long(
+        "the run inside the blocking revision", lambda: runs_waiting_on(pg_project, "advisory")
+    )
+
+    terminate_lock_session(pg_project)
+    blocker.execute(f"SELECT pg_advisory_unlock({BLOCK})")  # the run goes on to its COMMIT
+    code, _, err = finish(run, 120)
+
+    assert code == 1, err[-3000:]
+    assert "lost the migration lock" in err and "Traceback" not in err
+    assert pg_project.version("dev") == [HEAD]  # none of the three: one transaction, rolled back
+    assert [r for r, _ in pg_project.ledger("dev")] == SHIPPED
+    assert pg_project.query("dev", "SELECT to_regclass('side_effects')") == [(None,)]
+    (failed,) = events(pg_project, "dev", "run.failed", run_id_of(pg_project, run))
+    assert failed["lock_lost"] is True
