@@ -237,8 +237,7 @@ def widen_actor(connection: Connection) -> None:
 # -- ledger ------------------------------------------------------------------------------
 
 
-def record_revision(
-    connection: Connection,
+def revision_row(
     *,
     revision: str,
     checksum: str,
@@ -247,15 +246,11 @@ def record_revision(
     env: str,
     actor: str,
     at: str,
-    fence: Fence | None = None,
     key: signing.PrivateKey | None = None,
     target: str | None = None,
-) -> bool:
-    """Write one ledger row in the caller's transaction, signed with `key` (for database
-    `target` of `env`) when given. With a `fence`, the row is written only while the fence's
-    session still holds the migration lock, in the same statement (no extra round trip): False
-    means it was not written and the caller must roll back."""
-    row = {
+) -> dict[str, Any]:
+    """One ledger row, signed with `key` (for database `target` of `env`) when given."""
+    row: dict[str, Any] = {
         "revision": revision,
         "checksum": checksum,
         "direction": direction,
@@ -270,11 +265,49 @@ def record_revision(
 
         payload = trust.ledger_payload(row, target or env)
         row["envelope"] = canonical(signing.sign(trust.LEDGER_TYPE, payload, key))
+    return row
+
+
+def record_revision(
+    connection: Connection,
+    *,
+    revision: str,
+    checksum: str,
+    direction: str,
+    run_id: str,
+    env: str,
+    actor: str,
+    at: str,
+    fence: Fence | None = None,
+    key: signing.PrivateKey | None = None,
+    target: str | None = None,
+) -> bool:
+    """Write one ledger row in the caller's transaction (see `revision_row`). With a
+    `fence`, the row is written only while the fence's session still holds the migration
+    lock, in the same statement (no extra round trip): False means it was not written and
+    the caller must roll back."""
+    row = revision_row(
+        revision=revision,
+        checksum=checksum,
+        direction=direction,
+        run_id=run_id,
+        env=env,
+        actor=actor,
+        at=at,
+        key=key,
+        target=target,
+    )
     # one statement object with bound parameters: compiled once per process, not per row
     if fence is None:
         connection.execute(_RECORD, row)
         return True
     return connection.execute(_FENCED_RECORD, {**row, **fence.params()}).rowcount == 1
+
+
+def record_rows(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Rows of `revision_row`, in the caller's transaction, in one round trip."""
+    if rows:
+        connection.execute(_RECORD, list(rows))
 
 
 _RECORD = insert(ledger)

@@ -82,6 +82,7 @@ class TargetRun:
         name = application_name(self.env.name, self.run_id, app.actor)
         self.engine: Engine = make_engine(target.url, name)
         self.per_run = self.env.transaction == "per-run"
+        self._rows_to_commit: list[dict[str, Any]] = []  # per-run: the ledger rows of its COMMIT
         if self.per_run and self.engine.dialect.name != "postgresql":
             self.engine.dispose()
             raise UsageError(
@@ -446,6 +447,8 @@ class TargetRun:
                 "reverted_nothing": True if hollow else None,
             }
             uncommitted.append((revision, record))
+            if self.per_run:  # no COMMIT until the end: progress moves as each one has run
+                ticker.next(len(uncommitted))
 
         with self.engine.connect() as connection, ticker:
             self._session_settings(connection)
@@ -460,6 +463,8 @@ class TargetRun:
                     if self.per_run:  # one transaction: every revision and ledger row, or none
                         with connection.begin():
                             executor(connection, on_version_apply)
+                            ledger.record_rows(connection, self._rows_to_commit)
+                            self._rows_to_commit.clear()
                     else:
                         executor(connection, on_version_apply)
                 committed()
@@ -514,23 +519,24 @@ class TargetRun:
         `transaction: per-run` the rows are not fenced one by one: the one COMMIT is, by
         `_fence_commit`. Each row's check would read pg_locks while this transaction holds
         a lock per table it created, thousands by the end: quadratic in the run's length.
-        The rows hold the ledger in ROW EXCLUSIVE mode until that COMMIT, so the next lock
-        holder still waits for it (`_wait_for_commits_in_flight`)."""
+        They are written together just before that COMMIT's fence check, and hold the
+        ledger in ROW EXCLUSIVE mode until the COMMIT, so the next lock holder still waits
+        for it (`_wait_for_commits_in_flight`)."""
+        fields = {
+            "revision": revision,
+            "checksum": checksum,
+            "direction": direction,
+            "run_id": self.run_id,
+            "env": self.env.name,
+            "actor": self.app.actor,
+            "at": utc_now(),
+            "key": self.key,
+            "target": self.target.name,
+        }
         fence = None if self.per_run else self.fence
-        written = ledger.record_revision(
-            connection,
-            revision=revision,
-            checksum=checksum,
-            direction=direction,
-            run_id=self.run_id,
-            env=self.env.name,
-            actor=self.app.actor,
-            at=utc_now(),
-            fence=fence,
-            key=self.key,
-            target=self.target.name,
-        )
-        if not written:
+        if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
+            self._rows_to_commit.append(ledger.revision_row(**fields))
+        elif not ledger.record_revision(connection, fence=fence, **fields):
             raise LockLost(f"the migration lock was lost before {revision} could commit")
         connection.info[FENCED] = fence is not None
         connection.info[AUTOCOMMITTED] = False

@@ -21,6 +21,7 @@ _URL_PASSWORD = re.compile(
 )
 _KEY_VALUE = re.compile(rf"(?P<key>\b{_SECRET_KEY}=)(?P<value>[^&\s'\"]+)", re.IGNORECASE)
 _known: set[str] = set()
+_longest_first: list[str] = []  # _known, longest first: a password inside another is masked last
 
 
 def is_secret_key(key: str) -> bool:
@@ -51,12 +52,16 @@ def register_password(password: str | None) -> None:
     a URL may carry it in)."""
     if password and len(password) >= 3:
         _known.update({password, quote(password, safe=""), quote_plus(password, safe="")})
+        _longest_first[:] = sorted(_known, key=len, reverse=True)
 
 
 def redact(text: str) -> str:
-    text = _URL_PASSWORD.sub(r"\g<head>***\g<tail>", text)
-    text = _KEY_VALUE.sub(r"\g<key>***", text)
-    for password in sorted(_known, key=len, reverse=True):
+    # each pattern needs its "://" or "=": most texts (a run's every event) have neither
+    if "://" in text:
+        text = _URL_PASSWORD.sub(r"\g<head>***\g<tail>", text)
+    if "=" in text:
+        text = _KEY_VALUE.sub(r"\g<key>***", text)
+    for password in _longest_first:
         text = text.replace(password, "***")
     return text
 

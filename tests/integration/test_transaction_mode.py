@@ -3,6 +3,8 @@ revision: real PostgreSQL, real CLI runs, what is left in the tables after a fai
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,6 +115,41 @@ def test_per_run_success_commits_every_revision_and_ledger_row(pg_project: Proje
     ]
     assert applied == [FIRST, SECOND]
     assert pg_project.run("audit", "verify", "--env", "dev").code == 0
+
+
+def test_per_run_progress_names_the_revision_running_not_the_first(
+    pg_project: Project, tmp_path: Path
+) -> None:
+    """One transaction commits only at the end; progress still moves with each revision."""
+    _env(pg_project, "per-run")
+    _history_failing_at_third(pg_project)
+    gate = tmp_path / "go"
+    (pg_project.versions / f"{THIRD}_test.py").unlink()
+    pg_project.add_revision(
+        THIRD,
+        SECOND,
+        f"""\
+        import os, time
+        deadline = time.monotonic() + 120
+        while not op.get_context().as_sql and not os.path.exists({str(gate)!r}):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        """,
+    )
+    run = pg_project.popen(
+        "migrate", "dev", ORCHESTRATOR_PROGRESS_SECONDS="0.2", ORCHESTRATOR_LOG_FORMAT="json"
+    )
+    assert run.stderr is not None
+    for line in run.stderr:
+        event = json.loads(line)
+        if event["event"] == "migration.running" and event.get("elapsed_s", 0) >= 0.4:
+            break
+    assert run.poll() is None  # still inside the third revision, nothing committed yet
+    assert (event["revision"], event["step"]) == (THIRD, "3/3")
+    gate.touch()
+    _out, rest = run.communicate(timeout=120)
+    assert run.returncode == 0, rest
+    assert pg_project.ledger("dev") == [(FIRST, "up"), (SECOND, "up"), (THIRD, "up")]
 
 
 def test_per_run_refuses_a_revision_with_an_autocommit_block(pg_project: Project) -> None:
