@@ -37,6 +37,7 @@ from projects import WORK, BenchProject, make_project, per_run_environments  # n
 from schemadrift import no_drift_environments, schema_bench  # noqa: E402
 from signing import RATIOS as SIGNING_RATIOS  # noqa: E402
 from signing import signing_bench  # noqa: E402
+from startup import startup_section  # noqa: E402
 
 # the commands timed: `make bench` installs them into a venv of their own, as a user would
 BIN = Path(os.environ.get("BENCH_BIN") or REPO / ".venv" / "bin").resolve()
@@ -714,12 +715,28 @@ def main() -> int:
             else "## Profiles\n\nSkipped (BENCH_PROFILE=0).\n"
         )
         report_section, report_summary = audit_report_section(benches)
+        small = benches[min(benches)]
+        startup, startup_summary = startup_section(
+            PYTHON,
+            small.bare_env,
+            {
+                "`orchestrator envs`": lambda: run_once(small.orch("envs")),
+                "`alembic --help`": lambda: run_once(small.alembic("--help")),
+                "`orchestrator migrate dev`, nothing to do": lambda: run_once(
+                    small.orch("migrate", "dev")
+                ),
+                "`alembic current`": lambda: run_once(small.alembic("current")),
+            },
+            reps_fast,
+            log,
+        )
         report = render(
             info,
             all_samples,
             rows,
             (reps_upgrade, reps_fast),
             trust
+            + startup
             + report_section
             + fence_section
             + "\n"
@@ -739,7 +756,7 @@ def main() -> int:
         target_text = f"<= {r['target']} {met}" if r["target"] else ""
         figures = f"{r['a']:8.3f} {r['b']:8.3f} {r['ratio']:6.2f}"
         log(f"{r['n']:>5}  {r['label']:<52} {figures}  {target_text}")
-    for line in report_summary + schema_summary + fleet_summary + trust_summary:
+    for line in report_summary + schema_summary + fleet_summary + trust_summary + startup_summary:
         log(line)
     log(f"\nwritten to {target}")
     return 0
