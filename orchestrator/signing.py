@@ -15,7 +15,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +40,29 @@ def pae(payload_type: str, payload: bytes) -> bytes:
 def keyid(public_key: PublicKey) -> str:
     """sha256 (hex) of the key's DER SubjectPublicKeyInfo: stable, and computable by others
     (`openssl pkey -pubin -outform DER | sha256sum`)."""
+    return _remembered(public_key, lambda: _der_keyid(public_key))
+
+
+def _der_keyid(public_key: PublicKey) -> str:
     der = public_key.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return hashlib.sha256(der).hexdigest()
+
+
+# A run signs and verifies a row per revision with the same few keys: each key's id is
+# computed once. Keyed by id() with the key itself held, so that id cannot be reused.
+_KEYIDS: dict[int, tuple[object, str]] = {}
+
+
+def _remembered(key: object, compute: Callable[[], str]) -> str:
+    known = _KEYIDS.get(id(key))
+    if known is not None and known[0] is key:
+        return known[1]
+    value = compute()
+    if len(_KEYIDS) < 256:
+        _KEYIDS[id(key)] = (key, value)
+    return value
 
 
 def sign(payload_type: str, payload: bytes, private_key: PrivateKey) -> dict[str, Any]:
@@ -54,7 +73,7 @@ def sign(payload_type: str, payload: bytes, private_key: PrivateKey) -> dict[str
         "payload": base64.b64encode(payload).decode("ascii"),
         "signatures": [
             {
-                "keyid": keyid(private_key.public_key()),
+                "keyid": _remembered(private_key, lambda: keyid(private_key.public_key())),
                 "sig": base64.b64encode(signature).decode("ascii"),
             }
         ],
@@ -86,7 +105,28 @@ def verify(
     payload_type: str | None = None,
 ) -> Verdict:
     """Whether at least one signature of `envelope` verifies with one of `public_keys`
-    (and, when given, the envelope carries `payload_type`). Never raises on bad input."""
+    (and, when given, the envelope carries `payload_type`). Never raises on bad input.
+    The verdict on the same text with the same keys is remembered: the gate judges the
+    predecessor's rows before the lock and again under it."""
+    if not isinstance(envelope, str | bytes):
+        return _verify(envelope, public_keys, payload_type)
+    memo = (envelope, payload_type, tuple(keyid(key) for key in public_keys))
+    verdict = _VERDICTS.get(memo)
+    if verdict is None:
+        if len(_VERDICTS) >= 100_000:
+            _VERDICTS.clear()
+        verdict = _VERDICTS[memo] = _verify(envelope, public_keys, payload_type)
+    return verdict
+
+
+_VERDICTS: dict[tuple[str | bytes, str | None, tuple[str, ...]], Verdict] = {}
+
+
+def _verify(
+    envelope: Mapping[str, Any] | str | bytes,
+    public_keys: Sequence[PublicKey],
+    payload_type: str | None,
+) -> Verdict:
     try:
         if isinstance(envelope, str | bytes):
             envelope = json.loads(envelope)

@@ -111,3 +111,25 @@ def test_generated_pems_round_trip_and_junk_keys_are_refused_without_echo() -> N
         signing.load_private_key(public)
     with pytest.raises(signing.KeyMaterialError):
         signing.load_public_key(private)
+
+
+def test_a_remembered_verdict_never_outlives_a_change_of_text_or_keys(
+    rfc_key: Ed25519PrivateKey,
+) -> None:
+    """Verdicts on envelope text are remembered (the gate judges the same rows twice): an
+    attacker's edit of one byte, or the same text checked against another key, is judged
+    anew."""
+    other = Ed25519PrivateKey.generate()
+    text = json.dumps(signing.sign("t/x", b'{"revision":"a"}', rfc_key))
+    for _ in range(2):  # the second call is answered from memory, with the same verdict
+        assert signing.verify(text, [rfc_key.public_key()], "t/x").valid
+    envelope = json.loads(text)
+    envelope["payload"] = base64.b64encode(b'{"revision":"b"}').decode()
+    assert not signing.verify(json.dumps(envelope), [rfc_key.public_key()], "t/x").valid
+    assert not signing.verify(text, [other.public_key()], "t/x").valid
+    assert not signing.verify(text, [rfc_key.public_key()], "t/y").valid
+    forged = json.loads(text)
+    forged["signatures"][0]["sig"] = base64.b64encode(other.sign(b"x")).decode()
+    assert not signing.verify(json.dumps(forged), [rfc_key.public_key()], "t/x").valid
+    # a new key object each time (as a reloaded key is) gives the same key id
+    assert signing.keyid(rfc_key.public_key()) == signing.keyid(rfc_key.public_key())
