@@ -117,7 +117,7 @@ def startup_section(
         "",
     ]
     summary = [f"start-up imports: shared with Alembic {shared:.3f} s, ours {ours:.3f} s"]
-    return "\n".join(out), summary
+    return "\n".join(out) + "\n", summary
 
 
 if __name__ == "__main__":  # a quick look without the rest of the bench
