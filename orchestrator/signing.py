@@ -113,7 +113,7 @@ def verify(
     memo = (envelope, payload_type, tuple(keyid(key) for key in public_keys))
     verdict = _VERDICTS.get(memo)
     if verdict is None:
-        if len(_VERDICTS) >= 100_000:
+        if len(_VERDICTS) >= 20_000:  # a few MB of envelopes at most
             _VERDICTS.clear()
         verdict = _VERDICTS[memo] = _verify(envelope, public_keys, payload_type)
     return verdict
