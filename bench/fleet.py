@@ -67,7 +67,7 @@ class FleetBench:
         log(f"  fleet: creating {DATABASES} databases (fsync off while creating them)")
         with cluster.setup_mode():
             for name in self.names:
-                cluster.recreate(name)
+                cluster.recreate(name, checkpoint=False)  # setup_mode ends with one
 
     def command(self, *args: str) -> Command:
         return Command([self.orch, *args], self.orch_dir, self.environ)
@@ -80,6 +80,8 @@ class FleetBench:
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(empty, self.names))
+        with self.cluster.connect("postgres") as conn:  # the last run's pages, untimed
+            conn.execute("CHECKPOINT")
 
     def round(self, index: int, reps: int) -> None:
         order = FULL_MODES if index % 2 == 0 else FULL_MODES[::-1]  # who goes first alternates
