@@ -53,8 +53,11 @@ class DurableCluster(PgCluster):
         self.drop_database(name)
         self.create_database(name)
         if checkpoint:
-            with self.connect("postgres") as conn:
-                conn.execute("CHECKPOINT")
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        with self.connect("postgres") as conn:
+            conn.execute("CHECKPOINT")
 
     @contextmanager
     def setup_mode(self) -> Iterator[None]:

@@ -80,8 +80,7 @@ class FleetBench:
 
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(empty, self.names))
-        with self.cluster.connect("postgres") as conn:  # the last run's pages, untimed
-            conn.execute("CHECKPOINT")
+        self.cluster.checkpoint()  # the last run's pages on disk, untimed
 
     def round(self, index: int, reps: int) -> None:
         order = FULL_MODES if index % 2 == 0 else FULL_MODES[::-1]  # who goes first alternates
