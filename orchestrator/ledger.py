@@ -268,35 +268,12 @@ def revision_row(
     return row
 
 
-def record_revision(
-    connection: Connection,
-    *,
-    revision: str,
-    checksum: str,
-    direction: str,
-    run_id: str,
-    env: str,
-    actor: str,
-    at: str,
-    fence: Fence | None = None,
-    key: signing.PrivateKey | None = None,
-    target: str | None = None,
-) -> bool:
-    """Write one ledger row in the caller's transaction (see `revision_row`). With a
+def record_revision(connection: Connection, *, fence: Fence | None = None, **fields: Any) -> bool:
+    """Write the ledger row `revision_row(**fields)` in the caller's transaction. With a
     `fence`, the row is written only while the fence's session still holds the migration
     lock, in the same statement (no extra round trip): False means it was not written and
     the caller must roll back."""
-    row = revision_row(
-        revision=revision,
-        checksum=checksum,
-        direction=direction,
-        run_id=run_id,
-        env=env,
-        actor=actor,
-        at=at,
-        key=key,
-        target=target,
-    )
+    row = revision_row(**fields)
     # one statement object with bound parameters: compiled once per process, not per row
     if fence is None:
         connection.execute(_RECORD, row)

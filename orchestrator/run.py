@@ -533,12 +533,11 @@ class TargetRun:
             "key": self.key,
             "target": self.target.name,
         }
-        fence = None if self.per_run else self.fence
         if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
             self._rows_to_commit.append(ledger.revision_row(**fields))
-        elif not ledger.record_revision(connection, fence=fence, **fields):
+        elif not ledger.record_revision(connection, fence=self.fence, **fields):
             raise LockLost(f"the migration lock was lost before {revision} could commit")
-        connection.info[FENCED] = fence is not None
+        connection.info[FENCED] = not self.per_run and self.fence is not None
         connection.info[AUTOCOMMITTED] = False
         connection.info[BETWEEN] = True
 

@@ -69,10 +69,13 @@ def test_off_a_terminal_every_stderr_line_stays_json(sqlite_project: Project) ->
 # -- a long revision shows progress while it runs, even piped ------------------------------------
 
 
-def waiting_revision(project: Project, gate: Path) -> None:
+def waiting_revision(
+    project: Project, gate: Path, rev: str = SLOW, down: str | None = HEAD
+) -> None:
+    """A revision that runs until `gate` exists."""
     project.add_revision(
-        SLOW,
-        HEAD,
+        rev,
+        down,
         f"""\
         import os, time
         deadline = time.monotonic() + 120

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from projectkit import HEAD, SHIPPED, Project
+from test_console import waiting_revision
 from test_fencing import (  # noqa: F401 -- fixtures
     BLOCK,
     blocker,
@@ -125,17 +126,7 @@ def test_per_run_progress_names_the_revision_running_not_the_first(
     _history_failing_at_third(pg_project)
     gate = tmp_path / "go"
     (pg_project.versions / f"{THIRD}_test.py").unlink()
-    pg_project.add_revision(
-        THIRD,
-        SECOND,
-        f"""\
-        import os, time
-        deadline = time.monotonic() + 120
-        while not op.get_context().as_sql and not os.path.exists({str(gate)!r}):
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        """,
-    )
+    waiting_revision(pg_project, gate, THIRD, SECOND)
     run = pg_project.popen(
         "migrate", "dev", ORCHESTRATOR_PROGRESS_SECONDS="0.2", ORCHESTRATOR_LOG_FORMAT="json"
     )
