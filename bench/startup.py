@@ -54,6 +54,43 @@ print(json.dumps(out))
 """
 
 
+_EXIT = """
+import gc, json, os, sys, time
+for statement in json.loads(sys.argv[1]):
+    exec(statement)
+if sys.argv[2] == "freeze":
+    gc.freeze()
+os.write(1, repr(time.time()).encode())
+"""
+
+# what the interpreter's shutdown costs after these imports (the first two stacks: bare
+# Alembic's), as Python does it and after `gc.freeze()`, as the `orchestrator` command does
+_EXITS: list[tuple[str, int, str]] = [
+    ("bare Alembic's imports, as Python shuts down", 2, ""),
+    ("all the imports above, as Python shuts down", len(STACKS), ""),
+    ("all the imports above, frozen first (the `orchestrator` command)", len(STACKS), "freeze"),
+]
+
+
+def _exit_costs(python: Path, env: Mapping[str, str], reps: int) -> list[float]:
+    """Time from a script's last statement to its process's end, the fastest of `reps`."""
+    best = [float("inf")] * len(_EXITS)
+    for _ in range(reps):
+        for i, (_label, count, how) in enumerate(_EXITS):
+            statements = json.dumps([statement for _l, statement, _s in STACKS[:count]])
+            done = subprocess.run(
+                [str(python), "-c", _EXIT, statements, how],
+                cwd="/",
+                env=dict(env),
+                check=True,
+                capture_output=True,
+                text=True,
+                stdin=subprocess.DEVNULL,
+            )
+            best[i] = min(best[i], time.time() - float(done.stdout))
+    return best
+
+
 def _stage_costs(python: Path, env: Mapping[str, str], reps: int) -> tuple[list[float], float]:
     """Each stack's import time, measured in one interpreter as it is imported after those
     above it, the fastest of `reps` fresh interpreters; and the interpreter's own start-up
@@ -92,6 +129,7 @@ def startup_section(
     costs, interpreter = _stage_costs(python, env, reps)
     rows = [("the Python interpreter, started", interpreter, True)]
     rows += [(label, cost, shared) for (label, _s, shared), cost in zip(STACKS, costs, strict=True)]
+    exits = _exit_costs(python, env, reps)
     walls = {name: min(cmd() for _ in range(reps)) for name, cmd in commands.items()}
     shared = sum(r[1] for r in rows if r[2])
     ours = sum(r[1] for r in rows if not r[2])
@@ -106,6 +144,17 @@ def startup_section(
         "|---|---:|:---:|",
     ]
     out += [f"| {label} | {adds:.3f} | {'yes' if sh else ''} |" for label, adds, sh in rows]
+    out += [
+        "",
+        "A process's end costs time too: the interpreter's shutdown runs full garbage "
+        "collections over every object still alive, most of them made by the imports. From "
+        "a script's last statement to its process's end, the fastest of "
+        f"{reps}:",
+        "",
+        "| shutdown after | takes (s) |",
+        "|---|---:|",
+    ]
+    out += [f"| {label} | {cost:.3f} |" for (label, _c, _h), cost in zip(_EXITS, exits, strict=True)]
     out += ["", "Fastest wall time of whole commands in the same minute, for scale:", ""]
     out += [f"- {name}: {wall:.3f} s" for name, wall in walls.items()]
     out += [
@@ -116,7 +165,10 @@ def startup_section(
         "target is not met).",
         "",
     ]
-    summary = [f"start-up imports: shared with Alembic {shared:.3f} s, ours {ours:.3f} s"]
+    summary = [
+        f"start-up imports: shared with Alembic {shared:.3f} s, ours {ours:.3f} s; "
+        f"shutdown: bare Alembic's {exits[0]:.3f} s, ours {exits[2]:.3f} s"
+    ]
     return "\n".join(out) + "\n", summary
 
 
