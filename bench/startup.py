@@ -154,7 +154,9 @@ def startup_section(
         "| shutdown after | takes (s) |",
         "|---|---:|",
     ]
-    out += [f"| {label} | {cost:.3f} |" for (label, _c, _h), cost in zip(_EXITS, exits, strict=True)]
+    out += [
+        f"| {label} | {cost:.3f} |" for (label, _c, _h), cost in zip(_EXITS, exits, strict=True)
+    ]
     out += ["", "Fastest wall time of whole commands in the same minute, for scale:", ""]
     out += [f"- {name}: {wall:.3f} s" for name, wall in walls.items()]
     out += [
