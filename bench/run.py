@@ -805,10 +805,11 @@ def trust_section(
         "no-op migrate, warn / off",
     )
     full = samples["migrate (full)"].median if "migrate (full)" in samples else None
-    for feature, costs in fence_costs.items() if full else ():
-        micro = statistics.median(costs)
-        how = f"{micro:+.0f} µs per revision (micro-benchmark below) x {n} / full upgrade"
-        rows.append((feature, how, 1 + micro * n / 1e6 / full))
+    for feature, costs in fence_costs.items():
+        if full:
+            micro = statistics.median(costs)
+            how = f"{micro:+.0f} µs per revision (micro-benchmark below) x {n} / full upgrade"
+            rows.append((feature, how, 1 + micro * n / 1e6 / full))
     out = [
         "## Trust features: each one's cost on its own",
         "",
