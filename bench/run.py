@@ -805,8 +805,8 @@ def trust_section(
         "no-op migrate, warn / off",
     )
     full = samples["migrate (full)"].median if "migrate (full)" in samples else None
-    for feature, costs in fence_costs.items():
-        if full:
+    if full:
+        for feature, costs in fence_costs.items():
             micro = statistics.median(costs)
             how = f"{micro:+.0f} µs per revision (micro-benchmark below) x {n} / full upgrade"
             rows.append((feature, how, 1 + micro * n / 1e6 / full))
