@@ -72,22 +72,28 @@ _EXITS: list[tuple[str, int, str]] = [
 ]
 
 
+def _run_script(python: Path, env: Mapping[str, str], script: str, *args: str) -> str:
+    """What `script` prints, run by a fresh interpreter in "/" (never the repository's
+    orchestrator/ in place of the venv's)."""
+    return subprocess.run(
+        [str(python), "-c", script, *args],
+        cwd="/",
+        env=dict(env),
+        check=True,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    ).stdout
+
+
 def _exit_costs(python: Path, env: Mapping[str, str], reps: int) -> list[float]:
     """Time from a script's last statement to its process's end, the fastest of `reps`."""
     best = [float("inf")] * len(_EXITS)
     for _ in range(reps):
         for i, (_label, count, how) in enumerate(_EXITS):
             statements = json.dumps([statement for _l, statement, _s in STACKS[:count]])
-            done = subprocess.run(
-                [str(python), "-c", _EXIT, statements, how],
-                cwd="/",
-                env=dict(env),
-                check=True,
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
-            best[i] = min(best[i], time.time() - float(done.stdout))
+            printed = _run_script(python, env, _EXIT, statements, how)
+            best[i] = min(best[i], time.time() - float(printed))
     return best
 
 
@@ -102,16 +108,8 @@ def _stage_costs(python: Path, env: Mapping[str, str], reps: int) -> tuple[list[
         start = time.perf_counter()
         subprocess.run([str(python), "-c", "pass"], cwd="/", env=dict(env), check=True)
         bare = min(bare, time.perf_counter() - start)
-        done = subprocess.run(  # cwd "/": never the repository's orchestrator/ for the venv's
-            [str(python), "-c", _TIMER, statements],
-            cwd="/",
-            env=dict(env),
-            check=True,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        best = [min(b, t) for b, t in zip(best, json.loads(done.stdout), strict=True)]
+        times = json.loads(_run_script(python, env, _TIMER, statements))
+        best = [min(b, t) for b, t in zip(best, times, strict=True)]
     return best, bare
 
 
