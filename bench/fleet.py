@@ -2,7 +2,9 @@
 
 - the full upgrade of the N=10 history on every database, sequential vs `--parallel 2`
   (each on databases emptied just before; one of each per round of the whole bench);
-- a no-op re-run over the whole fleet at head, and the `status` roll-up of the fleet.
+- a no-op re-run over the whole fleet at head, and the `status` roll-up of the fleet;
+- the floor under both: a bare session per database (connect, `SELECT 1`, close) in as many
+  threads as the orchestrator reads with, and the CPU each database costs PostgreSQL and us.
 
 The server's `max_connections` (200) bounds nothing here: a run holds two or three
 connections per worker, and the fleet's reads use 8 threads of one connection each.
@@ -11,18 +13,28 @@ connections per worker, and the fleet's reads use 8 threads of one connection ea
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from statistics import median
 from typing import Any
 
-from measure import Command, run_once
+from measure import Command, CpuSplit, run_once, timed_with_cpu
 from projects import write_keys
 
 DATABASES = int(os.environ.get("BENCH_FLEET_SIZE", "500"))
 FULL_MODES = [("sequential", []), ("--parallel 2", ["--parallel", "2"])]
 # issue 18's targets, for 500 databases
 NOOP_SECONDS, STATUS_SECONDS, PARALLEL_RATIO = 5.0, 3.0, 0.6
+NOOP, STATUS, ONE = (
+    "no-op re-run (migrate at head)",
+    "status roll-up",
+    "no-op migrate of one database (--shard 1/N)",
+)
+BARE = "bare sessions: connect, SELECT 1, close (8 threads)"
+READERS = 8  # orchestrator.evidence.READERS: the threads a fleet is read in
 
 FLEET_YAML = """\
 # the bench's fleet: every name in fleet.txt is one database on the server of FLEET_SERVER_URL
@@ -60,10 +72,12 @@ class FleetBench:
         }
         self.times: dict[str, list[float]] = {
             **{f"full upgrade, {label}": [] for label, _ in FULL_MODES},
-            "no-op re-run (migrate at head)": [],
-            "status roll-up": [],
-            "no-op migrate of one database (--shard 1/N)": [],
+            NOOP: [],
+            STATUS: [],
+            ONE: [],
+            BARE: [],
         }
+        self.cpu: dict[str, list[CpuSplit]] = {NOOP: [], STATUS: [], BARE: []}
         log(f"  fleet: creating {DATABASES} databases (fsync off while creating them)")
         with cluster.setup_mode():
             for name in self.names:
@@ -89,28 +103,80 @@ class FleetBench:
             elapsed = run_once(self.command("migrate", "fleet", *flags))
             self.times[f"full upgrade, {label}"].append(elapsed)
             self.log(f"    fleet: full upgrade, {label}: {elapsed:.1f}s")
+        runs: dict[str, Callable[[], float]] = {
+            NOOP: partial(run_once, self.command("migrate", "fleet")),
+            STATUS: partial(run_once, self.command("status", "fleet")),
+            ONE: partial(run_once, self.command("migrate", "fleet", "--shard", f"1/{DATABASES}")),
+            BARE: self._bare_sessions,
+        }
         for _ in range(reps):
-            for label, args in (
-                ("no-op re-run (migrate at head)", ["migrate", "fleet"]),
-                ("status roll-up", ["status", "fleet"]),
-                (
-                    "no-op migrate of one database (--shard 1/N)",
-                    ["migrate", "fleet", "--shard", f"1/{DATABASES}"],
-                ),
-            ):
-                self.times[label].append(run_once(self.command(*args)))
+            for label, measure in runs.items():
+                elapsed, cpu = timed_with_cpu(measure)
+                self.times[label].append(elapsed)
+                if cpu is not None and label in self.cpu:
+                    self.cpu[label].append(cpu)
         self.log(
-            f"    fleet: no-op re-run {median(self.times['no-op re-run (migrate at head)']):.2f}s,"
-            f" status {median(self.times['status roll-up']):.2f}s"
+            f"    fleet: no-op re-run {median(self.times[NOOP]):.2f}s,"
+            f" status {median(self.times[STATUS]):.2f}s, bare sessions"
+            f" {median(self.times[BARE]):.2f}s"
         )
+
+    def _bare_sessions(self) -> float:
+        """The floor of any tool that reads each database: a session each, nothing read."""
+
+        def touch(name: str) -> None:
+            with self.cluster.connect(name) as conn:
+                conn.execute("SELECT 1").fetchall()
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(READERS) as pool:
+            list(pool.map(touch, self.names))
+        return time.perf_counter() - start
+
+    def _bound(self) -> list[str]:
+        """What PostgreSQL's own work per database costs, and the floor that puts under a
+        read of the whole fleet on this machine's cores."""
+        if not all(self.cpu.values()):
+            return []  # not Linux: no /proc/stat
+
+        def per_db(label: str) -> tuple[float, float]:
+            splits = self.cpu[label]
+            return (
+                median(c.rest for c in splits) / DATABASES * 1000,
+                median(c.ours for c in splits) / DATABASES * 1000,
+            )
+
+        cores = os.cpu_count() or 1
+        lines = [
+            "",
+            "CPU per database, measured from the machine's counters during each run (the "
+            "command's own start-up included in its share):",
+            "",
+            "| run | PostgreSQL ms per database | the reading process ms per database |",
+            "|---|---:|---:|",
+        ]
+        for label in (NOOP, STATUS, BARE):
+            server, ours = per_db(label)
+            lines.append(f"| {label} | {server:.1f} | {ours:.1f} |")
+        server, _ = per_db(STATUS)
+        bare, _ = per_db(BARE)
+        floor = server * DATABASES / 1000 / cores
+        lines += [
+            "",
+            f"What bounds it: PostgreSQL spends {server:.1f} ms of CPU per database in a "
+            f"`status` roll-up, {bare:.1f} ms of them to start and end a bare session. On "
+            f"{cores} cores that alone takes at least {floor:.1f} s for {DATABASES} "
+            "databases, before the orchestrator's own work.",
+        ]
+        return lines
 
     def render(self) -> tuple[str, list[str]]:
         t = self.times
         sequential = median(t["full upgrade, sequential"])
         ratio = median(t["full upgrade, --parallel 2"]) / sequential
         targets = {
-            "no-op re-run (migrate at head)": (f"≤ {NOOP_SECONDS:.0f} s", NOOP_SECONDS),
-            "status roll-up": (f"≤ {STATUS_SECONDS:.0f} s", STATUS_SECONDS),
+            NOOP: (f"≤ {NOOP_SECONDS:.0f} s", NOOP_SECONDS),
+            STATUS: (f"≤ {STATUS_SECONDS:.0f} s", STATUS_SECONDS),
         }
         lines = [
             f"## Fleet: {DATABASES} databases on one server, the N=10 history",
@@ -146,7 +212,10 @@ class FleetBench:
             f"fleet {DATABASES}: full upgrade --parallel 2 / sequential {ratio:.2f}  "
             f"≤ {PARALLEL_RATIO} {'ok' if met else 'NOT MET'}"
         )
-        return "\n".join(lines) + "\n\n", summary
+        bound = self._bound()
+        if bound:
+            summary.append(f"fleet {DATABASES}: {bound[-1]}")
+        return "\n".join(lines + bound) + "\n\n", summary
 
 
 def main() -> int:

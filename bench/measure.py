@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import statistics
 import subprocess
 import tempfile
@@ -45,6 +47,43 @@ def run_once(cmd: Command) -> float:
             f"stdout tail:\n{done.stdout[-2000:]}\nstderr tail:\n{done.stderr[-3000:]}"
         )
     return elapsed
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """CPU seconds spent while something ran: by this process and its children ("ours"), and
+    by the rest of the machine (on a machine that only runs the benchmark: PostgreSQL)."""
+
+    ours: float
+    rest: float
+
+
+def machine_cpu() -> float | None:
+    """Busy CPU seconds of the whole machine since boot (Linux's /proc/stat), None elsewhere."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of its waited-for children."""
+    me, children = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed_with_cpu(measure: Callable[[], float]) -> tuple[float, CpuSplit | None]:
+    """`measure()`'s wall time, and the CPU the machine spent meanwhile, split."""
+    machine, ours = machine_cpu(), own_cpu()
+    elapsed = measure()
+    machine_after, ours_after = machine_cpu(), own_cpu()
+    if machine is None or machine_after is None:
+        return elapsed, None
+    spent = ours_after - ours
+    return elapsed, CpuSplit(spent, max(0.0, machine_after - machine - spent))
 
 
 def run_concurrently(cmds: Sequence[Command]) -> tuple[float, list[float]]:
