@@ -22,6 +22,7 @@ import platform
 import statistics
 import sys
 import time
+from functools import partial
 from importlib import metadata
 from pathlib import Path
 
@@ -32,7 +33,16 @@ sys.path[:0] = [str(HERE), str(REPO)]
 from cluster import DurableCluster  # noqa: E402
 from fencing import fence_bench  # noqa: E402
 from fleet import FleetBench  # noqa: E402
-from measure import Command, Contender, Sample, alternate, run_concurrently, run_once  # noqa: E402
+from measure import (  # noqa: E402
+    Command,
+    Contender,
+    CpuSplit,
+    Sample,
+    alternate,
+    run_concurrently,
+    run_once,
+    timed_with_cpu,
+)
 from projects import WORK, BenchProject, make_project, per_run_environments  # noqa: E402
 from schemadrift import no_drift_environments, schema_bench  # noqa: E402
 from signing import RATIOS as SIGNING_RATIOS  # noqa: E402
@@ -103,6 +113,8 @@ class Bench:
         self.samples: dict[str, Sample] = {}
         self.report_bytes = 0
         self.conc_each: list[list[float]] = []
+        self.conc_cpu: list[CpuSplit] = []  # what the machine's cores spent on each of those
+        self.alone_cpu: list[CpuSplit] = []  # and on each full upgrade run alone
 
     # -- commands --------------------------------------------------------------------------
 
@@ -127,13 +139,30 @@ class Bench:
         self.cluster.recreate(self.db[key])
         return run_once(cmd)
 
+    def alone(self) -> float:
+        """Staging's full upgrade, with the CPU it took (for the concurrency's floor)."""
+        self.cluster.recreate(self.db["staging"])
+        wall, cpu = timed_with_cpu(partial(run_once, self.orch("migrate", "staging")))
+        if cpu is not None:
+            self.alone_cpu.append(cpu)
+        return wall
+
     def concurrent(self) -> float:
         self.cluster.recreate(self.db["conc"])
         cmd = self.orch(
             "migrate", "staging", STAGING_DATABASE_URL=self.cluster.url(self.db["conc"])
         )
-        wall, each = run_concurrently([cmd] * CONCURRENCY)
-        self.conc_each.append(sorted(each))
+        each: list[float] = []
+
+        def at_once() -> float:
+            wall, ends = run_concurrently([cmd] * CONCURRENCY)
+            each.extend(sorted(ends))
+            return wall
+
+        wall, cpu = timed_with_cpu(at_once)
+        self.conc_each.append(each)
+        if cpu is not None:
+            self.conc_cpu.append(cpu)
         return wall
 
     # -- the groups --------------------------------------------------------------------------
@@ -154,10 +183,7 @@ class Bench:
         self.add(
             alternate(
                 [
-                    Contender(
-                        "migrate (full)",
-                        lambda: self.fresh("staging", self.orch("migrate", "staging")),
-                    ),
+                    Contender("migrate (full)", self.alone),
                     Contender(
                         "alembic upgrade head",
                         lambda: self.fresh("bare", self.alembic("upgrade", "head")),
@@ -383,6 +409,13 @@ N_SPECIFIC = {
     "no-op migrate / cold alembic current",
     "status (3 envs) / cold alembic current",
 }
+# issue 18's targets that hold at one N only, or differ with N (they override RATIOS there)
+TARGETS_AT_N = {
+    ("full upgrade: migrate / alembic upgrade head", 10): 1.15,
+    ("full upgrade: migrate / alembic (txn per revision)", 1000): 0.8,
+    ("full upgrade: migrate / psql limit", 1000): 1.8,
+    (f"{CONCURRENCY} concurrent migrate / one alone", 10): 2.5,
+}
 
 
 def versions(cluster: DurableCluster) -> dict[str, str]:
@@ -430,7 +463,11 @@ def ratio_rows(all_samples: dict[int, dict[str, Sample]]) -> list[dict]:
                 continue
             paired = paired_ratios(samples[a], samples[b])
             ratio = statistics.median(paired)
-            applies = target is not None and (label not in N_SPECIFIC or n == 1000 or n == largest)
+            at_n = (label, n) in TARGETS_AT_N
+            target = TARGETS_AT_N.get((label, n), target)
+            applies = target is not None and (
+                at_n or label not in N_SPECIFIC or n == 1000 or n == largest
+            )
             rows.append(
                 {
                     "n": n,
@@ -615,8 +652,34 @@ def profile_failures(benches: dict[int, Bench], rows: list[dict]) -> str:
         for n_, b in sorted(benches.items()):
             for rep, each in enumerate(b.conc_each, start=1):
                 out.append(f"- N={n_} rep {rep}: " + ", ".join(f"{x:.2f}" for x in each))
+        out += ["", *concurrency_bound(benches)]
         out.append("")
     return "\n".join(out)
+
+
+def concurrency_bound(benches: dict[int, Bench]) -> list[str]:
+    """The floor the machine's cores put under the concurrent runs: the CPU they took (the
+    processes' own, and PostgreSQL's, from the machine's counters) spread over every core."""
+    cores = os.cpu_count() or 1
+    lines = []
+    for n, bench in sorted(benches.items()):
+        if not bench.conc_cpu or not bench.alone_cpu:
+            continue  # not Linux: no /proc/stat
+        alone = bench.samples["migrate (full)"].median
+        one = statistics.median(c.ours + c.rest for c in bench.alone_cpu)
+        ours = statistics.median(c.ours for c in bench.conc_cpu)
+        rest = statistics.median(c.rest for c in bench.conc_cpu)
+        lines.append(
+            f"- N={n}: one run alone takes {one:.2f} s of CPU (its process and PostgreSQL's), "
+            f"so {CONCURRENCY} need at least {CONCURRENCY * one / cores:.2f} s on {cores} "
+            f"cores, {CONCURRENCY * one / cores / alone:.2f} times one alone ({alone:.2f} s). "
+            f"At once they took {ours:.2f} s of CPU and PostgreSQL {rest:.2f} s (medians): "
+            f"{(ours + rest) / cores / alone:.2f} times one alone."
+        )
+    if lines:
+        lines.insert(0, "What bounds them (CPU during each repetition, all processes):")
+        lines.insert(1, "")
+    return lines
 
 
 def audit_report_section(benches: dict[int, Bench]) -> tuple[str, list[str]]:
@@ -757,6 +820,8 @@ def main() -> int:
         figures = f"{r['a']:8.3f} {r['b']:8.3f} {r['ratio']:6.2f}"
         log(f"{r['n']:>5}  {r['label']:<52} {figures}  {target_text}")
     for line in report_summary + schema_summary + fleet_summary + trust_summary + startup_summary:
+        log(line)
+    for line in concurrency_bound(benches)[2:]:
         log(line)
     log(f"\nwritten to {target}")
     return 0
