@@ -669,12 +669,12 @@ def concurrency_bound(benches: dict[int, Bench]) -> list[str]:
         one = statistics.median(c.ours + c.rest for c in bench.alone_cpu)
         ours = statistics.median(c.ours for c in bench.conc_cpu)
         rest = statistics.median(c.rest for c in bench.conc_cpu)
+        floor = (ours + rest) / cores
         lines.append(
-            f"- N={n}: one run alone takes {one:.2f} s of CPU (its process and PostgreSQL's), "
-            f"so {CONCURRENCY} need at least {CONCURRENCY * one / cores:.2f} s on {cores} "
-            f"cores, {CONCURRENCY * one / cores / alone:.2f} times one alone ({alone:.2f} s). "
-            f"At once they took {ours:.2f} s of CPU and PostgreSQL {rest:.2f} s (medians): "
-            f"{(ours + rest) / cores / alone:.2f} times one alone."
+            f"- N={n}: the {CONCURRENCY} runs took {ours:.2f} s of CPU and PostgreSQL "
+            f"{rest:.2f} s (medians); spread over {cores} cores that is at least "
+            f"{floor:.2f} s, {floor / alone:.2f} times one run alone ({alone:.2f} s, which "
+            f"took {one:.2f} s of CPU with PostgreSQL's)."
         )
     if lines:
         lines.insert(0, "What bounds them (CPU during each repetition, all processes):")
