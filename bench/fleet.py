@@ -24,6 +24,8 @@ from typing import Any
 from measure import Command, CpuSplit, run_once, timed_with_cpu
 from projects import write_keys
 
+from orchestrator.evidence import READERS  # the threads a fleet is read in
+
 DATABASES = int(os.environ.get("BENCH_FLEET_SIZE", "500"))
 FULL_MODES = [("sequential", []), ("--parallel 2", ["--parallel", "2"])]
 # issue 18's targets, for 500 databases
@@ -33,8 +35,7 @@ NOOP, STATUS, ONE = (
     "status roll-up",
     "no-op migrate of one database (--shard 1/N)",
 )
-BARE = "bare sessions: connect, SELECT 1, close (8 threads)"
-READERS = 8  # orchestrator.evidence.READERS: the threads a fleet is read in
+BARE = f"bare sessions: connect, SELECT 1, close ({READERS} threads)"
 
 FLEET_YAML = """\
 # the bench's fleet: every name in fleet.txt is one database on the server of FLEET_SERVER_URL
