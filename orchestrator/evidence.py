@@ -25,6 +25,7 @@ class DbState:
     heads: tuple[str, ...]
     ledger: Mapping[str, LedgerEntry]
     applied: frozenset[str]
+    history: tuple[tuple[str, str, str], ...]  # every ledger row: (revision, direction, run_id)
 
 
 def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbState:
@@ -38,7 +39,8 @@ def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbSt
     applied: set[str] = set()
     for head in heads:
         applied |= graph.ancestors(head)
-    return DbState(heads, ledger.latest_ledger(connection), frozenset(applied))
+    rows = ledger.ledger_table_rows(connection)  # one read of the ledger serves both
+    return DbState(heads, ledger.latest_of(rows), frozenset(applied), ledger.history_of(rows))
 
 
 T = TypeVar("T")

@@ -307,6 +307,11 @@ def ledger_table_rows(connection: Connection) -> list[dict[str, Any]]:
 
 def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:
     """Per revision, its most recent ledger row (empty when the ledger does not exist)."""
+    return latest_of(ledger_table_rows(connection))
+
+
+def latest_of(rows: Sequence[Mapping[str, Any]]) -> dict[str, LedgerEntry]:
+    """Pure: per revision, its most recent of `rows` (oldest first)."""
     # a `stamped` row records a stamp, not a run: it is no evidence of what ran
     return {
         row["revision"]: LedgerEntry(
@@ -319,7 +324,7 @@ def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:
             actor=row["actor"],
             envelope=row.get("envelope"),
         )
-        for row in ledger_table_rows(connection)
+        for row in rows
         if row["direction"] != "stamped"
     }
 
@@ -397,14 +402,9 @@ def recorded_schema(
     )
 
 
-def ledger_history(connection: Connection) -> list[tuple[str, str, str]]:
-    """Every ledger row, oldest first: (revision, direction, run_id)."""
-    if not has_table(connection, LEDGER_TABLE):
-        return []
-    rows = connection.execute(
-        select(ledger.c.revision, ledger.c.direction, ledger.c.run_id).order_by(ledger.c.id)
-    )
-    return [(r.revision, r.direction, r.run_id) for r in rows]
+def history_of(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str, str], ...]:
+    """Pure: every one of `rows` (oldest first) as (revision, direction, run_id)."""
+    return tuple((r["revision"], r["direction"], r["run_id"]) for r in rows)
 
 
 # -- audit -------------------------------------------------------------------------------

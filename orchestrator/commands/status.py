@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -100,7 +101,6 @@ def _target_status(
             live = live_run_ids(connection) if open_runs else set()
             terminal = ledger.recent_ends(connection)
             schema = schema_status(app, target, connection, state.heads)
-            history = ledger.ledger_history(connection)
     except (OrchestratorError, SQLAlchemyError) as exc:
         row.update(_unconfigured(env.name, target.name, getattr(exc, "message", str(exc)), heads))
         row["configured"] = True
@@ -140,13 +140,13 @@ def _target_status(
             else None
         ),
         interrupted=interrupted,
-        version_disagrees=_version_disagrees(app, state.heads, history),
+        version_disagrees=_version_disagrees(app, state.heads, state.history),
     )
     return row
 
 
 def _version_disagrees(
-    app: App, heads: tuple[str, ...], history: list[tuple[str, str, str]]
+    app: App, heads: tuple[str, ...], history: Sequence[tuple[str, str, str]]
 ) -> dict[str, list[str]] | None:
     """alembic_version and the ledger's account of it, when they differ (someone stamped or
     edited the version table outside the orchestrator)."""
