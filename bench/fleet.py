@@ -184,9 +184,9 @@ class FleetBench:
             "",
             "Full upgrades: one run per mode per round, each on emptied databases; the no-op "
             "re-run, `status fleet` and a one-database no-op several times per round. A no-op "
-            "re-run and `status` read the fleet in 8 threads through one engine per server "
-            "(one connection per database, five or six catalog-light queries each), and run a "
-            "database only where there is work.",
+            f"re-run and `status` read the fleet in {READERS} threads through one engine per "
+            "server (one connection per database; six or seven queries each, one of them the "
+            "catalog stamp of the drift check), and run a database only where there is work.",
             "",
             "| measurement | median s (min-max) | per database ms | target | met |",
             "|---|---:|---:|---|:---:|",
