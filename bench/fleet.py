@@ -140,13 +140,14 @@ class FleetBench:
         if not all(self.cpu.values()):
             return []  # not Linux: no /proc/stat
 
-        def per_db(label: str) -> tuple[float, float]:
-            splits = self.cpu[label]
-            return (
+        # per database, in ms: (PostgreSQL's CPU, the reading process's), medians
+        per_db = {
+            label: (
                 median(c.rest for c in splits) / DATABASES * 1000,
                 median(c.ours for c in splits) / DATABASES * 1000,
             )
-
+            for label, splits in self.cpu.items()
+        }
         cores = os.cpu_count() or 1
         lines = [
             "",
@@ -155,12 +156,9 @@ class FleetBench:
             "",
             "| run | PostgreSQL ms per database | the reading process ms per database |",
             "|---|---:|---:|",
+            *(f"| {label} | {pg:.1f} | {ours:.1f} |" for label, (pg, ours) in per_db.items()),
         ]
-        for label in (NOOP, STATUS, BARE):
-            server, ours = per_db(label)
-            lines.append(f"| {label} | {server:.1f} | {ours:.1f} |")
-        server, _ = per_db(STATUS)
-        bare, _ = per_db(BARE)
+        server, bare = per_db[STATUS][0], per_db[BARE][0]
         floor = server * DATABASES / 1000 / cores
         lines += [
             "",
