@@ -258,6 +258,52 @@ def test_verify_names_the_first_broken_row(
     assert by_env["staging"]["checked"] and by_env["staging"]["intact"]
 
 
+def test_a_hand_written_row_is_named_and_stops_nothing_else(pg_project: Project) -> None:
+    """The deploy role can append a row whose hash is right but whose payload is not an event
+    (not JSON, or not an object). `audit verify` names it; no other command fails on it."""
+    assert pg_project.run("migrate", "dev").code == 0
+    status_before = pg_project.run("status").code
+    ((last_id, last_hash),) = pg_project.query(
+        "dev", "SELECT id, hash FROM orchestrator_audit ORDER BY id DESC LIMIT 1"
+    )
+    forged = []
+    for row_id, payload in ((last_id + 1, "not json"), (last_id + 2, "[1, 2]")):
+        digest = ledger.chain_hash(last_hash, row_id, payload)
+        forged.append(
+            f"({row_id}, '2026-12-01T00:00:00.000000Z', 'run.started', 'forged{row_id}', 'dev', "
+            f"'mallory', '{payload}', '{last_hash}', '{digest}')"
+        )
+        last_hash = digest
+    engine = pg_project.engine("dev")
+    try:
+        with engine.begin() as conn:  # appending is allowed: the table refuses only changes
+            conn.execute(
+                sa.text(
+                    "INSERT INTO orchestrator_audit (id, timestamp, event, run_id, env, actor,"
+                    " payload, prev_hash, hash) VALUES " + ", ".join(forged)
+                )
+            )
+    finally:
+        engine.dispose()
+
+    verify = pg_project.run("audit", "verify", "--env", "dev")
+    assert verify.code == 1, verify.output
+    assert f"row {last_id + 1}" in verify.stdout
+    assert "its payload is not a JSON object" in verify.stdout
+    listed = pg_project.run("audit", "--env", "dev", "--run", f"forged{last_id + 2}", "--json")
+    assert listed.code == 0, listed.output
+    (event,) = json_lines(listed.stdout)
+    assert (event["event"], event["actor"]) == ("run.started", "mallory")  # its columns
+    report = pg_project.run("audit", "report", "--env", "dev", "--out", "report.html")
+    assert report.code == 1, report.output  # written, and the broken chain said
+    assert "BROKEN at row" in report.output
+    for args in (("migrate", "dev"), ("status",)):
+        result = pg_project.run(*args)
+        assert "unexpected error" not in result.output, result.output
+    assert pg_project.run("migrate", "dev").code == 0
+    assert pg_project.run("status").code == status_before
+
+
 # Two rows as this format writes them, hashes computed by hand (tests/unit/test_known_answers.py)
 KNOWN_ROWS = [
     {

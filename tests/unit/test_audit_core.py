@@ -131,6 +131,41 @@ def test_swapped_ids_are_noticed() -> None:
     assert broken is not None and broken.id == 2
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [
+        '{"a":1,"b":[1,2.5,null,true],"c":{"d":"\\u00e9"}}',  # as the trail writes it
+        ' {"a": 1} ',  # whitespace around it: what json.loads accepts, accepted
+        '{"a":"x\\"}"}',
+    ],
+)
+def test_decode_payload_reads_what_json_reads(payload: str) -> None:
+    assert ledger.decode_payload(payload) == json.loads(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    ["", "not json", '{"a":1}{"b":2}', '{"a":1} x', "[1, 2]", '"text"', "1", "[" * 100_000, None],
+)
+def test_decode_payload_refuses_what_is_not_one_json_object(payload: Any) -> None:
+    assert ledger.decode_payload(payload) is None
+
+
+def test_a_rehashed_row_that_is_not_json_is_named() -> None:
+    rows = _chain()
+    rows[2]["payload"] = '{"event":"run.started"}{"event":"run.succeeded"}'
+    rows[2]["hash"] = ledger.chain_hash(rows[2]["prev_hash"], 3, rows[2]["payload"])
+    rows[3]["prev_hash"] = rows[2]["hash"]
+    rows[3]["hash"] = ledger.chain_hash(rows[3]["prev_hash"], 4, rows[3]["payload"])
+    broken, records = ledger.check_chain(rows)
+    assert broken is not None and (broken.id, broken.problem) == (
+        3,
+        "its payload is not a JSON object",
+    )
+    assert records[2]["event"] == rows[2]["event"]  # what its columns say
+    assert len(records) == len(rows)
+
+
 # -- --since / --until ----------------------------------------------------------------------
 
 NOW = datetime(2026, 3, 10, 12, 0, 0, tzinfo=UTC)
