@@ -893,8 +893,9 @@ def trust_section(
         f"At N = {n}. Every timing in this report runs with all of them on (the bench's "
         "environments sign, fence, fingerprint and audit); this table turns one off at a time "
         "where it can be turned off, and otherwise adds its measured cost (per revision, or "
-        "per run) to a full upgrade. The audit trail cannot be turned off: a run also writes about six "
-        "events of its own (start, lock, gate, end), each a small commit, not counted here.",
+        "per run) to a full upgrade. The audit trail cannot be turned off: a run also writes "
+        "about six events of its own (start, lock, gate, end), each a small commit, not "
+        "counted here.",
         "",
         "| feature | measured as | cost ratio |",
         "|---|---|---:|",

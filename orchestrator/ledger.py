@@ -601,7 +601,7 @@ def recent_ends(connection: Connection, limit: int = 200) -> list[dict[str, Any]
     if not has_table(connection, AUDIT_TABLE):
         return []
     rows = connection.execute(
-        select(audit.c.id, audit.c.payload, *_indexed_columns())
+        select(audit.c.id, audit.c.payload, *_INDEXED_COLUMNS)
         .where(audit.c.event.in_(TERMINAL_EVENTS))
         .order_by(audit.c.id.desc())
         .limit(limit)
@@ -611,7 +611,7 @@ def recent_ends(connection: Connection, limit: int = 200) -> list[dict[str, Any]
 
 def audit_select(flt: AuditFilter) -> Select[Any]:
     """The statement behind `query_audit`: newest first, each filter on an indexed column."""
-    query = select(audit.c.id, audit.c.payload, *_indexed_columns())
+    query = select(audit.c.id, audit.c.payload, *_INDEXED_COLUMNS)
     for column, value in (
         (audit.c.env, flt.env),
         (audit.c.actor, flt.actor),
@@ -639,15 +639,11 @@ def runs_without_end(connection: Connection) -> list[dict[str, Any]]:
         return []
     ended = select(audit.c.run_id).where(audit.c.event.in_(TERMINAL_EVENTS))
     rows = connection.execute(
-        select(audit.c.payload, *_indexed_columns())
+        select(audit.c.payload, *_INDEXED_COLUMNS)
         .where(audit.c.event == "run.started", audit.c.run_id.not_in(ended))
         .order_by(audit.c.id)
     )
     return [record_of(row._mapping) for row in rows]
-
-
-def _indexed_columns() -> list[Any]:
-    return [audit.c[name] for name in _INDEXED]
 
 
 def acquired_runs(connection: Connection, run_ids: Iterable[str]) -> set[str]:
@@ -677,6 +673,7 @@ def verify_chain(rows: Sequence[Mapping[str, Any]]) -> BrokenRow | None:
 
 
 _INDEXED = ("timestamp", "event", "run_id", "env", "actor", "revision", "outcome")
+_INDEXED_COLUMNS = [audit.c[name] for name in _INDEXED]  # read beside a payload: see record_of
 
 
 def check_chain(
