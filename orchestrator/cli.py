@@ -1086,7 +1086,7 @@ def _detail(event: dict[str, Any]) -> str:
         if event.get(key):
             return str(event[key])[:80]
     if event.get("to_revision"):
-        return f"-> {event['to_revision'][:12]}"
+        return f"-> {str(event['to_revision'])[:12]}"
     return ""
 
 

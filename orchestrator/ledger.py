@@ -440,10 +440,13 @@ def decode_payload(payload: Any) -> dict[str, Any] | None:
 def record_of(row: Mapping[Any, Any]) -> dict[str, Any]:
     """An audit row's event: its payload, completed by the row's columns where it lacks
     them (all there is when the payload is not a JSON object), so that every reader finds
-    the indexed fields the row has."""
+    the indexed fields the row has, as text."""
     record = decode_payload(row["payload"]) or {}
     for column in _INDEXED:
-        if column not in record and row.get(column) is not None:
+        value = record.get(column)
+        if value is not None and not isinstance(value, str):  # by hand: the column is text
+            record[column] = row.get(column)
+        elif value is None and row.get(column) is not None:
             record[column] = row[column]
     return record
 

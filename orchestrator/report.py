@@ -195,18 +195,18 @@ def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
         name = e.get("event")
         if name == "run.started":
             run.started = e.get("timestamp")
-            run.from_revision = e.get("from_revision")
-            run.to_revision = e.get("to_revision")
-            run.reason = e.get("reason")
+            run.from_revision = _text(e.get("from_revision"))
+            run.to_revision = _text(e.get("to_revision"))
+            run.reason = _text(e.get("reason"))
             run.forced = bool(e.get("forced"))
         elif name in ("migration.applied", "migration.reverted"):
             run.steps.append(
                 Step(
                     revision=str(e.get("revision")),
                     direction="applied" if name == "migration.applied" else "reverted",
-                    checksum=e.get("checksum") or None,
+                    checksum=_text(e.get("checksum")) or None,
                     timestamp=str(e.get("timestamp")),
-                    duration_ms=e.get("duration_ms"),
+                    duration_ms=_ms(e.get("duration_ms")),
                 )
             )
         elif name == "lock.waiting":
@@ -218,7 +218,7 @@ def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
         if name in TERMINAL:
             run.outcome = str(e.get("outcome") or name.split(".", 1)[1])
             run.ended = e.get("timestamp")
-            if e.get("duration_ms") is not None:
+            if _ms(e.get("duration_ms")) is not None:
                 run.duration_ms = e["duration_ms"]
             if name == "run.refused" and e.get("error"):
                 run.refusals.append(str(e["error"]))
@@ -229,11 +229,20 @@ def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
                         LockWait(str(e.get("timestamp")), _holder_text(e["holder"]))
                     )
             elif name == "run.interrupted":
-                run.interrupted = e.get("reason")
-                run.noticed_by = e.get("noticed_by")
+                run.interrupted = _text(e.get("reason"))
+                run.noticed_by = _text(e.get("noticed_by"))
             if run.to_revision is None and e.get("to_revision"):
-                run.to_revision = e["to_revision"]
+                run.to_revision = str(e["to_revision"])
     return list(runs.values())
+
+
+# An event's fields as the report's types: a row written by hand may hold anything there.
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _ms(value: Any) -> int | None:
+    return value if type(value) is int else None
 
 
 def build_matrix(runs: Sequence[Run]) -> list[MatrixRow]:

@@ -772,10 +772,13 @@ def live_run_ids(connection: Connection) -> set[str] | None:
 def run_alive(run: Mapping[str, Any], live: set[str] | None) -> bool:
     if live is not None:
         return run["run_id"] in live
-    if run.get("host") != socket.gethostname() or not run.get("pid"):
-        return True  # another machine: we cannot tell, assume alive
+    pid = run.get("pid")
+    # another machine, or no process id (a hand-written row may hold anything): we cannot
+    # tell, assume alive
+    if run.get("host") != socket.gethostname() or type(pid) is not int or not 0 < pid < 2**31:
+        return True
     try:
-        os.kill(int(run["pid"]), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

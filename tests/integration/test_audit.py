@@ -748,3 +748,99 @@ def test_audit_on_a_big_history_uses_the_indexes(pg_project: Project) -> None:
         engine.dispose()
     result = pg_project.run("audit", "--env", "dev", "--limit", "5", "--json")
     assert result.code == 0 and len(json_lines(result.stdout)) == 5
+
+
+def append_forged(project: Project, env: str, events: list[dict[str, Any]]) -> None:
+    """Append `events` as the deploy role could: each row's hash computed and chained, its
+    indexed columns those of its payload, so the chain stays intact."""
+    ((last_id, last_hash),) = project.query(
+        env, "SELECT id, hash FROM orchestrator_audit ORDER BY id DESC LIMIT 1"
+    )
+    engine = project.engine(env)
+    try:
+        with engine.begin() as conn:
+            for row_id, event in enumerate(events, start=last_id + 1):
+                payload = ledger.canonical(event)
+                digest = ledger.chain_hash(last_hash, row_id, payload)
+                conn.execute(
+                    ledger.audit.insert().values(
+                        id=row_id,
+                        payload=payload,
+                        prev_hash=last_hash,
+                        hash=digest,
+                        **{
+                            c: event.get(c)
+                            for c in (
+                                "timestamp",
+                                "event",
+                                "run_id",
+                                "env",
+                                "actor",
+                                "revision",
+                                "outcome",
+                            )
+                        },
+                    )
+                )
+                last_hash = digest
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("pid", ["x", 10**30, -1, True, [1]])
+def test_a_hand_written_event_with_odd_fields_stops_nothing(
+    sqlite_project: Project, pid: Any
+) -> None:
+    """A forged event whose chain is intact and whose payload is a JSON object can still give
+    its fields any type: an open run's `pid` that is not a process id, a duration that is not
+    a number, a holder that is not an object. No command fails on them."""
+    project = sqlite_project
+    assert project.run("migrate", "dev").code == 0
+    base = {"env": "dev", "actor": "mallory", "timestamp": "2026-12-01T00:00:00.000000Z"}
+    append_forged(
+        project,
+        "dev",
+        [
+            {
+                **base,
+                "event": "run.started",
+                "run_id": "open1",
+                "host": socket.gethostname(),
+                "pid": pid,
+            },
+            {**base, "event": "run.started", "run_id": "ended1", "pid": pid, "host": 7},
+            {**base, "event": "lock.waiting", "run_id": "ended1", "holder": "someone"},
+            {**base, "event": "gate.refused", "run_id": "ended1", "blocked": 5, "approval": {}},
+            {
+                **base,
+                "event": "migration.applied",
+                "run_id": "ended1",
+                "revision": HEAD,
+                "duration_ms": "slow",
+                "checksum": 5,
+            },
+            {
+                **base,
+                "event": "run.succeeded",
+                "run_id": "ended1",
+                "outcome": "succeeded",
+                "duration_ms": "slow",
+                "waivers": "all",
+                "holder": [1],
+                "to_revision": 3,
+            },
+        ],
+    )
+    assert project.run("audit", "verify", "--env", "dev").code == 0
+    for args in (
+        ("migrate", "dev"),
+        ("status",),
+        ("status", "--json"),
+        ("audit", "--env", "dev"),
+        ("audit", "--env", "dev", "--json"),
+        ("audit", "report", "--env", "dev", "--out", "report.html"),
+    ):
+        result = project.run(*args)
+        assert "unexpected error" not in result.output, (args, result.output)
+        assert "Traceback" not in result.output, (args, result.output)
+        assert result.code == 0, (args, result.output)
