@@ -47,8 +47,7 @@ def fence_bench(cluster: Any, log: Callable[[str], None]) -> tuple[dict[str, flo
                 start = time.perf_counter()
                 for j in range(BATCH):
                     with connection.begin():
-                        written = ledger.record_revision(
-                            connection,
+                        row = ledger.revision_row(
                             revision=f"r{i}_{j}",
                             checksum="0" * 64,
                             direction="up",
@@ -56,8 +55,8 @@ def fence_bench(cluster: Any, log: Callable[[str], None]) -> tuple[dict[str, flo
                             env="bench",
                             actor="bench",
                             at="2026-01-01T00:00:00Z",
-                            fence=fence,
                         )
+                        written = ledger.record_revision(connection, row, fence=fence)
                         if kind == "fenced + audit event":
                             ledger.append_audit(connection, [_event(i, j)])
                     assert written

@@ -268,12 +268,12 @@ def revision_row(
     return row
 
 
-def record_revision(connection: Connection, *, fence: Fence | None = None, **fields: Any) -> bool:
-    """Write the ledger row `revision_row(**fields)` in the caller's transaction. With a
-    `fence`, the row is written only while the fence's session still holds the migration
-    lock, in the same statement (no extra round trip): False means it was not written and
-    the caller must roll back."""
-    row = revision_row(**fields)
+def record_revision(
+    connection: Connection, row: Mapping[str, Any], fence: Fence | None = None
+) -> bool:
+    """Write a `revision_row` in the caller's transaction. With a `fence`, the row is written
+    only while the fence's session still holds the migration lock, in the same statement (no
+    extra round trip): False means it was not written and the caller must roll back."""
     # one statement object with bound parameters: compiled once per process, not per row
     if fence is None:
         connection.execute(_RECORD, row)

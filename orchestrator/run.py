@@ -522,20 +522,20 @@ class TargetRun:
         They are written together just before that COMMIT's fence check, and hold the
         ledger in ROW EXCLUSIVE mode until the COMMIT, so the next lock holder still waits
         for it (`_wait_for_commits_in_flight`)."""
-        fields = {
-            "revision": revision,
-            "checksum": checksum,
-            "direction": direction,
-            "run_id": self.run_id,
-            "env": self.env.name,
-            "actor": self.app.actor,
-            "at": utc_now(),
-            "key": self.key,
-            "target": self.target.name,
-        }
+        row = ledger.revision_row(
+            revision=revision,
+            checksum=checksum,
+            direction=direction,
+            run_id=self.run_id,
+            env=self.env.name,
+            actor=self.app.actor,
+            at=utc_now(),
+            key=self.key,
+            target=self.target.name,
+        )
         if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
-            self._rows_to_commit.append(ledger.revision_row(**fields))
-        elif not ledger.record_revision(connection, fence=self.fence, **fields):
+            self._rows_to_commit.append(row)
+        elif not ledger.record_revision(connection, row, fence=self.fence):
             raise LockLost(f"the migration lock was lost before {revision} could commit")
         connection.info[FENCED] = not self.per_run and self.fence is not None
         connection.info[AUTOCOMMITTED] = False

@@ -50,8 +50,7 @@ def _accept_target(app: App, target: Target, rev: str, reason: str, options: Opt
             if old == new:
                 return run.finish(message="nothing to accept")
             with run.engine.begin() as connection:
-                ledger.record_revision(
-                    connection,
+                row = ledger.revision_row(
                     revision=rev,
                     checksum=new,
                     direction="accepted",
@@ -62,6 +61,7 @@ def _accept_target(app: App, target: Target, rev: str, reason: str, options: Opt
                     key=run.key,
                     target=target.name,
                 )
+                ledger.record_revision(connection, row)
                 run.audit.emit(
                     "checksum.accepted",
                     connection=connection,

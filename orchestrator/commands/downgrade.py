@@ -132,8 +132,7 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                     if not state.heads:
                         app.project.stamp(connection, rev)
                     for r in fresh:
-                        if not ledger.record_revision(
-                            connection,
+                        row = ledger.revision_row(
                             revision=r,
                             checksum=app.graph.get(r).checksum,
                             direction="baseline",
@@ -141,10 +140,10 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                             env=run.env.name,
                             actor=app.actor,
                             at=utc_now(),
-                            fence=run.fence,
                             key=run.key,
                             target=run.target.name,
-                        ):
+                        )
+                        if not ledger.record_revision(connection, row, fence=run.fence):
                             raise LockLost(
                                 f"This run lost the migration lock on {run.where} before the "
                                 "baseline could commit: nothing was recorded. Run it again."

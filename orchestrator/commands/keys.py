@@ -90,8 +90,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
             ]
             with run.engine.begin() as connection:
                 for entry in unsigned:
-                    ledger.record_revision(
-                        connection,
+                    row = ledger.revision_row(
                         revision=entry.revision,
                         checksum=entry.checksum,
                         direction=entry.direction,  # what it was: up, baseline or accepted
@@ -102,6 +101,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                         key=run.key,
                         target=target.name,
                     )
+                    ledger.record_revision(connection, row)
                 run.audit.emit(
                     "ledger.adopted",
                     connection=connection,
