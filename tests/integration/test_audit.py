@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -795,6 +796,8 @@ def test_a_hand_written_event_with_odd_fields_stops_nothing(
     its fields any type: an open run's `pid` that is not a process id, a duration that is not
     a number, a holder that is not an object. No command fails on them."""
     project = sqlite_project
+    ended = subprocess.Popen(["true"])
+    ended.wait()  # a process id that is no longer alive: its run is dead
     assert project.run("migrate", "dev").code == 0
     base = {"env": "dev", "actor": "mallory", "timestamp": "2026-12-01T00:00:00.000000Z"}
     append_forged(
@@ -809,6 +812,16 @@ def test_a_hand_written_event_with_odd_fields_stops_nothing(
                 "pid": pid,
             },
             {**base, "event": "run.started", "run_id": "ended1", "pid": pid, "host": 7},
+            {  # dead: closed as interrupted on its own behalf, with what it claims to be
+                **base,
+                "event": "run.started",
+                "run_id": "dead1",
+                "host": socket.gethostname(),
+                "pid": ended.pid,
+                "target": 5,
+                "command": ["x"],
+                "from_revision": 3,
+            },
             {**base, "event": "lock.waiting", "run_id": "ended1", "holder": "someone"},
             {**base, "event": "gate.refused", "run_id": "ended1", "blocked": 5, "approval": {}},
             {
@@ -844,3 +857,5 @@ def test_a_hand_written_event_with_odd_fields_stops_nothing(
         assert "unexpected error" not in result.output, (args, result.output)
         assert "Traceback" not in result.output, (args, result.output)
         assert result.code == 0, (args, result.output)
+    ends = project.query("dev", "SELECT event FROM orchestrator_audit WHERE run_id = 'dead1'")
+    assert [e for (e,) in ends] == ["run.started", "run.interrupted"]
