@@ -813,7 +813,7 @@ def _result_line(out: Out, r: Any, verb: str = "applied") -> str:
     if r.applied:
         return (
             f"{where}: {out.paint(r.outcome, '32')}, {verb} {len(r.applied)}: "
-            f"{', '.join(r.applied)} (run {r.run_id})"
+            f"{', '.join(r.applied)} (run {r.run_id})" + (f"; {r.message}" if r.message else "")
         )
     return f"{where}: {r.message or r.outcome}"
 

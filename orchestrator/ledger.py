@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from orchestrator import trust
 from orchestrator.database import has_table
 from orchestrator.locks import FENCE_SQL, Fence
 from orchestrator.planning import LedgerEntry
+from orchestrator.schema import fingerprint as schema_fingerprint
 
 if TYPE_CHECKING:  # imported where something is signed: cryptography is slow to import
     from orchestrator import signing
@@ -64,8 +65,6 @@ ledger = Table(
     # DSSE envelope (JSON) over trust.ledger_payload, where the environment signs
     Column("envelope", Text),
 )
-# Added after the first release: databases created before it get the column in place.
-_LEDGER_ADDED_COLUMNS = {"envelope": "TEXT"}
 
 # Signed audit checkpoints: the chain's head at the end of each run of a signing environment.
 checkpoint = Table(
@@ -116,6 +115,7 @@ schema = Table(
     Column("env", String(128), nullable=False),
     Column("actor", String(ACTOR_WIDTH), nullable=False),
     Column("at", String(32), nullable=False),
+    Column("envelope", Text),  # DSSE envelope over trust.schema_payload, where the env signs
     Index("ix_orchestrator_schema_heads", "heads", "id"),
 )
 
@@ -166,15 +166,21 @@ def tables_exist(connection: Connection) -> bool:
     inspector = inspect(connection)
     if not set(inspector.get_table_names()) >= OWN_TABLES:
         return False
-    return _missing_ledger_columns(connection) == {}
+    return not _missing_columns(connection)
 
 
-def _missing_ledger_columns(connection: Connection) -> dict[str, str]:
-    inspector = inspect(connection)
-    if not inspector.has_table(LEDGER_TABLE):
-        return dict(_LEDGER_ADDED_COLUMNS)
-    present = {c["name"] for c in inspector.get_columns(LEDGER_TABLE)}
-    return {name: kind for name, kind in _LEDGER_ADDED_COLUMNS.items() if name not in present}
+# Columns added after the first release, (table, column, SQL type): databases created before
+# get them in place.
+_ADDED_COLUMNS = ((LEDGER_TABLE, "envelope", "TEXT"), (SCHEMA_TABLE, "envelope", "TEXT"))
+
+
+def _missing_columns(connection: Connection) -> list[tuple[str, str, str]]:
+    """Added columns that tables made by an earlier release lack (of the tables there are)."""
+    names = sorted({table for table, _, _ in _ADDED_COLUMNS})
+    found = inspect(connection).get_multi_columns(filter_names=names)  # one catalog query
+    present = {(table, c["name"]) for (_, table), columns in found.items() for c in columns}
+    tables = {table for table, _ in present}
+    return [c for c in _ADDED_COLUMNS if c[0] in tables and c[:2] not in present]
 
 
 def ensure_tables(connection: Connection) -> None:
@@ -189,17 +195,10 @@ def ensure_tables(connection: Connection) -> None:
         # the triggers would lock the audit table against runs appending to it (a deadlock).
         if tables_exist(connection):
             return
-    existed = inspect(connection).has_table(LEDGER_TABLE)
     metadata.create_all(connection, checkfirst=True)
-    if existed:
-        inspect(connection).clear_cache()
-        for name, kind in _missing_ledger_columns(connection).items():
-            if postgres:
-                connection.exec_driver_sql(
-                    f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN IF NOT EXISTS {name} {kind}"
-                )
-            else:
-                connection.exec_driver_sql(f"ALTER TABLE {LEDGER_TABLE} ADD COLUMN {name} {kind}")
+    for table, name, kind in _missing_columns(connection):
+        exists = " IF NOT EXISTS" if postgres else ""
+        connection.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN{exists} {name} {kind}")
     # pattern ops: `--revision` is a prefix (LIKE 'abc%'), which a plain btree serves only
     # under the C collation; these serve = and the prefix under any collation. Written as SQL,
     # not `postgresql_ops=` on the Table: that would load the PostgreSQL dialect on SQLite.
@@ -357,49 +356,93 @@ def record_schema(
     env: str,
     actor: str,
     at: str,
+    key: signing.PrivateKey | None = None,
+    target: str | None = None,
 ) -> None:
+    """Record the schema at `heads`, signed with `key` (for database `target` of `env`)
+    when given."""
     if not has_table(connection, SCHEMA_TABLE):  # a database of an older version
         schema.create(connection, checkfirst=True)
-    connection.execute(
-        insert(schema),
-        {
-            "heads": heads_key(heads),
-            "fingerprint": fingerprint,
-            "description": canonical(description),
-            "stamp": stamp,
-            "run_id": run_id,
-            "env": env,
-            "actor": actor,
-            "at": at,
-        },
-    )
+    row = {
+        "heads": heads_key(heads),
+        "fingerprint": fingerprint,
+        "description": canonical(description),
+        "stamp": stamp,
+        "run_id": run_id,
+        "env": env,
+        "actor": actor,
+        "at": at,
+        "envelope": None,
+    }
+    if key is not None:
+        from orchestrator import signing
+
+        payload = trust.schema_payload(row, target or env)
+        row["envelope"] = canonical(signing.sign(trust.SCHEMA_TYPE, payload, key))
+    connection.execute(insert(schema), row)
+
+
+# Why a recorded schema's row is not evidence (None: it is); see trust.schema_row_problem.
+RowCheck = Callable[[Mapping[str, Any]], str | None]
+# Rows read at one heads when looking for one that verifies: a signing environment skips rows
+# written by hand after the last run's (they cannot hide it), up to this many.
+_SIGNED_LOOKBACK = 20
 
 
 def recorded_schema(
-    connection: Connection, heads: Iterable[str], with_description: bool = True
+    connection: Connection,
+    heads: Iterable[str],
+    with_description: bool = True,
+    check: RowCheck | None = None,
 ) -> RecordedSchema | None:
-    """The schema the last run that left the database at `heads` recorded, if any."""
+    """The schema the last run that left the database at `heads` recorded, if any. With
+    `check` (a signing environment), the last one whose signature verifies, and whose
+    description is the one its signed fingerprint names."""
     if not has_table(connection, SCHEMA_TABLE):
         return None
-    columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id, schema.c.at]
-    if with_description:
-        columns.append(schema.c.description)
-    row = connection.execute(
-        select(*columns)
-        .where(schema.c.heads == heads_key(heads))
-        .order_by(schema.c.id.desc())
-        .limit(1)
-    ).first()
-    if row is None:
-        return None
-    return RecordedSchema(
-        tuple(h for h in row.heads.split(",") if h),
-        row.fingerprint,
-        json.loads(row.description) if with_description else None,
-        row.stamp,
-        row.run_id,
-        row.at,
+    for fields in _newest_rows(connection, heads_key(heads), with_description, check is not None):
+        if check is not None and check(fields) is not None:
+            continue
+        description = json.loads(fields["description"]) if with_description else None
+        if (
+            check
+            and description is not None
+            and schema_fingerprint(description) != fields["fingerprint"]
+        ):
+            continue  # the description was rewritten under a signed fingerprint
+        return RecordedSchema(
+            tuple(h for h in fields["heads"].split(",") if h),
+            fields["fingerprint"],
+            description,
+            fields["stamp"],
+            fields["run_id"],
+            fields["at"],
+        )
+    return None
+
+
+def _newest_rows(
+    connection: Connection, key: str, with_description: bool, signed: bool
+) -> Iterator[dict[str, Any]]:
+    """The rows recorded at heads `key`, newest first: the newest alone, or where they must be
+    signed, up to _SIGNED_LOOKBACK of them, read one at a time (most often one is enough)."""
+    if not signed:
+        columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id]
+        columns += [schema.c.at, *([schema.c.description] if with_description else [])]
+        query = select(*columns).where(schema.c.heads == key).order_by(schema.c.id.desc())
+        row = connection.execute(query.limit(1)).first()
+        if row is not None:
+            yield dict(row._mapping)
+        return
+    # `*`: a table made by an earlier release has no envelope column (its rows are unsigned)
+    nth = text(
+        f"SELECT * FROM {SCHEMA_TABLE} WHERE heads = :key ORDER BY id DESC LIMIT 1 OFFSET :n"
     )
+    for n in range(_SIGNED_LOOKBACK):
+        row = connection.execute(nth, {"key": key, "n": n}).first()
+        if row is None:
+            return
+        yield dict(row._mapping)
 
 
 def history_of(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str, str], ...]:

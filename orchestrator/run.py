@@ -230,8 +230,8 @@ class TargetRun:
         return round((time.monotonic() - self.started_at) * 1000)
 
     def finish(self, **fields: Any) -> RunResult:
-        if self.applied:  # the schema changed: record what it is now
-            fields.setdefault("schema_fingerprint", self.record_schema())
+        if self.applied and "schema_fingerprint" not in fields:  # the schema changed: record it
+            fields["schema_fingerprint"] = self.record_schema()
         self.audit.emit(
             "run.succeeded",
             outcome="succeeded",
@@ -314,6 +314,8 @@ class TargetRun:
                     env=self.env.name,
                     actor=self.app.actor,
                     at=utc_now(),
+                    key=self.key,
+                    target=self.target.name,
                 )
         except SQLAlchemyError as exc:  # the run itself succeeded: say so, and why not this
             self.schema_fingerprint = None

@@ -4,7 +4,8 @@ checked. Rows, envelopes and public keys in; verdicts out. No database, no files
 A signed ledger row's payload repeats the row's columns plus the database it was written on
 (env and target); a row counts only when its envelope verifies AND says what the columns say.
 A checkpoint signs the audit chain's head (last id and hash) and the ledger's last id at the
-end of a run; `verify_signed_trail` checks the tables against every checkpoint.
+end of a run; `verify_signed_trail` checks the tables against every checkpoint. A recorded
+schema (its fingerprint and catalog stamp at some heads) is signed like a ledger row.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ if TYPE_CHECKING:  # cryptography costs ~80 ms to import: only where something i
 LEDGER_TYPE = "application/vnd.alembic-orchestrator.ledger-row+json"
 CHECKPOINT_TYPE = "application/vnd.alembic-orchestrator.audit-checkpoint+json"
 LEDGER_FIELDS = ("revision", "checksum", "direction", "run_id", "env", "actor", "at")
+SCHEMA_TYPE = "application/vnd.alembic-orchestrator.schema-record+json"
+SCHEMA_FIELDS = ("heads", "fingerprint", "stamp", "run_id", "env", "actor", "at")
 
 
 def canonical_bytes(record: Mapping[str, Any]) -> bytes:
@@ -34,6 +37,12 @@ def ledger_payload(row: Mapping[str, Any], target: str) -> bytes:
         if key not in record and key not in ("id", "envelope") and value is not None:
             record[key] = value
     return canonical_bytes(record)
+
+
+def schema_payload(row: Mapping[str, Any], target: str) -> bytes:
+    """What a signing environment signs for one recorded schema: its fingerprint and catalog
+    stamp at its heads (the description is checked against the fingerprint), and where."""
+    return canonical_bytes({**{field: row[field] for field in SCHEMA_FIELDS}, "target": target})
 
 
 def checkpoint_payload(
@@ -68,12 +77,30 @@ def ledger_row_problem(
 ) -> str | None:
     """None when `row` is signed by one of `keys` for this database and says what it signed;
     else why not."""
+    return _signed_row_problem(row, keys, env, target, LEDGER_TYPE, LEDGER_FIELDS)
+
+
+def schema_row_problem(
+    row: Mapping[str, Any], keys: Sequence[signing.PublicKey], env: str, target: str
+) -> str | None:
+    """`ledger_row_problem` for a row of the recorded schemas."""
+    return _signed_row_problem(row, keys, env, target, SCHEMA_TYPE, SCHEMA_FIELDS)
+
+
+def _signed_row_problem(
+    row: Mapping[str, Any],
+    keys: Sequence[signing.PublicKey],
+    env: str,
+    target: str,
+    payload_type: str,
+    fields: Sequence[str],
+) -> str | None:
     from orchestrator import signing
 
     envelope = row.get("envelope")
     if not envelope:
         return "it is not signed"
-    verdict = signing.verify(envelope, keys, LEDGER_TYPE)
+    verdict = signing.verify(envelope, keys, payload_type)
     if not verdict.valid:
         return f"its signature does not verify ({verdict.reason})"
     try:
@@ -87,7 +114,7 @@ def ledger_row_problem(
             f"it was signed for {signed.get('env')}/{signed.get('target')}, "
             f"not {env}/{target} (copied from another database)"
         )
-    for field in LEDGER_FIELDS:
+    for field in fields:
         if signed.get(field) != row.get(field):
             return f"its {field} differs from what was signed"
     return None

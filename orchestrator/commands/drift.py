@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import ledger
+from orchestrator import ledger, trust
 from orchestrator.config import EnvironmentConfig, Target
 from orchestrator.database import current_heads, describe_error, make_engine, safe_url
 from orchestrator.errors import MigrationFailed, OrchestratorError, UsageError
@@ -61,7 +62,18 @@ def live_fingerprint(connection: Connection, recorded: ledger.RecordedSchema | N
     return fingerprint(read_schema(connection))
 
 
-def read_live(target: Target, with_description: bool = False) -> LiveSchema:
+def schema_check(app: App, target: Target) -> ledger.RowCheck | None:
+    """Where `target`'s environment signs, a recorded schema counts only when its signature
+    verifies (the deploy role can rewrite the table, not sign)."""
+    keys = app.public_keys(target.env)
+    if keys is None:
+        return None
+    return partial(trust.schema_row_problem, keys=keys, env=target.env, target=target.name)
+
+
+def read_live(
+    target: Target, with_description: bool = False, check: ledger.RowCheck | None = None
+) -> LiveSchema:
     engine = make_engine(target.url, "orchestrator drift", writer=False)
     try:
         with engine.connect() as connection:
@@ -72,9 +84,8 @@ def read_live(target: Target, with_description: bool = False) -> LiveSchema:
                 description = read_schema(connection)
                 digest = fingerprint(description)
             else:
-                digest = live_fingerprint(
-                    connection, ledger.recorded_schema(connection, heads, with_description=False)
-                )
+                recorded = ledger.recorded_schema(connection, heads, False, check)
+                digest = live_fingerprint(connection, recorded)
     except SQLAlchemyError as exc:
         raise MigrationFailed(
             f"Cannot read the schema of {_where(target)} ({safe_url(target.url)}): "
@@ -94,7 +105,9 @@ def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
     if env.promotes_from not in cache:
         targets = app.targets(env.promotes_from)
         seen = {s.where: s for s in cache.get(f"seen:{env.promotes_from}", [])}
-        cache[env.promotes_from] = [seen.get(_where(t)) or read_live(t) for t in targets]
+        cache[env.promotes_from] = [
+            seen.get(_where(t)) or read_live(t, check=schema_check(app, t)) for t in targets
+        ]
     return cache[env.promotes_from]
 
 
@@ -123,7 +136,7 @@ def schema_status(app: App, target: Target, connection: Connection, heads: Seque
     env = app.envs.get(target.env)
     dialect = connection.dialect.name
     try:
-        recorded = ledger.recorded_schema(connection, heads, with_description=False)
+        recorded = ledger.recorded_schema(connection, heads, False, schema_check(app, target))
         live = live_fingerprint(connection, recorded)
     except SQLAlchemyError:
         return "unknown"
@@ -136,10 +149,12 @@ def schema_status(app: App, target: Target, connection: Connection, heads: Seque
 # -- around a migrate --------------------------------------------------------------------------
 
 
-def drift_since_recorded(connection: Connection, heads: Sequence[str]) -> list[Difference] | None:
+def drift_since_recorded(
+    connection: Connection, heads: Sequence[str], check: ledger.RowCheck | None
+) -> list[Difference] | None:
     """The differences between the live schema and what the last run recorded at `heads`;
     None when nothing was recorded there (no evidence)."""
-    recorded = ledger.recorded_schema(connection, heads, with_description=False)
+    recorded = ledger.recorded_schema(connection, heads, False, check)
     if recorded is None:
         return None
     if recorded.stamp and catalog_stamp(connection) == recorded.stamp:
@@ -147,18 +162,19 @@ def drift_since_recorded(connection: Connection, heads: Sequence[str]) -> list[D
     live = read_schema(connection)
     if fingerprint(live) == recorded.fingerprint:
         return []
-    full = ledger.recorded_schema(connection, heads)
+    full = ledger.recorded_schema(connection, heads, check=check)
     return compare(full.description or {}, live) if full else None
 
 
 def planned_schema_drift(
-    env: EnvironmentConfig, connection: Connection, heads: Sequence[str]
+    app: App, target: Target, connection: Connection, heads: Sequence[str]
 ) -> list[str]:
     """For `plan`: what a migrate's check would name (nothing when the policy is off)."""
-    if env.policy.schema_drift == "off":
+    if app.envs.get(target.env).policy.schema_drift == "off":
         return []
     try:
-        return [d.line for d in drift_since_recorded(connection, heads) or []]
+        drift = drift_since_recorded(connection, heads, schema_check(app, target))
+        return [d.line for d in drift or []]
     except SQLAlchemyError:
         return []
 
@@ -170,7 +186,7 @@ def check_before_run(run: TargetRun, heads: Sequence[str]) -> None:
         return
     with run.engine.connect() as connection:
         connection.execution_options(read_only=True)
-        diffs = drift_since_recorded(connection, heads)
+        diffs = drift_since_recorded(connection, heads, schema_check(run.app, run.target))
     if not diffs:
         return
     lines = [d.line for d in diffs]
@@ -267,11 +283,13 @@ def _drift_target(
                 return _against_models(app, where, heads, connection)
             live = read_schema(connection)
             if against is None:
-                recorded = ledger.recorded_schema(connection, heads)
+                check = schema_check(app, target)
+                recorded = ledger.recorded_schema(connection, heads, check=check)
                 if recorded is None or recorded.description is None:
+                    signed = " whose signature verifies" if check else ""
                     raise UsageError(
-                        f"No schema was recorded for {where} at {_short(heads)}: no run of this "
-                        "version has left it there, so there is nothing to compare with. "
+                        f"No schema{signed} was recorded for {where} at {_short(heads)}: no run "
+                        "of this version has left it there, so there is nothing to compare with. "
                         f"Compare with the models (`orchestrator drift {env.name} --against "
                         "models`) or with the predecessor (`--against ENV`)."
                     )

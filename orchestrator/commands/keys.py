@@ -6,8 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from orchestrator import ledger, trust
 from orchestrator.app import App
+from orchestrator.commands.drift import drift_since_recorded
 from orchestrator.commands.migrate import Options
 from orchestrator.config import Target
 from orchestrator.errors import OrchestratorError, UsageError
@@ -109,10 +112,24 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                     unrecorded=unrecorded or None,
                 )
             run.applied = [e.revision for e in unsigned]
-            done = run.finish(adopted=len(unsigned))
+            # the recorded schema is signed again only when the live one is still it: adopting
+            # must not vouch for a change made by hand
+            try:
+                with run.engine.connect() as connection:
+                    connection.execution_options(read_only=True)
+                    drift = drift_since_recorded(connection, state.heads, None)
+            except SQLAlchemyError:
+                drift = None  # no evidence either way: nothing to vouch for
+            schema = run.record_schema() if drift == [] else None
+            done = run.finish(adopted=len(unsigned), schema_fingerprint=schema)
             done.message = f"signed {len(unsigned)} ledger row(s) of {run.where}" + (
                 f"; not in its ledger (use baseline): {', '.join(unrecorded)}" if unrecorded else ""
             )
+            if drift:
+                done.message += (
+                    f"; its schema is no longer the one recorded, which stays unsigned "
+                    f"(`orchestrator drift {run.env.name}` shows how)"
+                )
             return done
     except OrchestratorError as exc:
         run.fail_details(exc)

@@ -15,6 +15,7 @@ from orchestrator.commands.drift import (
     check_before_run,
     check_divergence,
     drift_since_recorded,
+    schema_check,
 )
 from orchestrator.config import EnvironmentConfig, Target
 from orchestrator.database import current_heads
@@ -75,13 +76,15 @@ def migrate(
     return migrate_each(app, env, targets, destination, options, fleet)
 
 
-def settled(env: EnvironmentConfig, connection: Connection, heads: Sequence[str]) -> bool:
+def settled(app: App, target: Target, connection: Connection, heads: Sequence[str]) -> bool:
     """At its target with every file as it ran, is there still something for a run to do
     here? A run left open (killed: to be recorded as interrupted), or a schema that seems
     to have drifted (confirmed, and recorded, under the lock)."""
     if ledger.runs_without_end(connection):
         return False
-    return env.policy.schema_drift == "off" or not drift_since_recorded(connection, heads)
+    if app.envs.get(target.env).policy.schema_drift == "off":
+        return True
+    return not drift_since_recorded(connection, heads, schema_check(app, target))
 
 
 def nothing_to_do(target: Target, run_id: str | None = None) -> RunResult:
@@ -102,7 +105,7 @@ def settled_targets(app: App, targets: Sequence[Target], destination: str) -> se
                 return (
                     not upgrade_steps(app, state.heads, destination, target.env)
                     and not checksum_drift(app, state)
-                    and settled(app.envs.get(target.env), connection, state.heads)
+                    and settled(app, target, connection, state.heads)
                 )
         except (OrchestratorError, SQLAlchemyError):
             return False
@@ -171,7 +174,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     if not revisions and not drifted:
         with run.engine.connect() as connection:
             connection.execution_options(read_only=True)
-            if settled(run.env, connection, state.heads):  # cheap, unlocked
+            if settled(app, run.target, connection, state.heads):  # cheap, unlocked
                 return nothing_to_do(run.target, run.run_id)
         # A run killed after its last revision committed left no end: at the target, yet not
         # done. Take the lock (a live run finishes first) and record the dead one as interrupted.

@@ -171,7 +171,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
     for target in app.targets(env.name):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, target.name)
-            schema = planned_schema_drift(env, connection, state.heads)
+            schema = planned_schema_drift(app, target, connection, state.heads)
         revisions = upgrade_steps(app, state.heads, destination, env.name)
         steps = judge(app, env, revisions)
         findings, problem = lint_revisions(app, env, revisions)

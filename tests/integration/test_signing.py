@@ -366,6 +366,7 @@ def test_edit_and_rehash_goes_unnoticed_without_signing(pg_project: Project) -> 
         (
             [
                 "DROP TABLE orchestrator_audit",
+                "ALTER TABLE orchestrator_schema DROP COLUMN envelope",
                 "DROP TABLE orchestrator_checkpoint",
                 "DROP TABLE orchestrator_ledger",
             ],
@@ -570,6 +571,7 @@ def test_tables_of_an_earlier_release_are_migrated_in_place(pg_project: Project)
         pg_project,
         "dev",
         "ALTER TABLE orchestrator_ledger DROP COLUMN envelope",
+        "ALTER TABLE orchestrator_schema DROP COLUMN envelope",
         "DROP TABLE orchestrator_checkpoint",
     )
     assert pg_project.run("status", "dev", "--json").code == 0  # reads the old shape
@@ -581,4 +583,118 @@ def test_tables_of_an_earlier_release_are_migrated_in_place(pg_project: Project)
         "WHERE table_name = 'orchestrator_ledger' AND column_name = 'envelope'",
     )
     assert columns == [("envelope",)]
+    schema_columns = pg_project.query(
+        "dev",
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_name = 'orchestrator_schema' AND column_name = 'envelope'",
+    )
+    assert schema_columns == [("envelope",)]
     assert pg_project.run("audit", "verify", "--env", "dev").code == 0
+
+
+# -- the recorded schema -------------------------------------------------------------------
+
+
+def _drift_by_hand_and_cover_it(project: Project, env: str, rewrite: bool) -> None:
+    """The deploy role's hot fix, then the recorded schema made to match it: a new row
+    (`rewrite=False`) or the run's own row rewritten, with the fingerprint, description and
+    catalog stamp of the schema as it now is, so `drift` and `status` would see nothing."""
+    from orchestrator.schema import fingerprint
+    from orchestrator.schema_reader import catalog_stamp, read_schema
+
+    execute(project, env, "CREATE INDEX ix_forged ON users (display_name)")
+    engine = project.engine(env)
+    try:
+        with engine.begin() as connection:
+            live = read_schema(connection)
+            values = {
+                "fingerprint": fingerprint(live),
+                "description": ledger.canonical(live),
+                "stamp": catalog_stamp(connection),
+            }
+            if rewrite:
+                connection.execute(
+                    sa.text(
+                        "UPDATE orchestrator_schema SET fingerprint = :fingerprint,"
+                        " description = :description, stamp = :stamp"
+                        " WHERE id = (SELECT max(id) FROM orchestrator_schema)"
+                    ),
+                    values,
+                )
+            else:
+                connection.execute(
+                    sa.text(
+                        "INSERT INTO orchestrator_schema (heads, fingerprint, description, stamp,"
+                        " run_id, env, actor, at) SELECT heads, :fingerprint, :description,"
+                        " :stamp, run_id, env, actor, at FROM orchestrator_schema"
+                        " WHERE id = (SELECT max(id) FROM orchestrator_schema)"
+                    ),
+                    values,
+                )
+    finally:
+        engine.dispose()
+
+
+def _schema_of(project: Project, env: str) -> str:
+    result = project.run("status", "--json")
+    assert result.code == 0, result.output
+    return next(row["schema"] for row in result.json() if row["env"] == env)
+
+
+def test_a_recorded_schema_is_signed_and_a_forged_one_hides_no_drift(signed: Project) -> None:
+    ran_to_staging(signed)
+    ((envelope, target),) = signed.query("staging", "SELECT envelope, env FROM orchestrator_schema")
+    verdict = signing.verify(envelope, [public_key(signed, "staging")], trust.SCHEMA_TYPE)
+    assert verdict.valid and verdict.payload_json()["target"] == target == "staging"
+
+    _drift_by_hand_and_cover_it(signed, "staging", rewrite=False)
+    assert _schema_of(signed, "staging") == "drifted"  # the run's signed row still counts
+    drift = signed.run("drift", "staging")
+    assert drift.code == 3, drift.output
+    assert "+ index ix_forged on users (display_name)" in drift.stdout
+    plan = signed.run("plan", "staging")
+    assert "ix_forged" in plan.stdout, plan.output
+    assert signed.run("migrate", "staging").code == 0  # schema_drift: warn records it
+    (drifted,) = [e for e in signed.audit_events("staging") if e["event"] == "schema.drifted"]
+    assert "+ index ix_forged on users (display_name)" in drifted["differences"]
+
+
+def test_a_rewritten_schema_record_is_no_evidence_on_a_signing_env(signed: Project) -> None:
+    ran_to_staging(signed)
+    _drift_by_hand_and_cover_it(signed, "staging", rewrite=True)
+    # not "ok": no record verifies, so staging is judged against dev at the same revision
+    assert _schema_of(signed, "staging") == "diverged"
+    drift = signed.run("drift", "staging")
+    assert drift.code == 2, drift.output
+    assert "No schema whose signature verifies was recorded for staging" in drift.stderr
+
+
+def test_without_signing_a_forged_schema_record_hides_the_drift(pg_project: Project) -> None:
+    ran_to_staging(pg_project)
+    _drift_by_hand_and_cover_it(pg_project, "staging", rewrite=False)
+    # the limit without signing: `drift` and a run's check see the forged record, and only
+    # the comparison with dev at the same revision (status's `diverged`) still shows it
+    assert pg_project.run("drift", "staging").code == 0
+    assert "ix_forged" not in pg_project.run("plan", "staging").stdout
+    assert _schema_of(pg_project, "staging") == "diverged"
+
+
+def test_keys_adopt_signs_the_recorded_schema_only_while_it_is_the_live_one(
+    pg_project: Project,
+) -> None:
+    ran_to_staging(pg_project)  # its schema recorded unsigned, as before signing existed
+    sign_env(pg_project, "staging")
+    newest = "SELECT envelope FROM orchestrator_schema ORDER BY id DESC LIMIT 1"
+    execute(pg_project, "staging", "CREATE INDEX ix_hand ON users (display_name)")
+    adopted = pg_project.run("keys", "adopt", "staging", "--reason", "start signing")
+    assert adopted.code == 0, adopted.output
+    assert "its schema is no longer the one recorded" in adopted.output
+    assert pg_project.query("staging", newest) == [(None,)]  # the hand change is not vouched for
+
+    execute(pg_project, "staging", "DROP INDEX ix_hand")
+    again = pg_project.run("keys", "adopt", "staging", "--reason", "schema as recorded")
+    assert again.code == 0 and "no longer" not in again.output, again.output
+    ((envelope,),) = pg_project.query("staging", newest)
+    key = public_key(pg_project, "staging")
+    assert signing.verify(envelope, [key], trust.SCHEMA_TYPE).valid
+    assert _schema_of(pg_project, "staging") == "ok"
