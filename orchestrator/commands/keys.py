@@ -10,7 +10,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import ledger, trust
 from orchestrator.app import App
-from orchestrator.commands.drift import drift_since_recorded
+from orchestrator.commands.drift import drift_since_recorded, schema_check
 from orchestrator.commands.migrate import Options
 from orchestrator.config import Target
 from orchestrator.errors import OrchestratorError, UsageError
@@ -113,11 +113,16 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                 )
             run.applied = [e.revision for e in unsigned]
             # the recorded schema is signed again only when the live one is still it: adopting
-            # must not vouch for a change made by hand
+            # must not vouch for a change made by hand. Compared with the record that verifies
+            # where there is one (a newer unsigned row may be forged), else the record as it
+            # stands from before signing.
             try:
                 with run.engine.connect() as connection:
                     connection.execution_options(read_only=True)
-                    drift = drift_since_recorded(connection, state.heads, None)
+                    heads = state.heads
+                    drift = drift_since_recorded(connection, heads, schema_check(app, target))
+                    if drift is None:
+                        drift = drift_since_recorded(connection, heads, None)
             except SQLAlchemyError:
                 drift = None  # no evidence either way: nothing to vouch for
             schema = run.record_schema() if drift == [] else None
