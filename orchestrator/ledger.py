@@ -260,11 +260,17 @@ def revision_row(
         "envelope": None,
     }
     if key is not None:
-        from orchestrator import signing
-
-        payload = trust.ledger_payload(row, target or env)
-        row["envelope"] = canonical(signing.sign(trust.LEDGER_TYPE, payload, key))
+        row["envelope"] = _envelope(
+            trust.LEDGER_TYPE, trust.ledger_payload(row, target or env), key
+        )
     return row
+
+
+def _envelope(payload_type: str, payload: bytes, key: signing.PrivateKey) -> str:
+    """The DSSE envelope stored beside a row, as compact JSON."""
+    from orchestrator import signing
+
+    return canonical(signing.sign(payload_type, payload, key))
 
 
 def record_revision(
@@ -375,10 +381,9 @@ def record_schema(
         "envelope": None,
     }
     if key is not None:
-        from orchestrator import signing
-
-        payload = trust.schema_payload(row, target or env)
-        row["envelope"] = canonical(signing.sign(trust.SCHEMA_TYPE, payload, key))
+        row["envelope"] = _envelope(
+            trust.SCHEMA_TYPE, trust.schema_payload(row, target or env), key
+        )
     connection.execute(insert(schema), row)
 
 
@@ -562,7 +567,6 @@ def write_checkpoint(
 ) -> dict[str, Any] | None:
     """Sign the audit chain's head and the ledger's extent, inside the caller's transaction
     (the chain lock held, so no row slips in between reading the head and signing it)."""
-    from orchestrator import signing
 
     _lock_chain(connection)
     head = connection.execute(
@@ -589,7 +593,7 @@ def write_checkpoint(
         "audit_id": head.id,
         "audit_hash": head.hash,
         "at": at,
-        "envelope": canonical(signing.sign(trust.CHECKPOINT_TYPE, payload, key)),
+        "envelope": _envelope(trust.CHECKPOINT_TYPE, payload, key),
     }
     connection.execute(insert(checkpoint), row)
     return row
