@@ -431,20 +431,18 @@ def _newest_rows(
 ) -> Iterator[dict[str, Any]]:
     """The rows recorded at heads `key`, newest first: the newest alone, or where they must be
     signed, up to _SIGNED_LOOKBACK of them, read one at a time (most often one is enough)."""
-    if not signed:
-        columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id]
-        columns += [schema.c.at, *([schema.c.description] if with_description else [])]
-        query = select(*columns).where(schema.c.heads == key).order_by(schema.c.id.desc())
-        row = connection.execute(query.limit(1)).first()
-        if row is not None:
-            yield dict(row._mapping)
-        return
-    # `*`: a table made by an earlier release has no envelope column (its rows are unsigned)
-    nth = text(
-        f"SELECT * FROM {SCHEMA_TABLE} WHERE heads = :key ORDER BY id DESC LIMIT 1 OFFSET :n"
-    )
-    for n in range(_SIGNED_LOOKBACK):
-        row = connection.execute(nth, {"key": key, "n": n}).first()
+    columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id]
+    columns += [schema.c.env, schema.c.actor, schema.c.at]
+    columns += [schema.c.description] if with_description else []
+    if signed:
+        # a table made by an earlier release has no envelope column: nothing in it is signed
+        named = connection.execute(text(f"SELECT * FROM {SCHEMA_TABLE} WHERE 1 = 0")).keys()
+        if "envelope" not in named:
+            return
+        columns.append(schema.c.envelope)
+    query = select(*columns).where(schema.c.heads == key).order_by(schema.c.id.desc())
+    for n in range(_SIGNED_LOOKBACK if signed else 1):
+        row = connection.execute(query.limit(1).offset(n)).first()
         if row is None:
             return
         yield dict(row._mapping)

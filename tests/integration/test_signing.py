@@ -698,3 +698,12 @@ def test_keys_adopt_signs_the_recorded_schema_only_while_it_is_the_live_one(
     key = public_key(pg_project, "staging")
     assert signing.verify(envelope, [key], trust.SCHEMA_TYPE).valid
     assert _schema_of(pg_project, "staging") == "ok"
+
+
+def test_a_schema_table_of_an_earlier_release_is_read_as_unsigned(signed: Project) -> None:
+    ran_to_staging(signed)
+    execute(signed, "staging", "ALTER TABLE orchestrator_schema DROP COLUMN envelope")
+    assert _schema_of(signed, "staging") == "unknown"  # nothing it holds counts as recorded
+    drift = signed.run("drift", "staging")
+    assert drift.code == 2 and "whose signature verifies" in drift.stderr, drift.output
+    assert signed.run("migrate", "staging").code == 0  # the run puts the column back
