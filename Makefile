@@ -9,23 +9,11 @@ APPROVE_FLAG := $(if $(APPROVE),--approve,)
 REV_FLAG := $(if $(REV),--to $(REV),)
 
 .PHONY: install migrate plan status promote audit revision current history downgrade demo \
-	fleet-demo test lint bench bench-venv bench-record mutants clean migrate-run plan-run promote-run \
-	downgrade-run
+	fleet-demo test lint bench bench-venv bench-record mutants clean test-fast
 
-# make's own exit status is only ever 0, 1 or 2. `make plan`, `make migrate`, `make promote`
-# and `make downgrade` exit with the orchestrator's code (3 refused, 4 lock timeout) through
-# a 20-line make plugin, $(exit N), compiled on first use (scripts/make_exit.c). Without a C
-# compiler they fall back to make's 2, after the orchestrator's own message.
-EXIT_SO := .orchestrator/make_exit.so
-RC := .orchestrator/make.rc
--load $(EXIT_SO)
-$(EXIT_SO): scripts/make_exit.c
-	@mkdir -p $(@D) && { $(CC) -shared -fPIC -O2 -o $@ $< 2>/dev/null || : > $@; }
-# the last recipe line of a pass-through target: exit with the code its `-run` step saved
-# (not under `make -n`, which ran nothing and must not read a stale code)
-DRY_RUN := $(findstring n,$(firstword -$(MAKEFLAGS)))
-exit_with_rc = $(if $(DRY_RUN),@:,$(if $(filter %make_exit.so,$(.LOADED)),@: $(if \
-	$(filter-out 0,$(file < $(RC))),$(exit $(file < $(RC)))),@exit $$(cat $(RC))))
+# Pipelines call `orchestrator` and branch on its exit codes (3 refused, 4 lock timeout); these
+# targets are for people, and make reports any failure as its own 2 after the orchestrator's
+# message. (A make plugin that passed the code through needed a C compiler: not worth it.)
 
 $(BIN)/orchestrator: pyproject.toml
 	# Debian's python3 lacks venv until python3-venv is installed: do that when we can (root)
@@ -38,23 +26,17 @@ $(BIN)/orchestrator: pyproject.toml
 
 install: $(BIN)/orchestrator
 
-migrate-run: install
-	$(ORCH) migrate $(ENV) $(REV_FLAG) $(APPROVE_FLAG); echo $$? > $(RC)
-migrate: migrate-run
-	$(exit_with_rc)
+migrate: install
+	$(ORCH) migrate $(ENV) $(REV_FLAG) $(APPROVE_FLAG)
 
-plan-run: install
-	$(ORCH) plan $(ENV) $(REV_FLAG); echo $$? > $(RC)
-plan: plan-run
-	$(exit_with_rc)
+plan: install
+	$(ORCH) plan $(ENV) $(REV_FLAG)
 
 status: install
 	$(ORCH) status
 
-promote-run: install
-	$(ORCH) promote $(ENV) $(APPROVE_FLAG); echo $$? > $(RC)
-promote: promote-run
-	$(exit_with_rc)
+promote: install
+	$(ORCH) promote $(ENV) $(APPROVE_FLAG)
 
 audit: install
 	$(ORCH) audit $(if $(filter command line environment,$(origin ENV)),--env $(ENV),)
@@ -69,10 +51,8 @@ current: install
 history: install
 	$(ORCH) history
 
-downgrade-run: install
-	$(ORCH) downgrade $(ENV) --to $(or $(REV),-1) --reason "$(or $(REASON),make downgrade)" $(APPROVE_FLAG); echo $$? > $(RC)
-downgrade: downgrade-run
-	$(exit_with_rc)
+downgrade: install
+	$(ORCH) downgrade $(ENV) --to $(or $(REV),-1) --reason "$(or $(REASON),make downgrade)" $(APPROVE_FLAG)
 
 demo: install
 	./scripts/demo.sh
@@ -85,9 +65,15 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check orchestrator tests bench
 	$(BIN)/mypy orchestrator
+	$(BIN)/lint-imports  # the layers of pyproject.toml's [tool.importlinter]
 
+# The whole suite on both cores (pytest-xdist), one PostgreSQL cluster shared by the workers.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
+
+# The quick loop: the pure core and the SQLite paths, no PostgreSQL, no browser (under a minute).
+test-fast: install
+	$(BIN)/python -m pytest -q -n 2 -m "not pg and not browser"
 
 # The benchmark times the orchestrator as a user installs it: a plain `pip install .` into a
 # venv of its own (byte-code compiled by pip, no dev tools: mutmut's `rich`, for one, would
@@ -107,24 +93,24 @@ bench-record: install bench-venv  # the report kept in the repository, stamped w
 	BENCH_BIN=$(BENCH_VENV)/bin BENCH_RESULTS=bench/results.md $(BIN)/python bench/run.py
 
 # Mutation testing of the modules that carry the promises (not part of `make test`). One
-# pattern per line: a module (`orchestrator.locks.*`) or some of its functions
-# (`orchestrator.ledger.x_chain_hash*`; mutmut names a function f's mutants x_f__mutmut_N).
+# pattern per line: a module (`orchestrator.db.locks.*`) or some of its functions
+# (`orchestrator.evidence.ledger.x_chain_hash*`; mutmut names a function f's mutants x_f__mutmut_N).
 MUTANTS := \
-	'orchestrator.planning.xǁ*' \
-	'orchestrator.planning.x_gate*' \
-	'orchestrator.planning.x__why_not*' \
-	'orchestrator.planning.x__summarise*' \
-	'orchestrator.planning.x_drift*' \
-	'orchestrator.planning.x_ledger_heads*' \
-	'orchestrator.planning.x_refusal_message*' \
-	'orchestrator.ledger.x_canonical*' \
-	'orchestrator.ledger.x_chain_hash*' \
-	'orchestrator.ledger.x_chain_rows*' \
-	'orchestrator.ledger.x_verify_chain*' \
-	'orchestrator.ledger.x_check_chain*' \
-	'orchestrator.locks.*' \
-	'orchestrator.revisions.x_checksum_*' \
-	'orchestrator.revisions.x_combined_checksum*'
+	'orchestrator.core.planning.xǁ*' \
+	'orchestrator.core.planning.x_gate*' \
+	'orchestrator.core.planning.x__why_not*' \
+	'orchestrator.core.planning.x__summarise*' \
+	'orchestrator.core.planning.x_drift*' \
+	'orchestrator.core.planning.x_ledger_heads*' \
+	'orchestrator.core.planning.x_refusal_message*' \
+	'orchestrator.evidence.ledger.x_canonical*' \
+	'orchestrator.evidence.ledger.x_chain_hash*' \
+	'orchestrator.evidence.ledger.x_chain_rows*' \
+	'orchestrator.evidence.ledger.x_verify_chain*' \
+	'orchestrator.evidence.ledger.x_check_chain*' \
+	'orchestrator.db.locks.*' \
+	'orchestrator.migrations.revisions.x_checksum_*' \
+	'orchestrator.migrations.revisions.x_combined_checksum*'
 
 mutants: install
 	$(BIN)/mutmut run $(MUTANTS) > mutants-run.log 2>&1 || true  # progress: tail -f mutants-run.log

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import psycopg
 
-from orchestrator.ledger import AUDIT_TABLE, GENESIS, chain_rows
+from orchestrator.evidence.ledger import AUDIT_TABLE, GENESIS, chain_rows
 
 ACTORS = ["alice", "bob", "carol", "dave", "ci-bot"]
 COLUMNS = (

@@ -23,9 +23,9 @@ def fence_bench(cluster: Any, log: Callable[[str], None]) -> tuple[dict[str, flo
     """µs per revision of each feature, and the markdown section."""
     from sqlalchemy import text
 
-    from orchestrator import ledger
-    from orchestrator.database import make_engine
-    from orchestrator.locks import migration_lock
+    from orchestrator.db.database import make_engine
+    from orchestrator.db.locks import migration_lock
+    from orchestrator.evidence import ledger
 
     log(f"  fencing: {BATCHES} x {BATCH} ledger rows + commits, plain and fenced, alternating")
     cluster.recreate("fence_bench")

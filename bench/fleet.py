@@ -24,7 +24,7 @@ from typing import Any
 from measure import Command, CpuSplit, run_once, timed_with_cpu
 from projects import write_keys
 
-from orchestrator.evidence import READERS  # the threads a fleet is read in
+from orchestrator.running.predecessor import READERS  # the threads a fleet is read in
 
 DATABASES = int(os.environ.get("BENCH_FLEET_SIZE", "500"))
 FULL_MODES = [("sequential", []), ("--parallel 2", ["--parallel", "2"])]

@@ -228,7 +228,7 @@ SIGNING = "signing:\n  public_key: {pub}\n  key_env: BENCH_{name}_KEY\n"
 
 def write_keys(directory: Path, name: str) -> Path:
     """A new Ed25519 key pair for `name` in `directory`; the private key's path."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     directory.mkdir(parents=True, exist_ok=True)
     private, public = signing.generate()

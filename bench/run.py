@@ -304,8 +304,9 @@ class Bench:
 
     def sign_checkpoint(self, env: str) -> None:
         """A signed checkpoint over the audit chain as it is now, as the end of a run writes."""
-        from orchestrator import ledger, signing
-        from orchestrator.database import make_engine
+        from orchestrator.core import signing
+        from orchestrator.db.database import make_engine
+        from orchestrator.evidence import ledger
 
         key = signing.load_private_key(
             Path(self.project.key_env[f"BENCH_{env.upper()}_KEY"]).read_bytes()

@@ -45,8 +45,8 @@ def _create_schema(url: str, tables: int) -> None:
 def fingerprint_times(url: str, reps: int) -> tuple[list[float], list[float]]:
     import sqlalchemy as sa
 
-    from orchestrator.schema import fingerprint
-    from orchestrator.schema_reader import catalog_stamp, read_schema
+    from orchestrator.schema.description import fingerprint
+    from orchestrator.schema.reader import catalog_stamp, read_schema
 
     engine = sa.create_engine(url)
     full, stamp = [], []

@@ -37,7 +37,8 @@ STACKS: list[tuple[str, str, bool]] = [
     ),
     (
         "the orchestrator's own modules on migrate's path",
-        "import orchestrator.commands.migrate, orchestrator.signing, orchestrator.schema_reader",
+        "import orchestrator.commands.migrate, orchestrator.core.signing, "
+        "orchestrator.schema.reader",
         False,
     ),
 ]

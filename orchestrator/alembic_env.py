@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.ledger import OWN_TABLES
+from orchestrator.evidence.ledger import OWN_TABLES
 
 
 def include_name(name: str | None, type_: str, _parent: Any) -> bool:
@@ -37,7 +37,7 @@ def run_migrations(target_metadata: Any) -> None:
     if context.is_offline_mode():
         dialect = config.attributes.get("dialect_name")
         if dialect is None:
-            from orchestrator.plain_alembic import plain_alembic_dialect
+            from orchestrator.running.plain_alembic import plain_alembic_dialect
 
             dialect = plain_alembic_dialect(context)
         context.configure(dialect_name=dialect, literal_binds=True, **options)
@@ -46,7 +46,7 @@ def run_migrations(target_metadata: Any) -> None:
         return
     connection = config.attributes.get("connection")
     if connection is None:
-        from orchestrator.plain_alembic import plain_alembic
+        from orchestrator.running.plain_alembic import plain_alembic
 
         plain_alembic(context, options)
         return

@@ -112,7 +112,7 @@ def package_version() -> str:
 
 def _env_names(prefix: str = "", **_kw: Any) -> list[str]:
     """Completion: the environment files' names (no validation, no database)."""
-    from orchestrator.config import Settings
+    from orchestrator.core.config import Settings
 
     try:
         directory = Settings().environments_path
@@ -125,7 +125,7 @@ def _env_names(prefix: str = "", **_kw: Any) -> list[str]:
 def _revisions(prefix: str = "", **_kw: Any) -> list[str]:
     """Completion: revision ids, and head/base."""
     try:
-        from orchestrator.app import App
+        from orchestrator.running.app import App
 
         revs = [r.revision for r in App.load().graph]
     except Exception:
@@ -389,7 +389,7 @@ def _seconds(value: str) -> float:
 
 
 def _text(value: str) -> str:
-    limit = 4096  # orchestrator.config.MAX_TEXT, without importing pydantic for --help
+    limit = 4096  # orchestrator.core.config.MAX_TEXT, without importing pydantic for --help
     if len(value) > limit:
         raise argparse.ArgumentTypeError(f"{len(value)} characters long; at most {limit}")
     return value
@@ -457,13 +457,13 @@ class Out:
         return f"\033[{code}m{text}\033[0m" if self.color else text
 
     def json(self, data: Any) -> None:
-        from orchestrator.secrets import redact_value
+        from orchestrator.core.secrets import redact_value
 
         print(json.dumps(redact_value(data), indent=2, default=str))
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Columns aligned on what shows: colour codes take no room on a terminal."""
-        from orchestrator.secrets import redact
+        from orchestrator.core.secrets import redact
 
         cells = [[("" if c is None else redact(str(c))) for c in row] for row in rows]
         widths = [max([len(h), *(visible_len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
@@ -492,7 +492,7 @@ def short(revs: Sequence[str] | None) -> str:
 
 
 def cmd_envs(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.config import env_summary, load_environments, load_settings
+    from orchestrator.core.config import env_summary, load_environments, load_settings
 
     settings = load_settings()
     envs = load_environments(settings.environments_path)
@@ -749,7 +749,7 @@ def cmd_plan_file(args: argparse.Namespace, out: Out) -> int:
     from pathlib import Path
 
     from orchestrator.commands import plans
-    from orchestrator.errors import UsageError
+    from orchestrator.core.errors import UsageError
 
     if args.env in ("show", "approve") and not args.file:
         raise UsageError(f"plan {args.env} needs the plan FILE: orchestrator plan {args.env} FILE")
@@ -834,10 +834,10 @@ def _options(args: argparse.Namespace) -> Any:
 
 
 def _fleet(args: argparse.Namespace, out: Out) -> Any:
-    from orchestrator.fleet import FleetOptions, parse_shard
+    from orchestrator.running.fleet import FleetOptions, parse_shard
 
     if args.parallel < 1 or args.canary < 0:
-        from orchestrator.errors import UsageError
+        from orchestrator.core.errors import UsageError
 
         raise UsageError("--parallel must be at least 1 and --canary at least 0.")
 
@@ -924,7 +924,7 @@ def cmd_keys(args: argparse.Namespace, out: Out) -> int:
 
 def cmd_audit(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands import audit as audit_commands
-    from orchestrator.errors import UsageError
+    from orchestrator.core.errors import UsageError
 
     if args.out is not None and args.action != "report":
         raise UsageError("--out names the file of `audit report`; other audit commands print.")
@@ -951,7 +951,7 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
     if fmt == "csv":
         sys.stdout.write(audit_commands.events_csv(events))
         return code
-    from orchestrator.textsafe import escape_controls
+    from orchestrator.core.textsafe import escape_controls
 
     out.table(
         ["TIMESTAMP", "ENV", "EVENT", "OUTCOME", "REVISION", "ACTOR", "RUN", "DETAIL"],
@@ -977,7 +977,7 @@ def cmd_audit(args: argparse.Namespace, out: Out) -> int:
 
 def _audit_filter(args: argparse.Namespace) -> Any:
     from orchestrator.commands.audit import parse_when
-    from orchestrator.ledger import AuditFilter
+    from orchestrator.evidence.ledger import AuditFilter
 
     return AuditFilter(
         env=args.env,
@@ -1004,7 +1004,7 @@ def _audit_verify(app: Any, args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands import audit as audit_commands
 
     if args.anchor is not None and not args.env:
-        from orchestrator.errors import UsageError
+        from orchestrator.core.errors import UsageError
 
         raise UsageError("--anchor HASH needs --env ENV: an anchor belongs to one trail.")
     results = audit_commands.verify(app, args.env, args.anchor)
@@ -1031,7 +1031,7 @@ def _audit_report(app: Any, flt: Any, args: argparse.Namespace, out: Out) -> int
     from pathlib import Path
 
     from orchestrator.commands.report import write_report
-    from orchestrator.errors import UsageError
+    from orchestrator.core.errors import UsageError
 
     if not args.out:
         raise UsageError("audit report needs --out FILE.html: the file to write the report to.")
@@ -1140,7 +1140,7 @@ def cmd_current(args: argparse.Namespace, out: Out) -> int:
 
 def cmd_init(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.init import init
-    from orchestrator.config import Settings
+    from orchestrator.core.config import Settings
 
     settings = Settings(search_parents=False)  # init adopts this directory, never a parent
     actions = init(
@@ -1208,7 +1208,7 @@ def _app(collect: bool = True) -> Any:
     turned it off): for commands that read a whole audit trail, whose hundreds of thousands
     of long-lived rows make no cycles, yet set off full collections that cost a third of
     their time."""
-    from orchestrator.app import App
+    from orchestrator.running.app import App
 
     if not gc.isenabled():  # console_main's imports are done: collect what the run makes
         gc.freeze()
@@ -1265,8 +1265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log_format = getattr(args, "log_format", None) or os.environ.get(
         "ORCHESTRATOR_LOG_FORMAT", "auto"
     )
-    from orchestrator.errors import OrchestratorError
-    from orchestrator.logging import configure_logging, wants_json
+    from orchestrator.core.errors import OrchestratorError
+    from orchestrator.core.logging import configure_logging, wants_json
 
     if log_format not in LOG_FORMATS:
         text = f"ORCHESTRATOR_LOG_FORMAT={log_format!r} is not one of {', '.join(LOG_FORMATS)}."
@@ -1276,7 +1276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command not in QUIET_COMMANDS:  # structlog costs start-up time `envs` need not pay
         configure_logging(log_format, quiet=getattr(args, "quiet", False))
-    from orchestrator import cancel
+    from orchestrator.running import cancel
 
     cancel.install()  # SIGTERM/SIGINT stop a run between revisions (exit 143/130)
     json_logs = wants_json(log_format)
@@ -1293,7 +1293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # an error we did not foresee: still one paragraph
         if os.environ.get("ORCHESTRATOR_DEBUG"):
             raise
-        from orchestrator.secrets import redact
+        from orchestrator.core.secrets import redact
 
         text = redact(f"unexpected error: {type(exc).__name__}: {exc}".splitlines()[0])
         text += " (set ORCHESTRATOR_DEBUG=1 for a traceback)"
@@ -1308,7 +1308,7 @@ def _print_json_error(
     """`--json` never leaves stdout empty: a run command that reached databases prints their
     results (the last one refused or failed, each with outcome, message and exit_code);
     anything else prints one object with outcome, message and exit_code."""
-    from orchestrator.secrets import redact, redact_value
+    from orchestrator.core.secrets import redact, redact_value
 
     if results:
         data: Any = [redact_value(r.as_dict()) for r in results]
@@ -1318,13 +1318,13 @@ def _print_json_error(
 
 
 def _report(message: str, code: int, as_json: bool) -> int:
-    from orchestrator.secrets import redact
+    from orchestrator.core.secrets import redact
 
     message = redact(message)
     if as_json:
         import structlog
 
-        from orchestrator.logging import configure_logging
+        from orchestrator.core.logging import configure_logging
 
         configure_logging("json")
         structlog.get_logger("orchestrator").error("command.error", error=message, exit_code=code)

@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,9 +31,36 @@ from pgcluster import PgCluster  # noqa: E402
 # --------------------------------------------------------------------------
 
 
+_SHARED: PgCluster | None = None  # the controller's cluster when pytest-xdist spreads the run
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist (`-n`) the controller starts the one cluster of the run before any worker."""
+    global _SHARED
+    if not hasattr(config, "workerinput") and getattr(config.option, "numprocesses", None):
+        _SHARED = PgCluster().start()
+
+
+def pytest_configure_node(node: Any) -> None:  # xdist hook: hand each worker the cluster
+    if _SHARED is not None:
+        node.workerinput["pg_cluster"] = _SHARED.describe()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SHARED is not None:
+        _SHARED.stop()
+
+
 @pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
-    """One PostgreSQL cluster for the whole test run; stopped at the end."""
+def pg_cluster(request: pytest.FixtureRequest) -> Iterator[PgCluster]:
+    """One PostgreSQL cluster for the whole test run (shared by the xdist workers)."""
+    described = getattr(request.config, "workerinput", {}).get("pg_cluster")
+    if described is not None:
+        yield PgCluster.attach(described)
+        return
+    if _SHARED is not None:
+        yield _SHARED
+        return
     cluster = PgCluster()
     try:
         cluster.start()
@@ -82,3 +110,17 @@ def pg_project(tmp_path: Path, pg_url_factory: Callable[[], str]) -> Project:
 def sqlite_project(tmp_path: Path) -> Project:
     urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("dev", "staging", "prod")}
     return make_project(tmp_path / "project", urls)
+
+
+# --------------------------------------------------------------------------
+# Markers for the quick loop (`make test-fast` deselects both)
+# --------------------------------------------------------------------------
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "pg_cluster" in fixtures:
+            item.add_marker(pytest.mark.pg)
+        if item.path.name == "test_audit_report.py":  # the page, in headless Chromium
+            item.add_marker(pytest.mark.browser)

@@ -139,6 +139,26 @@ class PgCluster:
             return f"<cannot read server log: {exc}>"
         return "\n".join(content[-lines:])
 
+    # ------------------------------------------- sharing one cluster with xdist workers
+    def describe(self) -> dict[str, str]:
+        """What a worker process needs to use this running cluster (see `attach`)."""
+        return {
+            "bin_dir": str(self.bin_dir),
+            "port": str(self._require_started()),
+            "base_dir": str(self.base_dir),
+            "log_file": str(self.log_file),
+        }
+
+    @classmethod
+    def attach(cls, described: dict[str, str]) -> PgCluster:
+        """The cluster another process started (it alone stops it)."""
+        cluster = cls(described["bin_dir"])
+        cluster.port = int(described["port"])
+        cluster.base_dir = Path(described["base_dir"])
+        cluster.log_file = Path(described["log_file"])
+        cluster._started = True
+        return cluster
+
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> PgCluster:
         if self._started:

@@ -3,15 +3,15 @@ a database already ran, after its file was edited."""
 
 from __future__ import annotations
 
-from orchestrator import ledger
-from orchestrator.app import App
 from orchestrator.commands.migrate import Options
-from orchestrator.config import Target
-from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.logging import utc_now
-from orchestrator.policies import check_approval
-from orchestrator.results import RunResult
-from orchestrator.run import TargetRun
+from orchestrator.core.config import Target
+from orchestrator.core.errors import OrchestratorError, UsageError
+from orchestrator.core.logging import utc_now
+from orchestrator.core.results import RunResult
+from orchestrator.evidence import ledger
+from orchestrator.running.app import App
+from orchestrator.running.policies import check_approval
+from orchestrator.running.run import TargetRun
 
 
 def accept(

@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from orchestrator import ledger, trust
-from orchestrator.app import App
-from orchestrator.database import current_heads
-from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.evidence import read_connection
+from orchestrator.core import trust
+from orchestrator.core.errors import OrchestratorError, UsageError
+from orchestrator.db.database import current_heads
+from orchestrator.evidence import ledger
+from orchestrator.running.app import App
+from orchestrator.running.predecessor import read_connection
 
 _RELATIVE = re.compile(r"^(\d+)\s*(m|h|d|w)$")
 

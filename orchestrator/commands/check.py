@@ -26,14 +26,19 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.alembic_runner import quiet_alembic
-from orchestrator.database import describe_error
-from orchestrator.errors import MigrationFailed, UsageError
-from orchestrator.revisions import RevisionFile, RevisionsError, does_nothing, find_function
+from orchestrator.core.errors import MigrationFailed, UsageError
+from orchestrator.db.database import describe_error
+from orchestrator.migrations.revisions import (
+    RevisionFile,
+    RevisionsError,
+    does_nothing,
+    find_function,
+)
+from orchestrator.migrations.runner import quiet_alembic
 
 if TYPE_CHECKING:
-    from orchestrator.app import App
-    from orchestrator.config import EnvironmentConfig
+    from orchestrator.core.config import EnvironmentConfig
+    from orchestrator.running.app import App
 
 Finding = dict[str, Any]
 
@@ -124,7 +129,7 @@ def check_up_down(
     A revision whose upgrade fails is left to models_match_migrations, which names it; a
     downgrade that raises NotImplementedError says it cannot be undone, and is taken at its
     word."""
-    from orchestrator.database import current_heads, make_engine, safe_url
+    from orchestrator.db.database import current_heads, make_engine, safe_url
 
     with tempfile.TemporaryDirectory(prefix="orchestrator-check-") as tmp:
         url = scratch_url or f"sqlite:///{Path(tmp) / 'up-down.db'}"
@@ -198,7 +203,7 @@ def _run_one(app: App, connection: Any, rev: str, direction: str) -> Exception |
 
 
 def check_models(app: App, scratch_url: str | None, head: str) -> list[Finding]:
-    from orchestrator.database import current_heads, make_engine, safe_url
+    from orchestrator.db.database import current_heads, make_engine, safe_url
 
     with tempfile.TemporaryDirectory(prefix="orchestrator-check-") as tmp:
         url = scratch_url or f"sqlite:///{Path(tmp) / 'scratch.db'}"
@@ -270,7 +275,7 @@ def require_empty(url: str) -> None:
     one that holds anything."""
     from sqlalchemy import inspect
 
-    from orchestrator.database import make_engine, safe_url
+    from orchestrator.db.database import make_engine, safe_url
 
     engine = make_engine(url, "orchestrator check", writer=False)
     try:
@@ -380,8 +385,8 @@ def strictest_env(app: App) -> EnvironmentConfig | None:
 
 
 def check_lint(app: App, head: str) -> list[Finding]:
-    from orchestrator import lint
-    from orchestrator.policies import lint_findings
+    from orchestrator.migrations import lint
+    from orchestrator.running.policies import lint_findings
 
     env = strictest_env(app)
     exclude = [*lint.DEFAULT_EXCLUDE, *(env.policy.lint_exclude if env else [])]

@@ -6,17 +6,17 @@ from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import Connection
 
-from orchestrator import ledger
-from orchestrator.app import App, revision_error
 from orchestrator.commands.migrate import Options
-from orchestrator.config import Target
-from orchestrator.errors import LockLost, OrchestratorError, UsageError
-from orchestrator.logging import utc_now
-from orchestrator.planning import LedgerEntry
-from orchestrator.policies import check_approval
-from orchestrator.results import RunResult, attach_results, error_result
-from orchestrator.revisions import RevisionsError
-from orchestrator.run import TargetRun
+from orchestrator.core.config import Target
+from orchestrator.core.errors import LockLost, OrchestratorError, UsageError
+from orchestrator.core.logging import utc_now
+from orchestrator.core.planning import LedgerEntry
+from orchestrator.core.results import RunResult, attach_results, error_result
+from orchestrator.evidence import ledger
+from orchestrator.migrations.revisions import RevisionsError
+from orchestrator.running.app import App, revision_error
+from orchestrator.running.policies import check_approval
+from orchestrator.running.run import TargetRun
 
 
 def downgrade(

@@ -6,7 +6,7 @@
 - `check_before_run` / `check_divergence`: policy.schema_drift around a migrate.
 
 Reads that judge drift wait for the migration lock, so a run in flight is never reported as
-drift. The judgements themselves are pure (orchestrator.schema).
+drift. The judgements themselves are pure (orchestrator.schema.description).
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import ledger, trust
-from orchestrator.config import EnvironmentConfig, Target
-from orchestrator.database import current_heads, describe_error, make_engine, safe_url
-from orchestrator.errors import MigrationFailed, OrchestratorError, UsageError
-from orchestrator.schema import Description, Difference, compare, fingerprint, judge
-from orchestrator.schema_reader import catalog_stamp, read_schema
+from orchestrator.core import trust
+from orchestrator.core.config import EnvironmentConfig, Target
+from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
+from orchestrator.db.database import current_heads, describe_error, make_engine, safe_url
+from orchestrator.evidence import ledger
+from orchestrator.schema.description import Description, Difference, compare, fingerprint, judge
+from orchestrator.schema.reader import catalog_stamp, read_schema
 
 if TYPE_CHECKING:
-    from orchestrator.app import App
-    from orchestrator.run import TargetRun
+    from orchestrator.running.app import App
+    from orchestrator.running.run import TargetRun
 
 MAX_LISTED = 10  # differences named in a refusal; `drift` lists them all
 
@@ -244,7 +245,7 @@ def _locked(app: App, target: Target, engine: Any) -> Iterator[None]:
     """The migration lock while we read, so that a run in flight is not taken for drift."""
     import structlog
 
-    from orchestrator.locks import DEFAULT_KEY, migration_lock
+    from orchestrator.db.locks import DEFAULT_KEY, migration_lock
 
     env = app.envs.get(target.env)
     key = env.lock.key or DEFAULT_KEY
@@ -271,7 +272,7 @@ def drift(app: App, env_name: str, against: str | None) -> list[dict[str, Any]]:
 def _drift_target(
     app: App, env: EnvironmentConfig, target: Target, against: str | None
 ) -> dict[str, Any]:
-    from orchestrator.schema_ops import repair
+    from orchestrator.schema.ops import repair
 
     engine = make_engine(target.url, f"orchestrator drift {env.name}", writer=False)
     where = _where(target)
@@ -340,8 +341,8 @@ def _predecessor_at(
 def _against_models(
     app: App, where: str, heads: Sequence[str], connection: Connection
 ) -> dict[str, Any]:
-    from orchestrator.alembic_runner import quiet_alembic
-    from orchestrator.schema_models import model_differences
+    from orchestrator.migrations.runner import quiet_alembic
+    from orchestrator.schema.against_models import model_differences
 
     with quiet_alembic():
         diffs = model_differences(app.project, connection)

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 DEFAULT_ENVS = ("dev", "staging", "prod")
 
@@ -153,7 +153,7 @@ def apply_init(actions: list[Action], project_dir: Path) -> None:
 def init(
     project_dir: Path, environments_dir: Path, alembic_ini: Path, envs: list[str], dry_run: bool
 ) -> list[Action]:
-    from orchestrator.alembic_runner import AlembicProject
+    from orchestrator.migrations.runner import AlembicProject
 
     if not alembic_ini.is_file():
         raise UsageError(

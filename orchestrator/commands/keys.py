@@ -8,21 +8,22 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import ledger, trust
-from orchestrator.app import App
 from orchestrator.commands.drift import drift_since_recorded, schema_check
 from orchestrator.commands.migrate import Options
-from orchestrator.config import Target
-from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.keys import write_key_pair
-from orchestrator.logging import utc_now
-from orchestrator.policies import check_approval
-from orchestrator.results import RunResult
-from orchestrator.run import TargetRun
+from orchestrator.core import trust
+from orchestrator.core.config import Target
+from orchestrator.core.errors import OrchestratorError, UsageError
+from orchestrator.core.logging import utc_now
+from orchestrator.core.results import RunResult
+from orchestrator.evidence import ledger
+from orchestrator.evidence.keys import write_key_pair
+from orchestrator.running.app import App
+from orchestrator.running.policies import check_approval
+from orchestrator.running.run import TargetRun
 
 
 def generate(name: str, out_dir: Path, private_out: Path | None, force: bool) -> dict[str, Any]:
-    from orchestrator.config import _NAME
+    from orchestrator.core.config import _NAME
 
     if not _NAME.match(name):
         raise UsageError(f"{name!r} is not a key name (letters, digits, _ . - only).")

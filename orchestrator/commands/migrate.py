@@ -9,29 +9,21 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import ledger
-from orchestrator.app import App, new_run_id
 from orchestrator.commands.drift import (
     check_before_run,
     check_divergence,
     drift_since_recorded,
     schema_check,
 )
-from orchestrator.config import EnvironmentConfig, Target
-from orchestrator.database import current_heads
-from orchestrator.errors import OrchestratorError, Refused, UsageError
-from orchestrator.evidence import (
-    checksum_drift,
-    judge,
-    predecessor_states,
-    read_connection,
-    read_each,
-    read_state,
-    upgrade_steps,
-)
-from orchestrator.fleet import FleetOptions, fan_out, select_shard
-from orchestrator.planning import refusal_message
-from orchestrator.policies import (
+from orchestrator.core.config import EnvironmentConfig, Target
+from orchestrator.core.errors import OrchestratorError, Refused, UsageError
+from orchestrator.core.planning import refusal_message
+from orchestrator.core.results import RunResult, attach_results, error_result
+from orchestrator.db.database import current_heads
+from orchestrator.evidence import ledger
+from orchestrator.running.app import App, new_run_id
+from orchestrator.running.fleet import FleetOptions, fan_out, select_shard
+from orchestrator.running.policies import (
     approval_refusal,
     ask_approval,
     check_approval,
@@ -40,12 +32,20 @@ from orchestrator.policies import (
     lint_revisions,
     record_waivers,
 )
-from orchestrator.results import RunResult, attach_results, error_result
-from orchestrator.run import TargetRun
+from orchestrator.running.predecessor import (
+    checksum_drift,
+    judge,
+    predecessor_states,
+    read_connection,
+    read_each,
+    read_state,
+    upgrade_steps,
+)
+from orchestrator.running.run import TargetRun
 
 if TYPE_CHECKING:
-    from orchestrator.planning import TargetState
-    from orchestrator.plans import Plan
+    from orchestrator.core.planning import TargetState
+    from orchestrator.evidence.plans import Plan
 
 ONE_AT_A_TIME = FleetOptions()
 
@@ -244,8 +244,8 @@ def _check_against_plan(
 ) -> list[TargetState] | None:
     """Refuse (exit 3, every cause named) unless this database may run exactly the plan;
     the predecessor's evidence the gate judges (None: read the predecessor live)."""
-    from orchestrator import plans
     from orchestrator.commands.plans import plan_evidence
+    from orchestrator.evidence import plans
 
     causes = []
     checksums = {rev: app.graph.get(rev).checksum for rev in plan.revisions if rev in app.graph}

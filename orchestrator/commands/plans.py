@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator import ledger, plans
-from orchestrator.app import App
-from orchestrator.errors import Refused, UsageError
-from orchestrator.evidence import judge, read_connection, read_state, upgrade_steps
-from orchestrator.planning import LedgerEntry, TargetState, refusal_message
-from orchestrator.policies import lint_revisions
+from orchestrator.core.errors import Refused, UsageError
+from orchestrator.core.planning import LedgerEntry, TargetState, refusal_message
+from orchestrator.evidence import ledger, plans
+from orchestrator.running.app import App
+from orchestrator.running.policies import lint_revisions
+from orchestrator.running.predecessor import judge, read_connection, read_state, upgrade_steps
 
 
 def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> dict[str, Any]:
@@ -131,7 +131,7 @@ def read_plan(path: Path) -> plans.Plan:
 
 def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
     """Add a signature over the plan's payload with the private key in `key_env`."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     plan = read_plan(path)
     key = _private_key(app, key_env)
@@ -143,7 +143,7 @@ def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
 
 
 def _private_key(app: App, variable: str) -> Any:
-    from orchestrator.keys import read_private_key
+    from orchestrator.evidence.keys import read_private_key
 
     where = f"plan approve signs with the key in --key-env {variable}"
     return read_private_key(variable, app.environ, app.settings.project_dir, where)
@@ -151,7 +151,7 @@ def _private_key(app: App, variable: str) -> Any:
 
 def approver_keys(app: App, env_name: str) -> dict[str, Any]:
     """policy.plan_approvers: key file -> public key."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     keys = {}
     for name in app.envs.get(env_name).policy.plan_approvers:
@@ -195,7 +195,7 @@ _ENTRY_FIELDS = ("revision", "checksum", "direction", "run_id", "at", "env", "ac
 
 def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
     """Refusals of the whole plan (environment, expiry, approval, alteration)."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     return plans.envelope_refusals(
         plan, env_name, datetime.now(UTC), approver_keys(app, env_name), signing.verify
@@ -203,7 +203,7 @@ def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
 
 
 def approvals(app: App, plan: plans.Plan, env_name: str) -> list[str]:
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     return plans.approvals(plan, approver_keys(app, env_name), signing.verify)
 

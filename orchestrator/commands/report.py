@@ -15,12 +15,13 @@ from typing import Any
 
 from markupsafe import Markup
 
-from orchestrator import __version__, ledger
-from orchestrator.app import App
+from orchestrator import __version__
 from orchestrator.commands import audit as audit_commands
-from orchestrator.errors import UsageError
-from orchestrator.report import MAX_RUNS, NO_END, OUTCOMES, Report, build_report
-from orchestrator.textsafe import escape_controls
+from orchestrator.core.errors import UsageError
+from orchestrator.core.report import MAX_RUNS, NO_END, OUTCOMES, Report, build_report
+from orchestrator.core.textsafe import escape_controls
+from orchestrator.evidence import ledger
+from orchestrator.running.app import App
 
 MAX_STEPS = 50  # revisions listed per run; the count is always whole
 

@@ -7,17 +7,19 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import ledger
-from orchestrator.app import App
 from orchestrator.commands.drift import (
     planned_schema_drift,
     predecessor_schemas,
     schema_status,
 )
-from orchestrator.config import EnvironmentConfig, Target
-from orchestrator.database import safe_url
-from orchestrator.errors import OrchestratorError, UsageError
-from orchestrator.evidence import (
+from orchestrator.core.config import EnvironmentConfig, Target
+from orchestrator.core.errors import OrchestratorError, UsageError
+from orchestrator.core.planning import ledger_heads, plan_verdict
+from orchestrator.db.database import safe_url
+from orchestrator.evidence import ledger
+from orchestrator.running.app import App
+from orchestrator.running.policies import lint_revisions
+from orchestrator.running.predecessor import (
     checksum_drift,
     judge,
     predecessor_states,
@@ -26,9 +28,7 @@ from orchestrator.evidence import (
     read_state,
     upgrade_steps,
 )
-from orchestrator.planning import ledger_heads, plan_verdict
-from orchestrator.policies import lint_revisions
-from orchestrator.run import live_run_ids, run_alive
+from orchestrator.running.run import live_run_ids, run_alive
 
 
 def status(app: App, names: list[str]) -> list[dict[str, Any]]:

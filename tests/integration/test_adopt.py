@@ -26,8 +26,8 @@ import yaml
 from projectkit import REPO, Result
 
 from orchestrator.cli import build_parser
-from orchestrator.errors import UsageError
-from orchestrator.fleet import parse_shard
+from orchestrator.core.errors import UsageError
+from orchestrator.running.fleet import parse_shard
 
 BIN = Path(sys.executable).parent
 REVISIONS = [f"{i:02d}aaaaaaaaaa" for i in range(1, 13)]  # a dozen revisions of its own
@@ -475,7 +475,7 @@ def test_kubernetes_indexed_job_runs_one_shard_per_pod() -> None:
 
 
 def test_example_tenants_environment_is_valid() -> None:
-    from orchestrator.config import parse_environment
+    from orchestrator.core.config import parse_environment
 
     path = EXAMPLES / "ci" / "tenants.yaml"
     env = parse_environment(path.read_text(), str(path))

@@ -17,8 +17,8 @@ import sqlalchemy as sa
 from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, URL_VARS, Project, Result, make_project
 
-from orchestrator import ledger
-from orchestrator.locks import DEFAULT_KEY, lock_id
+from orchestrator.db.locks import DEFAULT_KEY, lock_id
+from orchestrator.evidence import ledger
 
 BASE_FIELDS = ("timestamp", "event", "run_id", "env", "actor")
 FAIL_REV = "f00dfa11beef"

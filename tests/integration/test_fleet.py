@@ -26,7 +26,7 @@ import pytest
 from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, Project, make_project
 
-from orchestrator.locks import DEFAULT_KEY, lock_id
+from orchestrator.db.locks import DEFAULT_KEY, lock_id
 
 FLEET_SIZE = 20
 SLOW = "f1ee70000001"  # a revision that takes a while on every tenant

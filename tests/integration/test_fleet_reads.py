@@ -10,10 +10,11 @@ import pytest
 from pgcluster import PgCluster
 from sqlalchemy import event
 
-from orchestrator import database, ledger
-from orchestrator.config import Target
-from orchestrator.database import current_heads, has_table
-from orchestrator.evidence import read_connection, read_each
+from orchestrator.core.config import Target
+from orchestrator.db import database
+from orchestrator.db.database import current_heads, has_table
+from orchestrator.evidence import ledger
+from orchestrator.running.predecessor import read_connection, read_each
 
 SIZE = 24
 

@@ -11,8 +11,8 @@ import pytest
 import sqlalchemy as sa
 from pgcluster import PgCluster
 
-from orchestrator.errors import LockTimeout
-from orchestrator.locks import lock_id, migration_lock
+from orchestrator.core.errors import LockTimeout
+from orchestrator.db.locks import lock_id, migration_lock
 
 KEY = "tenant-42"
 
@@ -112,7 +112,7 @@ def test_waits_until_released_and_yields_whom_it_waited_for(
 def test_the_holder_over_a_unix_socket_and_no_holder_at_all(
     engine: sa.Engine, pg_cluster: PgCluster, pg_db: str
 ) -> None:
-    from orchestrator.locks import pg_lock_holder
+    from orchestrator.db.locks import pg_lock_holder
 
     database = sa.engine.make_url(pg_db).database or ""
     local = psycopg.connect(

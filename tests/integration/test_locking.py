@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, Project
 
-from orchestrator.locks import DEFAULT_KEY, lock_id
+from orchestrator.db.locks import DEFAULT_KEY, lock_id
 
 LOCK_ID = lock_id(DEFAULT_KEY)
 CIC_REVISION = SHIPPED[1]  # 8f3b1c2d4e5a: CREATE INDEX CONCURRENTLY in an autocommit block

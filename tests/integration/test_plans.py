@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from projectkit import HEAD, SHIPPED, Project
 
-from orchestrator import signing
+from orchestrator.core import signing
 
 
 def sign_env(project: Project, name: str) -> None:
@@ -162,7 +162,7 @@ def test_every_departure_from_the_approved_plan_is_refused(
         # planted file: the plan's steps and evidence rows carry the new checksum
         path = next(release.versions.glob(f"{SHIPPED[1]}_*.py"))
         path.write_text(path.read_text() + "\n# planted\n")
-        from orchestrator.alembic_runner import AlembicProject
+        from orchestrator.migrations.runner import AlembicProject
 
         planted = AlembicProject(release.path / "alembic.ini").graph.get(SHIPPED[1]).checksum
 

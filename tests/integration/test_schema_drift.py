@@ -362,8 +362,8 @@ def test_drift_waits_for_the_migration_lock(project: Project) -> None:
 _HOLD_LOCK = textwrap.dedent(
     """
     import sys
-    from orchestrator.database import make_engine
-    from orchestrator.locks import DEFAULT_KEY, migration_lock
+    from orchestrator.db.database import make_engine
+    from orchestrator.db.locks import DEFAULT_KEY, migration_lock
     engine = make_engine(sys.argv[1])
     with migration_lock(engine, DEFAULT_KEY, 10, lambda h: None, "test holder"):
         print("held", flush=True)

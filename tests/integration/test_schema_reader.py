@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from orchestrator.schema import compare, fingerprint
-from orchestrator.schema_reader import catalog_stamp, read_schema
+from orchestrator.schema.description import compare, fingerprint
+from orchestrator.schema.reader import catalog_stamp, read_schema
 
 PG_DDL = [
     "CREATE TYPE mood AS ENUM ('happy', 'sad')",

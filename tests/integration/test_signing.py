@@ -15,7 +15,8 @@ import pytest
 import sqlalchemy as sa
 from projectkit import HEAD, SHIPPED, Project
 
-from orchestrator import ledger, signing, trust
+from orchestrator.core import signing, trust
+from orchestrator.evidence import ledger
 
 
 def sign_env(project: Project, name: str, key_name: str | None = None) -> Path:
@@ -56,7 +57,7 @@ def edit_revision(project: Project, rev: str) -> Path:
 
 def checksum_now(project: Project, rev: str) -> str:
     """The checksum the orchestrator computes for `rev` now (whatever it covers)."""
-    from orchestrator.alembic_runner import AlembicProject
+    from orchestrator.migrations.runner import AlembicProject
 
     return AlembicProject(project.path / "alembic.ini").graph.get(rev).checksum
 
@@ -599,8 +600,8 @@ def _drift_by_hand_and_cover_it(project: Project, env: str, rewrite: bool) -> No
     """The deploy role's hot fix, then the recorded schema made to match it: a new row
     (`rewrite=False`) or the run's own row rewritten, with the fingerprint, description and
     catalog stamp of the schema as it now is, so `drift` and `status` would see nothing."""
-    from orchestrator.schema import fingerprint
-    from orchestrator.schema_reader import catalog_stamp, read_schema
+    from orchestrator.schema.description import fingerprint
+    from orchestrator.schema.reader import catalog_stamp, read_schema
 
     execute(project, env, "CREATE INDEX ix_forged ON users (display_name)")
     engine = project.engine(env)

@@ -16,12 +16,12 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from orchestrator import ledger
-from orchestrator.audit import AuditTrail, detect_actor
 from orchestrator.commands.audit import parse_when
-from orchestrator.errors import UsageError
-from orchestrator.logging import redact_secrets
-from orchestrator.secrets import redact, register_password
+from orchestrator.core.errors import UsageError
+from orchestrator.core.logging import redact_secrets
+from orchestrator.core.secrets import redact, register_password
+from orchestrator.evidence import ledger
+from orchestrator.evidence.audit import AuditTrail, detect_actor
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -240,7 +240,7 @@ def test_short_passwords_are_not_registered() -> None:
 
 
 def test_the_configured_chain_redacts(capsys: pytest.CaptureFixture[str]) -> None:
-    from orchestrator.logging import configure_logging
+    from orchestrator.core.logging import configure_logging
 
     register_password("Chain-Pw-4242")
     root = logging.getLogger()
@@ -281,7 +281,7 @@ def test_actor_falls_back_to_user_at_host() -> None:
 
 
 def test_actor_through_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from orchestrator.config import Settings
+    from orchestrator.core.config import Settings
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("ORCHESTRATOR_ACTOR", "from-env")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import cli
-from orchestrator.errors import UsageError
+from orchestrator.core.errors import UsageError
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.audit import detect_git_dirty, is_dirty
-from orchestrator.lint import UNLINTABLE, Finding, blocking, refusal_message, unlintable
-from orchestrator.revisions import reverts_nothing
+from orchestrator.evidence.audit import detect_git_dirty, is_dirty
+from orchestrator.migrations.lint import UNLINTABLE, Finding, blocking, refusal_message, unlintable
+from orchestrator.migrations.revisions import reverts_nothing
 
 # -- lint refusal --------------------------------------------------------------------------------
 
@@ -133,7 +133,7 @@ def test_python_warnings_are_json_lines() -> None:
     """A warnings.warn() after configure_logging("json") is one JSON object on stderr."""
     code = (
         "import warnings\n"
-        "from orchestrator.logging import configure_logging\n"
+        "from orchestrator.core.logging import configure_logging\n"
         "configure_logging('json')\n"
         "warnings.warn('autoincrement and existing_autoincrement only make sense for MySQL')\n"
     )

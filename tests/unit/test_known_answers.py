@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from orchestrator import ledger
-from orchestrator.locks import DEFAULT_KEY, lock_id
-from orchestrator.revisions import (
+from orchestrator.db.locks import DEFAULT_KEY, lock_id
+from orchestrator.evidence import ledger
+from orchestrator.migrations.revisions import (
     checksum_bytes,
     checksum_file,
     combined_checksum,

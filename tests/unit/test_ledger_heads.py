@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from orchestrator.planning import ledger_heads
+from orchestrator.core.planning import ledger_heads
 
 PARENTS = {"a": (), "b": ("a",), "c": ("b",), "d": ("c",)}
 

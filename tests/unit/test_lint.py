@@ -1,4 +1,4 @@
-"""orchestrator.lint against the real squawk-cli (no mocks)."""
+"""orchestrator.migrations.lint against the real squawk-cli (no mocks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.lint import (
+from orchestrator.migrations.lint import (
     DEFAULT_EXCLUDE,
     Finding,
     LintError,

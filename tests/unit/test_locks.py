@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine
 
-from orchestrator.errors import LockTimeout
-from orchestrator.locks import _read_file_holder, describe_holder, migration_lock
+from orchestrator.core.errors import LockTimeout
+from orchestrator.db.locks import _read_file_holder, describe_holder, migration_lock
 
 HOLD = """
 import fcntl, os, sys

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from orchestrator.planning import (
+from orchestrator.core.planning import (
     LedgerEntry,
     Step,
     TargetState,

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from orchestrator import plans, signing
+from orchestrator.core import signing
+from orchestrator.evidence import plans
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.project_modules import ProjectModules
-from orchestrator.revisions import (
+from orchestrator.migrations.project_modules import ProjectModules
+from orchestrator.migrations.revisions import (
     RevisionFile,
     checksum_file,
     combined_checksum,

@@ -17,8 +17,8 @@ import pytest
 
 from orchestrator.commands.audit import CSV_COLUMNS, events_csv
 from orchestrator.commands.report import duration, render_html
-from orchestrator.report import NO_END, build_matrix, build_report, collect_runs
-from orchestrator.textsafe import escape_controls
+from orchestrator.core.report import NO_END, build_matrix, build_report, collect_runs
+from orchestrator.core.textsafe import escape_controls
 
 A, B, C = "aaaaaaaaaaaa", "bbbbbbbbbbbb", "cccccccccccc"
 SUM_A, SUM_B, SUM_B2 = "a" * 64, "b" * 64, "e" * 64
@@ -341,7 +341,7 @@ def test_control_characters_become_visible_escapes(raw: str, shown: str) -> None
 
 
 def test_check_chain_returns_every_event_and_the_first_broken_row() -> None:
-    from orchestrator import ledger
+    from orchestrator.evidence import ledger
 
     events = history()
     rows = ledger.chain_rows(events, 0, ledger.GENESIS)
@@ -375,7 +375,7 @@ def test_event_filter_matches_the_sql_filter(
     """The report filters in Python the rows it verified; `audit` filters in SQL: the same."""
     import sqlalchemy as sa
 
-    from orchestrator import ledger
+    from orchestrator.evidence import ledger
 
     f = ledger.AuditFilter(**flt)
     in_python = [e for e in history() if ledger.event_matches(f, e)]

@@ -1,4 +1,4 @@
-"""Tests for orchestrator.revisions: the static reader must agree with Alembic."""
+"""Tests for orchestrator.migrations.revisions: the static reader must agree with Alembic."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import RangeNotAncestorError
 from alembic.util import CommandError
 
-from orchestrator import revisions as R
-from orchestrator.revisions import (
+from orchestrator.migrations import revisions as R
+from orchestrator.migrations.revisions import (
     AmbiguousRevision,
     MultipleHeads,
     NotPlain,

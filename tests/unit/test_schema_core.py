@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from orchestrator.schema import compare, fingerprint, judge
-from orchestrator.schema_ops import repair
+from orchestrator.schema.description import compare, fingerprint, judge
+from orchestrator.schema.ops import repair
 
 
 def _users() -> dict[str, Any]:
@@ -204,8 +204,8 @@ def _env(policy: str) -> str:
 
 
 def test_schema_drift_policy_parses_off_warn_refuse_and_names_a_bad_value() -> None:
-    from orchestrator.config import parse_environment
-    from orchestrator.errors import UsageError
+    from orchestrator.core.config import parse_environment
+    from orchestrator.core.errors import UsageError
 
     assert parse_environment(_env("schema_drift: off"), "prod.yaml").policy.schema_drift == "off"
     assert parse_environment(_env("lint: warn"), "prod.yaml").policy.schema_drift == "warn"
@@ -220,7 +220,7 @@ def test_shipped_and_initialised_environments_refuse_drift_in_prod_only() -> Non
     from pathlib import Path
 
     from orchestrator.commands.init import environment_file
-    from orchestrator.config import load_environments, parse_environment
+    from orchestrator.core.config import load_environments, parse_environment
 
     shipped = load_environments(Path(__file__).resolve().parents[2] / "environments")
     assert {n: e.policy.schema_drift for n, e in shipped.by_name.items()} == {

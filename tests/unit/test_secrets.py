@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy.engine import make_url
 
-from orchestrator.config import encode_raw_at
-from orchestrator.database import safe_url
-from orchestrator.secrets import is_secret_key, redact, register_url, url_secrets
+from orchestrator.core.config import encode_raw_at
+from orchestrator.core.secrets import is_secret_key, redact, register_url, url_secrets
+from orchestrator.db.database import safe_url
 
 HOST = "postgresql+psycopg://app:{pw}@db.example:5432/shop"
 

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from orchestrator import ledger, planning, signing, trust
+from orchestrator.core import planning, signing, trust
+from orchestrator.evidence import ledger
 
 KEY = Ed25519PrivateKey.generate()
 KEYS = [KEY.public_key()]

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.project_modules import Import, ProjectModules, imports_of, source_only
+from orchestrator.migrations.project_modules import Import, ProjectModules, imports_of, source_only
 
 if TYPE_CHECKING:  # pragma: no cover
     from alembic.script.revision import RevisionMap

@@ -6,9 +6,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from orchestrator.app import App
-from orchestrator.config import EnvironmentConfig
-from orchestrator.run import TargetRun
+from orchestrator.core.config import EnvironmentConfig
+from orchestrator.running.app import App
+from orchestrator.running.run import TargetRun
 
 
 def check_approval(
@@ -72,7 +72,7 @@ def lint_revisions(
     app: App, env: EnvironmentConfig, revisions: Sequence[str]
 ) -> tuple[list[Any], str | None]:
     """Findings for the revisions about to run, and a note when lint could not run."""
-    from orchestrator import lint
+    from orchestrator.migrations import lint
 
     if env.policy.lint == "off" or not revisions:
         return [], None
@@ -85,7 +85,7 @@ def lint_findings(
     """Each revision rendered offline on its own and linted; one that cannot be rendered is
     an `unlintable` finding of its own (waivable), never an error of the run. The note says
     why squawk itself could not run."""
-    from orchestrator import lint
+    from orchestrator.migrations import lint
 
     rendered = app.project.offline_sql(revisions, "postgresql")
     waivers = {
@@ -115,7 +115,7 @@ def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
 
 
 def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -> None:
-    from orchestrator.lint import blocking, refusal_message
+    from orchestrator.migrations.lint import blocking, refusal_message
 
     mode = run.env.policy.lint
     record_waivers(run, findings)

@@ -27,9 +27,9 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from orchestrator.database import NO_IDLE_TIMEOUTS
-from orchestrator.errors import LockTimeout
-from orchestrator.logging import utc_now
+from orchestrator.core.errors import LockTimeout
+from orchestrator.core.logging import utc_now
+from orchestrator.db.database import NO_IDLE_TIMEOUTS
 
 DEFAULT_KEY = "alembic-orchestrator"
 # Polled, not queued: a session blocked in pg_advisory_lock holds a snapshot, and CREATE INDEX

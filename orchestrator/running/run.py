@@ -17,18 +17,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, event, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import cancel, ledger
-from orchestrator.app import App, new_run_id
-from orchestrator.audit import FINAL_WAIT, AuditTrail
-from orchestrator.config import Target
-from orchestrator.database import (
-    current_heads,
-    describe_error,
-    is_postgresql,
-    make_engine,
-    safe_url,
-)
-from orchestrator.errors import (
+from orchestrator.core.config import Target
+from orchestrator.core.errors import (
     AuditUnavailable,
     Cancelled,
     LockLost,
@@ -38,13 +28,24 @@ from orchestrator.errors import (
     Refused,
     UsageError,
 )
-from orchestrator.evidence import DbState, read_state
-from orchestrator.keys import Signer
-from orchestrator.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
-from orchestrator.logging import console_active, utc_now
-from orchestrator.planning import Step
-from orchestrator.results import RunResult
-from orchestrator.revisions import reverts_nothing
+from orchestrator.core.logging import console_active, utc_now
+from orchestrator.core.planning import Step
+from orchestrator.core.results import RunResult
+from orchestrator.db.database import (
+    current_heads,
+    describe_error,
+    is_postgresql,
+    make_engine,
+    safe_url,
+)
+from orchestrator.db.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
+from orchestrator.evidence import ledger
+from orchestrator.evidence.audit import FINAL_WAIT, AuditTrail
+from orchestrator.evidence.keys import Signer
+from orchestrator.migrations.revisions import reverts_nothing
+from orchestrator.running import cancel
+from orchestrator.running.app import App, new_run_id
+from orchestrator.running.predecessor import DbState, read_state
 
 Executor = Callable[[Connection, Callable[..., None]], None]
 
@@ -297,8 +298,8 @@ class TargetRun:
         at the revision it left (what `status` and `drift` compare with later)."""
         if self.schema_fingerprint is not None:
             return self.schema_fingerprint
-        from orchestrator.schema import fingerprint
-        from orchestrator.schema_reader import catalog_stamp, read_schema
+        from orchestrator.schema.description import fingerprint
+        from orchestrator.schema.reader import catalog_stamp, read_schema
 
         try:
             with self.engine.begin() as connection:

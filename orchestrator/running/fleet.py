@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from orchestrator.config import Target
-from orchestrator.errors import OrchestratorError, UsageError
+from orchestrator.core.config import Target
+from orchestrator.core.errors import OrchestratorError, UsageError
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -98,7 +98,7 @@ def _run(target: Target) -> Any:
 
 def _guarded(work: Work, target: Target) -> Any:
     """One target's outcome as a result: its failure never takes the rest of the fleet down."""
-    from orchestrator.results import error_result
+    from orchestrator.core.results import error_result
 
     try:
         return work(target)
@@ -113,8 +113,8 @@ def _guarded(work: Work, target: Target) -> Any:
 
 
 def _failed(target: Target, exc: BaseException) -> Any:
-    from orchestrator.results import RunResult
-    from orchestrator.secrets import redact
+    from orchestrator.core.results import RunResult
+    from orchestrator.core.secrets import redact
 
     text = (str(exc).strip().splitlines() or [""])[0]
     return RunResult(
@@ -129,7 +129,7 @@ def _failed(target: Target, exc: BaseException) -> Any:
 
 def _skipped(targets: Sequence[Target], why: str) -> list[Any]:
     """Targets left alone (after a failure, or a failed canary): named, so a re-run can tell."""
-    from orchestrator.results import RunResult
+    from orchestrator.core.results import RunResult
 
     return [RunResult(t.env, t.name, "", "skipped", message=f"not run: {why}") for t in targets]
 
@@ -204,7 +204,7 @@ class Progress:
     a `fleet.target` event off a terminal, a counter line on a terminal otherwise."""
 
     def __init__(self, total: int, on_result: Callable[[Any, int, int], None] | None = None):
-        from orchestrator.logging import quiet
+        from orchestrator.core.logging import quiet
 
         self.total, self.finished, self.failed = total, 0, 0
         self.on_result = on_result

@@ -94,7 +94,7 @@ def _why_not(rev: str, checksum: str, target: TargetState) -> str | None:
             "adopt it with `orchestrator baseline`)"
         )
     if target.keys is not None:
-        from orchestrator.trust import ledger_row_problem
+        from orchestrator.core.trust import ledger_row_problem
 
         problem = ledger_row_problem(entry.as_row(), target.keys, target.env, target.name)
         if problem is not None:

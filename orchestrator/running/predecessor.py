@@ -11,13 +11,13 @@ from typing import TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator import ledger
-from orchestrator.app import App, revision_error
-from orchestrator.config import EnvironmentConfig, Target
-from orchestrator.database import current_heads, describe_error, read_only, safe_url
-from orchestrator.errors import MigrationFailed, UsageError
-from orchestrator.planning import LedgerEntry, Step, TargetState, drift, gate
-from orchestrator.revisions import RevisionGraph, RevisionsError
+from orchestrator.core.config import EnvironmentConfig, Target
+from orchestrator.core.errors import MigrationFailed, UsageError
+from orchestrator.core.planning import LedgerEntry, Step, TargetState, drift, gate
+from orchestrator.db.database import current_heads, describe_error, read_only, safe_url
+from orchestrator.evidence import ledger
+from orchestrator.migrations.revisions import RevisionGraph, RevisionsError
+from orchestrator.running.app import App, revision_error
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
-from orchestrator.errors import UsageError
-from orchestrator.secrets import redact, register_url
+from orchestrator.core.errors import UsageError
+from orchestrator.core.secrets import redact, register_url
 
 VERSION_TABLE = "alembic_version"
 

@@ -17,8 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator.errors import UsageError
-from orchestrator.secrets import register_url, url_secrets
+from orchestrator.core.errors import UsageError
+from orchestrator.core.secrets import register_url, url_secrets
 
 _DURATION = re.compile(r"^\d+\s*(us|ms|s|min|h|d)?$")
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")

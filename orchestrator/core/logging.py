@@ -10,7 +10,7 @@ from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 
-from orchestrator.secrets import redact_value
+from orchestrator.core.secrets import redact_value
 
 
 def redact_secrets(_logger: Any, _method: str, event_dict: dict[str, Any]) -> dict[str, Any]:

@@ -9,14 +9,19 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from orchestrator.app import App
-from orchestrator.config import Target, load_settings
-from orchestrator.errors import Cancelled, OrchestratorError, UsageError
-from orchestrator.evidence import judge, upgrade_steps
-from orchestrator.planning import refusal_message
-from orchestrator.policies import check_approval, enforce_lint, lint_revisions, record_waivers
-from orchestrator.project_modules import source_only
-from orchestrator.run import TargetRun
+from orchestrator.core.config import Target, load_settings
+from orchestrator.core.errors import Cancelled, OrchestratorError, UsageError
+from orchestrator.core.planning import refusal_message
+from orchestrator.migrations.project_modules import source_only
+from orchestrator.running.app import App
+from orchestrator.running.policies import (
+    check_approval,
+    enforce_lint,
+    lint_revisions,
+    record_waivers,
+)
+from orchestrator.running.predecessor import judge, upgrade_steps
+from orchestrator.running.run import TargetRun
 
 
 def _plain_env(context: Any) -> tuple[App, Target]:
@@ -50,8 +55,8 @@ def plain_alembic(context: Any, options: dict[str, Any]) -> None:
 def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
     from alembic.util import CommandError
 
-    from orchestrator import cancel
-    from orchestrator.logging import configure_logging
+    from orchestrator.core.logging import configure_logging
+    from orchestrator.running import cancel
 
     cancel.install()
     try:

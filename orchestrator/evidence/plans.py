@@ -2,7 +2,7 @@
 before it runs exactly that. Plain data in, plain data (or a list of refusals) out; the
 shell (commands/plans.py) reads files, databases and keys.
 
-A plan is a DSSE envelope (orchestrator.signing) whose payload is the canonical JSON below.
+A plan is a DSSE envelope (orchestrator.core.signing) whose payload is the canonical JSON below.
 Approvals are further signatures over the very same payload bytes, so any change to the
 plan after approval breaks them. The predecessor's evidence travels inside it as the
 predecessor's own signed ledger rows, which the applying job verifies with the
@@ -221,7 +221,7 @@ def target_refusal(
 
 
 def _keyids(keys: Mapping[str, Any]) -> dict[str, str]:
-    from orchestrator.signing import keyid
+    from orchestrator.core.signing import keyid
 
     return {keyid(key): name for name, key in keys.items()}
 

@@ -1,4 +1,4 @@
-"""Read a database's schema into the plain description of `orchestrator.schema`.
+"""Read a database's schema into the plain description of `orchestrator.schema.description`.
 
 SQLAlchemy 2's multi-table reflection reads the whole schema in a handful of catalog
 queries (columns, primary keys, foreign keys, indexes, unique and check constraints, enums),
@@ -18,7 +18,7 @@ from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import CompileError, NotSupportedError, SAWarning
 from sqlalchemy.types import TypeEngine
 
-from orchestrator.schema import RENDER, Description, sort_key
+from orchestrator.schema.description import RENDER, Description, sort_key
 
 VERSION_TABLE = "alembic_version"
 OWN_PREFIX = "orchestrator_"

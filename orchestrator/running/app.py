@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.alembic_runner import AlembicProject
-from orchestrator.audit import detect_actor, detect_git_dirty, detect_git_sha
-from orchestrator.config import (
+from orchestrator.core.config import (
     MAX_TEXT,
     Environments,
     Settings,
@@ -21,13 +19,15 @@ from orchestrator.config import (
     read_dotenv,
     resolve_targets,
 )
-from orchestrator.errors import UsageError
-from orchestrator.keys import Signer, load_signer, public_keys
-from orchestrator.planning import TargetState
-from orchestrator.revisions import RevisionGraph, RevisionsError
+from orchestrator.core.errors import UsageError
+from orchestrator.core.planning import TargetState
+from orchestrator.evidence.audit import detect_actor, detect_git_dirty, detect_git_sha
+from orchestrator.evidence.keys import Signer, load_signer, public_keys
+from orchestrator.migrations.revisions import RevisionGraph, RevisionsError
+from orchestrator.migrations.runner import AlembicProject
 
 if TYPE_CHECKING:
-    from orchestrator.signing import PublicKey
+    from orchestrator.core.signing import PublicKey
 
 
 @dataclass

@@ -7,16 +7,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.schema import show
+from orchestrator.schema.description import show
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
-    from orchestrator.alembic_runner import AlembicProject
+    from orchestrator.migrations.runner import AlembicProject
 
 
 def model_differences(project: AlembicProject, connection: Connection) -> list[dict[str, Any]]:
-    from orchestrator.schema_ops import render
+    from orchestrator.schema.ops import render
 
     upgrade_ops = project.models_upgrade_ops(connection)
     dialect = connection.dialect

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # cryptography costs ~80 ms to import: only where something is signed
-    from orchestrator import signing
+    from orchestrator.core import signing
 
-LEDGER_TYPE = "application/vnd.alembic-orchestrator.ledger-row+json"
-CHECKPOINT_TYPE = "application/vnd.alembic-orchestrator.audit-checkpoint+json"
+LEDGER_TYPE = "application/vnd.alembic-orchestrator.evidence.ledger-row+json"
+CHECKPOINT_TYPE = "application/vnd.alembic-orchestrator.evidence.audit-checkpoint+json"
 LEDGER_FIELDS = ("revision", "checksum", "direction", "run_id", "env", "actor", "at")
-SCHEMA_TYPE = "application/vnd.alembic-orchestrator.schema-record+json"
+SCHEMA_TYPE = "application/vnd.alembic-orchestrator.schema.description-record+json"
 SCHEMA_FIELDS = ("heads", "fingerprint", "stamp", "run_id", "env", "actor", "at")
 
 
@@ -95,7 +95,7 @@ def _signed_row_problem(
     payload_type: str,
     fields: Sequence[str],
 ) -> str | None:
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     envelope = row.get("envelope")
     if not envelope:
@@ -135,7 +135,7 @@ def read_checkpoint(
     row: Mapping[str, Any], keys: Sequence[signing.PublicKey], env: str, target: str
 ) -> tuple[Checkpoint | None, str | None]:
     """The checkpoint a stored row proves, or why it proves nothing."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     verdict = signing.verify(row.get("envelope") or "", keys, CHECKPOINT_TYPE)
     if not verdict.valid:

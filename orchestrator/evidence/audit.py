@@ -14,10 +14,10 @@ from typing import Any
 import structlog
 from sqlalchemy import Connection, Engine
 
-from orchestrator import ledger
-from orchestrator.database import describe_error
-from orchestrator.logging import utc_now
-from orchestrator.secrets import redact_value
+from orchestrator.core.logging import utc_now
+from orchestrator.core.secrets import redact_value
+from orchestrator.db.database import describe_error
+from orchestrator.evidence import ledger
 
 _LEVELS = {
     "run.failed": "error",

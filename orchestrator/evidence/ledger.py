@@ -29,14 +29,14 @@ from sqlalchemy import (
     text,
 )
 
-from orchestrator import trust
-from orchestrator.database import has_table
-from orchestrator.locks import FENCE_SQL, Fence
-from orchestrator.planning import LedgerEntry
-from orchestrator.schema import fingerprint as schema_fingerprint
+from orchestrator.core import trust
+from orchestrator.core.planning import LedgerEntry
+from orchestrator.db.database import has_table
+from orchestrator.db.locks import FENCE_SQL, Fence
+from orchestrator.schema.description import fingerprint as schema_fingerprint
 
 if TYPE_CHECKING:  # imported where something is signed: cryptography is slow to import
-    from orchestrator import signing
+    from orchestrator.core import signing
 
 LEDGER_TABLE = "orchestrator_ledger"
 AUDIT_TABLE = "orchestrator_audit"
@@ -268,7 +268,7 @@ def revision_row(
 
 def _envelope(payload_type: str, payload: bytes, key: signing.PrivateKey) -> str:
     """The DSSE envelope stored beside a row, as compact JSON."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     return canonical(signing.sign(payload_type, payload, key))
 

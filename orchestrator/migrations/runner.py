@@ -1,7 +1,7 @@
 """The only module that drives Alembic's runtime.
 
 Alembic is imported lazily: `status` and a no-op `migrate` read the revision graph from
-the files (orchestrator.revisions) and never need it. When something runs, the script
+the files (orchestrator.migrations.revisions) and never need it. When something runs, the script
 directory is loaded once per process and handed the exact steps the gate approved.
 """
 
@@ -20,10 +20,10 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import MigrationFailed, UsageError
-from orchestrator.project_modules import ProjectModules, source_only
-from orchestrator.revisions import RevisionGraph, current_checksums, read_versions
-from orchestrator.secrets import redact
+from orchestrator.core.errors import MigrationFailed, UsageError
+from orchestrator.core.secrets import redact
+from orchestrator.migrations.project_modules import ProjectModules, source_only
+from orchestrator.migrations.revisions import RevisionGraph, current_checksums, read_versions
 
 if TYPE_CHECKING:
     from alembic.config import Config

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from orchestrator.config import EnvironmentConfig
-from orchestrator.errors import UsageError
+from orchestrator.core.config import EnvironmentConfig
+from orchestrator.core.errors import UsageError
 
 if TYPE_CHECKING:  # cryptography is imported only where an environment signs
-    from orchestrator import signing
+    from orchestrator.core import signing
 
 PEM_MARK = "-----BEGIN"
 
@@ -37,7 +37,7 @@ def public_keys(env: EnvironmentConfig, project_dir: Path) -> tuple[signing.Publ
 
 
 def _read_public_key(env: EnvironmentConfig, path: Path) -> signing.PublicKey:
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     try:
         data = path.read_bytes()
@@ -65,7 +65,7 @@ def load_signer(
     evidence, and never evidence signed by a key its public key does not vouch for."""
     if env.signing is None:
         return None
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     variable = env.signing.key_env
     where = f"{env.name!r} signs its ledger and audit trail (signing.key_env in {env.source})"
@@ -84,7 +84,7 @@ def read_private_key(
 ) -> signing.PrivateKey:
     """The Ed25519 private key in `variable` (PEM text, or the path of a PEM file), or a
     UsageError that starts with `where` and names the variable, never the key."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     value = (environ.get(variable) or "").strip()
     if not value:
@@ -121,7 +121,7 @@ def write_key_pair(
     """Write NAME.pub (and the private key to `private_out`, mode 0600). Returns the public
     key's path, the private PEM when it is for stdout, and the key id. Nothing is written
     when a file exists and `force` is not given."""
-    from orchestrator import signing
+    from orchestrator.core import signing
 
     public_path = out_dir / f"{name}.pub"
     for path in (public_path, private_out):
