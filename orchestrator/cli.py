@@ -1101,6 +1101,11 @@ def cmd_drift(args: argparse.Namespace, out: Out) -> int:
     for r in reports:
         where = r["env"] if r["target"] == r["env"] else f"{r['env']}/{r['target']}"
         count = len(r["differences"])
+        if r.get("not_recorded"):
+            print(
+                f"{where}: not recorded there (compared from its next run): "
+                f"{'; '.join(r['not_recorded'])}"
+            )
         if not count:
             print(out.paint(f"{where}: no difference from {r['reference']}", "32"))
             continue

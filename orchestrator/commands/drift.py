@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,14 @@ from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
 from orchestrator.db.database import current_heads, describe_error, make_engine, safe_url
 from orchestrator.evidence import ledger
-from orchestrator.schema.description import Description, Difference, compare, fingerprint, judge
+from orchestrator.schema.description import (
+    Description,
+    Difference,
+    compare,
+    fingerprint,
+    judge,
+    not_recorded,
+)
 from orchestrator.schema.reader import catalog_stamp, read_schema
 
 if TYPE_CHECKING:
@@ -55,12 +62,33 @@ class LiveSchema:
     description: Description | None = field(compare=False)  # None: not asked for
 
 
-def live_fingerprint(connection: Connection, recorded: ledger.RecordedSchema | None) -> str:
+def live_fingerprint(
+    connection: Connection,
+    recorded: ledger.RecordedSchema | None,
+    schemas: Sequence[str] | None = None,
+) -> str:
     """The live schema's fingerprint; without reflecting the catalog when its stamp is the
     one recorded with `recorded` (then the schema is the recorded one)."""
-    if recorded is not None and recorded.stamp and catalog_stamp(connection) == recorded.stamp:
+    stamp = recorded.stamp if recorded is not None else None
+    if recorded is not None and stamp and catalog_stamp(connection, schemas) == stamp:
         return recorded.fingerprint
-    return fingerprint(read_schema(connection))
+    return fingerprint(read_schema(connection, schemas))
+
+
+def _as_recorded(
+    connection: Connection,
+    heads: Sequence[str],
+    check: ledger.RowCheck | None,
+    schemas: Sequence[str] | None,
+) -> bool:
+    """Whether a live schema whose fingerprint is not the recorded one is still all the
+    record describes: a record of an earlier release (or of fewer `schemas:`) describes less,
+    and what it does not describe is not recorded, not drift."""
+    full = ledger.recorded_schema(connection, heads, check=check)
+    if full is None or full.description is None:
+        return False
+    live = read_schema(connection, schemas)
+    return bool(not_recorded(full.description, live)) and not compare(full.description, live)
 
 
 def schema_check(app: App, target: Target) -> ledger.RowCheck | None:
@@ -73,7 +101,10 @@ def schema_check(app: App, target: Target) -> ledger.RowCheck | None:
 
 
 def read_live(
-    target: Target, with_description: bool = False, check: ledger.RowCheck | None = None
+    target: Target,
+    with_description: bool = False,
+    check: ledger.RowCheck | None = None,
+    schemas: Sequence[str] | None = None,
 ) -> LiveSchema:
     engine = make_engine(target.url, "orchestrator drift", writer=False)
     try:
@@ -82,11 +113,11 @@ def read_live(
             heads = current_heads(connection)
             description = None
             if with_description:
-                description = read_schema(connection)
+                description = read_schema(connection, schemas)
                 digest = fingerprint(description)
             else:
                 recorded = ledger.recorded_schema(connection, heads, False, check)
-                digest = live_fingerprint(connection, recorded)
+                digest = live_fingerprint(connection, recorded, schemas)
     except SQLAlchemyError as exc:
         raise MigrationFailed(
             f"Cannot read the schema of {_where(target)} ({safe_url(target.url)}): "
@@ -106,8 +137,10 @@ def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
     if env.promotes_from not in cache:
         targets = app.targets(env.promotes_from)
         seen = {s.where: s for s in cache.get(f"seen:{env.promotes_from}", [])}
+        schemas = app.envs.get(env.promotes_from).schemas
         cache[env.promotes_from] = [
-            seen.get(_where(t)) or read_live(t, check=schema_check(app, t)) for t in targets
+            seen.get(_where(t)) or read_live(t, check=schema_check(app, t), schemas=schemas)
+            for t in targets
         ]
     return cache[env.promotes_from]
 
@@ -136,9 +169,13 @@ def schema_status(app: App, target: Target, connection: Connection, heads: Seque
     """ok | drifted | diverged | unknown, for `status` (no lock: a quick look)."""
     env = app.envs.get(target.env)
     dialect = connection.dialect.name
+    check = schema_check(app, target)
     try:
-        recorded = ledger.recorded_schema(connection, heads, False, schema_check(app, target))
-        live = live_fingerprint(connection, recorded)
+        recorded = ledger.recorded_schema(connection, heads, False, check)
+        live = live_fingerprint(connection, recorded, env.schemas)
+        moved = recorded is not None and live != recorded.fingerprint
+        if moved and _as_recorded(connection, heads, check, env.schemas):
+            recorded = replace(recorded, fingerprint=live)  # type: ignore[type-var]
     except SQLAlchemyError:
         return "unknown"
     seen = LiveSchema(_where(target), tuple(heads), dialect, live, None)
@@ -151,16 +188,19 @@ def schema_status(app: App, target: Target, connection: Connection, heads: Seque
 
 
 def drift_since_recorded(
-    connection: Connection, heads: Sequence[str], check: ledger.RowCheck | None
+    connection: Connection,
+    heads: Sequence[str],
+    check: ledger.RowCheck | None,
+    schemas: Sequence[str] | None = None,
 ) -> list[Difference] | None:
     """The differences between the live schema and what the last run recorded at `heads`;
     None when nothing was recorded there (no evidence)."""
     recorded = ledger.recorded_schema(connection, heads, False, check)
     if recorded is None:
         return None
-    if recorded.stamp and catalog_stamp(connection) == recorded.stamp:
+    if recorded.stamp and catalog_stamp(connection, schemas) == recorded.stamp:
         return []
-    live = read_schema(connection)
+    live = read_schema(connection, schemas)
     if fingerprint(live) == recorded.fingerprint:
         return []
     full = ledger.recorded_schema(connection, heads, check=check)
@@ -173,8 +213,9 @@ def planned_schema_drift(
     """For `plan`: what a migrate's check would name (nothing when the policy is off)."""
     if app.envs.get(target.env).policy.schema_drift == "off":
         return []
+    schemas = app.envs.get(target.env).schemas
     try:
-        drift = drift_since_recorded(connection, heads, schema_check(app, target))
+        drift = drift_since_recorded(connection, heads, schema_check(app, target), schemas)
         return [d.line for d in drift or []]
     except SQLAlchemyError:
         return []
@@ -187,7 +228,8 @@ def check_before_run(run: TargetRun, heads: Sequence[str]) -> None:
         return
     with run.engine.connect() as connection:
         connection.execution_options(read_only=True)
-        diffs = drift_since_recorded(connection, heads, schema_check(run.app, run.target))
+        check = schema_check(run.app, run.target)
+        diffs = drift_since_recorded(connection, heads, check, run.env.schemas)
     if not diffs:
         return
     lines = [d.line for d in diffs]
@@ -224,9 +266,10 @@ def check_divergence(app: App, run: TargetRun) -> None:
         if not preds or any(p.fingerprint == run.schema_fingerprint for p in preds):
             return
         pred = next(t for t in app.targets(run.env.promotes_from) if _where(t) == preds[0].where)
-        reference = read_live(pred, with_description=True).description or {}
+        pred_schemas = app.envs.get(run.env.promotes_from).schemas
+        reference = read_live(pred, True, schemas=pred_schemas).description or {}
         with run.engine.connect() as connection:
-            live = read_schema(connection)
+            live = read_schema(connection, run.env.schemas)
     except (OrchestratorError, SQLAlchemyError):
         return  # no evidence either way; status shows `unknown`
     run.audit.emit(
@@ -282,7 +325,7 @@ def _drift_target(
             heads = current_heads(connection)
             if against == "models":
                 return _against_models(app, where, heads, connection)
-            live = read_schema(connection)
+            live = read_schema(connection, env.schemas)
             if against is None:
                 check = schema_check(app, target)
                 recorded = ledger.recorded_schema(connection, heads, check=check)
@@ -315,13 +358,15 @@ def _drift_target(
         "reference": what,
         "fingerprint": fingerprint(live),
         "differences": [{**d.as_dict(), "op": repair(d, reference, live)} for d in diffs],
+        "not_recorded": not_recorded(reference, live),
     }
 
 
 def _predecessor_at(
     app: App, name: str, heads: Sequence[str], dialect: str, where: str
 ) -> LiveSchema:
-    preds = [read_live(t, with_description=True) for t in app.targets(name)]
+    schemas = app.envs.get(name).schemas
+    preds = [read_live(t, with_description=True, schemas=schemas) for t in app.targets(name)]
     same = comparable(preds, heads, dialect)
     if same:
         return same[0]
@@ -353,6 +398,6 @@ def _against_models(
         "at": list(heads),
         "against": "models",
         "reference": "the models (env.py's target_metadata), by Alembic's autogenerate",
-        "fingerprint": fingerprint(read_schema(connection)),
+        "fingerprint": fingerprint(read_schema(connection, app.envs.get(env).schemas)),
         "differences": diffs,
     }

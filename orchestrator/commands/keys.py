@@ -121,9 +121,10 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                 with run.engine.connect() as connection:
                     connection.execution_options(read_only=True)
                     heads = state.heads
-                    drift = drift_since_recorded(connection, heads, schema_check(app, target))
+                    check, schemas = schema_check(app, target), run.env.schemas
+                    drift = drift_since_recorded(connection, heads, check, schemas)
                     if drift is None:
-                        drift = drift_since_recorded(connection, heads, None)
+                        drift = drift_since_recorded(connection, heads, None, schemas)
             except SQLAlchemyError:
                 drift = None  # no evidence either way: nothing to vouch for
             schema = run.record_schema() if drift == [] else None

@@ -184,7 +184,24 @@ class EnvironmentConfig(_Strict):
     # per-run (PostgreSQL only): all of a run's revisions and ledger rows commit together
     transaction: Literal["per-revision", "per-run"] = "per-revision"
     signing: SigningConfig | None = None
+    # PostgreSQL: the schemas whose objects drift watches; the first names objects unqualified
+    # (default: the first schema of the search path)
+    schemas: list[str] | None = None
     source: str = Field(default="", exclude=True, description="the file it was read from")
+
+    @field_validator("schemas")
+    @classmethod
+    def _schemas(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        if not value:
+            raise ValueError("list at least one schema, or leave `schemas` out")
+        for name in value:
+            if not name or len(name) > 63 or name != name.strip():
+                raise ValueError(f"{name!r} is not a schema name (1-63 characters)")
+        if len(set(value)) != len(value):
+            raise ValueError("a schema is listed twice")
+        return value
 
 
 @dataclass(frozen=True)

@@ -303,14 +303,14 @@ class TargetRun:
 
         try:
             with self.engine.begin() as connection:
-                description = read_schema(connection)
+                description = read_schema(connection, self.env.schemas)
                 self.schema_fingerprint = fingerprint(description)
                 ledger.record_schema(
                     connection,
                     heads=current_heads(connection),
                     fingerprint=self.schema_fingerprint,
                     description=description,
-                    stamp=catalog_stamp(connection),
+                    stamp=catalog_stamp(connection, self.env.schemas),
                     run_id=self.run_id,
                     env=self.env.name,
                     actor=self.app.actor,

@@ -16,7 +16,14 @@ A *description* is what `schema_reader.read_schema` builds from the catalog (JSO
 Columns keep the database's order; every other list is sorted, so the same schema always
 gives the same description and the same fingerprint. The top-level "render" maps
 table -> column -> the column type as Alembic writes it (`sa.NUMERIC(precision=10, scale=2)`),
-for the operations that repair a difference: a rendering hint, not part of the fingerprint.
+for the operations that repair a difference: a rendering hint, not part of the fingerprint
+(nor is "hints": the default privileges of each kind of object).
+
+Format 2 (`"format": 2`) adds, per schema, "views", "sequences", "functions", "triggers",
+"row_security", "policies", "unlogged", "grants" and "comments" (orchestrator.schema.catalog);
+at the top "extensions", and "schemas": each other listed schema's own description (None:
+it does not exist). A description without "format" is an earlier release's: compared with
+it, what it did not record is "not recorded", not drift (`not_recorded`).
 """
 
 from __future__ import annotations
@@ -24,12 +31,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 Description = dict[str, Any]
 SchemaStatus = Literal["ok", "drifted", "diverged", "unknown"]
 RENDER = "render"
+HINTS = "hints"
+FORMAT = 2
 
 
 def canonical_json(description: Mapping[str, Any]) -> str:
@@ -38,7 +47,7 @@ def canonical_json(description: Mapping[str, Any]) -> str:
 
 def fingerprint(description: Mapping[str, Any]) -> str:
     """sha256 over the canonical description (the rendering hints left out)."""
-    canonical = canonical_json({k: v for k, v in description.items() if k != RENDER})
+    canonical = canonical_json({k: v for k, v in description.items() if k not in (RENDER, HINTS)})
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -78,17 +87,19 @@ class Difference:
     in the live schema (plain data, None where absent)."""
 
     change: str
-    kind: str  # table, column, primary key, foreign key, unique, check, index, enum
-    table: str | None
+    kind: str  # table, column, primary key, foreign key, unique, check, index, enum, view, ...
+    table: str | None  # schema-qualified outside the first listed schema, as in `line`
     name: str
     line: str
     before: Any = None
     after: Any = None
+    schema: str | None = None  # None: the first listed schema
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "change": self.change,
             "kind": self.kind,
+            "schema": self.schema,
             "table": self.table,
             "name": self.name,
             "line": self.line,
@@ -148,7 +159,11 @@ def _column_change(table: str, before: Mapping[str, Any], after: Mapping[str, An
 
 
 def _changed(kind: str, table: str | None, before: Any, after: Any) -> str:
-    """`~ index ix on t (a) -> (a, b)`: the words both share, up to the first list, once."""
+    """`~ index ix on t (a) -> (a, b)`: the words both share, up to the first list, once;
+    where both read the same (an index's method, INCLUDE, sorting), the fields that differ:
+    `~ index ix on t (a): postgresql_using btree -> hash`."""
+    if show(kind, table, before) == show(kind, table, after):
+        return f"~ {show(kind, table, before)}: {field_changes(before, after)}"
     old, new = show(kind, table, before).split(" "), show(kind, table, after).split(" ")
     same = 0
     while same < min(len(old), len(new)) and old[same] == new[same] and "(" not in old[same]:
@@ -163,6 +178,56 @@ _KINDS = (
     ("check", "check_constraints"),
     ("index", "indexes"),
 )
+
+
+def _flat(value: Any, path: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, str(k)))
+        return out
+    return {path: value}
+
+
+def shorten(old: Any, new: Any, width: int = 60) -> tuple[str, str]:
+    """Two texts around where they differ: the words both start and end with cut to `…`."""
+    a, b = str(old).split(), str(new).split()
+    head = 0
+    while head < min(len(a), len(b)) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+
+    def clip(words: list[str]) -> str:
+        text = " ".join(words[head : len(words) - tail]) or "(nothing)"
+        text = text if len(text) <= width else text[:width] + "…"
+        return ("… " if head else "") + text + (" …" if tail else "")
+
+    return clip(a), clip(b)
+
+
+def field_changes(before: Any, after: Any, skip: Sequence[str] = ()) -> str:
+    """`increment 1 -> 5; cycle False -> True`: each field that differs, long texts shown
+    around where they differ."""
+    old, new = _flat(before), _flat(after)
+    parts = []
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key), new.get(key)
+        if a == b or key in skip:
+            continue
+        if isinstance(a, str) and isinstance(b, str) and (len(a) > 40 or len(b) > 40):
+            a, b = shorten(a, b)
+            parts.append(f"{key} {a} -> {b}")
+        else:
+            parts.append(f"{key} {_plain(a)} -> {_plain(b)}")
+    return "; ".join(parts)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, list):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return "none" if value is None else str(value)
 
 
 def _key(obj: Mapping[str, Any]) -> str:
@@ -194,25 +259,72 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def not_recorded(reference: Mapping[str, Any], live: Mapping[str, Any]) -> list[str]:
+    """What `live` describes that `reference` (an earlier release's record, or one made with
+    other `schemas:`) does not: not compared, so not drift, until a run records it."""
+    if live.get("format") is None:
+        return []
+    if reference.get("format") is None:
+        return [
+            "views, sequences, functions, triggers, row-level security, policies, "
+            "grants, comments, UNLOGGED, extensions, other schemas"
+        ]
+    ref_schemas, live_schemas = reference.get("schemas") or {}, live.get("schemas") or {}
+    return [f"schema {s}" for s in sorted(set(live_schemas) - set(ref_schemas))]
+
+
 def compare(reference: Mapping[str, Any], live: Mapping[str, Any]) -> list[Difference]:
     """What differs from `reference` (recorded, models or predecessor) to `live`, one entry
-    per object, tables in name order."""
+    per object, tables in name order; only what both describe (`not_recorded`)."""
+    from orchestrator.schema.objects import compare_extensions, compare_sections
+
+    diffs = _compare_tables(reference, live, None)
+    if reference.get("format") is None or live.get("format") is None:
+        return diffs
+    defaults = (live.get(HINTS) or reference.get(HINTS) or {}).get("acl_defaults")
+    diffs += compare_sections(reference, live, None, defaults)
+    diffs += compare_extensions(reference.get("extensions") or {}, live.get("extensions") or {})
+    ref_schemas, live_schemas = reference.get("schemas") or {}, live.get("schemas") or {}
+    for schema in sorted(set(ref_schemas) & set(live_schemas)):
+        a, b = ref_schemas[schema], live_schemas[schema]
+        if a is None and b is not None:
+            diffs.append(Difference("+", "schema", None, schema, f"+ schema {schema}", None, {}))
+        elif b is None and a is not None:
+            diffs.append(Difference("-", "schema", None, schema, f"- schema {schema}", {}, None))
+        if a != b:
+            a, b = {"format": FORMAT, **(a or {})}, {"format": FORMAT, **(b or {})}
+            diffs += _compare_tables(a, b, schema) + compare_sections(a, b, schema, defaults)
+    return diffs
+
+
+def _compare_tables(
+    reference: Mapping[str, Any], live: Mapping[str, Any], schema: str | None
+) -> list[Difference]:
+    """Tables and enums of one schema (None: the first listed)."""
     diffs: list[Difference] = []
+    prefix = f"{schema}." if schema else ""
     ref_tables, live_tables = reference.get("tables", {}), live.get("tables", {})
-    for table in sorted(set(ref_tables) | set(live_tables)):
-        a, b = ref_tables.get(table), live_tables.get(table)
+    for name in sorted(set(ref_tables) | set(live_tables)):
+        table = prefix + name
+        a, b = ref_tables.get(name), live_tables.get(name)
         if a is None:
-            diffs.append(Difference("+", "table", table, table, f"+ table {table}", after=b))
+            diffs.append(
+                Difference("+", "table", table, table, f"+ table {table}", None, b, schema)
+            )
             continue
         if b is None:
-            diffs.append(Difference("-", "table", table, table, f"- table {table}", before=a))
+            diffs.append(
+                Difference("-", "table", table, table, f"- table {table}", a, None, schema)
+            )
             continue
-        diffs += _compare_columns(table, a["columns"], b["columns"])
+        found = _compare_columns(table, a["columns"], b["columns"])
         for kind, key in _KINDS:
-            diffs += _compare_objects(kind, table, _as_list(a.get(key)), _as_list(b.get(key)))
+            found += _compare_objects(kind, table, _as_list(a.get(key)), _as_list(b.get(key)))
+        diffs += [replace(d, schema=schema) for d in found]
     ref_enums, live_enums = reference.get("enums", {}), live.get("enums", {})
-    for name in sorted(set(ref_enums) | set(live_enums)):
-        old, new = ref_enums.get(name), live_enums.get(name)
+    for enum in sorted(set(ref_enums) | set(live_enums)):
+        old, new = ref_enums.get(enum), live_enums.get(enum)
+        name = prefix + enum
         if old == new:
             continue
         before = None if old is None else {"name": name, "values": old}
@@ -224,7 +336,7 @@ def compare(reference: Mapping[str, Any], live: Mapping[str, Any]) -> list[Diffe
         else:
             line = _changed("enum", None, before, after)
         change = "+" if before is None else "-" if after is None else "~"
-        diffs.append(Difference(change, "enum", None, name, line, before, after))
+        diffs.append(Difference(change, "enum", None, name, line, before, after, schema))
     return diffs
 
 

@@ -61,7 +61,9 @@ def render(operations: Sequence[Op]) -> str:
 
 def repair(diff: Difference, reference: Mapping[str, Any], live: Mapping[str, Any]) -> str | None:
     """The operations that bring `live` back to `reference` for this difference, or None."""
-    maker = _MAKERS.get((diff.kind, diff.change))
+    from orchestrator.schema.reverts import MAKERS
+
+    maker = _MAKERS.get((diff.kind, diff.change)) or MAKERS.get(diff.kind)
     if maker is None:
         return None
     operations = maker(diff, reference, live)
@@ -71,15 +73,29 @@ def repair(diff: Difference, reference: Mapping[str, Any], live: Mapping[str, An
 # -- one maker per (kind, change) -------------------------------------------------------------
 
 
-def _hint(description: Mapping[str, Any], table: str | None, column: str) -> str | None:
+def hint(description: Mapping[str, Any], table: str | None, column: str) -> str | None:
+    """The recorded rendering of a column's type; `table` schema-qualified outside the
+    first listed schema, as in a difference."""
     return (description.get(RENDER) or {}).get(table or "", {}).get(column)
 
 
-def _column(description: Mapping[str, Any], table: str, column: Mapping[str, Any]) -> Any:
+def _bare(diff: Difference) -> str:
+    """The table's own name (Alembic takes the schema apart)."""
+    table = diff.table or ""
+    return table.removeprefix(f"{diff.schema}.") if diff.schema else table
+
+
+def _tables(description: Mapping[str, Any], schema: str | None) -> Mapping[str, Any]:
+    if schema:
+        return ((description.get("schemas") or {}).get(schema) or {}).get("tables", {})
+    return description.get("tables", {})
+
+
+def _column(description: Mapping[str, Any], table: str | None, column: Mapping[str, Any]) -> Any:
     default = column.get("default")
     return sa.Column(
         column["name"],
-        RecordedType(_hint(description, table, column["name"])),
+        RecordedType(hint(description, table, column["name"])),
         nullable=column["nullable"],
         server_default=sa.text(default) if default is not None else None,
     )
@@ -88,14 +104,14 @@ def _column(description: Mapping[str, Any], table: str, column: Mapping[str, Any
 def _drop_table(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
     from alembic.operations import ops
 
-    return [ops.DropTableOp(diff.name)]
+    return [ops.DropTableOp(_bare(diff), schema=diff.schema)]
 
 
 def _create_table(diff: Difference, ref: Mapping[str, Any], _live: Any) -> list[Op]:
     from alembic.operations import ops
 
     table = diff.before
-    items: list[Any] = [_column(ref, diff.name, c) for c in table["columns"]]
+    items: list[Any] = [_column(ref, diff.table, c) for c in table["columns"]]
     pk = table.get("primary_key")
     if pk:
         items.append(sa.PrimaryKeyConstraint(*pk["columns"], name=pk["name"]))
@@ -108,23 +124,23 @@ def _create_table(diff: Difference, ref: Mapping[str, Any], _live: Any) -> list[
         items.append(sa.UniqueConstraint(*unique["columns"], name=unique["name"]))
     for check in table.get("check_constraints", []):
         items.append(sa.CheckConstraint(sa.text(check["sqltext"]), name=check["name"]))
-    made: list[Op] = [ops.CreateTableOp(diff.name, items)]
+    made: list[Op] = [ops.CreateTableOp(_bare(diff), items, schema=diff.schema)]
     for index in table.get("indexes", []):
-        made += _index_ops(ref, diff.name, index)
+        made += _index_ops(ref, diff, index)
     return made
 
 
 def _drop_column(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
     from alembic.operations import ops
 
-    return [ops.DropColumnOp(diff.table, diff.name)]  # type: ignore[arg-type]
+    return [ops.DropColumnOp(_bare(diff), diff.name, schema=diff.schema)]
 
 
 def _add_column(diff: Difference, ref: Mapping[str, Any], _live: Any) -> list[Op]:
     from alembic.operations import ops
 
-    column = _column(ref, diff.table, diff.before)  # type: ignore[arg-type]
-    return [ops.AddColumnOp(diff.table, column)]  # type: ignore[arg-type]
+    column = _column(ref, diff.table, diff.before)
+    return [ops.AddColumnOp(_bare(diff), column, schema=diff.schema)]
 
 
 def _alter_column(diff: Difference, ref: Mapping[str, Any], live: Mapping[str, Any]) -> list[Op]:
@@ -134,7 +150,7 @@ def _alter_column(diff: Difference, ref: Mapping[str, Any], live: Mapping[str, A
     table, name = diff.table, diff.name
     changes: dict[str, Any] = {}
     if before["type"] != after["type"]:
-        changes["modify_type"] = RecordedType(_hint(ref, table, name))
+        changes["modify_type"] = RecordedType(hint(ref, table, name))
     if before["nullable"] != after["nullable"]:
         changes["modify_nullable"] = before["nullable"]
     if before.get("default") != after.get("default"):
@@ -144,31 +160,47 @@ def _alter_column(diff: Difference, ref: Mapping[str, Any], live: Mapping[str, A
         return []
     return [
         ops.AlterColumnOp(
-            table,  # type: ignore[arg-type]
+            _bare(diff),
             name,
-            existing_type=RecordedType(_hint(live, table, name)),
+            schema=diff.schema,
+            existing_type=RecordedType(hint(live, table, name)),
             existing_nullable=after["nullable"],
             **changes,
         )
     ]
 
 
-def _index_ops(ref: Mapping[str, Any], table: str, index: Mapping[str, Any]) -> list[Op]:
+def _index_ops(ref: Mapping[str, Any], diff: Difference, index: Mapping[str, Any]) -> list[Op]:
+    """The index as recorded: its columns or expressions, their sorting, its predicate and
+    options (method, INCLUDE, NULLS NOT DISTINCT, storage parameters)."""
     from alembic.operations import ops
 
-    known = {c["name"] for c in ref["tables"].get(table, {}).get("columns", [])}
-    columns = [c if c in known else sa.text(c) for c in index["columns"]]
-    kw: dict[str, Any] = {}
+    table = _bare(diff)
+    known = {c["name"] for c in _tables(ref, diff.schema).get(table, {}).get("columns", [])}
+    sorting = index.get("sorting") or {}
+    columns = [
+        sa.text(" ".join([c, *(s.upper().replace("_", " ") for s in sorting[c])]))
+        if c in sorting
+        else c
+        if c in known
+        else sa.text(c)
+        for c in index["columns"]
+    ]
+    kw: dict[str, Any] = dict(index.get("options") or {})
     if index.get("where"):
         dialect = ref.get("dialect", "postgresql")
         kw[f"{dialect}_where"] = sa.text(index["where"])
-    return [ops.CreateIndexOp(index["name"], table, columns, unique=index["unique"], **kw)]
+    return [
+        ops.CreateIndexOp(
+            index["name"], table, columns, schema=diff.schema, unique=index["unique"], **kw
+        )
+    ]
 
 
 def _create_index(diff: Difference, ref: Mapping[str, Any], _live: Any) -> list[Op]:
     if not diff.before.get("name"):
         return []
-    return _index_ops(ref, diff.table, diff.before)  # type: ignore[arg-type]
+    return _index_ops(ref, diff, diff.before)
 
 
 def _drop_index(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
@@ -176,7 +208,7 @@ def _drop_index(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
 
     if not diff.after.get("name"):
         return []
-    return [ops.DropIndexOp(diff.after["name"], table_name=diff.table)]
+    return [ops.DropIndexOp(diff.after["name"], table_name=_bare(diff), schema=diff.schema)]
 
 
 def _replace_index(diff: Difference, ref: Mapping[str, Any], live: Any) -> list[Op]:
@@ -197,28 +229,32 @@ def _drop_constraint(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
     name = diff.after.get("name")
     if not name:
         return []
-    return [ops.DropConstraintOp(name, diff.table, type_=_CONSTRAINT_TYPES[diff.kind])]  # type: ignore[arg-type]
+    kind = _CONSTRAINT_TYPES[diff.kind]
+    return [ops.DropConstraintOp(name, _bare(diff), type_=kind, schema=diff.schema)]
 
 
 def _create_constraint(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
     from alembic.operations import ops
 
-    obj, table = diff.before, diff.table
+    obj, table, schema = diff.before, _bare(diff), diff.schema
     if not obj.get("name"):
         return []
     if diff.kind == "unique":
-        return [ops.CreateUniqueConstraintOp(obj["name"], table, obj["columns"])]  # type: ignore[arg-type]
+        return [ops.CreateUniqueConstraintOp(obj["name"], table, obj["columns"], schema=schema)]
     if diff.kind == "check":
-        return [ops.CreateCheckConstraintOp(obj["name"], table, sa.text(obj["sqltext"]))]  # type: ignore[arg-type]
+        check = sa.text(obj["sqltext"])
+        return [ops.CreateCheckConstraintOp(obj["name"], table, check, schema=schema)]
     if diff.kind == "primary key":
-        return [ops.CreatePrimaryKeyOp(obj["name"], table, obj["columns"])]  # type: ignore[arg-type]
+        return [ops.CreatePrimaryKeyOp(obj["name"], table, obj["columns"], schema=schema)]
     return [
         ops.CreateForeignKeyOp(
             obj["name"],
-            table,  # type: ignore[arg-type]
+            table,
             obj["referred_table"],
             obj["columns"],
             obj["referred_columns"],
+            source_schema=schema,
+            referent_schema=obj.get("referred_schema"),
             **{k.lower(): v for k, v in obj.get("options", {}).items()},
         )
     ]

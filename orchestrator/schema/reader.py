@@ -11,14 +11,22 @@ from __future__ import annotations
 
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any, cast
 
 from sqlalchemy import Connection, inspect, text
 from sqlalchemy.exc import CompileError, NotSupportedError, SAWarning
 from sqlalchemy.types import TypeEngine
 
-from orchestrator.schema.description import RENDER, Description, sort_key
+from orchestrator.schema.catalog import (
+    acl_defaults,
+    pg_extensions,
+    pg_sections,
+    read_pg_objects,
+    sqlite_sections,
+)
+from orchestrator.schema.description import FORMAT, HINTS, RENDER, Description, sort_key
 
 VERSION_TABLE = "alembic_version"
 OWN_PREFIX = "orchestrator_"
@@ -33,13 +41,20 @@ def excluded(table: str) -> bool:
 # recorded with a description, the schema is that description and need not be reflected again
 # (a no-op migrate and `status` stay cheap on a 1,000-table schema). A stamp that moved for
 # another reason (TRUNCATE, VACUUM FULL, a dropped and re-created index) only costs the full
-# read and comparison: it can never hide a change.
+# read and comparison: it can never hide a change. Stamps of an earlier release's format
+# (which watched fewer catalogs) never equal one of this format.
+STAMP_FORMAT = "2"
 _PG_STAMP = text(
     """
-    WITH ns AS (SELECT current_schema()::regnamespace AS oid),
-    rels AS (SELECT c.oid, c.xmin FROM pg_class c JOIN ns ON c.relnamespace = ns.oid)
+    WITH ns AS (SELECT oid, xmin FROM pg_namespace WHERE nspname = ANY(CAST(:schemas AS text[]))),
+    rels AS (SELECT c.oid, c.xmin FROM pg_class c JOIN ns ON c.relnamespace = ns.oid),
+    procs AS (SELECT p.oid, p.xmin FROM pg_proc p JOIN ns ON p.pronamespace = ns.oid)
     SELECT count(*)::text || ' ' || coalesce(sum(hashtextextended(x, 0)), 0)::text FROM (
-      SELECT 'r' || oid::text || ' ' || xmin::text AS x FROM rels
+      SELECT 's' || array_to_string(CAST(:schemas AS text[]), ',') AS x
+      UNION ALL
+      SELECT 'n' || oid::text || ' ' || xmin::text FROM ns
+      UNION ALL
+      SELECT 'r' || oid::text || ' ' || xmin::text FROM rels
       UNION ALL
       SELECT 'a' || a.attrelid::text || ' ' || a.attnum::text || ' ' || a.xmin::text
         FROM pg_attribute a JOIN rels ON rels.oid = a.attrelid WHERE a.attnum > 0
@@ -58,6 +73,28 @@ _PG_STAMP = text(
       UNION ALL
       SELECT 'e' || e.oid::text || ' ' || e.xmin::text
         FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN ns ON t.typnamespace = ns.oid
+      UNION ALL
+      SELECT 'p' || oid::text || ' ' || xmin::text FROM procs
+      UNION ALL
+      SELECT 'g' || t.oid::text || ' ' || t.xmin::text
+        FROM pg_trigger t JOIN rels ON rels.oid = t.tgrelid
+      UNION ALL
+      SELECT 'o' || p.oid::text || ' ' || p.xmin::text
+        FROM pg_policy p JOIN rels ON rels.oid = p.polrelid
+      UNION ALL
+      SELECT 'q' || s.seqrelid::text || ' ' || s.xmin::text
+        FROM pg_sequence s JOIN rels ON rels.oid = s.seqrelid
+      UNION ALL
+      SELECT 'w' || w.oid::text || ' ' || w.xmin::text
+        FROM pg_rewrite w JOIN rels ON rels.oid = w.ev_class
+      UNION ALL
+      SELECT 'x' || oid::text || ' ' || xmin::text FROM pg_extension
+      UNION ALL  -- comments, ownership of sequences, membership of extensions: user objects'
+      SELECT 'm' || objoid::text || ' ' || objsubid::text || ' ' || xmin::text
+        FROM pg_description WHERE objoid >= 16384
+      UNION ALL
+      SELECT 'y' || objid::text || ' ' || refobjid::text || ' ' || xmin::text
+        FROM pg_depend WHERE objid >= 16384 AND deptype IN ('a', 'i', 'e')
     ) AS catalog
     """
 )
@@ -67,47 +104,102 @@ _SQLITE_STAMP = text(
 )
 
 
-def catalog_stamp(connection: Connection) -> str | None:
+def catalog_stamp(connection: Connection, schemas: Sequence[str] | None = None) -> str | None:
     """A digest of the schema's catalog rows in one query (None: no such shortcut here).
     Only ever compared with a stamp of the same database: equal stamps, same schema."""
     if connection.dialect.name == "postgresql":
-        return str(connection.execute(_PG_STAMP).scalar_one())
+        home = home_schema(connection, schemas)
+        listed = list(dict.fromkeys([home, *(schemas or [])]))
+        found = connection.execute(_PG_STAMP, {"schemas": listed}).scalar_one()
+        return f"{STAMP_FORMAT}:{found}"
     if connection.dialect.name == "sqlite":
         import hashlib
 
         rows = connection.execute(_SQLITE_STAMP).all()
-        return hashlib.sha256(repr([tuple(r) for r in rows]).encode()).hexdigest()
+        digest = repr([STAMP_FORMAT, *(tuple(r) for r in rows)])
+        return hashlib.sha256(digest.encode()).hexdigest()
     return None
 
 
-def read_schema(connection: Connection) -> Description:
-    """The canonical description of the connection's default schema."""
+def home_schema(connection: Connection, schemas: Sequence[str] | None) -> str | None:
+    """The schema whose objects a description names unqualified: the first listed, else the
+    first schema of the search path (None on SQLite)."""
+    if connection.dialect.name != "postgresql":
+        return None
+    if schemas:
+        return schemas[0]
+    return str(connection.dialect.default_schema_name or "public")
+
+
+def read_schema(connection: Connection, schemas: Sequence[str] | None = None) -> Description:
+    """The canonical description of the listed schemas (default: the first schema of the
+    search path): the first one's objects at the top level, each other one's under
+    `schemas` (None where it does not exist)."""
     inspector = inspect(connection)
+    dialect = connection.dialect
+    types = _Types(dialect)
+    render: dict[str, dict[str, str]] = {}
+    if dialect.name != "postgresql":
+        tables, enums = _read_tables(connection, inspector, None, "", types, render)
+        _sqlite_details(connection, tables)
+        return _assemble(dialect.name, tables, enums, render, sqlite_sections(connection))
+    home = home_schema(connection, schemas) or "public"
+    listed = list(dict.fromkeys([home, *(schemas or [])]))
+    raw = read_pg_objects(connection, listed)
+    present = set(raw["schemas"])
+    default = dialect.default_schema_name
+
+    def one(schema: str, prefix: str) -> Description:
+        if schema not in present:
+            return {"tables": {}, "enums": {}, **pg_sections(raw, schema, home)}
+        tables, enums = _read_tables(
+            connection, inspector, None if schema == default else schema, prefix, types, render
+        )
+        return {"tables": tables, "enums": enums, **pg_sections(raw, schema, home)}
+
+    top = one(home, "")
+    others = {s: (one(s, f"{s}.") if s in present else None) for s in sorted(listed) if s != home}
+    described = _assemble(dialect.name, top.pop("tables"), top.pop("enums"), render, top)
+    described["extensions"] = pg_extensions(raw)
+    described["schemas"] = others
+    described[HINTS] = {"acl_defaults": acl_defaults(raw)}
+    return described
+
+
+def _read_tables(
+    connection: Connection,
+    inspector: Any,
+    schema: str | None,
+    prefix: str,
+    types: _Types,
+    render: dict[str, dict[str, str]],
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The tables and enums of one schema (None: the default one), by SQLAlchemy's
+    multi-table reflection; column types as Alembic writes them go to `render`, under the
+    table's name with `prefix` (the schema, for a schema other than the first)."""
     dialect = connection.dialect
     fold = (lambda n: n) if dialect.name == "postgresql" else _lower
     # every table, ours included, then ours dropped: a list of 1,000 names in each catalog
     # query costs more than reflecting our few tables
-    columns = inspector.get_multi_columns()
-    pks = inspector.get_multi_pk_constraint()
-    fks = inspector.get_multi_foreign_keys()
+    columns = inspector.get_multi_columns(schema=schema)
+    pks = inspector.get_multi_pk_constraint(schema=schema)
+    fks = inspector.get_multi_foreign_keys(schema=schema)
     with warnings.catch_warnings():  # SQLite: expression indexes are read below instead
         warnings.filterwarnings("ignore", "Skipped unsupported reflection", SAWarning)
-        indexes = inspector.get_multi_indexes()
-        uniques = inspector.get_multi_unique_constraints()
-    checks = _multi_or_empty(inspector.get_multi_check_constraints)
+        indexes = inspector.get_multi_indexes(schema=schema)
+        uniques = inspector.get_multi_unique_constraints(schema=schema)
+    checks = _multi_or_empty(partial(inspector.get_multi_check_constraints, schema=schema))
     enums: dict[str, list[str]] = {}
     if dialect.name == "postgresql":
-        listed = cast(Any, inspector).get_enums()  # PostgreSQL's inspector only
-        enums = {e["name"]: list(e["labels"]) for e in listed if e["visible"]}
+        listed = cast(Any, inspector).get_enums(schema=schema)  # PostgreSQL's inspector only
+        enums = {e["name"]: list(e["labels"]) for e in listed if e["visible"] or schema is not None}
     tables: dict[str, Any] = {}
-    render: dict[str, dict[str, str]] = {}
-    types = _Types(dialect)
     for key in columns:
         table = fold(key[1])
         if excluded(table):
             continue
         described = [(c, types(c["type"])) for c in columns[key]]
-        render[table] = {fold(c["name"]): python for c, (_text, python) in described}
+        render[prefix + table] = {fold(c["name"]): python for c, (_text, python) in described}
         tables[table] = {
             "columns": [_column(c, text, fold) for c, (text, _python) in described],
             "primary_key": _pk(pks.get(key), fold),
@@ -138,9 +230,7 @@ def read_schema(connection: Connection) -> Description:
                 key=sort_key,
             ),
         }
-    if dialect.name == "sqlite":
-        _sqlite_details(connection, tables)
-    return _assemble(dialect.name, tables, enums, render)
+    return tables, enums
 
 
 def _sqlite_details(connection: Connection, tables: dict[str, Any]) -> None:
@@ -192,12 +282,18 @@ def _index_sql_parts(sql: str) -> tuple[str, str | None]:
 
 
 def _assemble(
-    dialect: str, tables: dict[str, Any], enums: dict[str, list[str]], render: dict[str, Any]
+    dialect: str,
+    tables: dict[str, Any],
+    enums: dict[str, list[str]],
+    render: dict[str, Any],
+    sections: dict[str, Any],
 ) -> Description:
     return {
         "dialect": dialect,
+        "format": FORMAT,
         "tables": dict(sorted(tables.items())),
         "enums": dict(sorted(enums.items())),
+        **sections,
         RENDER: dict(sorted(render.items())),
     }
 

@@ -1,0 +1,197 @@
+"""The differences of what a schema holds besides tables (format 2 of a description): one
+line per object, saying what changed. Pure functions over plain data.
+
+    + view active_users
+    ~ function add_one(x integer): body … x + 1 … -> … x + 2 …
+    ~ trigger trg_audit on users: enabled enabled -> disabled
+    ~ grants on table users: + app_reader SELECT
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from orchestrator.schema.description import Difference, field_changes
+
+# section -> how one of its objects is named in a line
+_NOUNS = {
+    "views": "view",
+    "sequences": "sequence",
+    "functions": "function",
+    "triggers": "trigger",
+    "policies": "policy",
+    "row_security": "row level security on",
+    "comments": "comment on",
+}
+# section -> the `kind` of its differences (what `drift --json` says, what ops.py repairs)
+KINDS = {
+    "views": "view",
+    "sequences": "sequence",
+    "functions": "function",
+    "triggers": "trigger",
+    "policies": "policy",
+    "row_security": "row level security",
+    "comments": "comment",
+}
+
+
+def _noun(section: str, value: Any) -> str:
+    if section == "views" and isinstance(value, Mapping) and value.get("materialized"):
+        return "materialized view"
+    if section == "functions" and isinstance(value, Mapping):
+        return str(value.get("kind") or "function")
+    return _NOUNS[section]
+
+
+def _qualify(key: str, schema: str | None, section: str) -> str:
+    """`audit.events`; for `name on table` keys the table, for comments/grants the name."""
+    if not schema:
+        return key
+    if section in ("triggers", "policies"):
+        name, _, table = key.partition(" on ")
+        return f"{name} on {schema}.{table}"
+    if section in ("comments", "grants"):
+        kind, _, name = key.partition(" ")
+        return f"{kind} {name}" if kind == "schema" else f"{kind} {schema}.{name}"
+    return f"{schema}.{key}"
+
+
+def _table_of(key: str, section: str) -> str | None:
+    if section in ("triggers", "policies"):
+        return key.partition(" on ")[2]
+    if section in ("row_security", "unlogged"):
+        return key
+    return None
+
+
+def _one_line(section: str, value: Any) -> str:
+    """What an added or removed object was, in a few words."""
+    if section == "row_security":
+        return "(" + ", ".join(k for k in ("enabled", "forced") if value.get(k)) + ")"
+    if section == "comments":
+        return repr(value)
+    if section == "sequences":
+        return f"{value['type']} increment {value['increment']}"
+    if section == "functions":
+        return f"returns {value['returns']} language {value['language']}"
+    if section == "triggers":
+        return "" if value.get("enabled", "enabled") == "enabled" else f"({value['enabled']})"
+    if section == "policies":
+        return f"for {value['command']} to {', '.join(value['roles'])}"
+    return ""
+
+
+def _changes(section: str, before: Any, after: Any) -> str:
+    if section == "comments":
+        return f"{before!r} -> {after!r}"
+    if section == "row_security":
+        return field_changes(before, after)
+    if section == "functions":  # the definition repeats the fields: only where nothing else
+        return field_changes(before, after, skip=("definition",)) or field_changes(before, after)
+    if section == "views" and before.get("definition") != after.get("definition"):
+        return field_changes(before, after)
+    return field_changes(before, after)
+
+
+def _diff(
+    change: str, section: str, key: str, schema: str | None, before: Any, after: Any
+) -> Difference:
+    value = after if before is None else before
+    name = _qualify(key, schema, section)
+    noun = _noun(section, value)
+    table = _table_of(key, section)
+    table = f"{schema}.{table}" if schema and table else table
+    if change == "~":
+        line = f"~ {noun} {name}: {_changes(section, before, after)}"
+    else:
+        extra = _one_line(section, value)
+        line = f"{change} {noun} {name}" + (f" {extra}" if extra else "")
+    kind = noun if section in ("views", "functions") else KINDS[section]
+    return Difference(change, kind, table, name, line, before, after, schema)
+
+
+def compare_sections(
+    reference: Mapping[str, Any],
+    live: Mapping[str, Any],
+    schema: str | None,
+    acl_defaults: Mapping[str, Any] | None = None,
+) -> list[Difference]:
+    """Views, sequences, functions, triggers, row-level security, policies, UNLOGGED,
+    grants and comments of one schema (None: the first listed)."""
+    diffs: list[Difference] = []
+    for section in _NOUNS:
+        old, new = reference.get(section) or {}, live.get(section) or {}
+        for key in sorted(set(old) | set(new)):
+            a, b = old.get(key), new.get(key)
+            if a == b:
+                continue
+            change = "+" if a is None else "-" if b is None else "~"
+            diffs.append(_diff(change, section, key, schema, a, b))
+    old_unlogged, new_unlogged = (
+        set(reference.get("unlogged") or ()),
+        set(live.get("unlogged") or ()),
+    )
+    for table in sorted(old_unlogged ^ new_unlogged):
+        change = "+" if table in new_unlogged else "-"
+        name = f"{schema}.{table}" if schema else table
+        diffs.append(
+            Difference(
+                change,
+                "unlogged",
+                name,
+                name,
+                f"{change} unlogged table {name}",
+                None,
+                None,
+                schema,
+            )
+        )
+    diffs += _compare_grants(
+        reference.get("grants") or {}, live.get("grants") or {}, schema, acl_defaults or {}
+    )
+    return diffs
+
+
+def _compare_grants(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    schema: str | None,
+    defaults: Mapping[str, Any],
+) -> list[Difference]:
+    """Per object, the privileges granted or revoked: `+ app_reader SELECT`. An object not
+    listed has its kind's default privileges."""
+    diffs = []
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) == new.get(key):
+            continue
+        kind = key.partition(" ")[0]
+        a = old.get(key, defaults.get(kind, {}))
+        b = new.get(key, defaults.get(kind, {}))
+        parts = []
+        for grantee in sorted(set(a) | set(b)):
+            gained = sorted(set(b.get(grantee, [])) - set(a.get(grantee, [])))
+            lost = sorted(set(a.get(grantee, [])) - set(b.get(grantee, [])))
+            parts += [f"+ {grantee} {', '.join(gained)}"] if gained else []
+            parts += [f"- {grantee} {', '.join(lost)}"] if lost else []
+        name = _qualify(key, schema, "grants")
+        line = f"~ grants on {name}: {'; '.join(parts) or 'as recorded'}"
+        diffs.append(Difference("~", "grants", None, name, line, a, b, schema))
+    return diffs
+
+
+def compare_extensions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[Difference]:
+    diffs = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        if a is None:
+            line = f"+ extension {name} {(b or {}).get('version')}"
+        elif b is None:
+            line = f"- extension {name} {a['version']}"
+        else:
+            line = f"~ extension {name}: {field_changes(a, b)}"
+        change = "+" if a is None else "-" if b is None else "~"
+        diffs.append(Difference(change, "extension", None, name, line, a, b))
+    return diffs
