@@ -82,9 +82,10 @@ def settled(app: App, target: Target, connection: Connection, heads: Sequence[st
     to have drifted (confirmed, and recorded, under the lock)."""
     if ledger.runs_without_end(connection):
         return False
-    if app.envs.get(target.env).policy.schema_drift == "off":
+    env = app.envs.get(target.env)
+    if env.policy.schema_drift == "off":
         return True
-    return not drift_since_recorded(connection, heads, schema_check(app, target))
+    return not drift_since_recorded(connection, heads, schema_check(app, target), env.schemas)
 
 
 def nothing_to_do(target: Target, run_id: str | None = None) -> RunResult:

@@ -216,8 +216,9 @@ def field_changes(before: Any, after: Any, skip: Sequence[str] = ()) -> str:
         a, b = old.get(key), new.get(key)
         if a == b or key in skip:
             continue
-        if isinstance(a, str) and isinstance(b, str) and (len(a) > 40 or len(b) > 40):
-            a, b = shorten(a, b)
+        if isinstance(a, str) and isinstance(b, str):
+            a, b = " ".join(a.split()), " ".join(b.split())
+            a, b = shorten(a, b) if len(a) > 40 or len(b) > 40 else (a, b)
             parts.append(f"{key} {a} -> {b}")
         else:
             parts.append(f"{key} {_plain(a)} -> {_plain(b)}")

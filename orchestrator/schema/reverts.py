@@ -103,7 +103,7 @@ def _sequence(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
     return _execute(
         f"{verb} SEQUENCE {name} {_sequence_options(diff.before)}",
         f"ALTER SEQUENCE {name} {_owned_by(diff.before)}"
-        if diff.before.get("owned_by") or (diff.after or {}).get("owned_by")
+        if diff.before.get("owned_by") != (diff.after or {}).get("owned_by")
         else "",
     )
 
