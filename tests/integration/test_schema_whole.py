@@ -12,6 +12,7 @@ import json
 import uuid
 
 import pytest
+import sqlalchemy as sa
 from projectkit import HEAD, Project
 
 WATCHED = "f00000000001"
@@ -293,12 +294,18 @@ def _as_previous_release(project: Project, env: str) -> None:
     )[0]
     full = json.loads(text)
     old = {k: full[k] for k in ("dialect", "tables", "enums", "render")}
-    _sql(
-        project,
-        env,
-        f"UPDATE orchestrator_schema SET description = '{json.dumps(old)}', "
-        f"fingerprint = '{fingerprint(old)}', stamp = '1 2' WHERE id = {rid}",
-    )
+    engine = project.engine(env)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE orchestrator_schema SET description = :d, fingerprint = :f, "
+                    "stamp = '1 2' WHERE id = :id"
+                ),
+                {"d": json.dumps(old), "f": fingerprint(old), "id": rid},
+            )
+    finally:
+        engine.dispose()
 
 
 def test_a_record_of_the_previous_release_reads_until_the_next_run(watched: Project) -> None:
@@ -309,7 +316,7 @@ def test_a_record_of_the_previous_release_reads_until_the_next_run(watched: Proj
     assert clean.code == 0, clean.stdout
     assert "not recorded" in clean.stdout
     # what it did not record is not drift; what it recorded still is
-    _sql(project, "dev", "CREATE OR REPLACE VIEW big_orders AS SELECT id FROM orders")
+    _sql(project, "dev", "CREATE OR REPLACE VIEW big_orders AS SELECT id, total FROM orders")
     assert project.run("drift", "dev").code == 0
     assert _status(project)["dev"] == "ok"
     _sql(project, "dev", "CREATE INDEX ix_users_name ON users (display_name)")
@@ -321,7 +328,7 @@ def test_a_record_of_the_previous_release_reads_until_the_next_run(watched: Proj
     project.add_revision("f00000000002", WATCHED, "pass", "pass")
     assert project.run("migrate", "dev").code == 0
     assert project.run("drift", "dev").code == 0
-    _sql(project, "dev", "CREATE OR REPLACE VIEW big_orders AS SELECT id, 1 AS one FROM orders")
+    _sql(project, "dev", "CREATE OR REPLACE VIEW big_orders AS SELECT id, total, 1 AS n FROM orders")
     later = project.run("drift", "dev")
     assert later.code == 3 and "~ view big_orders" in later.stdout
 
