@@ -190,7 +190,8 @@ def _flat(value: Any, path: str = "") -> dict[str, Any]:
 
 
 def shorten(old: Any, new: Any, width: int = 60) -> tuple[str, str]:
-    """Two texts around where they differ: the words both start and end with cut to `…`."""
+    """Two texts around where they differ: the words both start with (but two) and end with
+    cut to `…`."""
     a, b = str(old).split(), str(new).split()
     head = 0
     while head < min(len(a), len(b)) and a[head] == b[head]:
@@ -198,6 +199,7 @@ def shorten(old: Any, new: Any, width: int = 60) -> tuple[str, str]:
     tail = 0
     while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
         tail += 1
+    head = max(head - 2, 0)  # two words of context where they start to differ
 
     def clip(words: list[str]) -> str:
         text = " ".join(words[head : len(words) - tail]) or "(nothing)"

@@ -328,7 +328,9 @@ def test_a_record_of_the_previous_release_reads_until_the_next_run(watched: Proj
     project.add_revision("f00000000002", WATCHED, "pass", "pass")
     assert project.run("migrate", "dev").code == 0
     assert project.run("drift", "dev").code == 0
-    _sql(project, "dev", "CREATE OR REPLACE VIEW big_orders AS SELECT id, total, 1 AS n FROM orders")
+    _sql(
+        project, "dev", "CREATE OR REPLACE VIEW big_orders AS SELECT id, total, 1 AS n FROM orders"
+    )
     later = project.run("drift", "dev")
     assert later.code == 3 and "~ view big_orders" in later.stdout
 

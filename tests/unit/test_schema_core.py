@@ -237,3 +237,199 @@ def test_shipped_and_initialised_environments_refuse_drift_in_prod_only() -> Non
         n: parse_environment(t, f"{n}.yaml").policy.schema_drift for n, t in written.items()
     }
     assert policies == {"dev": "warn", "staging": "warn", "prod": "refuse"}
+
+
+# -- the whole schema (format 2) ----------------------------------------------------------------
+
+
+def _whole() -> dict[str, Any]:
+    """`_users()` with one object of every other kind, as format 2 describes them."""
+    return {
+        **_users(),
+        "format": 2,
+        "views": {
+            "big_orders": {
+                "materialized": False,
+                "definition": " SELECT orders.id\n   FROM orders\n  WHERE orders.total > 100;",
+                "options": [],
+                "indexes": {},
+            }
+        },
+        "sequences": {
+            "invoice_no": {
+                "type": "bigint",
+                "start": 1000,
+                "increment": 1,
+                "min": 1,
+                "max": 9223372036854775807,
+                "cache": 1,
+                "cycle": False,
+                "owned_by": None,
+            }
+        },
+        "functions": {
+            "add_one(x integer)": {
+                "kind": "function",
+                "returns": "integer",
+                "language": "sql",
+                "attributes": "VOLATILE PARALLEL UNSAFE COST 100",
+                "body": " SELECT x + 1 ",
+                "definition": "CREATE OR REPLACE FUNCTION public.add_one(x integer)\n"
+                " RETURNS integer\n LANGUAGE sql\nAS $function$ SELECT x + 1 $function$\n",
+            }
+        },
+        "triggers": {
+            "trg_touch on orders": {
+                "definition": "CREATE TRIGGER trg_touch BEFORE UPDATE ON public.orders "
+                "FOR EACH ROW EXECUTE FUNCTION touch()",
+                "enabled": "enabled",
+            }
+        },
+        "row_security": {"orders": {"enabled": True, "forced": False}},
+        "policies": {
+            "orders_all on orders": {
+                "command": "ALL",
+                "permissive": True,
+                "roles": ["PUBLIC"],
+                "using": "true",
+                "with_check": None,
+            }
+        },
+        "unlogged": [],
+        "grants": {},
+        "comments": {"table users": "people"},
+        "extensions": {"plpgsql": {"version": "1.0", "schema": "pg_catalog"}},
+        "schemas": {"audit": {"tables": {}, "enums": {}}},
+        "hints": {"acl_defaults": {"table": {"(owner)": ["SELECT", "UPDATE"]}}},
+    }
+
+
+WHOLE_CHANGES = [
+    (
+        lambda d: d["views"]["big_orders"].update(
+            definition=" SELECT orders.id\n   FROM orders\n  WHERE orders.total > 1;"
+        ),
+        "~ view big_orders: definition … orders.total > 100; -> … orders.total > 1;",
+        "op.execute('CREATE OR REPLACE VIEW big_orders AS SELECT orders.id",
+    ),
+    (
+        lambda d: d["functions"]["add_one(x integer)"].update(body=" SELECT x + 2 "),
+        "~ function add_one(x integer): body SELECT x + 1 -> SELECT x + 2",
+        "op.execute('CREATE OR REPLACE FUNCTION public.add_one(x integer)",
+    ),
+    (
+        lambda d: d["triggers"]["trg_touch on orders"].update(enabled="disabled"),
+        "~ trigger trg_touch on orders: enabled enabled -> disabled",
+        "op.execute('ALTER TABLE orders ENABLE TRIGGER trg_touch')",
+    ),
+    (
+        lambda d: d["row_security"].pop("orders"),
+        "- row level security on orders (enabled)",
+        "op.execute('ALTER TABLE orders ENABLE ROW LEVEL SECURITY')",
+    ),
+    (
+        lambda d: d["policies"].update(
+            {"p2 on orders": {**d["policies"]["orders_all on orders"], "command": "SELECT"}}
+        ),
+        "+ policy p2 on orders for SELECT to PUBLIC",
+        "op.execute('DROP POLICY p2 ON orders')",
+    ),
+    (
+        lambda d: d["grants"].update(
+            {"table users": {"(owner)": ["SELECT", "UPDATE"], "app_reader": ["SELECT"]}}
+        ),
+        "~ grants on table users: + app_reader SELECT",
+        "op.execute('REVOKE SELECT ON TABLE users FROM app_reader')",
+    ),
+    (
+        lambda d: d["sequences"]["invoice_no"].update(increment=10),
+        "~ sequence invoice_no: increment 1 -> 10",
+        "op.execute('ALTER SEQUENCE invoice_no AS bigint INCREMENT BY 1 ",
+    ),
+    (
+        lambda d: d["extensions"].update({"pg_trgm": {"version": "1.6", "schema": "public"}}),
+        "+ extension pg_trgm 1.6",
+        "op.execute('DROP EXTENSION pg_trgm')",
+    ),
+    (
+        lambda d: d["comments"].update({"table users": "customers"}),
+        "~ comment on table users: 'people' -> 'customers'",
+        "op.create_table_comment('users', 'people', existing_comment='customers'",
+    ),
+    (
+        lambda d: d["unlogged"].append("orders"),
+        "+ unlogged table orders",
+        "op.execute('ALTER TABLE orders SET LOGGED')",
+    ),
+    (
+        lambda d: d["schemas"]["audit"]["tables"].update(
+            {"events": copy.deepcopy(d["tables"]["users"])}
+        ),
+        "+ table audit.events",
+        "op.drop_table('events', schema='audit')",
+    ),
+    (
+        lambda d: d["schemas"].update({"audit": None}),
+        "- schema audit",
+        "op.execute('CREATE SCHEMA audit')",
+    ),
+]
+
+
+@pytest.mark.parametrize("change", range(len(WHOLE_CHANGES)))
+def test_each_kind_of_object_has_its_line_and_its_revert(change: int) -> None:
+    edit, line, op = WHOLE_CHANGES[change]
+    live = _whole()
+    edit(live)
+    assert fingerprint(live) != fingerprint(_whole())
+    (diff,) = compare(_whole(), live)
+    assert diff.line == line
+    assert (repair(diff, _whole(), live) or "").startswith(op)
+
+
+def test_an_index_whose_options_alone_differ_names_the_option() -> None:
+    live = _users()
+    live["tables"]["orders"]["indexes"][0]["options"] = {"postgresql_using": "hash"}
+    (diff,) = compare(_users(), live)
+    assert diff.line == (
+        "~ index ix_orders_open on orders (user_id) where total > 0: postgresql_using none -> hash"
+    )
+    assert repair(diff, _users(), live) == (
+        "op.drop_index('ix_orders_open', table_name='orders')\n"
+        "op.create_index('ix_orders_open', 'orders', ['user_id'], unique=False, "
+        "postgresql_where=sa.text('total > 0'))"
+    )
+
+
+def test_a_record_of_the_previous_release_does_not_know_the_new_objects() -> None:
+    """Compared with a description without `format`, only tables and enums count: the rest
+    is "not recorded", not drift."""
+    from orchestrator.schema.description import not_recorded
+
+    live = _whole()
+    live["views"] = {}
+    assert compare(_users(), live) == []
+    assert not_recorded(_users(), live)
+    assert not_recorded(_whole(), live) == []
+    live["tables"]["users"]["columns"].pop()
+    assert [d.line for d in compare(_users(), live)] == ["- column users.phone VARCHAR(20)"]
+
+
+def test_hints_are_not_the_schema() -> None:
+    other = _whole()
+    other["hints"] = {"acl_defaults": {}}
+    assert fingerprint(other) == fingerprint(_whole())
+
+
+def test_schemas_is_a_list_of_distinct_names() -> None:
+    from orchestrator.core.config import parse_environment
+    from orchestrator.core.errors import UsageError
+
+    base = "name: prod\ndatabase:\n  url_env: PROD_DATABASE_URL\n"
+    assert parse_environment(base, "prod.yaml").schemas is None
+    listed = parse_environment(base + "schemas: [public, audit]\n", "prod.yaml")
+    assert listed.schemas == ["public", "audit"]
+    for bad in ("schemas: []\n", "schemas: [a, a]\n", "schemas: public\n"):
+        with pytest.raises(UsageError) as error:
+            parse_environment(base + bad, "prod.yaml")
+        assert "schemas" in error.value.message and error.value.exit_code == 2
