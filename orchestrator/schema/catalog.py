@@ -172,6 +172,16 @@ SELECT json_build_object(
 )
 
 
+def home_schema(connection: Connection, schemas: Sequence[str] | None) -> str | None:
+    """The schema whose objects a description names unqualified: the first listed, else the
+    first schema of the search path (None on SQLite)."""
+    if connection.dialect.name != "postgresql":
+        return None
+    if schemas:
+        return schemas[0]
+    return str(connection.dialect.default_schema_name or "public")
+
+
 def read_pg_objects(connection: Connection, schemas: Sequence[str]) -> dict[str, Any]:
     """The raw rows of every object kind above, each naming its schema."""
     row = connection.execute(_PG_OBJECTS, {"schemas": list(schemas), "own": OWN}).scalar_one()

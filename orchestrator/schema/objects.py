@@ -85,12 +85,9 @@ def _one_line(section: str, value: Any) -> str:
 def _changes(section: str, before: Any, after: Any) -> str:
     if section == "comments":
         return f"{before!r} -> {after!r}"
-    if section == "row_security":
-        return field_changes(before, after)
     if section == "functions":  # the definition repeats the fields: only where nothing else
-        return field_changes(before, after, skip=("definition",)) or field_changes(before, after)
-    if section == "views" and before.get("definition") != after.get("definition"):
-        return field_changes(before, after)
+        skipped = field_changes(before, after, skip=("definition",))
+        return skipped or field_changes(before, after)
     return field_changes(before, after)
 
 
