@@ -97,6 +97,8 @@ comments AS (
   SELECT ns.nspname, 'type', t.typname, d.description
   FROM pg_description d JOIN pg_type t ON t.oid = d.objoid JOIN ns ON ns.oid = t.typnamespace
   WHERE d.classoid = 'pg_type'::regclass
+    AND NOT EXISTS (SELECT 1 FROM ext WHERE ext.classid = 'pg_type'::regclass
+                    AND ext.objid = t.oid)
 )
 SELECT json_build_object(
   'schemas', (SELECT coalesce(json_agg(nspname), '[]') FROM ns),
