@@ -168,3 +168,64 @@ def test_our_tables_and_alembic_version_changing_is_not_drift(url: str) -> None:
     )
     after, _ = _read(url)
     assert fingerprint(after) == fingerprint(before)
+
+
+# -- the whole schema (PostgreSQL) --------------------------------------------------------------
+
+WHOLE_DDL = [
+    "CREATE SEQUENCE invoice_no",
+    "CREATE VIEW open_orders AS SELECT id FROM orders WHERE note IS NULL",
+    "CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$",
+    "CREATE TRIGGER trg_touch BEFORE UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION touch()",
+    "ALTER TABLE orders ENABLE ROW LEVEL SECURITY",
+    "CREATE POLICY orders_all ON orders USING (true)",
+    "COMMENT ON TABLE orders IS 'what was bought'",
+    "CREATE TABLE notes (id int)",
+    # ours: never part of the description
+    "CREATE FUNCTION orchestrator_audit_append_only() RETURNS trigger LANGUAGE plpgsql "
+    "AS $$ BEGIN RETURN NEW; END $$",
+    "CREATE TRIGGER orchestrator_no_change BEFORE UPDATE ON orchestrator_ledger "
+    "FOR EACH ROW EXECUTE FUNCTION orchestrator_audit_append_only()",
+]
+WHOLE_EDITS = [
+    "ALTER SEQUENCE invoice_no INCREMENT BY 2",
+    "CREATE OR REPLACE VIEW open_orders AS SELECT id FROM orders",
+    "CREATE OR REPLACE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RETURN NULL; END $$",
+    "ALTER TABLE orders DISABLE TRIGGER trg_touch",
+    "ALTER TABLE orders FORCE ROW LEVEL SECURITY",
+    "ALTER POLICY orders_all ON orders USING (false)",
+    "COMMENT ON COLUMN orders.note IS 'free text'",
+    "GRANT SELECT ON orders TO PUBLIC",
+    "ALTER TABLE notes SET UNLOGGED",
+    "CREATE EXTENSION {extension}",
+    "CREATE SCHEMA audit",
+]
+
+
+@pytest.mark.parametrize("edit", range(len(WHOLE_EDITS)))
+def test_every_kind_of_hand_edit_moves_the_stamp(pg_db: str, edit: int) -> None:
+    """The stamp stands in for a read while it does not move: every kind of object must
+    move it."""
+    _run(pg_db, *PG_DDL, *WHOLE_DDL)
+    engine = sa.create_engine(pg_db)
+    try:
+        with engine.connect() as connection:
+            before = read_schema(connection, ["public", "audit"])
+            stamp = catalog_stamp(connection, ["public", "audit"])
+            available = {
+                r[0] for r in connection.exec_driver_sql("SELECT name FROM pg_available_extensions")
+            }
+            connection.rollback()
+            extension = next(e for e in ("pg_trgm", "citext", "hstore") if e in available)
+            connection.exec_driver_sql(WHOLE_EDITS[edit].format(extension=extension))
+            connection.commit()
+            after = read_schema(connection, ["public", "audit"])
+            moved = catalog_stamp(connection, ["public", "audit"])
+    finally:
+        engine.dispose()
+    assert moved != stamp
+    assert len(compare(before, after)) == 1, [d.line for d in compare(before, after)]
+    functions = after["functions"]
+    assert list(functions) == ["touch()"]  # neither ours nor an extension's
+    assert "orchestrator_no_change on orchestrator_ledger" not in after["triggers"]
