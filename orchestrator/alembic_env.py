@@ -31,7 +31,9 @@ def configure_options(target_metadata: Any) -> dict[str, Any]:
 
 def run_migrations(target_metadata: Any) -> None:
     from alembic import context
+    from orchestrator.core.logging import reassert_logging
 
+    reassert_logging()  # env.py may have run fileConfig just now: stderr stays JSON lines
     config = context.config
     options = configure_options(target_metadata)
     if context.is_offline_mode():

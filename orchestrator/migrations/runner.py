@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import io
-import logging
 import os
 import re
 import traceback
@@ -20,7 +19,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.core.errors import MigrationFailed, UsageError
+from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
+from orchestrator.core.logging import quiet_alembic, reassert_logging
 from orchestrator.core.secrets import redact
 from orchestrator.migrations.project_modules import ProjectModules, source_only
 from orchestrator.migrations.revisions import RevisionGraph, current_checksums, read_versions
@@ -181,12 +181,15 @@ class AlembicProject:
             ) from None
         return script
 
-    def _steps(self, revisions: Sequence[str], direction: str) -> Callable[..., list[Any]]:
+    def _steps(
+        self, revisions: Sequence[str], direction: str, reached: list[bool]
+    ) -> Callable[..., list[Any]]:
         from alembic.runtime.migration import MigrationStep
 
         script = self.script
 
         def steps(_heads: Any, context: Any) -> list[Any]:
+            reached.append(True)  # env.py got as far as the revisions
             make = (
                 MigrationStep.upgrade_from_script
                 if direction == "up"
@@ -251,6 +254,8 @@ class AlembicProject:
                         as_sql=True,
                         start=start or None,
                     )
+            except EnvPyFailed:
+                raise  # env.py's own error: said once, never charged to each revision
             except Exception as exc:  # whatever the revision does offline, it is named
                 out.failed[revision] = _one_line(exc) + _where(exc, script_revision.path)
             else:
@@ -292,8 +297,10 @@ class AlembicProject:
         from alembic.runtime.environment import EnvironmentContext
 
         result: list[Any] = []
+        reached: list[bool] = []
 
         def compare(_rev: Any, context: Any) -> list[Any]:
+            reached.append(True)
             metadata = context.opts.get("target_metadata")
             result.append(None if metadata is None else work(context, metadata))
             return []
@@ -304,7 +311,7 @@ class AlembicProject:
                 source_only(),
                 EnvironmentContext(self.config, self.script, fn=compare, as_sql=False),
             ):
-                self.script.run_env()
+                self._env_py(reached)
         finally:
             self.config.attributes.pop("connection", None)
         return result[0] if result else None
@@ -327,35 +334,94 @@ class AlembicProject:
         start: Sequence[str] | None = None,
     ) -> None:
         self.config.attributes.update(attributes)
+        reached: list[bool] = []
         try:
             with (
                 source_only(),
                 environment(
                     self.config,
                     self.script,
-                    fn=self._steps(revisions, direction),
+                    fn=self._steps(revisions, direction, reached),
                     as_sql=as_sql,
                     starting_rev=start,
                     destination_rev=revisions[-1] if revisions else None,
                     output_buffer=attributes.get("output_buffer"),
                 ),
             ):
-                self.script.run_env()
+                self._env_py(reached)
         finally:
             for key in attributes:
                 self.config.attributes.pop(key, None)
 
+    def _env_py(self, reached: list[bool]) -> None:
+        """Run env.py. An error it raises before it hands over to the revisions (at import:
+        Flask's `current_app` outside an application, a NameError in the models it imports)
+        is env.py's, whatever revision was asked for: it is said once, naming env.py and the
+        line (EnvPyFailed, exit 2), never charged to a revision."""
+        try:
+            self.script.run_env()
+        except OrchestratorError:
+            raise
+        except Exception as exc:
+            if reached:
+                raise  # a revision ran: its error, named by the caller
+            raise EnvPyFailed(env_py_message(exc, self.script_location / "env.py")) from None
+        finally:
+            reassert_logging()  # whatever logging env.py set up (fileConfig), ours again
 
-@contextmanager
-def quiet_alembic() -> Iterator[None]:
-    """Alembic's INFO lines off, for work that migrates nothing a user owns."""
-    logger = logging.getLogger("alembic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+
+class EnvPyFailed(UsageError):
+    """env.py (or a module it imports) raised before any revision ran (exit 2)."""
+
+
+def env_py_message(exc: BaseException, env_py: Path) -> str:
+    """`env.py failed ...: the error (line N of env.py[, raised at line M of FILE])`, with
+    what to do; Flask's "outside of application context" gets its own advice."""
+    frames = _frames(exc)
+    target = env_py.resolve()
+    lines = [f.lineno for f in frames if Path(f.filename).resolve() == target and f.lineno]
+    where = f"line {lines[-1]} of {_shown(target)}" if lines else _shown(target)
+    deepest = frames[-1] if frames else None
+    if (
+        deepest is not None
+        and Path(deepest.filename).resolve() != target
+        and _is_project_file(Path(deepest.filename))
+    ):
+        where += f", raised at line {deepest.lineno} of {_shown(Path(deepest.filename))}"
+    elif isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename).resolve() != target:
+        where += f", line {exc.lineno} of {_shown(Path(exc.filename))}"
+    text = str(exc)
+    if "application context" in text or "current_app" in text:
+        advice = (
+            "env.py reads Flask's `current_app`, which exists only under `flask db ...`: "
+            "`orchestrator init` prints the change that lets it run outside Flask (take the "
+            "models' MetaData from the module that defines `db`)."
+        )
+    else:
+        advice = (
+            "No revision is at fault and none ran. Fix env.py or the module it imports "
+            "(`python -c 'import <that module>'` from the project's directory shows the "
+            "traceback), then run again."
+        )
+    return f"{_shown(target)} failed before any revision ran: {_one_line(exc)} ({where}). {advice}"
+
+
+def _shown(path: Path) -> str:
     try:
-        yield
-    finally:
-        logger.setLevel(level)
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _is_project_file(path: Path) -> bool:
+    """Not the standard library or an installed package: a file of the project."""
+    import sysconfig
+
+    text = str(path)
+    if text.startswith("<") or "site-packages" in path.parts or "dist-packages" in path.parts:
+        return False
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return not text.startswith(stdlib)
 
 
 @contextmanager
