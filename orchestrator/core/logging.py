@@ -242,6 +242,35 @@ def reassert_logging() -> None:
 
 
 @contextmanager
+def kept_over_project_logging() -> Iterator[None]:
+    """While the project's env.py runs: each `fileConfig`, `dictConfig` or `basicConfig` it
+    calls is followed at once by `reassert_logging`, so that not even a line env.py logs
+    right after configuring reaches stderr as text. Put back when env.py is done."""
+    import logging.config
+
+    saved = logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig
+
+    def then_ours(configure: Any) -> Any:
+        def configured(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return configure(*args, **kwargs)
+            finally:
+                reassert_logging()
+
+        return configured
+
+    if _ours:
+        logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig = (
+            then_ours(f) for f in saved
+        )
+    try:
+        yield
+    finally:
+        logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig = saved
+        reassert_logging()
+
+
+@contextmanager
 def quiet_alembic() -> Iterator[None]:
     """Alembic's INFO lines off, for work that migrates nothing a user owns (an offline
     render for lint, a scratch database): kept off even when env.py's fileConfig turns them

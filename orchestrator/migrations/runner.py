@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
-from orchestrator.core.logging import quiet_alembic, reassert_logging
+from orchestrator.core.logging import kept_over_project_logging, quiet_alembic
 from orchestrator.core.secrets import redact
 from orchestrator.migrations.project_modules import ProjectModules, source_only
 from orchestrator.migrations.revisions import RevisionGraph, current_checksums, read_versions
@@ -359,15 +359,14 @@ class AlembicProject:
         is env.py's, whatever revision was asked for: it is said once, naming env.py and the
         line (EnvPyFailed, exit 2), never charged to a revision."""
         try:
-            self.script.run_env()
+            with kept_over_project_logging():  # env.py's fileConfig: stderr stays JSON lines
+                self.script.run_env()
         except OrchestratorError:
             raise
         except Exception as exc:
             if reached:
                 raise  # a revision ran: its error, named by the caller
             raise EnvPyFailed(env_py_message(exc, self.script_location / "env.py")) from None
-        finally:
-            reassert_logging()  # whatever logging env.py set up (fileConfig), ours again
 
 
 class EnvPyFailed(UsageError):

@@ -85,3 +85,89 @@ def test_an_env_py_error_is_said_once_and_never_charged_to_a_revision(
     assert "before any revision ran" in events[-1]["error"]
     assert "Revision" not in done.output and "Traceback" not in done.output
     assert project.version("dev") == []
+
+
+LOGGING_INI = """
+
+[loggers]
+keys = root,sqlalchemy,alembic
+
+[handlers]
+keys = console
+
+[formatters]
+keys = generic
+
+[logger_root]
+level = WARN
+handlers = console
+qualname =
+
+[logger_sqlalchemy]
+level = WARN
+handlers =
+qualname = sqlalchemy.engine
+
+[logger_alembic]
+level = INFO
+handlers = console
+qualname = alembic
+propagate = 0
+
+[handler_console]
+class = StreamHandler
+args = (sys.stderr,)
+level = NOTSET
+formatter = generic
+
+[formatter_generic]
+format = %%(levelname)-5.5s [%%(name)s] %%(message)s
+"""
+
+FILECONFIG_ENV_PY = '''\
+"""env.py that sets up its own logging, as `alembic init` and Flask-Migrate write it."""
+import logging
+from logging.config import fileConfig
+
+from alembic import context
+
+from app.models import Base
+from orchestrator.alembic_env import run_migrations
+
+if context.config.config_file_name is not None:
+    fileConfig(context.config.config_file_name)
+logging.getLogger("alembic.env").warning("env.py configured its logging")
+
+run_migrations(target_metadata=Base.metadata)
+'''
+
+
+def test_stderr_is_json_lines_whatever_logging_env_py_sets_up(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", {"dev": f"sqlite:///{tmp_path / 'dev.db'}"})
+    ini = project.path / "alembic.ini"
+    ini.write_text(ini.read_text() + LOGGING_INI)
+    (project.path / "alembic" / "env.py").write_text(FILECONFIG_ENV_PY)
+    project.add_revision(
+        "f1f1f1f1f1f1",
+        "e19b6a3f4c70",
+        """
+        import warnings
+        warnings.warn("this revision is old-fashioned", UserWarning)
+        op.add_column("users", sa.Column("nick", sa.String(20), nullable=True))
+        """,
+        'op.drop_column("users", "nick")',
+    )
+    seen: list[str] = []
+    for argv in (["plan", "dev"], ["migrate", "dev"], ["check"], ["status", "dev"]):
+        done = project.run(*argv)
+        assert done.code in (0, 3), (argv, done.output)  # check: the revision's lint finding
+        for line in done.stderr.splitlines():
+            assert isinstance(json.loads(line), dict), (argv, line)  # every line one object
+        seen += done.stderr.splitlines()
+        if argv == ["migrate", "dev"]:  # the lint's offline render says nothing: nothing ran
+            assert done.stderr.count("Running upgrade e19b6a3f4c70 -> f1f1f1f1f1f1") == 1
+    text = "\n".join(seen)
+    assert "env.py configured its logging" in text  # env.py's own line, as JSON
+    assert "old-fashioned" in text  # py.warnings, as JSON
+    assert "Running upgrade" in text  # Alembic's INFO lines of the real run, as JSON
+    assert project.version("dev") == ["f1f1f1f1f1f1"]
