@@ -77,7 +77,7 @@ def cmd_init(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.core.config import Settings
 
     settings = Settings(search_parents=False)  # init adopts this directory, never a parent
-    actions = init(
+    adoption = init(
         settings.project_dir,
         settings.environments_path,
         settings.alembic_ini_path,
@@ -85,14 +85,23 @@ def cmd_init(args: argparse.Namespace, out: Out) -> int:
         args.dry_run,
     )
     if out.as_json:
-        out.json({"dry_run": args.dry_run, "actions": [a.as_dict() for a in actions]})
+        out.json(
+            {
+                "dry_run": args.dry_run,
+                "adopted": adoption.adopted,
+                "actions": [a.as_dict() for a in adoption.actions],
+                "notes": adoption.notes,
+            }
+        )
         return 0
     verb = "would " if args.dry_run else ""
-    for action in actions:
+    for action in adoption.actions:
         print(f"{verb}{action.action:<20} {action.path}")
         if action.detail:
             print("    " + action.detail.rstrip("\n").replace("\n", "\n    "))
-    if not args.dry_run:
+    for note in adoption.notes:
+        print(f"note: {note}")
+    if not args.dry_run and adoption.adopted:
         print(
             "next: set each environment's URL variable, then adopt every database plain "
             "Alembic already migrated: orchestrator baseline ENV --revision REV --reason TEXT"

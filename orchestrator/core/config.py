@@ -56,7 +56,24 @@ class Settings(BaseSettings):
 
     @property
     def alembic_ini_path(self) -> Path:
-        return self.alembic_ini or self.project_dir / "alembic.ini"
+        """ORCHESTRATOR_ALEMBIC_INI, else the project's `alembic.ini`, else Flask-Migrate's
+        (`migrations/alembic.ini`, or `PKG/migrations/alembic.ini` when there is one only)."""
+        if self.alembic_ini:
+            return self.alembic_ini
+        beside = self.project_dir / "alembic.ini"
+        if beside.is_file():
+            return beside
+        return flask_migrate_ini(self.project_dir) or beside
+
+
+def flask_migrate_ini(project_dir: Path) -> Path | None:
+    """Flask-Migrate's `alembic.ini`: `migrations/` (its default directory) or one
+    `PKG/migrations/` (`Migrate(app, db, directory=...)`); None when absent or ambiguous."""
+    default = project_dir / "migrations" / "alembic.ini"
+    if default.is_file():
+        return default
+    found = sorted(project_dir.glob("*/migrations/alembic.ini"))
+    return found[0] if len(found) == 1 else None
 
 
 def find_project_dir(start: Path) -> Path:

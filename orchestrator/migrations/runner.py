@@ -83,6 +83,11 @@ class AlembicProject:
         parser.read(self.ini_path, encoding="utf-8")
         if parser.has_section("alembic"):
             options.update({k: v for k, v in parser["alembic"].items() if k != "here"})
+        if "script_location" not in options and (self.ini_path.parent / "env.py").is_file():
+            # Flask-Migrate's layout: its alembic.ini has no script_location, Flask-Migrate
+            # sets it to the ini's own directory, where env.py and versions/ are
+            options["script_location"] = str(self.ini_path.parent)
+            options["script_location_implied"] = "yes"
         if "script_location" not in options:
             raise UsageError(
                 f"{self.ini_path}: script_location is set neither in [alembic] nor in "
@@ -124,7 +129,7 @@ class AlembicProject:
 
     def _resolve(self, value: str) -> Path:
         path = Path(value.strip())
-        return path if path.is_absolute() else (Path.cwd() / path).resolve()
+        return (path if path.is_absolute() else Path.cwd() / path).resolve()  # `%(here)s/..`
 
     @cached_property
     def graph(self) -> RevisionGraph:
@@ -154,7 +159,10 @@ class AlembicProject:
         from alembic.config import Config
 
         toml = str(self.toml_path) if self.toml_path is not None else None
-        return Config(str(self.ini_path), toml_file=toml)
+        config = Config(str(self.ini_path), toml_file=toml)
+        if "script_location_implied" in self._options:  # Flask-Migrate's layout
+            config.set_main_option("script_location", str(self.script_location).replace("%", "%%"))
+        return config
 
     @cached_property
     def script(self) -> ScriptDirectory:

@@ -179,7 +179,10 @@ def test_generic_project_is_adopted_and_promoted_through_the_gate(
         "environments/staging.yaml": "write",
         "environments/prod.yaml": "write",
         "alembic/env.py": "hand over",
+        ".gitignore": "write",
     }
+    assert (project.path / ".gitignore").read_text() == ".orchestrator/\n__pycache__/\n"
+    assert done.json()["adopted"] is True
     assert project.versions_digest(script / "versions") == before
     handed = (script / "env.py").read_text()
     assert "run_migrations(target_metadata)" in handed
@@ -261,6 +264,7 @@ def test_init_never_overwrites_and_leaves_a_custom_env_py_alone(tmp_path: Path) 
     assert (tmp_path / "app" / "environments" / "dev.yaml").read_text() == mine
     assert "keep" in done.stdout and "change by hand" in done.stdout
     assert "run_migrations(target_metadata)" in done.stdout  # the exact change to make
+    assert "NOT adopted yet" in done.stdout and "next: set" not in done.stdout
     assert (tmp_path / "app" / "environments" / "prod.yaml").exists()
 
 
