@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from orchestrator.core.secrets import redact
+
 # What `alembic init` (templates generic, pyproject, async...) ends env.py with.
 STOCK_ENDING = re.compile(
     r"\nif context\.is_offline_mode\(\):\n"
@@ -65,7 +67,9 @@ def change_env_py(text: str, project_dir: Path, import_roots: list[Path]) -> Env
     if "orchestrator.alembic_env" in text:
         return EnvPyChange("handed over", None, "")
     if is_flask_migrate(text):
-        return flask_change(project_dir, import_roots)
+        # rewritten only while it ends as Flask-Migrate's template does: a customised one
+        # gets the new text to merge by hand
+        return flask_change(project_dir, import_roots, STOCK_ENDING.search(text) is not None)
     changed = hand_over(text)
     if changed is not None:
         return EnvPyChange("stock", changed, "")
@@ -102,8 +106,9 @@ def flask_env_py(db_module: str, db_name: str, models: list[str]) -> str:
     )
 
 
-def flask_change(project_dir: Path, import_roots: list[Path]) -> EnvPyChange:
-    """Flask-Migrate's env.py: replaced where `db` was found and imports outside Flask."""
+def flask_change(project_dir: Path, import_roots: list[Path], stock: bool) -> EnvPyChange:
+    """Flask-Migrate's env.py: replaced where it is the template's, `db` was found and
+    imports outside Flask."""
     found = find_db(project_dir)
     why = (
         "Flask-Migrate's env.py reads Flask's `current_app` (for the URL and the models), "
@@ -122,6 +127,13 @@ def flask_change(project_dir: Path, import_roots: list[Path]) -> EnvPyChange:
     db_module, db_name, models = found
     text = flask_env_py(db_module, db_name, models)
     problem = imports_outside_flask([db_module, *models], db_name, project_dir, import_roots)
+    if problem is None and not stock:
+        return EnvPyChange(
+            "flask",
+            None,
+            why + "It is not Flask-Migrate's template as generated, so merge what you added "
+            "to it into this (which imports outside Flask):\n" + text,
+        )
     if problem is None:
         return EnvPyChange(
             "flask",
@@ -133,7 +145,7 @@ def flask_change(project_dir: Path, import_roots: list[Path]) -> EnvPyChange:
         "flask",
         None,
         why + f"{db_module} defines `{db_name} = SQLAlchemy(...)`, but importing it outside "
-        f"Flask failed ({problem}): make it importable without an application (create the "
+        f"Flask failed ({redact(problem)}): make it importable without an application (create the "
         "app in a factory, not at import), then replace env.py with:\n" + text,
     )
 
