@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.evidence.ledger import OWN_TABLES
+from orchestrator.migrations.runner import HANDED_OVER
 
 
 def include_name(name: str | None, type_: str, _parent: Any) -> bool:
@@ -43,6 +44,7 @@ def run_migrations(target_metadata: Any) -> None:
 
             dialect = plain_alembic_dialect(context)
         context.configure(dialect_name=dialect, literal_binds=True, **options)
+        config.attributes[HANDED_OVER] = True
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -59,5 +61,6 @@ def run_migrations(target_metadata: Any) -> None:
         on_version_apply=config.attributes.get("on_version_apply"),
         **options,
     )
+    config.attributes[HANDED_OVER] = True
     with context.begin_transaction():
         context.run_migrations()

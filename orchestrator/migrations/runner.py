@@ -31,6 +31,11 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 
+# Set by orchestrator.alembic_env once env.py hands over to Alembic's run_migrations: an
+# error after that (reading alembic_version, a revision) is no longer env.py's own
+HANDED_OVER = "orchestrator_env_py_handed_over"
+
+
 @dataclass
 class OfflineSql:
     """Alembic's offline rendering (`--sql`) of some revisions, each rendered on its own."""
@@ -372,9 +377,11 @@ class AlembicProject:
         except OrchestratorError:
             raise
         except Exception as exc:
-            if reached:
-                raise  # a revision ran: its error, named by the caller
+            if reached or self.config.attributes.get(HANDED_OVER):
+                raise  # Alembic or a revision ran: a database's or a revision's error
             raise EnvPyFailed(env_py_message(exc, self.script_location / "env.py")) from None
+        finally:
+            self.config.attributes.pop(HANDED_OVER, None)
 
 
 class EnvPyFailed(UsageError):
