@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.commands.init import (
+from orchestrator.commands.init_env_py import hand_over, is_flask_migrate
+from orchestrator.commands.init_files import (
     dev_database,
     dev_notes,
     environment_file,
     gitignore_action,
     ini_url,
 )
-from orchestrator.commands.init_env_py import hand_over, is_flask_migrate
 from orchestrator.core.config import parse_environment
 from orchestrator.migrations.postgresql_only import constructs_in
 
