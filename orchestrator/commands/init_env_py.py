@@ -51,8 +51,8 @@ class EnvPyChange:
 
 def hand_over(text: str) -> str | None:
     """env.py with its last block replaced by the hand-over, or None if it is not stock."""
-    if "target_metadata" not in text:
-        return None
+    if not re.search(r"^\s*target_metadata\s*(?::[^=\n]*)?=", text, re.MULTILINE):
+        return None  # only named in a comment (Flask-Migrate's): the hand-over would not run
     match = STOCK_ENDING.search(text)
     if match is None:
         return None

@@ -156,3 +156,5 @@ def test_env_py_shapes() -> None:
     assert hand_over(stock) is not None and not is_flask_migrate(stock)
     assert is_flask_migrate("from flask import current_app\n" + stock)
     assert hand_over("context.configure(url='x')\n") is None
+    commented = stock.replace("target_metadata = None", "# target_metadata = mymodel.metadata")
+    assert hand_over(commented) is None  # run_migrations(target_metadata) would not run
