@@ -552,7 +552,7 @@ def test_a_postgresql_only_history_asks_for_postgresql_instead_of_blaming_revisi
 
 
 def test_init_keeps_the_dev_database_alembic_ini_names(tmp_path: Path) -> None:
-    root = alembic_project(tmp_path / "svc", {k: v for k, v in FLASK_REVISIONS.items()})
+    root = alembic_project(tmp_path / "svc", FLASK_REVISIONS)
     ini = root / "alembic.ini"
     ini.write_text(
         ini.read_text().replace(
@@ -580,3 +580,24 @@ def test_init_keeps_the_dev_database_alembic_ini_names(tmp_path: Path) -> None:
     assert migrated.code == 0, migrated.output
     assert not (root / ".orchestrator" / "dev.db").exists()
     assert sorted(p.name for p in root.glob("*.db")) == ["app.db"]
+
+
+def test_init_never_writes_the_password_of_alembic_ini_into_an_environment_file(
+    tmp_path: Path,
+) -> None:
+    root = alembic_project(tmp_path / "svc", FLASK_REVISIONS)
+    ini = root / "alembic.ini"
+    secret = "postgresql+psycopg://app:Pa55-w0rd@db.internal/shop"
+    ini.write_text(
+        ini.read_text().replace(
+            "sqlalchemy.url = driver://user:pass@localhost/dbname", f"sqlalchemy.url = {secret}"
+        )
+    )
+    done = orchestrator(root, "init")
+    assert done.code == 0, done.output
+    assert "Pa55-w0rd" not in done.output
+    assert "set DEV_DATABASE_URL" in done.stdout and "password" in done.stdout
+    written = "".join(p.read_text() for p in (root / "environments").glob("*.yaml"))
+    assert "Pa55-w0rd" not in written and "db.internal" not in written
+    unset = orchestrator(root, "migrate", "dev")
+    assert unset.code == 2 and "DEV_DATABASE_URL" in unset.stderr, unset.output
