@@ -34,9 +34,6 @@ from orchestrator.core.errors import UsageError
 DEFAULT_ENVS = ("dev", "staging", "prod")
 
 
-DEFAULT_ENVS = ("dev", "staging", "prod")
-
-
 @dataclass
 class Adoption:
     actions: list[Action] = field(default_factory=list)
@@ -89,6 +86,11 @@ def plan_init(
             "`flask db upgrade` now runs through the orchestrator too: `flask db upgrade -x "
             "env=staging` targets staging, dev by default."
         )
+    if not adoption.adopted:  # the last word: never plain success
+        adoption.notes.append(
+            f"NOT adopted yet: {show(env_py, project_dir)} cannot run under the orchestrator "
+            "as it is. Change it as shown above, then run `orchestrator check`."
+        )
     return adoption
 
 
@@ -100,10 +102,6 @@ def _env_py_action(
         return Action(shown, "already handed over")
     if change.content is None:
         adoption.adopted = False
-        adoption.notes.append(
-            f"NOT adopted yet: {shown} cannot run under the orchestrator as it is. Change it "
-            "as shown above, then run `orchestrator check`."
-        )
         return Action(shown, "change by hand", change.advice)
     diff = "".join(
         difflib.unified_diff(
