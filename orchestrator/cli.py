@@ -688,6 +688,8 @@ def _plan_one(out: Out, p: dict[str, Any]) -> None:
             ],
         )
     _plan_notes(out, p["lint"], p["lint_problem"])
+    for text in [*p.get("lint_ahead", []), *([p["lint_advice"]] if p.get("lint_advice") else [])]:
+        print(out.paint(f"  {text}", "33"))
     if p.get("schema_drift"):
         print(
             out.paint(

@@ -29,7 +29,7 @@ from orchestrator.running.policies import (
     check_approval,
     describe_run,
     enforce_lint,
-    lint_revisions,
+    lint_for,
     record_waivers,
 )
 from orchestrator.running.predecessor import (
@@ -188,8 +188,8 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     if revisions:
         app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
     # lint first, so that the waivers in force are on every event of the run, run.started too
-    findings, problem = lint_revisions(app, run.env, revisions)
-    record_waivers(run, findings)
+    linted = lint_for(app, run.env, revisions)
+    record_waivers(run, linted.findings)
     plan, evidence = options.plan, None
     if plan is not None:
         run.audit.common["plan_sha256"] = plan.sha256
@@ -214,7 +214,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
     check_approval(app, run, options.approve, revisions, given=options.approved.get(run.env.name))
-    enforce_lint(run, findings, problem)
+    enforce_lint(run, linted)
     with run.locked():
         run.close_dead_runs()
         state = run.read()  # another run may have moved it while we waited

@@ -15,7 +15,7 @@ from orchestrator.core.errors import Refused, UsageError
 from orchestrator.core.planning import LedgerEntry, TargetState, refusal_message
 from orchestrator.evidence import ledger, plans
 from orchestrator.running.app import App
-from orchestrator.running.policies import lint_revisions
+from orchestrator.running.policies import lint_refusal, lint_revisions
 from orchestrator.running.predecessor import judge, read_connection, read_state, upgrade_steps
 
 
@@ -42,9 +42,10 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         raise Refused(refusal_message(env.name, env.promotes_from, steps))
     findings, problem = lint_revisions(app, env, revisions)
     blocking = [f for f in findings if not f.waived]
-    if env.policy.lint == "error" and (problem or blocking):
-        why = problem or "; ".join(f"{f.revision} breaks {f.rule}" for f in blocking)
-        raise Refused(f"Refused: lint is `error` on {env.name} and the plan would fail it: {why}.")
+    if env.policy.lint == "error" and problem:
+        raise Refused(f"Refused: lint is required on {env.name} but could not run: {problem}")
+    if env.policy.lint == "error" and blocking:  # the same advice as `migrate`'s refusal
+        raise Refused(lint_refusal(app, env, blocking))
 
     rendered = app.project.offline_sql(revisions, "postgresql") if revisions else None
     body = plans.build(

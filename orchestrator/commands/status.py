@@ -17,8 +17,9 @@ from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.planning import ledger_heads, plan_verdict
 from orchestrator.db.database import safe_url
 from orchestrator.evidence import ledger
+from orchestrator.migrations.lint import blocking
 from orchestrator.running.app import App
-from orchestrator.running.policies import lint_revisions
+from orchestrator.running.policies import ahead_warnings, lint_for, waiver_lines
 from orchestrator.running.predecessor import (
     checksum_drift,
     judge,
@@ -174,7 +175,8 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             schema = planned_schema_drift(app, target, connection, state.heads)
         revisions = upgrade_steps(app, state.heads, destination, env.name)
         steps = judge(app, env, revisions)
-        findings, problem = lint_revisions(app, env, revisions)
+        linted = lint_for(app, env, revisions)
+        findings, problem = linted.findings, linted.problem
         drifted = checksum_drift(app, state)
         where = env.name if target.name == env.name else f"{env.name}/{target.name}"
         verdict = plan_verdict(
@@ -205,6 +207,13 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             ],
             "lint": [f.__dict__ for f in findings],
             "lint_problem": problem,
+            # what a later environment's lint will refuse, and how to waive it there
+            "lint_ahead": ahead_warnings(app, linted),
+            "lint_advice": (
+                "to waive them on " + env.name + ", " + waiver_lines(app, env, blocking(findings))
+                if env.policy.lint == "error" and blocking(findings)
+                else None
+            ),
             "drift": drifted,
             "schema_drift": schema,
             "requires_approval": env.policy.require_approval,

@@ -131,6 +131,9 @@ class PolicyConfig(_Strict):
     allow_downgrade: bool = True
     lint: Literal["off", "warn", "error"] = "warn"
     lint_exclude: list[str] = Field(default_factory=list)
+    # rules waived for one revision on this environment only: the revision file (and its
+    # checksum) stays as its predecessor ran it
+    lint_waivers: dict[str, list[str]] = Field(default_factory=dict)
     # the live schema against what the last run recorded: refuse a migrate when it differs
     schema_drift: Literal["off", "warn", "refuse"] = "warn"
     require_plan: bool = False  # migrate/promote only with --plan FILE (a reviewed plan)
@@ -142,6 +145,40 @@ class PolicyConfig(_Strict):
     @classmethod
     def _yaml_off(cls, value: object) -> object:
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @field_validator("lint_exclude")
+    @classmethod
+    def _known_excludes(cls, value: list[str]) -> list[str]:
+        _refuse_unknown_rules(value, "lint_exclude")
+        return value
+
+    @field_validator("lint_waivers", mode="before")
+    @classmethod
+    def _revision_keys(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    # YAML reads `1e10` as a number, `0123` as 123: the id would be lost
+                    raise ValueError(f'quote the revision id {key!r} ("{key}": [rule])')
+        return value
+
+    @field_validator("lint_waivers")
+    @classmethod
+    def _known_waivers(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for revision, rules in value.items():
+            _refuse_unknown_rules(rules, f"lint_waivers of {revision}")
+        return value
+
+
+def _refuse_unknown_rules(rules: list[str], where: str) -> None:
+    from orchestrator.core.lint_rules import unknown_rules
+
+    unknown = unknown_rules(rules)
+    if unknown:
+        raise ValueError(
+            f"{', '.join(map(repr, unknown))} in {where} is not a lint rule: name a squawk rule "
+            "(https://squawkhq.com/docs/rules, e.g. ban-drop-column) or `unlintable`"
+        )
 
 
 class SessionConfig(_Strict):

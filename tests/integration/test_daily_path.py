@@ -1,0 +1,121 @@
+"""The daily path (issue 35): a data migration that reads rows, from dev through staging to a
+prod whose lint refuses what it cannot render; the waiver the refusal prints is pasted into
+prod's environment file and prod runs, with no edit of the revision file."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from projectkit import HEAD, Project, make_project
+
+DATA = "da7a00000001"
+
+READS_ROWS = """
+    rows = op.get_bind().execute(sa.text("SELECT id, name FROM users")).fetchall()
+    for row_id, name in rows:
+        op.execute(
+            sa.text("UPDATE users SET name = :name WHERE id = :id").bindparams(
+                name=name.strip(), id=row_id
+            )
+        )
+"""
+
+
+@pytest.fixture
+def story(tmp_path: Path, pg_url_factory: Callable[[], str]) -> Project:
+    urls = {
+        "dev": f"sqlite:///{tmp_path / 'dev.db'}",
+        "staging": pg_url_factory(),
+        "prod": pg_url_factory(),
+    }
+    project = make_project(tmp_path / "project", urls)
+    project.add_revision(DATA, HEAD, READS_ROWS, doc="trim user names")
+    return project
+
+
+def events(stderr: str, name: str) -> list[dict[str, Any]]:
+    found = []
+    for line in stderr.splitlines():
+        event = json.loads(line)
+        if event.get("event") == name:
+            found.append(event)
+    return found
+
+
+def paste_under_policy(env_file: Path, message: str) -> None:
+    """What a person does with the refusal: copy the lines it prints under `policy:`."""
+    head = f"add to environments/{env_file.stem}.yaml, under `policy:`:\n"
+    assert head in message, message
+    lines = []
+    for line in message.split(head, 1)[1].splitlines():
+        if not line.startswith("  "):
+            break
+        lines.append(line)
+    text = env_file.read_text()
+    env_file.write_text(text.replace("policy:\n", "policy:\n" + "\n".join(lines) + "\n", 1))
+
+
+def test_a_data_migration_reaches_a_strict_prod_by_a_waiver_in_prods_file(story: Project) -> None:
+    project = story
+    revision_file = project.versions / f"{DATA}_test.py"
+    before = revision_file.read_bytes()
+
+    # dev (lint: warn): the finding with its reason, and prod's refusal said now, with the
+    # lines that waive it there
+    dev = project.run("migrate", "dev")
+    assert dev.code == 0, dev.stderr
+    (finding,) = [e for e in events(dev.stderr, "lint.finding") if e["revision"] == DATA]
+    assert finding["rule"] == "unlintable"
+    assert "reads rows" in finding["message"] and "fetchall" in finding["message"]
+    (later,) = events(dev.stderr, "lint.refused_later")
+    assert later["refused_on"] == "prod" and later["findings"] == [f"{DATA}:unlintable"]
+    assert f'  lint_waivers:\n    "{DATA}": [unlintable]' in later["message"]
+    assert "environments/prod.yaml" in later["message"]
+
+    # `plan staging` says the same, and its last line is one verdict
+    plan = project.run("plan", "staging", "--log-format", "console")
+    assert plan.code == 0, plan.output
+    assert f'"{DATA}": [unlintable]' in plan.stdout and "prod (lint: error)" in plan.stdout
+    assert project.run("migrate", "staging").code == 0
+
+    # prod (lint: error): `plan` and `migrate` refuse with the same lines to add
+    plan = project.run("plan", "prod")
+    assert plan.code == 3, plan.output
+    last = plan.stdout.strip().splitlines()[-1]
+    assert last.startswith("=> REFUSED by lint: 1 finding(s) in 1 revision(s)")
+    assert "before any environment runs it" not in plan.stdout
+    refused = project.run("migrate", "prod", "--approve")
+    assert refused.code == 3, refused.output
+    message = events(refused.stderr, "run.refused")[-1]["error"]
+    waiver = f'  lint_waivers:\n    "{DATA}": [unlintable]'
+    assert waiver in message and waiver in plan.stdout
+    assert "# orchestrator: allow" not in message  # staging ran the file: never edit it
+    assert project.version("prod") == []
+
+    # the reviewed waiver goes into prod's file; prod runs; the file is untouched
+    paste_under_policy(project.path / "environments" / "prod.yaml", message)
+    assert project.run("envs").code == 0
+    done = project.run("migrate", "prod", "--approve")
+    assert done.code == 0, done.output
+    assert project.version("prod") == [DATA]
+    assert revision_file.read_bytes() == before
+    started = project.audit_events("prod")[-1]
+    assert f"{DATA}:unlintable" in started["waivers"]
+    # staging's file is not prod's: staging still warns, it waived nothing
+    staging = project.audit_events("staging")[-1]
+    assert f"{DATA}:unlintable" not in staging.get("waivers", [])
+    assert f"{DATA}:unlintable" in staging["lint_findings"]
+
+
+def test_a_rule_squawk_does_not_know_is_a_configuration_error(story: Project) -> None:
+    prod = story.path / "environments" / "prod.yaml"
+    prod.write_text(prod.read_text().replace("policy:\n", "policy:\n  lint_exclude: [x-rule]\n"))
+    for args in (["envs"], ["migrate", "prod", "--approve"]):
+        result = story.run(*args)
+        assert result.code == 2, result.output
+        assert "x-rule" in result.output and "prod.yaml" in result.output
+        assert "Traceback" not in result.output
