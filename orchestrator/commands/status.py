@@ -123,6 +123,7 @@ def _target_status(
         }
     )
     run = terminal[-1] if terminal else None
+    running = [r for r in open_runs if run_alive(r, live)]
     row.update(
         current=list(state.heads),
         pending=pending,
@@ -136,14 +137,36 @@ def _target_status(
                 "timestamp": run["timestamp"],
                 "outcome": run.get("outcome"),
                 "command": run.get("command"),
+                # refused, or no lock in time: it never touched the schema
+                "untouched": untouched(run),
             }
             if run
             else None
         ),
+        in_progress=[
+            {k: r.get(k) for k in ("run_id", "actor", "timestamp", "command")} for r in running
+        ],
         interrupted=interrupted,
         version_disagrees=_version_disagrees(app, state.heads, state.history),
     )
     return row
+
+
+def untouched(end: dict[str, Any]) -> str | None:
+    """Why a run's end says it never touched the database, or None when it may have."""
+    if end.get("event") == "run.refused":
+        return "refused"
+    if end.get("event") == "run.failed" and end.get("holder"):
+        return "lock timeout"
+    return None
+
+
+def health(rows: Sequence[dict[str, Any]], strict: bool) -> int:
+    """`status` as a health check: 1 when a database whose variable is set cannot be read
+    (and, with `strict`, when an environment's variable is unset), else 0."""
+    unreadable = any(r.get("error") and r.get("configured") for r in rows)
+    unset = any(not r.get("configured") for r in rows)
+    return 1 if unreadable or (strict and unset) else 0
 
 
 def _version_disagrees(

@@ -444,16 +444,8 @@ def _resolve_url(
     what: str,
 ) -> str:
     if url_env and environ.get(url_env):
-        url = encode_raw_at(environ[url_env])
-        register_url(url)
-        problem = _url_problem(url)
-        if problem:
-            raise UsageError(
-                f"The variable {url_env} (database of {env.name!r}, {env.source}) does not hold "
-                f"a usable SQLAlchemy URL: {problem}. Expected e.g. "
-                "postgresql+psycopg://user:password@host:5432/dbname."
-            )
-        return _anchor_sqlite(normalise_scheme(url), project_dir)
+        where = f"The variable {url_env} (database of {env.name!r}, {env.source})"
+        return _anchor_sqlite(given_url(environ[url_env], where), project_dir)
     if literal:
         if url_secrets(literal):
             raise UsageError(f"{env.source}: the URL of {what!r} holds a password; use url_env.")
@@ -463,6 +455,21 @@ def _resolve_url(
         f"{url_env}, which is not set. Export {url_env}=<SQLAlchemy URL> (or put it in .env); "
         "this environment has no default, by design."
     )
+
+
+def given_url(raw: str, where: str) -> str:
+    """A URL a user gave (a variable, an option), made safe to use and to show: a raw `@`
+    in its password encoded, its secrets registered for redaction before anything can print
+    them, checked, its scheme normalised. `where` names the source in the error."""
+    url = encode_raw_at(raw)
+    register_url(url)
+    problem = _url_problem(url)
+    if problem:
+        raise UsageError(
+            f"{where} does not hold a usable SQLAlchemy URL: {problem}. Expected e.g. "
+            "postgresql+psycopg://user:password@host:5432/dbname."
+        )
+    return normalise_scheme(url)
 
 
 def encode_raw_at(url: str) -> str:

@@ -100,7 +100,7 @@ def _details(event: str, e: dict[str, Any]) -> str:
         return f"held by {who}"
     if event == "lint.finding":  # the reason too: a bare rule name says nothing to act on
         return f"{rev} {e.get('rule')}: {e.get('message') or ''}".rstrip(": ")
-    if event == "lint.refused_later":
+    if event in ("lint.refused_later", "run.stopping"):
         return str(e.get("message") or "")
     if event in ("lock.acquired", "lock.released"):
         return ""

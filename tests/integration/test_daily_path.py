@@ -119,3 +119,33 @@ def test_a_rule_squawk_does_not_know_is_a_configuration_error(story: Project) ->
         assert result.code == 2, result.output
         assert "x-rule" in result.output and "prod.yaml" in result.output
         assert "Traceback" not in result.output
+
+
+# -- no password anywhere, whatever way the URL came in ----------------------------------------
+
+RAW_AT = "postgresql+psycopg://app:p@ss%w0rd@host.invalid/db"
+
+
+@pytest.mark.parametrize(
+    ("how", "args"),
+    [
+        ("variable", ["migrate", "staging"]),
+        ("variable", ["status", "staging"]),
+        ("dotenv", ["migrate", "staging"]),
+        ("option", ["check", "--scratch-url", RAW_AT]),
+    ],
+)
+def test_a_raw_at_in_a_password_is_never_shown(tmp_path: Path, how: str, args: list[str]) -> None:
+    project = make_project(tmp_path / "project", {"dev": f"sqlite:///{tmp_path / 'dev.db'}"})
+    env: dict[str, str] = {}
+    if how == "variable":
+        env["STAGING_DATABASE_URL"] = RAW_AT
+    elif how == "dotenv":
+        (project.path / ".env").write_text(f"STAGING_DATABASE_URL={RAW_AT}\n")
+    for log_format in ("json", "console"):
+        result = project.run(*args, "--log-format", log_format, **env)
+        assert result.code in (1, 2), result.output
+        assert "host.invalid" in result.output  # it did say which database it could not use
+        for secret in ("p@ss", "ss%w0rd", "w0rd"):
+            assert secret not in result.output, (how, args, result.output)
+        assert "Traceback" not in result.output
