@@ -5,6 +5,7 @@ prod's environment file and prod runs, with no edit of the revision file."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,3 +150,46 @@ def test_a_raw_at_in_a_password_is_never_shown(tmp_path: Path, how: str, args: l
         for secret in ("p@ss", "ss%w0rd", "w0rd"):
             assert secret not in result.output, (how, args, result.output)
         assert "Traceback" not in result.output
+
+
+# -- status as a health check ----------------------------------------------------------------
+
+
+def test_status_exits_1_when_a_configured_database_cannot_be_read(pg_project: Project) -> None:
+    assert pg_project.run("migrate", "dev").code == 0
+    bad = "postgresql+psycopg://app@host.invalid/db"
+    down = pg_project.run("status", STAGING_DATABASE_URL=bad)
+    assert down.code == 1, down.output
+    assert "unreachable" in down.stdout and "dev" in down.stdout  # printed what it could
+    assert pg_project.run("status", "--json", STAGING_DATABASE_URL=bad).code == 1
+    # an unset variable is "unconfigured": healthy, unless --strict
+    unset = pg_project.run("status", PROD_DATABASE_URL="")
+    assert unset.code == 0 and "unconfigured" in unset.stdout, unset.output
+    assert pg_project.run("status", "--strict", PROD_DATABASE_URL="").code == 1
+    assert pg_project.run("status", "--strict").code == 0
+
+
+def test_status_labels_runs_that_changed_nothing_and_shows_one_in_progress(
+    pg_project: Project,
+) -> None:
+    refused = pg_project.run("migrate", "prod")  # no --approve
+    assert refused.code == 3
+    rows = {r["env"]: r for r in pg_project.run("status", "--json").json()}
+    assert rows["prod"]["last_run"]["untouched"] == "refused"
+    assert "refused (nothing changed)" in pg_project.run("status", "prod").stdout
+
+    pg_project.add_revision("510e00000009", HEAD, 'op.execute("SELECT pg_sleep(30)")')
+    proc = pg_project.popen("migrate", "dev")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            shown = pg_project.run("status", "dev")
+            if "running since" in shown.stdout:
+                break
+            assert time.monotonic() < deadline and proc.poll() is None, shown.output
+            time.sleep(0.5)
+        (row,) = pg_project.run("status", "dev", "--json").json()
+        assert [r["actor"] for r in row["in_progress"]] == ["tester"]
+    finally:
+        proc.kill()
+        proc.wait()
