@@ -42,7 +42,10 @@ def status(app: App, names: list[str]) -> list[dict[str, Any]]:
         try:
             targets = app.targets(env.name)
         except UsageError as exc:
-            rows.append(_unconfigured(env.name, env.name, str(exc), heads))
+            row = _unconfigured(env.name, env.name, str(exc), heads)
+            # a variable that is set but holds no usable URL is a database we cannot read
+            row["configured"] = bool(env.database.url_env and app.environ.get(env.database.url_env))
+            rows.append(row)
             continue
         if len(targets) > 1:  # read once here, not once per thread below
             _read_predecessor(app, env)
