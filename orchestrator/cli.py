@@ -775,7 +775,8 @@ def cmd_plan_file(args: argparse.Namespace, out: Out) -> int:
         raise UsageError(f"plan {args.env} needs the plan FILE: orchestrator plan {args.env} FILE")
     if args.env == "show":
         path = Path(args.file)
-        sys.stdout.write(plans.show(plans.read_plan(path), args.format, path))
+        plan = plans.read_plan(path)
+        sys.stdout.write(plans.show(plan, args.format, path, plans.approver_note(_app(), plan)))
         return 0
     if args.env == "approve":
         if not args.key_env:

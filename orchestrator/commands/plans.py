@@ -137,6 +137,13 @@ def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
     plan = read_plan(path)
     key = _private_key(app, key_env)
     keyid = signing.keyid(key.public_key())
+    listed = {signing.keyid(k): name for name, k in approver_keys(app, plan.env).items()}
+    if listed and keyid not in listed:  # refused here, not first at apply: nothing added
+        raise Refused(
+            f"Refused: the key in {key_env} (key id {keyid[:16]}) is not one of "
+            f"{plan.env}'s plan approvers (policy.plan_approvers: {', '.join(listed.values())}); "
+            "its approval would not count. Nothing was added to the plan."
+        )
     if any(s.get("keyid") == keyid for s in plan.envelope["signatures"] if isinstance(s, dict)):
         return {"file": str(path), "plan_sha256": plan.sha256, "keyid": keyid, "added": False}
     _write(path, signing.add_signature(plan.envelope, key))
@@ -212,7 +219,18 @@ def approvals(app: App, plan: plans.Plan, env_name: str) -> list[str]:
 # -- show ----------------------------------------------------------------------------------
 
 
-def show(plan: plans.Plan, fmt: str, path: Path) -> str:
+def approver_note(app: App, plan: plans.Plan) -> str | None:
+    """Whose approval counts for the plan's environment, said for the reviewer."""
+    try:
+        names = app.envs.get(plan.env).policy.plan_approvers
+    except UsageError:
+        return None
+    if not names:
+        return f"no approver list applies ({plan.env} has no policy.plan_approvers)"
+    return f"counted only from {', '.join(names)} (policy.plan_approvers of {plan.env})"
+
+
+def show(plan: plans.Plan, fmt: str, path: Path, approvers: str | None = None) -> str:
     body = plan.body
     if fmt == "json":
         return json.dumps(
@@ -235,7 +253,11 @@ def show(plan: plans.Plan, fmt: str, path: Path) -> str:
             "targets",
             ", ".join(f"{t['name']} at {','.join(t['heads']) or 'base'}" for t in body["targets"]),
         ),
-        ("approvals", str(len(plan.envelope["signatures"])) + " signature(s)"),
+        (
+            "approvals",
+            f"{len(plan.envelope['signatures'])} signature(s)"
+            + (f"; {approvers}" if approvers else ""),
+        ),
         ("waivers", ", ".join(body.get("waivers") or []) or "none"),
     ]
     for key, value in facts:

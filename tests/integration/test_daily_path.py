@@ -193,3 +193,22 @@ def test_status_labels_runs_that_changed_nothing_and_shows_one_in_progress(
     finally:
         proc.kill()
         proc.wait()
+
+
+# -- plan approve ------------------------------------------------------------------------------
+
+
+def test_without_an_approver_list_any_approval_is_recorded_and_show_says_so(
+    pg_project: Project,
+) -> None:
+    project = pg_project
+    assert project.run("migrate", "dev").code == 0
+    assert project.run("migrate", "staging").code == 0
+    plan = project.path / "plan.json"
+    assert project.run("plan", "prod", "--out", str(plan)).code == 0
+    key = project.path / "secrets" / "anyone.key"
+    assert project.run("keys", "generate", "anyone", "--private-key-out", str(key)).code == 0
+    done = project.run("plan", "approve", str(plan), "--key-env", "ANY_KEY", ANY_KEY=str(key))
+    assert done.code == 0 and "approved" in done.stdout, done.output
+    shown = project.run("plan", "show", str(plan))
+    assert "1 signature(s); no approver list applies" in shown.stdout, shown.output
