@@ -133,6 +133,38 @@ def _revisions(prefix: str = "", **_kw: Any) -> list[str]:
     return [r for r in ["head", "base", *sorted(revs)] if r.startswith(prefix)]
 
 
+def _plan_first(prefix: str = "", **_kw: Any) -> list[str]:
+    """Completion after `plan `: an environment, or show/approve (never a file name)."""
+    return [n for n in [*_env_names(), "show", "approve"] if n.startswith(prefix)]
+
+
+AUDIT_EVENTS = [
+    "run.started",
+    "run.succeeded",
+    "run.failed",
+    "run.refused",
+    "run.interrupted",
+    "lock.waiting",
+    "lock.acquired",
+    "lock.released",
+    "lock.lost",
+    "gate.passed",
+    "gate.refused",
+    "migration.applied",
+    "migration.reverted",
+    "migration.failed",
+    "migration.stamped",
+    "checksum.accepted",
+    "ledger.adopted",
+    "schema.drifted",
+    "schema.diverged",
+]
+
+
+def _events(prefix: str = "", **_kw: Any) -> list[str]:
+    return [e for e in AUDIT_EVENTS if e.startswith(prefix)]
+
+
 def _env_arg(p: argparse.ArgumentParser, *names: str, **kwargs: Any) -> None:
     kwargs.setdefault("metavar", "ENV")
     action = p.add_argument(*names, **kwargs)
@@ -175,7 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = add("plan", "what migrate would do, the gate's verdict, lint findings; changes nothing")
-    p.add_argument("env", metavar="ENV", help="the environment (or `show`/`approve` FILE)")
+    first = p.add_argument("env", metavar="ENV", help="the environment (or `show`/`approve` FILE)")
+    first.completer = _plan_first  # type: ignore[attr-defined]
     p.add_argument("file", nargs="?", metavar="FILE", help="the plan file of show/approve")
     p.add_argument("--out", metavar="FILE", help="write a release plan to review and apply")
     p.add_argument("--ttl", default="24h", metavar="24h", help="how long the plan may be applied")
@@ -195,6 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = add(name, text)
         _env_arg(p, "env", help="the environment to upgrade")
+        p.add_argument(
+            "--out",
+            metavar="FILE",
+            help="not here: a release plan is written by `orchestrator plan ENV --out FILE` "
+            "and applied with --plan FILE",
+        )
         if name == "migrate":
             _rev_arg(
                 p,
@@ -314,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", metavar="30m|12h|7d|DATE", help="events at or after this time")
     p.add_argument("--until", metavar="30m|12h|7d|DATE", help="events before this time")
     p.add_argument("--actor", metavar="NAME", help="only runs by this actor")
-    p.add_argument("--event", metavar="NAME", help="only this event, e.g. run.refused")
+    event = p.add_argument("--event", metavar="NAME", help="only this event, e.g. run.refused")
+    event.completer = _events  # type: ignore[attr-defined]
     _rev_arg(p, "--revision", help="only events about this revision")
     p.add_argument(
         "--outcome",
@@ -591,7 +631,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                 "HEAD",
                 "PENDING",
                 "BLOCKED",
-                "DRIFT",
+                "EDITED",  # checksum drift: revision files changed since they ran here
                 "SCHEMA",
                 "INTERRUPTED",
                 "LAST RUN",
@@ -880,12 +920,25 @@ def _fleet(args: argparse.Namespace, out: Out) -> Any:
 def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.migrate import migrate
 
+    _no_out(args)
     return _run_results(out, migrate(_app(), args.env, args.to, _options(args), _fleet(args, out)))
+
+
+def _no_out(args: argparse.Namespace) -> None:
+    if args.out:
+        from orchestrator.core.errors import UsageError
+
+        raise UsageError(
+            f"{args.command} writes no plan: write it with `orchestrator plan {args.env} --out "
+            f"{args.out}`, then apply it with `orchestrator {args.command} {args.env} --plan "
+            f"{args.out}`."
+        )
 
 
 def cmd_promote(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.migrate import promote
 
+    _no_out(args)
     return _run_results(out, promote(_app(), args.env, _options(args), _fleet(args, out)))
 
 
@@ -1252,6 +1305,39 @@ class _UsageMistake(Exception):
         self.parser, self.message = parser, message
 
 
+ACTION_HELP = {
+    ("plan", "show"): "usage: orchestrator plan show FILE [--format text|markdown|json]\n\n"
+    "Render a release plan for a reviewer: steps, checksums, the predecessor's evidence, lint,\n"
+    "approvals and whose approval counts.\n\n"
+    "options:\n  --format {text,markdown,json}  markdown fits a pull-request comment or a job "
+    "summary\n\nexample:\n  orchestrator plan show plan.json --format markdown",
+    ("plan", "approve"): "usage: orchestrator plan approve FILE --key-env VAR\n\n"
+    "Add your approval signature to a release plan, with the private key in VAR. A key that\n"
+    "the plan's environment does not list in policy.plan_approvers is refused (exit 3).\n\n"
+    "options:\n  --key-env VAR  the variable holding your private key (PEM text or a path)\n\n"
+    "example:\n  orchestrator plan approve plan.json --key-env RELEASE_MANAGER_KEY",
+    ("audit", "report"): "usage: orchestrator audit report --out FILE.html [--env E] "
+    "[--since ...] [--until ...]\n                                [--actor A] [--event E] "
+    "[--revision R] [--outcome O]\n\n"
+    "Write one self-contained HTML file for a reviewer: per environment its current revision\n"
+    "and lag, signed or unsigned evidence, runs (who ran, who approved, git state), refusals,\n"
+    "and the revision x environment matrix. The filters are those of `audit`.\n\n"
+    "example:\n  orchestrator audit report --since 30d --out audit.html",
+    ("audit", "verify"): "usage: orchestrator audit verify [--env E] [--anchor HASH] [--json]\n\n"
+    "Check that the audit trail is intact (hash chain; signatures and checkpoints where the\n"
+    "environment signs); exit 1 naming the first broken row.\n\n"
+    "example:\n  orchestrator audit verify --env prod --anchor <audit_head of a run>",
+}
+
+
+def _action_help(argv: Sequence[str]) -> str | None:
+    """The help of `plan show`, `plan approve`, `audit report`, `audit verify` when asked."""
+    if not ({"-h", "--help"} & set(argv)):
+        return None
+    words = [a for a in argv if not a.startswith("-")]
+    return ACTION_HELP.get((words[0], words[1])) if len(words) >= 2 else None
+
+
 def console_main() -> NoReturn:
     """The `orchestrator` command, with the garbage collector kept off what its imports made.
 
@@ -1262,9 +1348,20 @@ def console_main() -> NoReturn:
     handlers and finalizers still run.
     """
     gc.disable()
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()  # here, not at exit: a reader that left is answered below
+    except BrokenPipeError:
+        code = _reader_left()
     gc.freeze()
     sys.exit(code)
+
+
+def _reader_left() -> int:
+    """`orchestrator envs --json | head`: the reader left; quiet, as a program killed by
+    SIGPIPE would be (exit 141), with no flush error at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1274,6 +1371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import argcomplete
 
         argcomplete.autocomplete(parser)
+    own = _action_help(argv)
+    if own is not None:  # `plan show --help`: its own help, not plan's
+        print(own)
+        return 0
     try:
         args = parser.parse_args(argv)
     except _UsageMistake as mistake:
@@ -1307,6 +1408,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if as_json:
             _print_json_error(exc.message, exc.exit_code, exc.outcome, exc.details.get("results"))
         return _report(exc.message, exc.exit_code, json_logs)
+    except BrokenPipeError:  # before the `except Exception` that would print into the pipe
+        return _reader_left()
     except KeyboardInterrupt:
         if as_json:
             _print_json_error("interrupted by the user", 130, "interrupted")

@@ -212,3 +212,26 @@ def test_without_an_approver_list_any_approval_is_recorded_and_show_says_so(
     assert done.code == 0 and "approved" in done.stdout, done.output
     shown = project.run("plan", "show", str(plan))
     assert "1 signature(s); no approver list applies" in shown.stdout, shown.output
+
+
+# -- smaller things of the daily path ----------------------------------------------------------
+
+
+def test_actions_print_their_own_help_and_a_closed_pipe_is_quiet(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "project", {})
+    for args, own in (
+        (["plan", "show", "--help"], "usage: orchestrator plan show FILE"),
+        (["plan", "approve", "-h"], "usage: orchestrator plan approve FILE --key-env VAR"),
+        (["audit", "report", "--help"], "usage: orchestrator audit report --out FILE.html"),
+    ):
+        shown = project.run(*args)
+        assert shown.code == 0 and shown.stdout.startswith(own), shown.output
+        assert "example:" in shown.stdout
+    assert "--out FILE" in project.run("migrate", "--help").stdout
+    out = project.run("migrate", "dev", "--out", "plan.json")
+    assert out.code == 2 and "orchestrator plan dev --out plan.json" in out.stderr
+    proc = project.popen("envs", "--json")
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # `| head` that already left
+    assert proc.wait(60) == 141
+    assert "Traceback" not in proc.stderr.read()
