@@ -35,6 +35,7 @@ from orchestrator.running.policies import (
 from orchestrator.running.predecessor import (
     checksum_drift,
     judge,
+    per_developer,
     predecessor_states,
     read_connection,
     read_each,
@@ -228,7 +229,12 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)
-        run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
+        run.audit.emit(
+            "gate.passed",
+            revisions=list(revisions),
+            predecessor=run.env.promotes_from,
+            not_gated=per_developer(app, run.env.promotes_from),  # said, not silently skipped
+        )
         project = app.project
 
         def execute(connection: Connection, hook: Callable[..., None]) -> None:

@@ -235,3 +235,46 @@ def test_actions_print_their_own_help_and_a_closed_pipe_is_quiet(tmp_path: Path)
     proc.stdout.close()  # `| head` that already left
     assert proc.wait(60) == 141
     assert "Traceback" not in proc.stderr.read()
+
+
+# -- the developer's own database and the gate ---------------------------------------------------
+
+
+def test_staging_is_the_first_gated_environment_when_dev_is_a_developers_own_file(
+    pg_project: Project,
+) -> None:
+    """In a pipeline there is no dev database: DEV_DATABASE_URL unset, or the empty string
+    GitHub gives for a missing secret. Staging then runs ungated, saying so; prod is gated
+    by staging. A shared dev database (the variable set) gates staging as before."""
+    project = pg_project
+    gated = project.run("plan", "staging")
+    assert gated.code == 3 and "not run on dev" in gated.stdout, gated.output
+    for unset in ("", None):
+        env = {"DEV_DATABASE_URL": unset} if unset is not None else {}
+        environ = project.environ(**env)
+        if unset is None:
+            environ.pop("DEV_DATABASE_URL")
+        plan = subprocess_run(project, environ, "plan", "staging")
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert "not gated: dev is each developer's own database" in plan.stdout
+    done = project.run("migrate", "staging", DEV_DATABASE_URL="")
+    assert done.code == 0, done.output
+    (passed,) = [e for e in project.audit_events("staging") if e["event"] == "gate.passed"]
+    assert "DEV_DATABASE_URL unset" in passed["not_gated"]
+    assert project.version("dev") == []  # nothing ran there, nobody read it
+    # prod is gated by staging, with or without dev
+    assert project.run("plan", "prod", DEV_DATABASE_URL="").code == 0
+
+
+def subprocess_run(project: Project, environ: dict[str, str], *args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator", *args],
+        cwd=project.path,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
