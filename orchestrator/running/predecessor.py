@@ -119,8 +119,8 @@ def per_developer(app: App, name: str | None) -> str | None:
     if name is None:
         return None
     db = app.envs.get(name).database
-    embedded = bool(db.url and db.url.startswith("sqlite") and db.url_env)
-    if not embedded or db.targets or db.databases or db.databases_file:
+    embedded = bool(db.url and db.url.startswith("sqlite"))
+    if not embedded or not db.url_env or db.targets or db.databases or db.databases_file:
         return None
     if app.environ.get(db.url_env):
         return None
