@@ -106,3 +106,20 @@ def test_a_second_ctrl_c_cancels_the_statement_and_rolls_the_revision_back(
     (stopped,) = [e for e in pg_project.audit_events("dev") if e["event"] == "run.interrupted"]
     assert "statement cancelled" in stopped["reason"] and stopped["applied"] == []
     assert not any("Traceback" in json.dumps(e) for e in lines.items)
+
+
+def test_on_the_console_the_next_revision_is_never_announced(pg_project: Project) -> None:
+    slow_history(pg_project, 4)
+    assert pg_project.run("migrate", "dev", "--to", HEAD).code == 0
+    proc = pg_project.popen("migrate", "dev", "--log-format", "console")
+    deadline = time.monotonic() + 60
+    while not sleeping(pg_project):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "SIGINT: stopping after this revision; Ctrl-C again cancels it" in err
+    announced = [line for line in err.splitlines() if "migration.running" in line]
+    assert any(SLOW in line for line in announced), err
+    assert not any(NEXT in line for line in announced), err
