@@ -131,10 +131,8 @@ def unlintable(revision: str, reason: str, waivers: frozenset[str]) -> Finding:
     return Finding(
         revision=revision,
         rule=UNLINTABLE,
-        message=(
-            "it reads rows from the database (" if reads else "it cannot be rendered offline ("
-        )
-        + f"alembic upgrade --sql), so it cannot be linted: {reason}",
+        message=("it reads rows from the database, so " if reads else "")
+        + f"it cannot be rendered offline (alembic upgrade --sql) for linting: {reason}",
         help=_READS_ROWS_HELP if reads else _UNLINTABLE_HELP,
         line=None,
         waived=UNLINTABLE in waivers,

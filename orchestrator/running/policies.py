@@ -218,6 +218,7 @@ def enforce_lint(run: TargetRun, result: LintResult) -> None:
     for finding in bad:
         run.audit.log.warning(
             "lint.finding",
+            env=run.env.name,
             revision=finding.revision,
             rule=finding.rule,
             message=finding.message,
@@ -229,6 +230,7 @@ def enforce_lint(run: TargetRun, result: LintResult) -> None:
         if name != run.env.name:
             run.audit.log.warning(
                 "lint.refused_later",
+                env=run.env.name,
                 refused_on=name,
                 findings=[f"{f.revision}:{f.rule}" for f in refused],
                 message=text,
