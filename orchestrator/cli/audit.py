@@ -11,6 +11,33 @@ from typing import Any
 from orchestrator.cli.args import AddCommand, count_arg, env_arg, rev_arg
 from orchestrator.cli.shared import Out, load_app
 
+AUDIT_EVENTS = [
+    "run.started",
+    "run.succeeded",
+    "run.failed",
+    "run.refused",
+    "run.interrupted",
+    "lock.waiting",
+    "lock.acquired",
+    "lock.released",
+    "lock.lost",
+    "gate.passed",
+    "gate.refused",
+    "migration.applied",
+    "migration.reverted",
+    "migration.failed",
+    "migration.stamped",
+    "checksum.accepted",
+    "ledger.adopted",
+    "schema.drifted",
+    "schema.diverged",
+]
+
+
+def _events(prefix: str = "", **_kw: Any) -> list[str]:
+    """Completion after `--event`: the audit trail's event names (never a file name)."""
+    return [e for e in AUDIT_EVENTS if e.startswith(prefix)]
+
 
 def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
     p = add(
@@ -28,7 +55,8 @@ def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
     p.add_argument("--since", metavar="30m|12h|7d|DATE", help="events at or after this time")
     p.add_argument("--until", metavar="30m|12h|7d|DATE", help="events before this time")
     p.add_argument("--actor", metavar="NAME", help="only runs by this actor")
-    p.add_argument("--event", metavar="NAME", help="only this event, e.g. run.refused")
+    event = p.add_argument("--event", metavar="NAME", help="only this event, e.g. run.refused")
+    event.completer = _events  # type: ignore[attr-defined]
     rev_arg(p, "--revision", help="only events about this revision")
     p.add_argument(
         "--outcome",

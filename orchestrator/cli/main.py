@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
+from orchestrator.cli.action_help import action_help
 from orchestrator.cli.args import UsageMistake
 from orchestrator.cli.audit import cmd_audit
 from orchestrator.cli.parser import build_parser
@@ -61,9 +62,20 @@ def console_main() -> NoReturn:
     handlers and finalizers still run.
     """
     gc.disable()
-    code = main()
+    try:
+        code = main()
+        sys.stdout.flush()  # here, not at exit: a reader that left is answered below
+    except BrokenPipeError:
+        code = _reader_left()
     gc.freeze()
     sys.exit(code)
+
+
+def _reader_left() -> int:
+    """`orchestrator envs --json | head`: the reader left; quiet, as a program killed by
+    SIGPIPE would be (exit 141), with no flush error at exit."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import argcomplete
 
         argcomplete.autocomplete(parser)
+    own = action_help(argv)
+    if own is not None:  # `plan show --help`: its own help, not plan's
+        print(own)
+        return 0
     try:
         args = parser.parse_args(argv)
     except UsageMistake as mistake:
@@ -106,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if as_json:
             print_json_error(exc.message, exc.exit_code, exc.outcome, exc.details.get("results"))
         return report_error(exc.message, exc.exit_code, json_logs)
+    except BrokenPipeError:  # before the `except Exception` that would print into the pipe
+        return _reader_left()
     except KeyboardInterrupt:
         if as_json:
             print_json_error("interrupted by the user", 130, "interrupted")

@@ -6,13 +6,14 @@ import argparse
 import sys
 from typing import Any
 
-from orchestrator.cli.args import AddCommand, rev_arg, revision_arg
+from orchestrator.cli.args import AddCommand, env_names, rev_arg, revision_arg
 from orchestrator.cli.shared import Out, load_app, short
 
 
 def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
     p = add("plan", "what migrate would do, the gate's verdict, lint findings; changes nothing")
-    p.add_argument("env", metavar="ENV", help="the environment (or `show`/`approve` FILE)")
+    first = p.add_argument("env", metavar="ENV", help="the environment (or `show`/`approve` FILE)")
+    first.completer = _plan_first  # type: ignore[attr-defined]
     p.add_argument("file", nargs="?", metavar="FILE", help="the plan file of show/approve")
     p.add_argument("--out", metavar="FILE", help="write a release plan to review and apply")
     p.add_argument("--ttl", default="24h", metavar="24h", help="how long the plan may be applied")
@@ -25,6 +26,11 @@ def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
     p.add_argument("--key-env", metavar="VAR", help="plan approve: variable of your private key")
     rev_arg(p, "--to", type=revision_arg, help="target revision (default: head)")
     p.add_argument("--sql", action="store_true", help="show the SQL (Alembic offline mode)")
+
+
+def _plan_first(prefix: str = "", **_kw: Any) -> list[str]:
+    """Completion after `plan `: an environment, or show/approve (never a file name)."""
+    return [n for n in [*env_names(), "show", "approve"] if n.startswith(prefix)]
 
 
 def cmd_plan(args: argparse.Namespace, out: Out) -> int:
@@ -61,6 +67,8 @@ def _plan_one(out: Out, p: dict[str, Any]) -> None:
             ],
         )
     _plan_notes(out, p["lint"], p["lint_problem"])
+    for text in [*p.get("lint_ahead", []), *([p["lint_advice"]] if p.get("lint_advice") else [])]:
+        print(out.paint(f"  {text}", "33"))
     if p.get("schema_drift"):
         print(
             out.paint(
@@ -128,7 +136,8 @@ def cmd_plan_file(args: argparse.Namespace, out: Out) -> int:
         raise UsageError(f"plan {args.env} needs the plan FILE: orchestrator plan {args.env} FILE")
     if args.env == "show":
         path = Path(args.file)
-        sys.stdout.write(plans.show(plans.read_plan(path), args.format, path))
+        plan = plans.read_plan(path)
+        sys.stdout.write(plans.show(plan, args.format, path, plans.approver_note(load_app(), plan)))
         return 0
     if args.env == "approve":
         if not args.key_env:

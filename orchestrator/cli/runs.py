@@ -18,6 +18,12 @@ def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
     ):
         p = add(name, text)
         env_arg(p, "env", help="the environment to upgrade")
+        p.add_argument(
+            "--out",
+            metavar="FILE",
+            help="not here: a release plan is written by `orchestrator plan ENV --out FILE` "
+            "and applied with --plan FILE",
+        )
         if name == "migrate":
             rev_arg(
                 p,
@@ -198,14 +204,27 @@ def _fleet(args: argparse.Namespace, out: Out) -> Any:
 def cmd_migrate(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.migrate import migrate
 
+    _no_out(args)
     return run_results(
         out, migrate(load_app(), args.env, args.to, _options(args), _fleet(args, out))
     )
 
 
+def _no_out(args: argparse.Namespace) -> None:
+    if args.out:
+        from orchestrator.core.errors import UsageError
+
+        raise UsageError(
+            f"{args.command} writes no plan: write it with `orchestrator plan {args.env} --out "
+            f"{args.out}`, then apply it with `orchestrator {args.command} {args.env} --plan "
+            f"{args.out}`."
+        )
+
+
 def cmd_promote(args: argparse.Namespace, out: Out) -> int:
     from orchestrator.commands.migrate import promote
 
+    _no_out(args)
     return run_results(out, promote(load_app(), args.env, _options(args), _fleet(args, out)))
 
 

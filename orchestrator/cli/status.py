@@ -14,6 +14,9 @@ def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
     p = add("status", "per environment: current, head, pending, blocked, drift, last run")
     env_arg(p, "envs", nargs="*", help="environments to show (default: all)")
     p.add_argument("--targets", action="store_true", help="list every database of a fleet")
+    p.add_argument(
+        "--strict", action="store_true", help="exit 1 when an environment's variable is unset too"
+    )
 
     p = add("current", "the revision an environment's database is at")
     env_arg(p, "env", help="the environment to look at")
@@ -48,12 +51,12 @@ def cmd_envs(args: argparse.Namespace, out: Out) -> int:
 
 
 def cmd_status(args: argparse.Namespace, out: Out) -> int:
-    from orchestrator.commands.status import status
+    from orchestrator.commands.status import health, status
 
     rows = status(load_app(), args.envs)
     if out.as_json:
         out.json(rows)
-        return 0
+        return health(rows, args.strict)
     fleets = list(dict.fromkeys(r["env"] for r in rows if r["target"] != r["env"]))
     if not args.targets:
         for env in fleets:
@@ -80,7 +83,6 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
             )
             problems.append((r["env"] if r["target"] == r["env"] else r["target"], r["error"]))
             continue
-        last = r["last_run"]
         table.append(
             [
                 r["env"],
@@ -94,7 +96,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                 out.paint(",".join(x[:12] for x in r["drift"]), "31") if r["drift"] else "-",
                 _schema_cell(out, r.get("schema", "unknown")),
                 out.paint(",".join(r["interrupted"]), "31") if r["interrupted"] else "-",
-                f"{last['outcome']} {last['timestamp'][:19]} {last['actor']}" if last else "-",
+                _last_run(out, r),
             ]
         )
     for r in rows:
@@ -118,7 +120,7 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
                 "HEAD",
                 "PENDING",
                 "BLOCKED",
-                "DRIFT",
+                "EDITED",  # checksum drift: revision files changed since they ran here
                 "SCHEMA",
                 "INTERRUPTED",
                 "LAST RUN",
@@ -129,7 +131,23 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
         print(wrap(f"{where}: {error}", indent="  "))
     if unsigned:
         print(f"evidence unsigned (no `signing:`): {', '.join(unsigned)}")
-    return 0
+    return health(rows, args.strict)
+
+
+def _last_run(out: Out, r: dict[str, Any]) -> str:
+    """A run in progress first; else the last run, saying when it never touched the schema."""
+    if r.get("in_progress"):
+        now = r["in_progress"][-1]
+        return out.paint(f"running since {now['timestamp'][:19]} {now['actor']}", "33")
+    last = r["last_run"]
+    if not last:
+        return "-"
+    outcome = last["outcome"]
+    if last.get("untouched") == "lock timeout":
+        outcome = "lock timeout (nothing changed)"
+    elif last.get("untouched"):
+        outcome += " (nothing changed)"
+    return f"{outcome} {last['timestamp'][:19]} {last['actor']}"
 
 
 def _schema_cell(out: Out, value: str) -> str:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.core.config import given_url
 from orchestrator.core.errors import MigrationFailed, UsageError
 from orchestrator.core.logging import quiet_alembic
 from orchestrator.db.database import describe_error
@@ -45,7 +46,8 @@ Finding = dict[str, Any]
 
 def run_checks(app: App, scratch_url: str | None) -> list[Finding]:
     app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
-    if scratch_url:
+    if scratch_url:  # as an environment's URL: a raw `@` in its password never shown
+        scratch_url = given_url(scratch_url, "--scratch-url")
         require_empty(scratch_url)
     findings: list[Finding] = []
     heads = list(app.graph.real_heads())

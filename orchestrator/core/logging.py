@@ -76,7 +76,8 @@ def _details(event: str, e: dict[str, Any]) -> str:
     if event == "run.started":
         start, to = str(e.get("from_revision") or "base"), str(e.get("to_revision") or "")
         ticket = f" ticket {e['ticket']}" if e.get("ticket") else ""
-        return f"{start[:12]} -> {to[:12]} run {e.get('run_id')}{ticket}"
+        move = f"{start[:12]} -> {to[:12]} " if to else ""  # no target (stamp, baseline...)
+        return f"{move}run {e.get('run_id')}{ticket}"
     if event in ("migration.applied", "migration.reverted"):
         return f"{rev} {_seconds(e.get('duration_ms'))}".rstrip()
     if event == "migration.running":
@@ -98,8 +99,10 @@ def _details(event: str, e: dict[str, Any]) -> str:
         holder = e.get("holder") or {}
         who = holder.get("application_name") or holder.get("pid") or "another run"
         return f"held by {who}"
-    if event == "lint.finding":
-        return f"{rev} {e.get('rule')}"
+    if event == "lint.finding":  # the reason too: a bare rule name says nothing to act on
+        return f"{rev} {e.get('rule')}: {e.get('message') or ''}".rstrip(": ")
+    if event in ("lint.refused_later", "run.stopping"):
+        return str(e.get("message") or "")
     if event in ("lock.acquired", "lock.released"):
         return ""
     if event == "fleet.target":
