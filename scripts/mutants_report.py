@@ -56,6 +56,10 @@ def main(patterns: list[str]) -> int:
     known = listed_names(patterns)
     # a mutant that makes the tests hang was caught too (they did not pass): named, not failed
     timeouts = sorted(n for n, s in chosen.items() if s == "timeout")
+    unchecked = sorted(n for n, s in chosen.items() if s == "not checked")
+    if unchecked:  # not survivors: the run stopped before them (its log says why)
+        print(f"{len(unchecked)} of {len(chosen)} mutants not checked: see mutants-run.log")
+        return 1
     alive = {n: s for n, s in chosen.items() if s not in ("killed", "timeout")}
     killed = len(chosen) - len(alive) - len(timeouts)
     undocumented = sorted(n for n in alive if n not in known)
