@@ -62,9 +62,10 @@ _FINGERPRINT = re.compile(r"^`([\w.]+)` ([0-9a-f]{12})$")
 
 
 def parse_record(text: str) -> list[Section]:
-    """The sections of the record: `## \\`module.function\\``, a `Judged on:` line
-    (`\\`name\\` fingerprint`, comma-separated; names relative to the module), then entries:
-    `- why`, then a fenced `diff` of `-` original and `+` mutated lines."""
+    """The sections of the record. Each: a heading naming the function (in backquotes), a
+    `Judged on:` line (backquoted name and fingerprint, comma-separated; names relative to
+    the function's module), then its entries: `- why`, then a fenced `diff` block of `-`
+    original and `+` mutated lines."""
     sections: list[Section] = []
     lines = text.splitlines()
     i = 0
