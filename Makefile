@@ -60,12 +60,14 @@ demo: install
 fleet-demo: install
 	./scripts/fleet_demo.sh
 
-# lint: the Python (ruff, ruff format, mypy). The migrations are linted by `orchestrator check`.
+# lint: the Python (ruff, ruff format, mypy), the layers, and the record of equivalent mutants
+# (no mutmut run: about a second). The migrations are linted by `orchestrator check`.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check orchestrator tests bench
 	$(BIN)/mypy orchestrator
 	$(BIN)/lint-imports  # the layers of pyproject.toml's [tool.importlinter]
+	$(BIN)/python scripts/mutants_check.py  # mutants-equivalent.md names mutants made at HEAD
 
 # The whole suite on both cores (pytest-xdist), one PostgreSQL cluster shared by the workers.
 test: lint

@@ -114,10 +114,13 @@ def migration_lock(
             yield HeldLock(waited)
 
 
+# PostgreSQL shows another role's session only in part (pid, application, role; NULL address,
+# backend_start and state) unless we have that role's privileges or pg_read_all_stats. A
+# client backend always has a backend_start: NULL means hidden, not a local socket.
 _HOLDER_SQL = text(
     """
     SELECT a.pid, a.application_name, host(a.client_addr) AS client_addr,
-           a.backend_start, a.state
+           a.backend_start, a.state, a.usename AS role
     FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
     WHERE l.locktype = 'advisory' AND l.granted AND l.database = (
             SELECT oid FROM pg_database WHERE datname = current_database())
@@ -171,11 +174,21 @@ def pg_lock_holder(connection: Any, key: int) -> Holder:
     row = connection.execute(_HOLDER_SQL, {"k": key}).first()
     if row is None:  # released between our try and this look
         return {"pid": None}
+    if row.backend_start is None:  # another role's session (a second deploy role): hidden
+        return {
+            "pid": row.pid,
+            "application_name": row.application_name,
+            "role": row.role,
+            "client_addr": None,
+            "since": None,
+            "state": None,
+            "hidden": True,
+        }
     return {
         "pid": row.pid,
         "application_name": row.application_name,
         "client_addr": row.client_addr or "local socket",
-        "since": row.backend_start.isoformat() if row.backend_start else None,
+        "since": row.backend_start.isoformat(),
         "state": row.state,
     }
 
@@ -235,6 +248,11 @@ def describe_holder(holder: Holder) -> str:
         parts.append(f"from {holder['client_addr']}")
     if holder.get("since"):
         parts.append(f"connected since {holder['since']}")
+    if holder.get("hidden"):
+        parts.append(
+            f"role {holder.get('role')!r} (its address and start are hidden from this role;"
+            " pg_read_all_stats shows them)"
+        )
     return ", ".join(parts)
 
 

@@ -15,9 +15,10 @@ from orchestrator.core.planning import refusal_message
 from orchestrator.migrations.project_modules import source_only
 from orchestrator.running.app import App
 from orchestrator.running.policies import (
+    LintResult,
     check_approval,
     enforce_lint,
-    lint_revisions,
+    lint_for,
     record_waivers,
 )
 from orchestrator.running.predecessor import judge, upgrade_steps
@@ -84,15 +85,14 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
             return
         revisions: list[str] = []
         destination = ""
-        findings: list[Any] = []
-        problem: str | None = None
+        linted = LintResult()
         if command == "upgrade":
             # linted first, as by `orchestrator migrate`: the waivers go on run.started too
             state = run.read()
             destination = app.resolve(context.get_revision_argument() or "head")
             revisions = upgrade_steps(app, state.heads, destination, run.where)
-            findings, problem = lint_revisions(app, run.env, revisions)
-            record_waivers(run, findings)
+            linted = lint_for(app, run.env, revisions)
+            record_waivers(run, linted.findings)
         run.start()
         if command == "upgrade":
             steps = judge(app, run.env, revisions)
@@ -108,7 +108,7 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
         approve = x_args.get("approve") in ("1", "yes", "true")
         check_approval(app, run, approve, revisions, "down" if command == "downgrade" else "up")
         if command == "upgrade":
-            enforce_lint(run, findings, problem)
+            enforce_lint(run, linted)
         with run.locked():
             run.close_dead_runs()
             if command == "upgrade":  # judged again: the predecessor may have moved meanwhile

@@ -1,8 +1,9 @@
 """The PostgreSQL advisory lock itself, on a real server, against a real second session:
-fast enough to run for every mutant of orchestrator/locks.py (`make mutants`)."""
+fast enough to run for every mutant of orchestrator/db/locks.py (`make mutants`)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -83,6 +84,59 @@ def test_timeout_names_the_session_holding_it(
         "application 'someone else', from 127.0.0.1, connected since "
     )
     assert info.value.message.endswith(". Wait for that run to finish, or raise --lock-timeout.")
+
+
+def test_a_holder_of_another_role_is_named_by_what_postgres_shows_us(
+    pg_cluster: PgCluster, pg_db: str
+) -> None:
+    """Two deploy roles, neither superuser: PostgreSQL hides each one's address and start
+    from the other (NULL backend_start), unless it has pg_read_all_stats."""
+    database = sa.engine.make_url(pg_db).database or ""
+    suffix = uuid.uuid4().hex[:12]
+    first, second = f"deploy_a_{suffix}", f"deploy_b_{suffix}"
+    with pg_cluster.connect(database) as admin:
+        for role in (first, second):
+            admin.execute(f"CREATE ROLE {role} LOGIN")
+    holder = psycopg.connect(
+        pg_cluster.dsn(database, user=first), autocommit=True, application_name="run a"
+    )
+    engine = sa.create_engine(pg_cluster.url(database, second))
+    try:
+        holder.execute("SELECT pg_advisory_lock(%s)", (lock_id(KEY),))
+        row = holder.execute("SELECT pg_backend_pid()").fetchone()
+        assert row is not None
+        waits: list[dict[str, Any]] = []
+        with (
+            pytest.raises(LockTimeout) as info,
+            migration_lock(engine, KEY, 0.3, waits.append, "me"),
+        ):
+            pytest.fail("acquired a lock another session holds")
+        hidden = {"pid": row[0], "application_name": "run a", "role": first}
+        hidden |= {"client_addr": None, "since": None, "state": None, "hidden": True}
+        assert waits == [hidden] and info.value.details["holder"] == hidden
+        assert info.value.message == (
+            f"The migration lock was not acquired within 0.3s: it is held by pid {row[0]}, "
+            f"application 'run a', role '{first}' (its address and start are hidden from "
+            "this role; pg_read_all_stats shows them). Wait for that run to finish, or raise "
+            "--lock-timeout."
+        )
+
+        with pg_cluster.connect(database) as admin:
+            admin.execute(f"GRANT pg_read_all_stats TO {second}")
+        with (
+            pytest.raises(LockTimeout) as info,
+            migration_lock(engine, KEY, 0.1, lambda _h: None, "me"),
+        ):
+            pytest.fail("acquired a lock another session holds")
+        shown = info.value.details["holder"]
+        assert (shown["pid"], shown["client_addr"], shown["state"]) == (row[0], "127.0.0.1", "idle")
+        assert shown["since"][:4].isdigit() and "hidden" not in shown
+    finally:
+        engine.dispose()
+        holder.close()
+        with pg_cluster.connect(database) as admin:
+            for role in (first, second):
+                admin.execute(f"DROP ROLE {role}")
 
 
 def test_a_different_key_is_a_different_lock(

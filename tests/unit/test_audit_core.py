@@ -352,3 +352,11 @@ def test_check_chain_decodes_every_record_even_after_a_break() -> None:
     assert records == [json.loads(r["payload"]) for r in rows[3:]]
     broken, records = ledger.check_chain(rows, decode_all=False)
     assert broken is not None and records == [json.loads(r["payload"]) for r in rows[:2]]
+    rows = _chain()
+    rows[3]["revision"] = "injected"  # a column its event lacks: the event is shown as recorded
+    broken, records = ledger.check_chain(rows, decode_all=True)
+    assert broken is not None and (broken.id, broken.problem) == (
+        4,
+        "column revision differs from the hashed record",
+    )
+    assert records == [json.loads(r["payload"]) for r in rows] and "revision" not in records[3]

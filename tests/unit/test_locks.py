@@ -137,6 +137,12 @@ def test_in_memory_sqlite_needs_no_lock() -> None:
             "pid 42, application 'psql', from 10.0.0.1, connected since T",
         ),
         ({"pid": 42, "client_addr": "local socket"}, "pid 42, from local socket"),
+        (
+            {"pid": 42, "application_name": "orchestrator run=r", "role": "deploy_a"}
+            | {"client_addr": None, "since": None, "state": None, "hidden": True},
+            "pid 42, application 'orchestrator run=r', role 'deploy_a' (its address and start "
+            "are hidden from this role; pg_read_all_stats shows them)",
+        ),
     ],
 )
 def test_describe_holder(holder: dict[str, Any], text: str) -> None:
@@ -156,3 +162,19 @@ def test_a_lock_file_not_written_yet_or_gone_names_nobody(tmp_path: Path) -> Non
     empty.write_text("not-a-pid\n")
     assert _read_file_holder(empty)["pid"] is None
     assert _read_file_holder(tmp_path / "gone.lock") == {"pid": None}
+
+
+def test_a_lock_file_read_mid_write_names_what_it_has(tmp_path: Path) -> None:
+    """The holder writes its three lines at once, but a read can still land mid-write: what
+    is missing is None, never a pad of the reader's."""
+    torn = tmp_path / "dev.db.lock"
+    torn.write_text("123\n")
+    assert _read_file_holder(torn) == {
+        "pid": 123,
+        "application_name": None,
+        "client_addr": "this machine",
+        "since": None,
+    }
+    torn.write_text("123\norchestrator dev run=abc\n")
+    assert _read_file_holder(torn)["application_name"] == "orchestrator dev run=abc"
+    assert _read_file_holder(torn)["since"] is None

@@ -207,3 +207,20 @@ def test_the_gate_with_a_signing_predecessor() -> None:
     unsigned = planning.TargetState("staging", state.applied, entries, None, "staging")
     steps = {s.revision: s for s in planning.gate(["a", "b"], sums, "staging", [unsigned])}
     assert not steps["a"].blocked and not steps["b"].blocked  # today's behaviour: trusted
+
+
+def test_the_gate_words_a_signed_predecessor_s_reasons_exactly() -> None:
+    """A reason is a template (`{where}`): the braces of a row's own values stay as they are."""
+    elsewhere = ledger_row(1, "a", target="st{a}ge")  # signed for another database
+    accepted = ledger_row(2, "b", sign=False, direction="accepted")
+    payload = trust.ledger_payload(accepted, "staging")
+    accepted["envelope"] = json.dumps(signing.sign(trust.LEDGER_TYPE, payload, KEY))
+    entries = {r["revision"]: _entry(r) for r in (elsewhere, accepted)}
+    state = planning.TargetState("staging", frozenset({"a", "b"}), entries, tuple(KEYS), "staging")
+    steps = planning.gate(["a", "b"], {"a": "c" * 64, "b": "c" * 64}, "staging", [state])
+    assert [s.reason for s in steps] == [
+        "not signed by staging's key (its ledger row for it: it was signed for "
+        "staging/st{a}ge, not staging/staging (copied from another database))",
+        "accepted on staging (not run): its checksum was re-recorded there with "
+        "`orchestrator accept`, the edited file never ran; run it on staging first",
+    ]
