@@ -183,14 +183,14 @@ def verify_chain(
         entries.append(Entry(expected, signed["kind"], signed["content"], digest))
         prev, expected, last_row = digest, expected + 1, row
         index += 1
-    if last_row is not None and (trusted is None or trusted != (entries[-1].seq, prev)):
-        if _signed_ok(last_row, keys) is not None:
-            # someone re-linked entries without the key: name the first whose signature fails
-            for entry, row in zip(entries, _rows_of(rows, entries), strict=True):
-                problem = _signed_ok(row, keys)
-                if problem is not None:
-                    good = [e for e in entries if e.seq < entry.seq]
-                    return Verdict(good, (entry.seq, problem), _head(good), given_up)
+    checked = trusted is not None and trusted == (entries[-1].seq if entries else 0, prev)
+    if last_row is not None and not checked and _signed_ok(last_row, keys) is not None:
+        # someone re-linked entries without the key: name the first whose signature fails
+        for entry, row in zip(entries, _rows_of(rows, entries), strict=True):
+            problem = _signed_ok(row, keys)
+            if problem is not None:
+                good = [e for e in entries if e.seq < entry.seq]
+                return Verdict(good, (entry.seq, problem), _head(good), given_up)
     return Verdict(entries, None, _head(entries), given_up)
 
 
