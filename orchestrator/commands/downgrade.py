@@ -143,7 +143,7 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                             key=run.key,
                             target=run.target.name,
                         )
-                        if not ledger.record_revision(connection, row, fence=run.fence):
+                        if not run.record_row(connection, row, fence=run.fence):
                             raise LockLost(
                                 f"This run lost the migration lock on {run.where} before the "
                                 "baseline could commit: nothing was recorded. Run it again."

@@ -105,7 +105,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                         key=run.key,
                         target=target.name,
                     )
-                    ledger.record_revision(connection, row)
+                    run.record_row(connection, row)
                 run.audit.emit(
                     "ledger.adopted",
                     connection=connection,

@@ -152,11 +152,13 @@ def verify_chain(
     env: str,
     database: str,
     trusted: tuple[int, str] | None = None,
+    start: tuple[int, str] | None = None,
 ) -> Verdict:
     """Check stored entry rows (seq, kind, envelope; ordered by seq) as one chain.
 
     `trusted` (seq, hash): a head whose signature a reader already checked (one its own
     environment witnessed): when the newest entry is that one, no signature is checked at all.
+    `start` (seq, hash): `rows` continue a chain already verified up to that entry.
     A break is repaired only by a `repair` entry (signature checked on its own) that links to
     the last good entry and names the first bad seq: the span between is given up.
     """
@@ -164,6 +166,8 @@ def verify_chain(
     entries: list[Entry] = []
     given_up: list[tuple[int, int]] = []
     prev, expected = GENESIS, 1
+    if start is not None:
+        expected, prev = start[0] + 1, start[1]
     last_row: Mapping[str, Any] | None = None
     index = 0
     while index < len(rows):
@@ -172,7 +176,7 @@ def verify_chain(
         if problem is not None:
             repair = repairs.get((expected, prev))
             if repair is None:
-                return Verdict(entries, (expected, problem), _head(entries), given_up)
+                return Verdict(entries, (expected, problem), _head(entries) or start, given_up)
             # jump to the repair entry: what lay between is no evidence
             index = next(i for i, r in enumerate(rows) if r["seq"] == repair)
             given_up.append((expected, repair - 1))
@@ -191,7 +195,7 @@ def verify_chain(
             if problem is not None:
                 good = [e for e in entries if e.seq < entry.seq]
                 return Verdict(good, (entry.seq, problem), _head(good), given_up)
-    return Verdict(entries, None, _head(entries), given_up)
+    return Verdict(entries, None, _head(entries) or start, given_up)
 
 
 def _rows_of(rows: Sequence[Mapping[str, Any]], entries: Sequence[Entry]) -> list[Any]:

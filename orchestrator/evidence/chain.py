@@ -1,0 +1,266 @@
+"""A signing environment's evidence chain in its database: read and verify it, prove the
+audit rows since the last run's end, and append entries (core/chain.py says what they are).
+
+Every reader verifies before it believes; every writer verifies before it signs, and
+appends under a transaction-scoped lock (PostgreSQL) so that two writers never fork it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, text
+
+from orchestrator.core import chain
+from orchestrator.db.database import VERSION_TABLE, has_table
+from orchestrator.db.locks import FENCE_SQL, Fence
+from orchestrator.evidence import ledger
+
+if TYPE_CHECKING:
+    from orchestrator.core import signing
+
+EVIDENCE_LOCK_KEY = 0x6F72657669646E63  # "orevidnc": serialises appends to the chain
+_COLUMNS = "seq, kind, run_id, envelope"
+
+
+def database_identity(connection: Connection) -> str:
+    """Who this database is, in terms the deploy role does not choose. PostgreSQL: the
+    cluster's system_identifier (fixed at initdb) and the database's name. SQLite: the
+    database file's real path (a copy elsewhere is another database)."""
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(
+            text(
+                "SELECT system_identifier::text, current_database()"
+                " FROM pg_catalog.pg_control_system()"
+            )
+        ).one()
+        return f"postgresql:{row[0]}/{row[1]}"
+    files = connection.exec_driver_sql("PRAGMA database_list").all()
+    path = next((row[2] for row in files if row[1] == "main"), "") or ":memory:"
+    return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
+
+
+def read_rows(connection: Connection, after: int = 0) -> list[dict[str, Any]]:
+    """Stored entries with seq > `after`, oldest first ([] when there is no chain table)."""
+    if not has_table(connection, ledger.CHAIN_TABLE):
+        return []
+    rows = connection.execute(
+        text(f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"),
+        {"s": after},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def holds_a_schema(connection: Connection) -> bool:
+    """A version table with a revision, or tables besides ours: something was migrated."""
+    if has_table(connection, VERSION_TABLE):
+        if connection.execute(text(f"SELECT 1 FROM {VERSION_TABLE} LIMIT 1")).first():
+            return True
+    from sqlalchemy import inspect
+
+    names = set(inspect(connection).get_table_names()) - ledger.OWN_TABLES - {VERSION_TABLE}
+    return bool(names)
+
+
+@dataclass
+class Evidence:
+    """One database's chain as read and verified."""
+
+    env: str
+    database: str
+    verdict: chain.Verdict
+    missing: bool = False  # a migrated schema with no chain at all
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def problem(self) -> str | None:
+        if self.missing:
+            return (
+                f"{self.env}'s evidence is missing: its database holds a migrated schema but "
+                "no signed evidence chain (deleted, hidden, or never moved to the chain: "
+                f"`orchestrator keys repair {self.env} --reason ...` records it)"
+            )
+        if self.verdict.broken is not None:
+            seq, why = self.verdict.broken
+            return f"{self.env}'s evidence is broken at entry {seq}: {why}"
+        return None
+
+    def head(self, at: str | None = None) -> chain.Head | None:
+        if self.verdict.head is None:
+            return None
+        seq, digest = self.verdict.head
+        return chain.Head(self.env, self.database, seq, digest, at)
+
+
+def read_evidence(
+    connection: Connection, keys: Sequence[signing.PublicKey], env: str
+) -> Evidence:
+    """Read and verify a database's whole chain (one query, one signature when intact)."""
+    database = database_identity(connection)
+    rows = read_rows(connection)
+    verdict = chain.verify_chain(rows, keys, env=env, database=database)
+    missing = not rows and holds_a_schema(connection)
+    return Evidence(env, database, verdict, missing, rows)
+
+
+# -- the audit rows since the last run's end ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditProof:
+    problem: str | None  # forged or altered rows: nothing may be signed over them
+    head: tuple[int, str] | None  # the audit chain's last row (id, hash)
+    killed: tuple[str, ...] = ()  # runs that died before their end (reported, not forged)
+    open: tuple[str, ...] = ()  # runs still going
+
+
+def prove_audit(
+    connection: Connection,
+    evidence: Evidence,
+    own_run: str | None,
+    live: set[str] | None,
+) -> AuditProof:
+    """Check the audit rows written since the newest entry that pinned the audit chain:
+    linked to the pinned row, and each run in them accounted for (its own end entry, alive,
+    or dead before its end). A run that ended (a terminal event) without a signed end entry
+    did not happen: its rows are forged, or its end entry was deleted."""
+    pin = chain.last_end(evidence.verdict)
+    pinned_id = int(pin.content.get("audit_id") or 0) if pin else 0
+    pinned_hash = str(pin.content.get("audit_hash") or ledger.GENESIS) if pin else ledger.GENESIS
+    if not has_table(connection, ledger.AUDIT_TABLE):
+        if pinned_id:
+            return AuditProof(
+                f"the audit table is gone: entry {pin.seq if pin else '?'} pinned its row "
+                f"{pinned_id}",
+                None,
+            )
+        return AuditProof(None, None)
+    rows = connection.execute(
+        text(f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= :a ORDER BY id"),
+        {"a": max(pinned_id, 1)},
+    ).all()
+    rows_ = [dict(r._mapping) for r in rows]
+    prev, expected = pinned_hash, pinned_id + 1
+    if pinned_id:
+        first = rows_[0] if rows_ else None
+        if first is None or first["id"] != pinned_id or first["hash"] != pinned_hash:
+            return AuditProof(
+                f"audit row {pinned_id}, which entry {pin.seq if pin else '?'} signed, is gone "
+                "or altered (rows deleted, or edited and re-hashed)",
+                None,
+            )
+        rows_ = rows_[1:]
+    ended_in_chain = {
+        str(e.content.get("run_id")) for e in evidence.verdict.entries if e.kind == "end"
+    }
+    runs: dict[str, set[str]] = {}
+    for row in rows_:
+        problem = None
+        if row["id"] != expected:
+            problem = f"audit row {expected} is missing"
+        elif row["prev_hash"] != prev:
+            problem = f"audit row {row['id']}'s link to the previous row does not match"
+        elif ledger.chain_hash(prev, row["id"], row["payload"]) != row["hash"]:
+            problem = f"audit row {row['id']}'s content does not match its hash"
+        if problem:
+            return AuditProof(problem + " (audit rows deleted, inserted or edited)", None)
+        runs.setdefault(row["run_id"], set()).add(row["event"])
+        prev, expected = row["hash"], row["id"] + 1
+    killed: list[str] = []
+    still: list[str] = []
+    for run_id, events in runs.items():
+        if run_id == own_run or run_id in ended_in_chain:
+            continue
+        if live is not None and run_id in live:
+            still.append(run_id)
+        elif events & set(ledger.TERMINAL_EVENTS) - {"run.interrupted"}:
+            return AuditProof(
+                f"the audit rows of run {run_id} record its end but no signed end entry "
+                "does: they were forged, or its end entry was deleted",
+                None,
+            )
+        else:
+            (still if live is None else killed).append(run_id)
+    head = (expected - 1, prev) if expected > 1 else None
+    return AuditProof(None, head, tuple(killed), tuple(still))
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+class Broken(Exception):
+    """The chain cannot be appended to: what is wrong, for a refusal (exit 3)."""
+
+
+@dataclass
+class Writer:
+    """Appends entries for one run after its chain verified up to `head`."""
+
+    key: signing.PrivateKey
+    keys: Sequence[signing.PublicKey]
+    env: str
+    database: str
+    head: tuple[int, str] | None  # (seq, hash) of the newest verified entry
+
+    def append(
+        self,
+        connection: Connection,
+        kind: str,
+        content: Mapping[str, Any],
+        fence: Fence | None = None,
+    ) -> bool:
+        """Append one entry in the caller's transaction; False when the fence no longer
+        holds (nothing written: the caller rolls back)."""
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVIDENCE_LOCK_KEY})
+        for _ in range(3):
+            seq, prev = self.head if self.head else (0, chain.GENESIS)
+            row = chain.build_entry(
+                self.key,
+                env=self.env,
+                database=self.database,
+                seq=seq + 1,
+                prev=prev,
+                kind=kind,
+                content=content,
+            )
+            fenced = f" AND {FENCE_SQL}" if fence is not None else ""
+            written = connection.execute(
+                text(
+                    f"INSERT INTO {ledger.CHAIN_TABLE} ({_COLUMNS})"
+                    " SELECT :seq, :kind, :run_id, :envelope WHERE NOT EXISTS"
+                    f" (SELECT 1 FROM {ledger.CHAIN_TABLE} WHERE seq >= :seq){fenced}"
+                ),
+                {**{k: row[k] for k in ("seq", "kind", "run_id", "envelope")}}
+                | (fence.params() if fence is not None else {}),
+            ).rowcount
+            if written == 1:
+                self.head = (row["seq"], row["hash"])
+                return True
+            if fence is not None and not connection.execute(
+                text(f"SELECT {FENCE_SQL}"), fence.params()
+            ).scalar():
+                return False
+            self._catch_up(connection)  # another run's end entry came first
+        raise Broken(f"{self.env}'s evidence chain kept moving while this run appended to it")
+
+    def _catch_up(self, connection: Connection) -> None:
+        after = self.head[0] if self.head else 0
+        newer = read_rows(connection, after)
+        verdict = chain.verify_chain(
+            newer, self.keys, env=self.env, database=self.database, start=self.head
+        )
+        if verdict.broken is not None:
+            seq, why = verdict.broken
+            raise Broken(f"{self.env}'s evidence is broken at entry {seq}: {why}")
+        self.head = verdict.head
+
+
+def ledger_content(row: Mapping[str, Any], target: str) -> dict[str, Any]:
+    """What a ledger entry says: the row's columns (no envelope) and where."""
+    content = {k: v for k, v in row.items() if k not in ("id", "envelope") and v is not None}
+    return content | {"target": target}

@@ -1,0 +1,116 @@
+"""A signing run's part in its database's evidence chain: verify before writing, one entry
+per ledger row, and a signed end entry over the audit rows it proved (SPEC Part 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.core.errors import Refused
+from orchestrator.db.database import describe_error
+from orchestrator.db.locks import Fence
+from orchestrator.evidence import chain as store
+from orchestrator.evidence import ledger
+
+if TYPE_CHECKING:
+    from orchestrator.core import signing
+
+
+class RunEvidence:
+    """Made once the run holds its lock (or, for a run that never took it, at its end)."""
+
+    def __init__(
+        self,
+        key: signing.PrivateKey,
+        keys: Sequence[signing.PublicKey],
+        env: str,
+        target: str,
+        run_id: str,
+    ) -> None:
+        self.key, self.keys, self.env, self.target, self.run_id = key, keys, env, target, run_id
+        self.writer: store.Writer | None = None
+        self.witnessed: list[dict[str, Any]] = []  # predecessor heads the gate relied on
+        self.audit_head: tuple[int, str] | None = None
+
+    def verify(self, connection: Connection, live: set[str] | None) -> None:
+        """Before this run writes anything of evidence: its chain, and the audit rows since
+        the last end entry, must verify; else Refused (exit 3), nothing signed."""
+        evidence = store.read_evidence(connection, self.keys, self.env)
+        problem = evidence.problem
+        if problem is None:
+            proof = store.prove_audit(connection, evidence, self.run_id, live)
+            if proof.problem is not None:
+                problem = f"{self.env}'s audit trail does not verify: {proof.problem}"
+        if problem is not None:
+            raise Refused(
+                f"Refused: {problem}. This run signs nothing after evidence it cannot prove, "
+                f"so nothing was changed. Find out what happened to {self.target}'s database; "
+                f"`orchestrator keys repair {self.env} --reason ...` (the key holder) records "
+                "it and lets runs go on."
+            )
+        self.writer = store.Writer(
+            self.key, self.keys, self.env, evidence.database, evidence.verdict.head
+        )
+
+    def record(
+        self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None
+    ) -> bool:
+        """The entry of one ledger row, in its transaction; False: the fence did not hold."""
+        assert self.writer is not None
+        content = store.ledger_content(row, self.target)
+        return self.writer.append(connection, "ledger", content, fence)
+
+    def end(self, engine: Engine, at: str, outcome: str | None, live: set[str] | None) -> str:
+        """Sign the run's end over the audit rows it proved; '' when written, else why not."""
+        try:
+            with engine.begin() as connection:
+                if self.writer is None:  # never took the lock: verify now
+                    self.verify(connection, live)
+                assert self.writer is not None
+                # again, as it is now: other runs may have ended meanwhile, and the audit
+                # rows since the last pin, ours among them, are what this entry signs over
+                evidence = store.read_evidence(connection, self.keys, self.env)
+                if evidence.problem is not None:
+                    return evidence.problem
+                self.writer.head = evidence.verdict.head
+                proof = store.prove_audit(connection, evidence, self.run_id, live)
+                if proof.problem is not None:
+                    return proof.problem
+                content: dict[str, Any] = {
+                    "run_id": self.run_id,
+                    "outcome": outcome,
+                    "target": self.target,
+                    "at": at,
+                    "audit_id": proof.head[0] if proof.head else 0,
+                    "audit_hash": proof.head[1] if proof.head else ledger.GENESIS,
+                    "witnessed": self.witnessed,
+                }
+                if proof.killed:
+                    content["killed"] = list(proof.killed)
+                if proof.open:
+                    content["open"] = list(proof.open)
+                self.writer.append(connection, "end", content)
+                self.audit_head = proof.head
+        except Refused as exc:
+            return exc.message
+        except store.Broken as exc:
+            return str(exc)
+        except SQLAlchemyError as exc:
+            return describe_error(exc)
+        return ""
+
+    def head(self) -> dict[str, Any] | None:
+        """The `evidence_head` of the run's --json result."""
+        if self.writer is None or self.writer.head is None:
+            return None
+        seq, digest = self.writer.head
+        return {
+            "env": self.env,
+            "database": self.writer.database,
+            "seq": seq,
+            "hash": digest,
+            "witnessed": self.witnessed,
+        }
