@@ -228,6 +228,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)
+        run.witness(app.predecessor_cache.get(run.env.promotes_from or "", []))
         run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
         project = app.project
 

@@ -45,6 +45,11 @@ class TargetState:
     # the predecessor's public keys (current and previous) where it signs; None: unsigned
     keys: tuple[Any, ...] | None = None
     env: str = ""  # the environment it belongs to (what its signed rows must name)
+    # where it signs, from its verified evidence chain: why it cannot be believed (broken,
+    # missing, rolled back), else per revision its newest entry (checksum, direction, run_id)
+    broken: str | None = None
+    proven: Mapping[str, tuple[str, str, str]] | None = None
+    head: Mapping[str, Any] | None = None  # the chain head this verdict relied on
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,16 @@ def gate(
 
 
 def _why_not(rev: str, checksum: str, target: TargetState) -> str | None:
+    if target.broken is not None:  # nothing of it is believed
+        return target.broken.replace("{", "{{").replace("}", "}}")
     entry = target.ledger.get(rev)
+    if target.proven is not None and entry is not None:
+        chained = target.proven.get(rev)
+        if chained is None or chained != (entry.checksum, entry.direction, entry.run_id):
+            return (
+                "not run on {where} by its evidence chain (its ledger row for it is not the "
+                "chain's newest entry for it: rows deleted, replayed or forged)"
+            )
     if rev not in target.applied:
         return "rolled back on {where}" if entry is not None else "not run on {where}"
     if entry is None or not entry.applied:

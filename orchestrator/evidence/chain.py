@@ -56,9 +56,11 @@ def read_rows(connection: Connection, after: int = 0) -> list[dict[str, Any]]:
 
 def holds_a_schema(connection: Connection) -> bool:
     """A version table with a revision, or tables besides ours: something was migrated."""
-    if has_table(connection, VERSION_TABLE):
-        if connection.execute(text(f"SELECT 1 FROM {VERSION_TABLE} LIMIT 1")).first():
-            return True
+    if (
+        has_table(connection, VERSION_TABLE)
+        and connection.execute(text(f"SELECT 1 FROM {VERSION_TABLE} LIMIT 1")).first()
+    ):
+        return True
     from sqlalchemy import inspect
 
     names = set(inspect(connection).get_table_names()) - ledger.OWN_TABLES - {VERSION_TABLE}
@@ -95,15 +97,59 @@ class Evidence:
         return chain.Head(self.env, self.database, seq, digest, at)
 
 
-def read_evidence(
-    connection: Connection, keys: Sequence[signing.PublicKey], env: str
-) -> Evidence:
+def read_evidence(connection: Connection, keys: Sequence[signing.PublicKey], env: str) -> Evidence:
     """Read and verify a database's whole chain (one query, one signature when intact)."""
     database = database_identity(connection)
     rows = read_rows(connection)
     verdict = chain.verify_chain(rows, keys, env=env, database=database)
     missing = not rows and holds_a_schema(connection)
     return Evidence(env, database, verdict, missing, rows)
+
+
+def recent_ends(connection: Connection, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest end entries, newest first (where a successor's witnesses are)."""
+    if not has_table(connection, ledger.CHAIN_TABLE):
+        return []
+    rows = connection.execute(
+        text(
+            f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE kind = 'end'"
+            " ORDER BY seq DESC LIMIT :n"
+        ),
+        {"n": limit},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def signed_witnesses(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[signing.PublicKey],
+    env: str,
+    database: str,
+    predecessor: str,
+) -> list[chain.Head]:
+    """The predecessor heads that `rows` (end entries of `env`) witnessed, each entry's
+    signature and place (env, database, seq) checked on its own."""
+    from orchestrator.core import signing
+
+    heads: list[chain.Head] = []
+    for row in rows:
+        verdict = signing.verify(row["envelope"], keys, chain.ENTRY_TYPE)
+        if not verdict.valid:
+            continue
+        try:
+            signed = verdict.payload_json()
+        except ValueError:
+            continue
+        if (
+            not isinstance(signed, dict)
+            or signed.get("env") != env
+            or signed.get("database") != database
+            or signed.get("seq") != row["seq"]
+        ):
+            continue
+        one = chain.Verdict([chain.Entry(row["seq"], "end", signed.get("content") or {}, "")])
+        heads += chain.witnessed_heads(one, predecessor)
+    return heads
 
 
 # -- the audit rows since the last run's end ---------------------------------------------
@@ -241,9 +287,10 @@ class Writer:
             if written == 1:
                 self.head = (row["seq"], row["hash"])
                 return True
-            if fence is not None and not connection.execute(
-                text(f"SELECT {FENCE_SQL}"), fence.params()
-            ).scalar():
+            if (
+                fence is not None
+                and not connection.execute(text(f"SELECT {FENCE_SQL}"), fence.params()).scalar()
+            ):
                 return False
             self._catch_up(connection)  # another run's end entry came first
         raise Broken(f"{self.env}'s evidence chain kept moving while this run appended to it")

@@ -215,6 +215,14 @@ class TargetRun:
         except Refused as exc:
             self.refuse(exc.message)
 
+    def witness(self, states: Sequence[Any]) -> None:
+        """The gate passed on these predecessor states: their chain heads go into this run's
+        signed end entry (freshness: a later rollback below them is caught)."""
+        if self.evidence is not None:
+            self.evidence.witnessed = [
+                {**t.head, "at": utc_now()} for t in states if getattr(t, "head", None)
+            ]
+
     def record_row(
         self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None
     ) -> bool:

@@ -1,0 +1,216 @@
+"""Evidence is a history (SPEC Part 3): the attacks of issue 30, as the deploy role on real
+PostgreSQL (the test cluster's role owns our tables and may disable their triggers), with
+staging and prod signing. Each one: prod refuses, or the writing command refuses (exit 3),
+or `audit verify` exits 1 naming the entry; never "intact"."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from projectkit import HEAD, SHIPPED, Project
+
+
+def sign_env(project: Project, name: str) -> None:
+    private = project.path / "secrets" / f"{name}.key"
+    made = project.run("keys", "generate", name, "--private-key-out", str(private))
+    assert made.code == 0, made.output
+    path = project.path / "environments" / f"{name}.yaml"
+    text = path.read_text().split("signing:")[0]
+    path.write_text(
+        text + f"signing:\n  public_key: keys/{name}.pub\n  key_env: {name.upper()}_KEY\n"
+    )
+    project.extra_env[f"{name.upper()}_KEY"] = str(private)
+
+
+def execute(project: Project, env: str, *statements: str) -> None:
+    """As the deploy role: its own connection, triggers off where it wants them off."""
+    engine = project.engine(env)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("SET session_replication_role = replica"))
+            for statement in statements:
+                connection.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def signed(pg_project: Project) -> Project:
+    sign_env(pg_project, "staging")
+    sign_env(pg_project, "prod")
+    return pg_project
+
+
+def entries(project: Project, env: str) -> list[tuple[int, str, dict]]:
+    rows = project.query(env, "SELECT seq, kind, envelope FROM orchestrator_chain ORDER BY seq")
+    out = []
+    for seq, kind, envelope in rows:
+        import base64
+
+        payload = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+        out.append((seq, kind, payload["content"]))
+    return out
+
+
+def test_runs_write_a_gap_free_signed_chain_and_report_its_head(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    staged = signed.run("migrate", "staging", "--json")
+    assert staged.code == 0, staged.output
+    chain = entries(signed, "staging")
+    assert [seq for seq, _, _ in chain] == list(range(1, len(chain) + 1))
+    assert [c["revision"] for _, kind, c in chain if kind == "ledger"] == SHIPPED
+    assert chain[-1][1] == "end" and chain[-1][2]["audit_id"] > 0
+    result = staged.json()
+    head = result[0]["evidence_head"]
+    assert head["env"] == "staging" and head["seq"] == len(chain)
+    assert head["database"].startswith("postgresql:")
+    prod = signed.run("migrate", "prod", "--approve", "--json")
+    assert prod.code == 0, prod.output
+    witnessed = entries(signed, "prod")[-1][2]["witnessed"]
+    assert witnessed and witnessed[0]["env"] == "staging" and witnessed[0]["seq"] == len(chain)
+
+
+def _hidden_rollback(project: Project) -> None:
+    """Staging rolls HEAD back (signed `down` row); the deploy role hides it: deletes the
+    `down` row, replays the older signed `up` row (ledger and chain entry) in its place, and
+    puts alembic_version back."""
+    assert project.run("migrate", "dev").code == 0
+    assert project.run("migrate", "staging").code == 0, "staging"
+    down = project.run(
+        "downgrade", "staging", "--to", "-1", "--reason", "bad", "--force", "--approve"
+    )
+    assert down.code == 0, down.output
+    down_id = project.query(
+        "staging",
+        "SELECT id FROM orchestrator_ledger WHERE direction = 'down' ORDER BY id DESC LIMIT 1",
+    )[0][0]
+    chain = entries(project, "staging")
+    up_seq = [s for s, _, c in chain if c.get("revision") == HEAD and c["direction"] == "up"][-1]
+    down_seq = [s for s, _, c in chain if c.get("direction") == "down"][-1]
+    execute(
+        project,
+        "staging",
+        f"DELETE FROM orchestrator_ledger WHERE id = {down_id}",
+        "INSERT INTO orchestrator_ledger (id, revision, checksum, direction, run_id, env, actor,"
+        " at, envelope) SELECT "
+        f"{down_id}, revision, checksum, direction, run_id, env, actor, at, envelope"
+        f" FROM orchestrator_ledger WHERE revision = '{HEAD}' AND direction = 'up'",
+        f"DELETE FROM orchestrator_chain WHERE seq = {down_seq}",
+        "INSERT INTO orchestrator_chain (seq, kind, run_id, envelope) SELECT "
+        f"{down_seq}, kind, run_id, envelope FROM orchestrator_chain WHERE seq = {up_seq}",
+        f"UPDATE alembic_version SET version_num = '{HEAD}'",
+    )
+
+
+def test_a_hidden_staging_rollback_is_refused_by_prod(signed: Project) -> None:
+    _hidden_rollback(signed)
+    prod = signed.run("migrate", "prod", "--approve")
+    assert prod.code == 3, prod.output
+    assert "staging's evidence is broken at entry" in prod.stderr
+    assert signed.version("prod") == []
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1, verify.output
+
+
+def test_deleting_a_middle_entry_fails_verify_naming_it_and_stops_the_env(
+    signed: Project,
+) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging").code == 0
+    execute(signed, "staging", "DELETE FROM orchestrator_chain WHERE seq = 2")
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1, verify.output
+    assert "entry 2" in verify.output and "intact" not in verify.stdout
+    again = signed.run("downgrade", "staging", "--to", "-1", "--reason", "x", "--force")
+    assert again.code == 3, again.output
+    assert "staging's evidence is broken at entry 2" in again.stderr
+    assert signed.run("migrate", "prod", "--approve").code == 3
+
+
+def test_forged_audit_rows_then_a_normal_run_refuses(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    # correctly chained fake rows: a run that "succeeded", with no signed end entry
+    from orchestrator.evidence import ledger
+
+    last = signed.query(
+        "staging", "SELECT id, hash FROM orchestrator_audit ORDER BY id DESC LIMIT 1"
+    )[0]
+    records = [
+        {
+            "timestamp": "2026-01-01T00:00:00.000000Z",
+            "event": event,
+            "run_id": "forged0000000001",
+            "env": "staging",
+            "actor": "ci",
+            "outcome": "succeeded" if event == "run.succeeded" else None,
+        }
+        for event in ("run.started", "run.succeeded")
+    ]
+    engine = signed.engine("staging")
+    try:
+        with engine.begin() as connection:
+            connection.execute(ledger.audit.insert(), ledger.chain_rows(records, *last))
+    finally:
+        engine.dispose()
+    run = signed.run("migrate", "staging")
+    assert run.code == 3, run.output
+    assert "forged0000000001" in run.stderr and "forged" in run.stderr
+    assert signed.version("staging") == [SHIPPED[2]]
+
+
+def test_a_killed_runs_rows_do_not_stop_the_next_run(signed: Project) -> None:
+    import signal
+    import time
+
+    assert signed.run("migrate", "dev").code == 0
+    signed.add_revision("f0000000slow", HEAD, "op.execute('SELECT pg_sleep(30)')")
+    assert signed.run("migrate", "dev").code == 0
+    proc = signed.popen("migrate", "staging")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if signed.query("staging", "SELECT count(*) FROM orchestrator_ledger")[0][0] >= 5:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1)
+    again = signed.run("migrate", "staging")
+    assert again.code == 0, again.output
+    killed = [c for _, kind, c in entries(signed, "staging") if kind == "end" and "killed" in c]
+    assert killed, entries(signed, "staging")
+
+
+def test_a_dropped_chain_is_evidence_missing_never_intact(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging").code == 0
+    execute(signed, "staging", "DROP TABLE orchestrator_chain")
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1, verify.output
+    assert "evidence is missing" in verify.output and "intact" not in verify.stdout
+    prod = signed.run("migrate", "prod", "--approve")
+    assert prod.code == 3 and "evidence is missing" in prod.stderr, prod.output
+
+
+def test_an_empty_signing_database_is_nothing_recorded_yet(signed: Project) -> None:
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 0, verify.output
+
+
+def test_a_rollback_below_a_witnessed_head_is_named(signed: Project, tmp_path: Path) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    assert signed.run("migrate", "prod", "--approve", "--to", SHIPPED[2]).code == 0
+    seen = entries(signed, "prod")[-1][2]["witnessed"][0]["seq"]
+    # staging's newest entries (the run's end) deleted, as a restore from a backup would
+    execute(signed, "staging", f"DELETE FROM orchestrator_chain WHERE seq >= {seen}")
+    assert signed.run("migrate", "staging").code == 3  # its own end entry is gone too
+    prod = signed.run("migrate", "prod", "--approve")
+    assert prod.code == 3, prod.output
+    assert (
+        f"staging's evidence was rolled back below entry {seen}, which prod saw" in (prod.stderr)
+        or "staging's audit trail does not verify" in prod.stderr
+    )
