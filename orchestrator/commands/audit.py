@@ -232,6 +232,10 @@ def signed_verdict(
         return broken, "hash chain only: unsigned, a writer of the database can re-hash it"
     if broken is not None:
         return broken, "hash chain"
+    evidence, problem = chain_verdict(connection, env, keys)
+    if problem is not None:
+        seq = evidence.verdict.broken[0] if evidence.verdict.broken else None
+        return ledger.BrokenRow(seq, None, problem, "entry" if seq else "database"), "chain"
     checkpoints = ledger.read_checkpoints(connection)
     finding = trust.verify_signed_trail(
         audit_rows=rows,
@@ -243,9 +247,55 @@ def signed_verdict(
         at_revision=bool(current_heads(connection)),
     )
     proof = f"signed: {len(checkpoints)} checkpoint(s) verified"
+    head = evidence.verdict.head
+    proof = (
+        f"signed chain verified up to entry {head[0]}; {proof}" if head else "nothing recorded yet"
+    )
     if finding is None:
         return None, proof
     return ledger.BrokenRow(finding.id, finding.timestamp, finding.problem, finding.kind), proof
+
+
+def chain_verdict(
+    connection: Connection, env: str, keys: tuple[Any, ...]
+) -> tuple[Any, str | None]:
+    """A signing database's evidence chain, verified; the audit rows since its last end
+    entry proven; its ledger table matching what the chain says. Why not, else None."""
+    from collections import Counter
+
+    from orchestrator.core import chain as pure
+    from orchestrator.evidence import chain as store
+    from orchestrator.running.run import live_run_ids
+
+    evidence = store.read_evidence(connection, keys, env)
+    if evidence.problem is not None:
+        return evidence, evidence.problem
+    proof = store.prove_audit(connection, evidence, None, live_run_ids(connection))
+    if proof.problem is not None:
+        return evidence, f"{env}'s audit trail does not verify: {proof.problem}"
+    fields = ("revision", "checksum", "direction", "run_id", "at")
+    chained = pure.ledger_rows(evidence.verdict)
+    table = Counter(
+        tuple(row.get(f) for f in fields)
+        for row in ledger.ledger_table_rows(connection)
+        if row.get("envelope")
+    )
+    for row in chained:
+        key = tuple(row.get(f) for f in fields)
+        if table[key] > 0:
+            table[key] -= 1
+        elif row.get("direction") is not None:
+            return evidence, (
+                f"{env}'s ledger row of entry {row['seq']} ({row.get('revision')} "
+                f"{row.get('direction')}) is missing from the ledger table (deleted or replaced)"
+            )
+    extra = [key for key, n in table.items() if n > 0]
+    if extra and chained:
+        return evidence, (
+            f"{env}'s ledger table holds a signed row no entry of its chain records "
+            f"({extra[0][0]} {extra[0][2]} of run {extra[0][3]}): replayed or copied"
+        )
+    return evidence, None
 
 
 def anchor_problem(rows: list[dict[str, Any]], anchor: str) -> ledger.BrokenRow | None:
