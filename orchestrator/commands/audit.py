@@ -261,9 +261,6 @@ def chain_verdict(
 ) -> tuple[Any, str | None]:
     """A signing database's evidence chain, verified; the audit rows since its last end
     entry proven; its ledger table matching what the chain says. Why not, else None."""
-    from collections import Counter
-
-    from orchestrator.core import chain as pure
     from orchestrator.evidence import chain as store
     from orchestrator.running.run import live_run_ids
 
@@ -273,29 +270,7 @@ def chain_verdict(
     proof = store.prove_audit(connection, evidence, None, live_run_ids(connection))
     if proof.problem is not None:
         return evidence, f"{env}'s audit trail does not verify: {proof.problem}"
-    fields = ("revision", "checksum", "direction", "run_id", "at")
-    chained = pure.ledger_rows(evidence.verdict)
-    table = Counter(
-        tuple(row.get(f) for f in fields)
-        for row in ledger.ledger_table_rows(connection)
-        if row.get("envelope")
-    )
-    for row in chained:
-        key = tuple(row.get(f) for f in fields)
-        if table[key] > 0:
-            table[key] -= 1
-        elif row.get("direction") is not None:
-            return evidence, (
-                f"{env}'s ledger row of entry {row['seq']} ({row.get('revision')} "
-                f"{row.get('direction')}) is missing from the ledger table (deleted or replaced)"
-            )
-    extra = [key for key, n in table.items() if n > 0]
-    if extra and chained:
-        return evidence, (
-            f"{env}'s ledger table holds a signed row no entry of its chain records "
-            f"({extra[0][0]} {extra[0][2]} of run {extra[0][3]}): replayed or copied"
-        )
-    return evidence, None
+    return evidence, store.ledger_problem(connection, evidence)
 
 
 def anchor_problem(rows: list[dict[str, Any]], anchor: str) -> ledger.BrokenRow | None:

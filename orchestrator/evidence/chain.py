@@ -152,6 +152,39 @@ def signed_witnesses(
     return heads
 
 
+def ledger_problem(connection: Connection, evidence: Evidence) -> str | None:
+    """Whether the ledger table says what the chain says: each chained row present once,
+    and no signed row the chain does not record (a replayed or copied one)."""
+    from collections import Counter
+
+    fields = ("revision", "checksum", "direction", "run_id", "at")
+    chained = chain.ledger_rows(evidence.verdict)
+    if not chained:
+        return None
+    table = Counter(
+        tuple(row.get(f) for f in fields)
+        for row in ledger.ledger_table_rows(connection)
+        if row.get("envelope")
+    )
+    for row in chained:
+        key = tuple(row.get(f) for f in fields)
+        if table[key] > 0:
+            table[key] -= 1
+        else:
+            return (
+                f"{evidence.env}'s evidence is broken at entry {row['seq']}: its ledger row "
+                f"({row.get('revision')} {row.get('direction')}) is missing from the ledger "
+                "table (deleted or replaced)"
+            )
+    extra = [key for key, n in table.items() if n > 0]
+    if extra:
+        return (
+            f"{evidence.env}'s ledger table holds a signed row that no entry of its chain "
+            f"records ({extra[0][0]} {extra[0][2]} of run {extra[0][3]}): replayed or copied"
+        )
+    return None
+
+
 # -- the audit rows since the last run's end ---------------------------------------------
 
 

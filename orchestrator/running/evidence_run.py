@@ -39,7 +39,7 @@ class RunEvidence:
         """Before this run writes anything of evidence: its chain, and the audit rows since
         the last end entry, must verify; else Refused (exit 3), nothing signed."""
         evidence = store.read_evidence(connection, self.keys, self.env)
-        problem = evidence.problem
+        problem = evidence.problem or store.ledger_problem(connection, evidence)
         if problem is None:
             proof = store.prove_audit(connection, evidence, self.run_id, live)
             if proof.problem is not None:

@@ -121,7 +121,7 @@ def believed(
     from orchestrator.running.run import live_run_ids
 
     evidence = store.read_evidence(connection, keys, env)
-    problem = evidence.problem
+    problem = evidence.problem or store.ledger_problem(connection, evidence)
     witnessed = (seen or {}).get(evidence.database)
     if problem is None and witnessed is not None:
         problem = pure.witnessed_problem(evidence.verdict, witnessed, env, seen_by)

@@ -218,3 +218,19 @@ def test_a_rollback_below_a_witnessed_head_is_named(signed: Project, tmp_path: P
         f"staging's evidence was rolled back below entry {seen}, which prod saw" in (prod.stderr)
         or "staging's audit trail does not verify" in prod.stderr
     )
+
+
+def test_baseline_after_the_deploy_role_deletes_ledger_rows_is_refused(
+    signed: Project,
+) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging").code == 0
+    rev = SHIPPED[2]
+    path = next(signed.versions.glob(f"{rev}_*.py"))
+    path.write_text(path.read_text() + "\n# planted: prod would run this\n")
+    execute(signed, "staging", f"DELETE FROM orchestrator_ledger WHERE revision = '{rev}'")
+    laundered = signed.run("baseline", "staging", "--revision", HEAD, "--reason", "x")
+    assert laundered.code == 3, laundered.output
+    assert "staging's evidence is broken at entry" in laundered.stderr
+    assert signed.run("migrate", "prod", "--approve").code == 3
+    assert signed.version("prod") == []
