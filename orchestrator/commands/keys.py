@@ -66,6 +66,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
         run.start()
         check_approval(app, run, options.approve)
         keys = app.public_keys(run.env.name) or ()
+        run.may_start_chain = True  # adopting is how an install's evidence enters the chain
         with run.locked():
             run.close_dead_runs()
             state = run.read()
@@ -92,7 +93,29 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                 and e.applied
                 and trust.ledger_row_problem(e.as_row(), keys, run.env.name, target.name)
             ]
+            starting = run.evidence is not None and run.evidence.empty
+            if run.evidence is not None and not starting and unsigned:
+                # the chain holds this environment's evidence: a row it does not record,
+                # unsigned, was written by hand; adopting it would sign a forgery
+                run.refuse(
+                    f"Refused: {run.where}'s ledger holds unsigned rows for "
+                    f"{', '.join(e.revision for e in unsigned)}, which its signed evidence "
+                    "chain does not record: written by hand, not by a run. Nothing was signed.",
+                    forged=[e.revision for e in unsigned],
+                )
+            if starting and unsigned and len(unsigned) < len([e for _, e in entries if e]):
+                signed_too = [e.revision for e in unsigned]
+                run.refuse(
+                    f"Refused: {run.where}'s ledger holds signed rows, and unsigned ones for "
+                    f"{', '.join(signed_too)} beside them: in an environment that signs, an "
+                    "unsigned row was written by hand. Nothing was signed.",
+                    forged=signed_too,
+                )
+            if starting:  # Part 2's rows (signed one by one) enter the chain, re-signed
+                unsigned = [e for _, e in entries if e is not None and e.applied]
             with run.engine.begin() as connection:
+                if starting:
+                    run.evidence_moved(connection, reason)
                 for entry in unsigned:
                     row = ledger.revision_row(
                         revision=entry.revision,

@@ -295,6 +295,11 @@ def last_end(verdict: Verdict) -> Entry | None:
     )
 
 
+def last_restart(verdict: Verdict) -> Entry | None:
+    """The newest `moved` or `repair` entry: where the signed history (re)starts."""
+    return next((e for e in reversed(verdict.entries) if e.kind in ("moved", "repair")), None)
+
+
 def witnessed_heads(verdict: Verdict, predecessor: str) -> list[Head]:
     """Every predecessor head this chain's entries say they relied on, newest last."""
     heads = []

@@ -82,8 +82,9 @@ class Evidence:
         if self.missing:
             return (
                 f"{self.env}'s evidence is missing: its database holds a migrated schema but "
-                "no signed evidence chain (deleted, hidden, or never moved to the chain: "
-                f"`orchestrator keys repair {self.env} --reason ...` records it)"
+                "no signed evidence chain (deleted or hidden; or an install of an earlier "
+                f"release: `orchestrator keys adopt {self.env} --reason ...` moves it to the "
+                f"chain; `orchestrator keys repair {self.env} --reason ...` records a loss)"
             )
         if self.verdict.broken is not None:
             seq, why = self.verdict.broken
@@ -152,19 +153,40 @@ def signed_witnesses(
     return heads
 
 
+def current_extent(connection: Connection) -> dict[str, Any]:
+    """The ledger's and the audit chain's last rows now: what a `moved` or `repair` entry
+    starts the signed history after."""
+    ledger_max = connection.execute(text(f"SELECT max(id) FROM {ledger.LEDGER_TABLE}")).scalar()
+    audit_last = connection.execute(
+        text(f"SELECT id, hash FROM {ledger.AUDIT_TABLE} ORDER BY id DESC LIMIT 1")
+    ).first()
+    return {
+        "ledger_id": int(ledger_max or 0),
+        "audit_id": int(audit_last[0]) if audit_last else 0,
+        "audit_hash": str(audit_last[1]) if audit_last else ledger.GENESIS,
+    }
+
+
 def ledger_problem(connection: Connection, evidence: Evidence) -> str | None:
     """Whether the ledger table says what the chain says: each chained row present once,
     and no signed row the chain does not record (a replayed or copied one)."""
     from collections import Counter
 
     fields = ("revision", "checksum", "direction", "run_id", "at")
-    chained = chain.ledger_rows(evidence.verdict)
+    # rows from before the chain (re)started (a `moved` or `repair` entry names the ledger's
+    # last row then) are no evidence here: what counts of them was signed again after it
+    start = chain.last_restart(evidence.verdict)
+    before = int(start.content.get("ledger_id") or 0) if start else 0
+    since = chain.Verdict(
+        [e for e in evidence.verdict.entries if start is None or e.seq > start.seq]
+    )
+    chained = chain.ledger_rows(since)
     if not chained:
         return None
     table = Counter(
         tuple(row.get(f) for f in fields)
         for row in ledger.ledger_table_rows(connection)
-        if row.get("envelope")
+        if row.get("envelope") and row["id"] > before
     )
     for row in chained:
         key = tuple(row.get(f) for f in fields)

@@ -35,12 +35,20 @@ class RunEvidence:
         self.witnessed: list[dict[str, Any]] = []  # predecessor heads the gate relied on
         self.audit_head: tuple[int, str] | None = None
 
-    def verify(self, connection: Connection, live: set[str] | None) -> None:
+    @property
+    def empty(self) -> bool:
+        return self.writer is not None and self.writer.head is None
+
+    def verify(
+        self, connection: Connection, live: set[str] | None, allow_missing: bool = False
+    ) -> None:
         """Before this run writes anything of evidence: its chain, and the audit rows since
         the last end entry, must verify; else Refused (exit 3), nothing signed."""
         evidence = store.read_evidence(connection, self.keys, self.env)
+        if allow_missing:
+            evidence.missing = False
         problem = evidence.problem or store.ledger_problem(connection, evidence)
-        if problem is None:
+        if problem is None and evidence.verdict.head is not None:
             proof = store.prove_audit(connection, evidence, self.run_id, live)
             if proof.problem is not None:
                 problem = f"{self.env}'s audit trail does not verify: {proof.problem}"
@@ -54,6 +62,19 @@ class RunEvidence:
         self.writer = store.Writer(
             self.key, self.keys, self.env, evidence.database, evidence.verdict.head
         )
+
+    def moved(self, connection: Connection, reason: str, actor: str, at: str) -> None:
+        """The first entry of an install that had no chain: what is there now (the ledger's
+        last row, the audit chain's last row) is where its signed history starts."""
+        assert self.writer is not None and self.writer.head is None
+        content = store.current_extent(connection) | {
+            "run_id": self.run_id,
+            "reason": reason,
+            "actor": actor,
+            "at": at,
+            "target": self.target,
+        }
+        self.writer.append(connection, "moved", content)
 
     def record(
         self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None

@@ -116,6 +116,7 @@ class TargetRun:
         self.started_at = time.monotonic()
         self.signer: Signer | None = None  # loaded by start(), before anything is written
         self.evidence: RunEvidence | None = None  # its evidence chain, where the env signs
+        self.may_start_chain = False  # keys adopt/repair: evidence missing is theirs to record
         self.closed = False
         self.result: RunResult | None = None
 
@@ -211,7 +212,9 @@ class TargetRun:
             return
         try:
             with self.engine.begin() as connection:
-                self.evidence.verify(connection, live_run_ids(connection))
+                self.evidence.verify(
+                    connection, live_run_ids(connection), allow_missing=self.may_start_chain
+                )
         except Refused as exc:
             self.refuse(exc.message)
 
@@ -222,6 +225,11 @@ class TargetRun:
             self.evidence.witnessed = [
                 {**t.head, "at": utc_now()} for t in states if getattr(t, "head", None)
             ]
+
+    def evidence_moved(self, connection: Connection, reason: str) -> None:
+        """`keys adopt` on an install with no chain yet: its first entry."""
+        assert self.evidence is not None
+        self.evidence.moved(connection, reason, self.app.actor, utc_now())
 
     def record_row(
         self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None
