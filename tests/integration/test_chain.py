@@ -234,3 +234,42 @@ def test_baseline_after_the_deploy_role_deletes_ledger_rows_is_refused(
     assert "staging's evidence is broken at entry" in laundered.stderr
     assert signed.run("migrate", "prod", "--approve").code == 3
     assert signed.version("prod") == []
+
+
+def test_keys_adopt_refuses_a_forged_unsigned_row_in_a_signing_env(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    from orchestrator.migrations.runner import AlembicProject
+
+    checksum = AlembicProject(signed.path / "alembic.ini").graph.get(SHIPPED[3]).checksum
+    execute(
+        signed,
+        "staging",
+        "INSERT INTO orchestrator_ledger (revision, checksum, direction, run_id, env, actor, at)"
+        f" VALUES ('{SHIPPED[3]}', '{checksum}', 'up', 'forged', 'staging', 'ci', '2026')",
+        f"UPDATE alembic_version SET version_num = '{SHIPPED[3]}'",
+    )
+    adopt = signed.run("keys", "adopt", "staging", "--reason", "sign it", "--approve")
+    assert adopt.code == 3, adopt.output
+    assert SHIPPED[3] in adopt.stderr and "written by hand" in adopt.stderr
+    assert signed.run("migrate", "prod", "--approve", "--to", SHIPPED[3]).code == 3
+
+
+def test_an_install_of_an_earlier_release_moves_to_the_chain_with_keys_adopt(
+    pg_project: Project,
+) -> None:
+    sign_env(pg_project, "staging")
+    assert pg_project.run("migrate", "dev").code == 0
+    assert pg_project.run("migrate", "staging").code == 0
+    # what Part 2 left: signed rows and checkpoints, no chain
+    execute(pg_project, "staging", "DROP TABLE orchestrator_chain")
+    refused = pg_project.run("migrate", "staging", "--to", HEAD)
+    assert refused.code in (0, 3)  # already there: nothing to do, or refused as missing
+    verify = pg_project.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "evidence is missing" in verify.stdout, verify.output
+    moved = pg_project.run("keys", "adopt", "staging", "--reason", "move to the chain")
+    assert moved.code == 0, moved.output
+    kinds = [kind for _, kind, _ in entries(pg_project, "staging")]
+    assert kinds[0] == "moved" and kinds.count("ledger") == len(SHIPPED), kinds
+    assert pg_project.run("audit", "verify", "--env", "staging").code == 0
+    assert pg_project.run("migrate", "prod", "--approve").code == 0
