@@ -295,6 +295,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--reason", required=True, metavar="TEXT", type=_text, help="why, for the audit trail"
     )
     _run_options(k, fleet=False)
+    k = keys.add_parser(
+        "repair",
+        help="go on after a broken or missing evidence chain: a signed entry states the loss",
+        description="The one way on after ENV's evidence chain broke (or went missing): "
+        "appends a signed entry stating what is missing or altered; revisions whose evidence "
+        "lay in the broken span count as not run on ENV. Audited; needs the private key.",
+        parents=[common],
+    )
+    _env_arg(k, "env", help="the environment whose evidence chain is broken")
+    k.add_argument(
+        "--reason", required=True, metavar="TEXT", type=_text, help="why, for the audit trail"
+    )
+    _run_options(k, fleet=False)
 
     p = add(
         "audit",
@@ -902,6 +915,8 @@ def cmd_keys(args: argparse.Namespace, out: Out) -> int:
 
     if args.keys_command == "adopt":
         return _run_results(out, keys.adopt(_app(), args.env, args.reason, _options(args)))
+    if args.keys_command == "repair":
+        return _run_results(out, keys.repair(_app(), args.env, args.reason, _options(args)))
     private_out = Path(args.private_key_out) if args.private_key_out else None
     made = keys.generate(args.name, Path(args.out_dir), private_out, args.force)
     if out.as_json:

@@ -1,5 +1,5 @@
-"""keys generate, keys adopt: make an environment's key pair; start signing the evidence
-an environment already holds."""
+"""keys generate, keys adopt, keys repair: make an environment's key pair; start signing the
+evidence an environment already holds; go on, explicitly, after its chain broke."""
 
 from __future__ import annotations
 
@@ -159,6 +159,50 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                     f"; its schema is no longer the one recorded, which stays unsigned "
                     f"(`orchestrator drift {run.env.name}` shows how)"
                 )
+            return done
+    except OrchestratorError as exc:
+        run.fail_details(exc)
+        raise
+    finally:
+        run.close()
+
+
+def repair(app: App, env_name: str, reason: str, options: Options) -> list[RunResult]:
+    """Append a signed `repair` entry to each database of `env_name` whose evidence chain is
+    broken or missing (or whose audit rows since the last end do not verify)."""
+    env = app.envs.get(env_name)
+    if env.signing is None:
+        raise UsageError(f"{env.name} does not sign: it has no evidence chain to repair.")
+    if not reason.strip():
+        raise UsageError("keys repair needs --reason TEXT: it goes on the audit trail.")
+    app.signer(env.name)
+    return [_repair_target(app, target, reason, options) for target in app.targets(env.name)]
+
+
+def _repair_target(app: App, target: Target, reason: str, options: Options) -> RunResult:
+    run = TargetRun(
+        app, target, "keys repair", ticket=options.ticket, reason=reason,
+        lock_timeout=options.lock_timeout,
+    )  # fmt: skip
+    try:
+        run.start()
+        check_approval(app, run, options.approve)
+        run.repairing = True  # verified, but not refused: what is wrong is what it records
+        with run.locked():
+            run.close_dead_runs()
+            with run.engine.begin() as connection:
+                problem = run.evidence_repair(connection, reason)
+                run.audit.emit(
+                    "evidence.repaired" if problem else "evidence.intact",
+                    connection=connection,
+                    problem=problem,
+                )
+            done = run.finish()
+            done.message = (
+                f"recorded on {run.where}: {problem}; the chain goes on from here"
+                if problem
+                else f"{run.where}'s evidence verifies: nothing to repair"
+            )
             return done
     except OrchestratorError as exc:
         run.fail_details(exc)

@@ -111,6 +111,9 @@ class Verdict:
     broken: tuple[int, str] | None = None
     head: tuple[int, str] | None = None
     given_up: list[tuple[int, int]] = field(default_factory=list)  # spans repairs gave up
+    # (revision, repair seq): an entry of a span that repair gave up names the revision
+    # (read, not believed): its evidence before the repair does not count
+    doubted: frozenset[tuple[str, int]] = frozenset()
 
     @property
     def ok(self) -> bool:
@@ -165,6 +168,7 @@ def verify_chain(
     repairs = _repairs(rows, keys, env, database)
     entries: list[Entry] = []
     given_up: list[tuple[int, int]] = []
+    doubted: set[tuple[str, int]] = set()
     prev, expected = GENESIS, 1
     if start is not None:
         expected, prev = start[0] + 1, start[1]
@@ -176,8 +180,13 @@ def verify_chain(
         if problem is not None:
             repair = repairs.get((expected, prev))
             if repair is None:
-                return Verdict(entries, (expected, problem), _head(entries) or start, given_up)
+                return Verdict(
+                    entries, (expected, problem), _head(entries) or start, given_up,
+                    frozenset(doubted),
+                )  # fmt: skip
             # jump to the repair entry: what lay between is no evidence
+            skipped = [r for r in rows[index:] if r["seq"] < repair]
+            doubted |= {(_named_revision(r), repair) for r in skipped}
             index = next(i for i, r in enumerate(rows) if r["seq"] == repair)
             given_up.append((expected, repair - 1))
             expected = repair
@@ -194,8 +203,19 @@ def verify_chain(
             problem = _signed_ok(row, keys)
             if problem is not None:
                 good = [e for e in entries if e.seq < entry.seq]
-                return Verdict(good, (entry.seq, problem), _head(good), given_up)
-    return Verdict(entries, None, _head(entries) or start, given_up)
+                return Verdict(
+                    good, (entry.seq, problem), _head(good), given_up, frozenset(doubted)
+                )
+    return Verdict(entries, None, _head(entries) or start, given_up, frozenset(doubted))
+
+
+def _named_revision(row: Mapping[str, Any]) -> str:
+    """The revision a stored entry says it is about, without believing it ('' if none)."""
+    try:
+        signed, _ = _open(row)
+    except _Bad:
+        return ""
+    return str(signed["content"].get("revision") or "")
 
 
 def _rows_of(rows: Sequence[Mapping[str, Any]], entries: Sequence[Entry]) -> list[Any]:
@@ -284,8 +304,16 @@ def witnessed_problem(verdict: Verdict, witnessed: Head, env: str, seen_by: str)
 
 
 def ledger_rows(verdict: Verdict) -> list[dict[str, Any]]:
-    """The ledger rows the chain proves, oldest first (with their seq)."""
-    return [{**e.content, "seq": e.seq} for e in verdict.entries if e.kind in ("ledger", "moved")]
+    """The ledger rows the chain proves, oldest first (with their seq); none of a revision
+    that a given-up span names (its evidence lay there: not run)."""
+    until: dict[str, int] = {}
+    for revision, repair in verdict.doubted:
+        until[revision] = max(until.get(revision, 0), repair)
+    return [
+        {**e.content, "seq": e.seq}
+        for e in verdict.entries
+        if e.kind == "ledger" and e.seq > until.get(str(e.content.get("revision")), 0)
+    ]
 
 
 def last_end(verdict: Verdict) -> Entry | None:

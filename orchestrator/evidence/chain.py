@@ -312,19 +312,21 @@ class Writer:
         kind: str,
         content: Mapping[str, Any],
         fence: Fence | None = None,
+        seq: int | None = None,
     ) -> bool:
         """Append one entry in the caller's transaction; False when the fence no longer
-        holds (nothing written: the caller rolls back)."""
+        holds (nothing written: the caller rolls back). `seq`: a repair's place, past every
+        stored entry (it links to the last good one, not to them)."""
         postgres = connection.dialect.name == "postgresql"
         if postgres:
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVIDENCE_LOCK_KEY})
         for _ in range(3):
-            seq, prev = self.head if self.head else (0, chain.GENESIS)
+            last, prev = self.head if self.head else (0, chain.GENESIS)
             row = chain.build_entry(
                 self.key,
                 env=self.env,
                 database=self.database,
-                seq=seq + 1,
+                seq=seq if seq is not None else last + 1,
                 prev=prev,
                 kind=kind,
                 content=content,

@@ -34,13 +34,19 @@ class RunEvidence:
         self.writer: store.Writer | None = None
         self.witnessed: list[dict[str, Any]] = []  # predecessor heads the gate relied on
         self.audit_head: tuple[int, str] | None = None
+        self.problem: str | None = None  # what verify found (kept for keys repair)
+        self.evidence: store.Evidence | None = None
 
     @property
     def empty(self) -> bool:
         return self.writer is not None and self.writer.head is None
 
     def verify(
-        self, connection: Connection, live: set[str] | None, allow_missing: bool = False
+        self,
+        connection: Connection,
+        live: set[str] | None,
+        allow_missing: bool = False,
+        repairing: bool = False,
     ) -> None:
         """Before this run writes anything of evidence: its chain, and the audit rows since
         the last end entry, must verify; else Refused (exit 3), nothing signed."""
@@ -52,7 +58,9 @@ class RunEvidence:
             proof = store.prove_audit(connection, evidence, self.run_id, live)
             if proof.problem is not None:
                 problem = f"{self.env}'s audit trail does not verify: {proof.problem}"
-        if problem is not None:
+        self.problem = problem
+        self.evidence = evidence
+        if problem is not None and not repairing:
             raise Refused(
                 f"Refused: {problem}. This run signs nothing after evidence it cannot prove, "
                 f"so nothing was changed. Find out what happened to {self.target}'s database; "
@@ -75,6 +83,28 @@ class RunEvidence:
             "target": self.target,
         }
         self.writer.append(connection, "moved", content)
+
+    def repair(self, connection: Connection, reason: str, actor: str, at: str) -> str | None:
+        """Append the signed `repair` entry after the last good one, past every stored entry,
+        naming the first bad one: readers skip the span between (not believed)."""
+        assert self.writer is not None and self.evidence is not None
+        if self.problem is None:
+            return None
+        verdict = self.evidence.verdict
+        head = verdict.head
+        broken_from = verdict.broken[0] if verdict.broken else (head[0] + 1 if head else 1)
+        stored = max((row["seq"] for row in self.evidence.rows), default=0)
+        content = store.current_extent(connection) | {
+            "run_id": self.run_id,
+            "broken_from": broken_from,
+            "problem": self.problem,
+            "reason": reason,
+            "actor": actor,
+            "at": at,
+            "target": self.target,
+        }
+        self.writer.append(connection, "repair", content, seq=max(stored, broken_from - 1) + 1)
+        return self.problem
 
     def record(
         self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None

@@ -117,6 +117,7 @@ class TargetRun:
         self.signer: Signer | None = None  # loaded by start(), before anything is written
         self.evidence: RunEvidence | None = None  # its evidence chain, where the env signs
         self.may_start_chain = False  # keys adopt/repair: evidence missing is theirs to record
+        self.repairing = False  # keys repair: a broken chain is what it records, not a refusal
         self.closed = False
         self.result: RunResult | None = None
 
@@ -213,7 +214,10 @@ class TargetRun:
         try:
             with self.engine.begin() as connection:
                 self.evidence.verify(
-                    connection, live_run_ids(connection), allow_missing=self.may_start_chain
+                    connection,
+                    live_run_ids(connection),
+                    allow_missing=self.may_start_chain,
+                    repairing=self.repairing,
                 )
         except Refused as exc:
             self.refuse(exc.message)
@@ -230,6 +234,11 @@ class TargetRun:
         """`keys adopt` on an install with no chain yet: its first entry."""
         assert self.evidence is not None
         self.evidence.moved(connection, reason, self.app.actor, utc_now())
+
+    def evidence_repair(self, connection: Connection, reason: str) -> str | None:
+        """`keys repair`: a signed entry stating what is broken; None when nothing is."""
+        assert self.evidence is not None
+        return self.evidence.repair(connection, reason, self.app.actor, utc_now())
 
     def record_row(
         self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None

@@ -273,3 +273,27 @@ def test_an_install_of_an_earlier_release_moves_to_the_chain_with_keys_adopt(
     assert kinds[0] == "moved" and kinds.count("ledger") == len(SHIPPED), kinds
     assert pg_project.run("audit", "verify", "--env", "staging").code == 0
     assert pg_project.run("migrate", "prod", "--approve").code == 0
+
+
+def test_keys_repair_is_the_one_way_on_and_the_broken_span_counts_as_not_run(
+    signed: Project,
+) -> None:
+    _hidden_rollback(signed)
+    assert signed.run("migrate", "staging").code == 3  # broken: its own writes refuse
+    no_reason = signed.run("keys", "repair", "staging", "--reason", " ")
+    assert no_reason.code == 2
+    repaired = signed.run("keys", "repair", "staging", "--reason", "rollback hidden by hand")
+    assert repaired.code == 0, repaired.output
+    kinds = [kind for _, kind, _ in entries(signed, "staging")]
+    assert "repair" in kinds
+    events = [e for e in signed.audit_events("staging") if e["event"] == "evidence.repaired"]
+    assert events and events[-1]["reason"] == "rollback hidden by hand"
+    assert signed.run("audit", "verify", "--env", "staging").code == 0
+    # HEAD's evidence (its `down`) lay in the broken span: not run on staging for prod
+    prod = signed.run("migrate", "prod", "--approve")
+    assert prod.code == 3, prod.output
+    assert HEAD in prod.stderr and "not run on staging" in prod.stderr
+    assert signed.run("migrate", "prod", "--approve", "--to", SHIPPED[-2]).code == 0
+    # and staging's own runs go on from the repair
+    assert signed.run("migrate", "staging").code == 0
+    assert signed.run("audit", "verify", "--env", "staging").code == 0

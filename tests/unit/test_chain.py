@@ -99,6 +99,7 @@ def test_a_signed_repair_gives_up_the_broken_span_and_the_chain_goes_on() -> Non
     verdict = check([*damaged, repair, after])
     assert verdict.ok, verdict.broken
     assert [r["revision"] for r in chain.ledger_rows(verdict)] == ["a", "d"]  # b, c given up
+    assert verdict.doubted == {("c", 4)}  # named in the given-up span: not run there
     assert verdict.given_up == [(2, 3)]
     # a repair signed with another key repairs nothing
     forged = {
