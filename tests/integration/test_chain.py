@@ -297,3 +297,45 @@ def test_keys_repair_is_the_one_way_on_and_the_broken_span_counts_as_not_run(
     # and staging's own runs go on from the repair
     assert signed.run("migrate", "staging").code == 0
     assert signed.run("audit", "verify", "--env", "staging").code == 0
+
+
+def test_a_user_schema_or_database_search_path_hides_nothing(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging").code == 0
+    user = signed.query("staging", "SELECT current_user")[0][0]
+    database = signed.query("staging", "SELECT current_database()")[0][0]
+    # empty look-alikes first in the path: a "$user" schema, and the database's default
+    execute(
+        signed,
+        "staging",
+        f'CREATE SCHEMA "{user}"',
+        "CREATE SCHEMA shadow",
+        *(
+            f'CREATE TABLE "{user}".{t} (LIKE public.{t} INCLUDING ALL)'
+            for t in ("orchestrator_chain", "orchestrator_ledger", "orchestrator_audit")
+        ),
+        f'ALTER DATABASE "{database}" SET search_path = shadow, "$user", public',
+    )
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 0 and "entry" in verify.stdout, verify.output
+    assert "(0 rows" not in verify.stdout
+    assert signed.run("migrate", "prod", "--approve").code == 0
+    # and dropping our tables and alembic_version is never "intact (0 rows)"
+    execute(
+        signed,
+        "staging",
+        *(
+            f"DROP TABLE public.{t} CASCADE"
+            for t in (
+                "orchestrator_chain",
+                "orchestrator_ledger",
+                "orchestrator_audit",
+                "orchestrator_checkpoint",
+                "orchestrator_schema",
+                "alembic_version",
+            )
+        ),
+    )
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "intact" not in verify.stdout, verify.output
+    assert "missing" in verify.output
