@@ -197,6 +197,13 @@ def test_a_dropped_chain_is_evidence_missing_never_intact(signed: Project) -> No
     assert "evidence is missing" in verify.output and "intact" not in verify.stdout
     prod = signed.run("migrate", "prod", "--approve")
     assert prod.code == 3 and "evidence is missing" in prod.stderr, prod.output
+    status = signed.run("status", "--json").json()
+    by_env = {r["env"]: r for r in status}
+    assert "evidence is missing" in by_env["staging"]["evidence_chain"]
+    assert by_env["prod"]["evidence_chain"].startswith("intact up to entry")
+    assert all("evidence is missing" in b["reason"] for b in by_env["prod"]["blocked"])
+    text = signed.run("status")
+    assert "staging/staging: staging's evidence is missing" in text.stdout, text.output
 
 
 def test_an_empty_signing_database_is_nothing_recorded_yet(signed: Project) -> None:
