@@ -73,6 +73,11 @@ def _chain_state(app: App, env: EnvironmentConfig, connection: Any) -> str | Non
     from orchestrator.running.predecessor import believed
 
     problem, _, head = believed(connection, keys, env.name)
+    if problem is None:
+        from orchestrator.evidence import chain as store
+
+        evidence = store.read_evidence(connection, keys, env.name)
+        problem = store.ledger_problem(connection, evidence)
     if problem is not None:
         return problem
     return f"intact up to entry {head['seq']}" if head else "nothing recorded yet"

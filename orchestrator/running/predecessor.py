@@ -121,7 +121,8 @@ def believed(
     from orchestrator.running.run import live_run_ids
 
     evidence = store.read_evidence(connection, keys, env)
-    problem = evidence.problem or store.ledger_problem(connection, evidence)
+    # the ledger table against the chain: judged per revision by the gate (`proven`)
+    problem = evidence.problem
     witnessed = (seen or {}).get(evidence.database)
     if problem is None and witnessed is not None:
         problem = pure.witnessed_problem(evidence.verdict, witnessed, env, seen_by)
