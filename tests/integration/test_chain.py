@@ -346,3 +346,24 @@ def test_a_user_schema_or_database_search_path_hides_nothing(signed: Project) ->
     verify = signed.run("audit", "verify", "--env", "staging")
     assert verify.code == 1 and "intact" not in verify.stdout, verify.output
     assert "missing" in verify.output
+
+
+def test_a_fence_whose_backend_pid_was_reused_does_not_hold(pg_db: str) -> None:
+    """The same pid, another backend (started at another time): the fence must not hold."""
+    import dataclasses
+    from datetime import timedelta
+
+    from orchestrator.db.database import make_engine
+    from orchestrator.db.locks import migration_lock
+
+    engine = make_engine(pg_db, "orchestrator test")
+    try:
+        with migration_lock(engine, "fence-test", 5, lambda _h: None, "test") as held:
+            fence = held.fence
+            assert fence is not None
+            reused = dataclasses.replace(fence, started=fence.started - timedelta(seconds=1))
+            with engine.connect() as connection:
+                assert fence.held(connection)
+                assert not reused.held(connection)
+    finally:
+        engine.dispose()

@@ -129,3 +129,21 @@ def test_a_trusted_head_skips_the_signature_check() -> None:
     stripped = {**rows[0], "envelope": rows[0]["envelope"].replace('"sig":"', '"sig":"AA')}
     assert not check([stripped]).ok
     assert check([stripped], trusted=(1, rows[0]["hash"])).ok
+
+
+def test_the_gate_refuses_a_staging_row_signed_with_devs_key() -> None:
+    """A less-guarded pipeline holds dev's key: a row it signs is no evidence of staging's."""
+    from orchestrator.core import planning
+    from orchestrator.evidence import ledger
+
+    def state(key: Any) -> planning.TargetState:
+        row = ledger.revision_row(
+            revision="a", checksum="c" * 64, direction="up", run_id="r1", env="staging",
+            actor="ci", at="2026-01-01T00:00:00Z", key=key, target="staging",
+        )  # fmt: skip
+        entry = ledger.latest_of([row])
+        return planning.TargetState("staging", frozenset({"a"}), entry, tuple(KEYS), "staging")
+
+    assert planning.gate(["a"], {"a": "c" * 64}, "staging", [state(KEY)])[0].verdict == "allowed"
+    step = planning.gate(["a"], {"a": "c" * 64}, "staging", [state(DEV)])[0]
+    assert step.blocked and "not signed by staging's key" in str(step.reason)
