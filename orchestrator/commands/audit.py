@@ -232,10 +232,6 @@ def signed_verdict(
         return broken, "hash chain only: unsigned, a writer of the database can re-hash it"
     if broken is not None:
         return broken, "hash chain"
-    evidence, problem = chain_verdict(connection, env, keys)
-    if problem is not None:
-        seq = evidence.verdict.broken[0] if evidence.verdict.broken else None
-        return ledger.BrokenRow(seq, None, problem, "entry" if seq else "database"), "chain"
     checkpoints = ledger.read_checkpoints(connection)
     finding = trust.verify_signed_trail(
         audit_rows=rows,
@@ -247,13 +243,17 @@ def signed_verdict(
         at_revision=bool(current_heads(connection)),
     )
     proof = f"signed: {len(checkpoints)} checkpoint(s) verified"
+    if finding is not None:
+        return ledger.BrokenRow(finding.id, finding.timestamp, finding.problem, finding.kind), proof
+    # Part 2's checkpoints hold: now the chain (Part 3)
+    evidence, problem = chain_verdict(connection, env, keys)
+    if problem is not None:
+        seq = evidence.verdict.broken[0] if evidence.verdict.broken else None
+        return ledger.BrokenRow(seq, None, problem, "entry" if seq else "database"), "chain"
     head = evidence.verdict.head
-    proof = (
-        f"signed chain verified up to entry {head[0]}; {proof}" if head else "nothing recorded yet"
-    )
-    if finding is None:
-        return None, proof
-    return ledger.BrokenRow(finding.id, finding.timestamp, finding.problem, finding.kind), proof
+    if head is None:
+        return None, "nothing recorded yet"
+    return None, f"signed chain verified up to entry {head[0]}; {proof}"
 
 
 def chain_verdict(
