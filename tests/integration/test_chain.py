@@ -367,3 +367,23 @@ def test_a_fence_whose_backend_pid_was_reused_does_not_hold(pg_db: str) -> None:
                 assert not reused.held(connection)
     finally:
         engine.dispose()
+
+
+def test_sqlite_databases_chain_their_evidence_too(sqlite_project: Project) -> None:
+    sign_env(sqlite_project, "staging")
+    sign_env(sqlite_project, "prod")
+    assert sqlite_project.run("migrate", "dev").code == 0
+    assert sqlite_project.run("migrate", "staging").code == 0
+    chain = entries(sqlite_project, "staging")
+    assert [s for s, _, _ in chain] == list(range(1, len(chain) + 1)) and chain[-1][1] == "end"
+    assert sqlite_project.run("audit", "verify", "--env", "staging").code == 0
+    assert sqlite_project.run("migrate", "prod", "--approve").code == 0
+    execute_sqlite = sqlite_project.engine("staging")
+    try:
+        with execute_sqlite.begin() as connection:
+            connection.exec_driver_sql("DROP TRIGGER orchestrator_chain_no_delete")
+            connection.exec_driver_sql("DELETE FROM orchestrator_chain WHERE seq = 2")
+    finally:
+        execute_sqlite.dispose()
+    verify = sqlite_project.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "entry 2" in verify.stdout, verify.output
