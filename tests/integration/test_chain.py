@@ -387,3 +387,56 @@ def test_sqlite_databases_chain_their_evidence_too(sqlite_project: Project) -> N
         execute_sqlite.dispose()
     verify = sqlite_project.run("audit", "verify", "--env", "staging")
     assert verify.code == 1 and "entry 2" in verify.stdout, verify.output
+
+
+def test_the_newest_end_deleted_and_the_last_run_rewritten_stops_the_next_run(
+    signed: Project,
+) -> None:
+    """Delete the newest end entry (and checkpoint), rewrite the last run's actor and
+    re-hash: the next run must not sign over it."""
+    from orchestrator.evidence import ledger
+
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[1]).code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    last_end = max(s for s, kind, _ in entries(signed, "staging") if kind == "end")
+    last_run = entries(signed, "staging")[-1][2]["run_id"]
+    first = signed.query(
+        "staging", f"SELECT min(id) FROM orchestrator_audit WHERE run_id = '{last_run}'"
+    )[0][0]
+    engine = signed.engine("staging")
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("SET session_replication_role = replica"))
+            connection.execute(sa.text(f"DELETE FROM orchestrator_chain WHERE seq = {last_end}"))
+            connection.execute(sa.text("DELETE FROM orchestrator_checkpoint"))
+            rows = ledger.read_chain(connection)
+            prev = rows[first - 2]["hash"]
+            for row in rows[first - 1 :]:
+                record = json.loads(row["payload"])
+                if record["run_id"] == last_run:
+                    record["actor"] = "someone-else"
+                payload = ledger.canonical(record)
+                digest = ledger.chain_hash(prev, row["id"], payload)
+                connection.execute(
+                    sa.text(
+                        "UPDATE orchestrator_audit SET payload = :p, prev_hash = :prev,"
+                        " hash = :h, actor = :a WHERE id = :id"
+                    ),
+                    {
+                        "p": payload,
+                        "prev": prev,
+                        "h": digest,
+                        "a": record["actor"],
+                        "id": row["id"],
+                    },
+                )
+                prev = digest
+    finally:
+        engine.dispose()
+    run = signed.run("migrate", "staging")
+    assert run.code == 3, run.output
+    assert last_run in run.stderr
+    assert signed.version("staging") == [SHIPPED[2]]
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "intact" not in verify.stdout, verify.output
