@@ -81,6 +81,7 @@ def _downgrade_target(
         run.fail_details(exc)
         failed = error_result(run.env.name, target.name, run.run_id, exc, run.applied)
         failed.audit_head = run.audit.head
+        failed.evidence_head = run.evidence.head() if run.evidence is not None else None
         attach_results(exc, [failed])
         raise
     finally:

@@ -160,6 +160,7 @@ def migrate_target(app: App, target: Target, destination: str, options: Options)
         run.fail_details(exc)
         failed = error_result(run.env.name, target.name, run.run_id, exc, run.applied)
         failed.audit_head = run.audit.head
+        failed.evidence_head = run.evidence.head() if run.evidence is not None else None
         attach_results(exc, [failed])
         raise
     finally:

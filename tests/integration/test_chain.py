@@ -67,6 +67,8 @@ def test_runs_write_a_gap_free_signed_chain_and_report_its_head(signed: Project)
     head = result[0]["evidence_head"]
     assert head["env"] == "staging" and head["seq"] == len(chain)
     assert head["database"].startswith("postgresql:")
+    refused = signed.run("migrate", "prod", "--json")  # no --approve: refused, still a head
+    assert refused.code == 3 and refused.json()[0]["evidence_head"]["seq"] == 1
     prod = signed.run("migrate", "prod", "--approve", "--json")
     assert prod.code == 0, prod.output
     witnessed = entries(signed, "prod")[-1][2]["witnessed"]
