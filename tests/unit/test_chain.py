@@ -147,3 +147,22 @@ def test_the_gate_refuses_a_staging_row_signed_with_devs_key() -> None:
     assert planning.gate(["a"], {"a": "c" * 64}, "staging", [state(KEY)])[0].verdict == "allowed"
     step = planning.gate(["a"], {"a": "c" * 64}, "staging", [state(DEV)])[0]
     assert step.blocked and "not signed by staging's key" in str(step.reason)
+
+
+def test_an_envelope_whose_signature_covers_other_bytes_than_it_shows_is_refused() -> None:
+    """A second "payload" key: the fast read sees the forged one, JSON the signed one."""
+    rows = build([("ledger", up("a"))])
+    genuine = json.loads(rows[0]["envelope"])
+    forged_payload = chain.entry_payload(
+        env="staging", database=DB, seq=1, prev=chain.GENESIS, kind="ledger", content=up("evil")
+    )
+    import base64
+
+    text = '{"payload":"%s","payloadType":"%s","signatures":%s,"payload":"%s"}' % (
+        base64.b64encode(forged_payload).decode(),
+        chain.ENTRY_TYPE,
+        json.dumps(genuine["signatures"]),
+        genuine["payload"],
+    )
+    verdict = check([{**rows[0], "envelope": text}])
+    assert verdict.broken is not None and verdict.broken[0] == 1
