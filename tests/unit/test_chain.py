@@ -158,11 +158,11 @@ def test_an_envelope_whose_signature_covers_other_bytes_than_it_shows_is_refused
     )
     import base64
 
-    text = '{"payload":"%s","payloadType":"%s","signatures":%s,"payload":"%s"}' % (
-        base64.b64encode(forged_payload).decode(),
-        chain.ENTRY_TYPE,
-        json.dumps(genuine["signatures"]),
-        genuine["payload"],
+    forged_b64 = base64.b64encode(forged_payload).decode()
+    signatures = json.dumps(genuine["signatures"])
+    text = (
+        f'{{"payload":"{forged_b64}","payloadType":"{chain.ENTRY_TYPE}",'
+        f'"signatures":{signatures},"payload":"{genuine["payload"]}"}}'
     )
     verdict = check([{**rows[0], "envelope": text}])
     assert verdict.broken is not None and verdict.broken[0] == 1
