@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, bindparam, text
 
 from orchestrator.core import chain
 from orchestrator.db.database import VERSION_TABLE, has_table
@@ -270,6 +270,19 @@ def prove_audit(
             return AuditProof(problem + " (audit rows deleted, inserted or edited)", None)
         runs.setdefault(row["run_id"], set()).add(row["event"])
         prev, expected = row["hash"], row["id"] + 1
+    # runs the last pin saw still going are judged again now, on all their rows: a session
+    # named like a run (forgeable) must not get forged rows signed over for good
+    carried = [str(r) for r in pin.content.get("open") or []] if pin else []
+    earlier = [r for r in carried if r not in runs and r not in ended_in_chain]
+    if earlier:
+        found = connection.execute(
+            text(f"SELECT run_id, event FROM {ledger.AUDIT_TABLE} WHERE run_id IN :ids").bindparams(
+                bindparam("ids", expanding=True)
+            ),
+            {"ids": earlier},
+        )
+        for run_id, event in found:
+            runs.setdefault(run_id, set()).add(event)
     killed: list[str] = []
     still: list[str] = []
     for run_id, events in runs.items():

@@ -132,36 +132,64 @@ def test_deleting_a_middle_entry_fails_verify_naming_it_and_stops_the_env(
     assert signed.run("migrate", "prod", "--approve").code == 3
 
 
-def test_forged_audit_rows_then_a_normal_run_refuses(signed: Project) -> None:
-    assert signed.run("migrate", "dev").code == 0
-    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
-    # correctly chained fake rows: a run that "succeeded", with no signed end entry
+def forge_run(project: Project, env: str, run_id: str) -> None:
+    """Correctly chained audit rows of a run that "succeeded", with no signed end entry."""
     from orchestrator.evidence import ledger
 
-    last = signed.query(
-        "staging", "SELECT id, hash FROM orchestrator_audit ORDER BY id DESC LIMIT 1"
-    )[0]
+    last = project.query(env, "SELECT id, hash FROM orchestrator_audit ORDER BY id DESC LIMIT 1")
     records = [
         {
             "timestamp": "2026-01-01T00:00:00.000000Z",
             "event": event,
-            "run_id": "forged0000000001",
-            "env": "staging",
+            "run_id": run_id,
+            "env": env,
             "actor": "ci",
             "outcome": "succeeded" if event == "run.succeeded" else None,
         }
         for event in ("run.started", "run.succeeded")
     ]
-    engine = signed.engine("staging")
+    engine = project.engine(env)
     try:
         with engine.begin() as connection:
-            connection.execute(ledger.audit.insert(), ledger.chain_rows(records, *last))
+            connection.execute(ledger.audit.insert(), ledger.chain_rows(records, *last[0]))
     finally:
         engine.dispose()
+
+
+def test_forged_audit_rows_then_a_normal_run_refuses(signed: Project) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    forge_run(signed, "staging", "forged0000000001")
     run = signed.run("migrate", "staging")
     assert run.code == 3, run.output
     assert "forged0000000001" in run.stderr and "forged" in run.stderr
     assert signed.version("staging") == [SHIPPED[2]]
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "intact" not in verify.stdout, verify.output
+
+
+def test_forged_rows_behind_a_session_named_like_a_run_are_judged_once_it_ends(
+    signed: Project,
+) -> None:
+    """A session named `orchestrator run=<id>` makes forged rows look like a run going on:
+    the next run leaves them open; once that session is gone they are forged after all."""
+    import psycopg
+
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    forge_run(signed, "staging", "forged0000000002")
+    url = sa.engine.make_url(signed.urls["staging"]).set(drivername="postgresql")
+    with psycopg.connect(
+        url.render_as_string(hide_password=False),
+        application_name="orchestrator run=forged0000000002 staging ci",
+    ):
+        going = signed.run("migrate", "staging", "--to", SHIPPED[3])
+        assert going.code == 0, going.output
+        assert "forged0000000002" in entries(signed, "staging")[-1][2]["open"]
+    later = signed.run("migrate", "staging")
+    assert later.code == 3, later.output
+    assert "forged0000000002" in later.stderr
+    assert signed.version("staging") == [SHIPPED[3]]
 
 
 def test_a_killed_runs_rows_do_not_stop_the_next_run(signed: Project) -> None:
