@@ -470,3 +470,34 @@ def test_the_newest_end_deleted_and_the_last_run_rewritten_stops_the_next_run(
     assert signed.version("staging") == [SHIPPED[2]]
     verify = signed.run("audit", "verify", "--env", "staging")
     assert verify.code == 1 and "intact" not in verify.stdout, verify.output
+
+
+def test_a_run_timing_out_on_the_lock_appends_its_end_beside_the_holder(
+    signed: Project,
+) -> None:
+    """Two real processes: the holder writes entries while the other times out and signs its
+    end; the chain stays gap-free and verifies."""
+    import time
+
+    assert signed.run("migrate", "dev").code == 0
+    signed.add_revision("f0000000slow", HEAD, "op.execute('SELECT pg_sleep(12)')")
+    assert signed.run("migrate", "dev").code == 0
+    holder = signed.popen("migrate", "staging")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            # the five shipped revisions committed: the slow one is running
+            if signed.query("staging", "SELECT count(*) FROM orchestrator_chain")[0][0] >= 5:
+                break
+        except sa.exc.ProgrammingError:
+            pass
+        time.sleep(0.2)
+    waiter = signed.run("migrate", "staging", "--lock-timeout", "1")
+    assert waiter.code == 4, waiter.output
+    assert holder.wait(timeout=120) == 0
+    chain = entries(signed, "staging")
+    assert [s for s, _, _ in chain] == list(range(1, len(chain) + 1))
+    assert [kind for _, kind, _ in chain].count("end") == 2
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 0, verify.output
+    assert signed.run("migrate", "prod", "--approve").code == 0
