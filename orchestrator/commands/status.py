@@ -72,12 +72,7 @@ def _chain_state(app: App, env: EnvironmentConfig, connection: Any) -> str | Non
         return None
     from orchestrator.running.predecessor import believed
 
-    problem, _, head = believed(connection, keys, env.name)
-    if problem is None:
-        from orchestrator.evidence import chain as store
-
-        evidence = store.read_evidence(connection, keys, env.name)
-        problem = store.ledger_problem(connection, evidence)
+    problem, _, head = believed(connection, keys, env.name, whole=True)
     if problem is not None:
         return problem
     return f"intact up to entry {head['seq']}" if head else "nothing recorded yet"

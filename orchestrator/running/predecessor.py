@@ -112,6 +112,7 @@ def believed(
     env: str,
     seen: Mapping[str, Any] | None = None,
     seen_by: str = "",
+    whole: bool = False,
 ) -> tuple[str | None, dict[str, tuple[str, str, str]], dict[str, Any] | None]:
     """A signing predecessor's evidence, verified before it is believed: why it cannot be
     (broken chain, missing evidence, audit rows no end entry covers), else per revision
@@ -121,8 +122,9 @@ def believed(
     from orchestrator.running.run import live_run_ids
 
     evidence = store.read_evidence(connection, keys, env)
-    # the ledger table against the chain: judged per revision by the gate (`proven`)
-    problem = evidence.problem
+    # the ledger table against the chain: judged per revision by the gate (`proven`);
+    # `whole` (status) asks it of the whole table
+    problem = evidence.problem or (store.ledger_problem(connection, evidence) if whole else None)
     witnessed = (seen or {}).get(evidence.database)
     if problem is None and witnessed is not None:
         problem = pure.witnessed_problem(evidence.verdict, witnessed, env, seen_by)
