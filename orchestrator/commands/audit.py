@@ -262,12 +262,13 @@ def chain_verdict(
     """A signing database's evidence chain, verified; the audit rows since its last end
     entry proven; its ledger table matching what the chain says. Why not, else None."""
     from orchestrator.evidence import chain as store
+    from orchestrator.evidence.audit_proof import prove_audit
     from orchestrator.running.run import live_run_ids
 
     evidence = store.read_evidence(connection, keys, env)
     if evidence.problem is not None:
         return evidence, evidence.problem
-    proof = store.prove_audit(connection, evidence, None, live_run_ids(connection))
+    proof = prove_audit(connection, evidence, None, live_run_ids(connection))
     if proof.problem is not None:
         return evidence, f"{env}'s audit trail does not verify: {proof.problem}"
     return evidence, store.ledger_problem(connection, evidence)

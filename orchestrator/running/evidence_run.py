@@ -14,6 +14,7 @@ from orchestrator.db.database import describe_error
 from orchestrator.db.locks import Fence
 from orchestrator.evidence import chain as store
 from orchestrator.evidence import ledger
+from orchestrator.evidence.audit_proof import prove_audit
 
 if TYPE_CHECKING:
     from orchestrator.core import signing
@@ -55,7 +56,7 @@ class RunEvidence:
             evidence.missing = False
         problem = evidence.problem or store.ledger_problem(connection, evidence)
         if problem is None and evidence.verdict.head is not None:
-            proof = store.prove_audit(connection, evidence, self.run_id, live)
+            proof = prove_audit(connection, evidence, self.run_id, live)
             if proof.problem is not None:
                 problem = f"{self.env}'s audit trail does not verify: {proof.problem}"
         self.problem = problem
@@ -127,7 +128,7 @@ class RunEvidence:
                 if evidence.problem is not None:
                     return evidence.problem
                 self.writer.head = evidence.verdict.head
-                proof = store.prove_audit(connection, evidence, self.run_id, live)
+                proof = prove_audit(connection, evidence, self.run_id, live)
                 if proof.problem is not None:
                     return proof.problem
                 content: dict[str, Any] = {

@@ -119,6 +119,7 @@ def believed(
     its chain's newest entry, and the head relied on."""
     from orchestrator.core import chain as pure
     from orchestrator.evidence import chain as store
+    from orchestrator.evidence.audit_proof import prove_audit
     from orchestrator.running.run import live_run_ids
 
     evidence = store.read_evidence(connection, keys, env)
@@ -129,7 +130,7 @@ def believed(
     if problem is None and witnessed is not None:
         problem = pure.witnessed_problem(evidence.verdict, witnessed, env, seen_by)
     if problem is None:
-        proof = store.prove_audit(connection, evidence, None, live_run_ids(connection))
+        proof = prove_audit(connection, evidence, None, live_run_ids(connection))
         if proof.problem is not None:
             problem = f"{env}'s audit trail does not verify: {proof.problem}"
     proven = {
