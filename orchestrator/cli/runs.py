@@ -102,7 +102,7 @@ def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
 
     p = add("keys", "Ed25519 signing keys: generate a pair; adopt existing evidence")
     keys = p.add_subparsers(
-        dest="keys_command", metavar="ACTION", required=True, help="generate or adopt"
+        dest="keys_command", metavar="ACTION", required=True, help="generate, adopt or repair"
     )
     k = keys.add_parser(
         "generate",
@@ -123,6 +123,19 @@ def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
         parents=[common],
     )
     env_arg(k, "env", help="the environment that starts signing its evidence")
+    k.add_argument(
+        "--reason", required=True, metavar="TEXT", type=text_arg, help="why, for the audit trail"
+    )
+    run_options(k, fleet=False)
+    k = keys.add_parser(
+        "repair",
+        help="go on after a broken or missing evidence chain: a signed entry states the loss",
+        description="The one way on after ENV's evidence chain broke (or went missing): "
+        "appends a signed entry stating what is missing or altered; revisions whose evidence "
+        "lay in the broken span count as not run on ENV. Audited; needs the private key.",
+        parents=[common],
+    )
+    env_arg(k, "env", help="the environment whose evidence chain is broken")
     k.add_argument(
         "--reason", required=True, metavar="TEXT", type=text_arg, help="why, for the audit trail"
     )
@@ -264,6 +277,8 @@ def cmd_keys(args: argparse.Namespace, out: Out) -> int:
 
     if args.keys_command == "adopt":
         return run_results(out, keys.adopt(load_app(), args.env, args.reason, _options(args)))
+    if args.keys_command == "repair":
+        return run_results(out, keys.repair(load_app(), args.env, args.reason, _options(args)))
     private_out = Path(args.private_key_out) if args.private_key_out else None
     made = keys.generate(args.name, Path(args.out_dir), private_out, args.force)
     if out.as_json:

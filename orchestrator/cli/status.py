@@ -100,6 +100,9 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
             ]
         )
     for r in rows:
+        chain = r.get("evidence_chain")
+        if chain and not chain.startswith(("intact", "nothing recorded")):
+            print(out.paint(f"{r['env']}/{r['target']}: {chain}", "31"))
         if r.get("version_disagrees"):
             where = r["env"] if r["target"] == r["env"] else f"{r['env']}/{r['target']}"
             said = r["version_disagrees"]

@@ -61,7 +61,7 @@ def _accept_target(app: App, target: Target, rev: str, reason: str, options: Opt
                     key=run.key,
                     target=target.name,
                 )
-                ledger.record_revision(connection, row)
+                run.record_row(connection, row)
                 run.audit.emit(
                     "checksum.accepted",
                     connection=connection,

@@ -243,9 +243,35 @@ def signed_verdict(
         at_revision=bool(current_heads(connection)),
     )
     proof = f"signed: {len(checkpoints)} checkpoint(s) verified"
-    if finding is None:
-        return None, proof
-    return ledger.BrokenRow(finding.id, finding.timestamp, finding.problem, finding.kind), proof
+    if finding is not None:
+        return ledger.BrokenRow(finding.id, finding.timestamp, finding.problem, finding.kind), proof
+    # Part 2's checkpoints hold: now the chain (Part 3)
+    evidence, problem = chain_verdict(connection, env, keys)
+    if problem is not None:
+        seq = evidence.verdict.broken[0] if evidence.verdict.broken else None
+        return ledger.BrokenRow(seq, None, problem, "entry" if seq else "database"), "chain"
+    head = evidence.verdict.head
+    if head is None:
+        return None, "nothing recorded yet"
+    return None, f"signed chain verified up to entry {head[0]}; {proof}"
+
+
+def chain_verdict(
+    connection: Connection, env: str, keys: tuple[Any, ...]
+) -> tuple[Any, str | None]:
+    """A signing database's evidence chain, verified; the audit rows since its last end
+    entry proven; its ledger table matching what the chain says. Why not, else None."""
+    from orchestrator.evidence import chain as store
+    from orchestrator.evidence.audit_proof import prove_audit
+    from orchestrator.running.run import live_run_ids
+
+    evidence = store.read_evidence(connection, keys, env)
+    if evidence.problem is not None:
+        return evidence, evidence.problem
+    proof = prove_audit(connection, evidence, None, live_run_ids(connection))
+    if proof.problem is not None:
+        return evidence, f"{env}'s audit trail does not verify: {proof.problem}"
+    return evidence, store.ledger_problem(connection, evidence)
 
 
 def anchor_problem(rows: list[dict[str, Any]], anchor: str) -> ledger.BrokenRow | None:

@@ -81,6 +81,7 @@ def _downgrade_target(
         run.fail_details(exc)
         failed = error_result(run.env.name, target.name, run.run_id, exc, run.applied)
         failed.audit_head = run.audit.head
+        failed.evidence_head = run.evidence.head() if run.evidence is not None else None
         attach_results(exc, [failed])
         raise
     finally:
@@ -143,7 +144,7 @@ def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunRes
                             key=run.key,
                             target=run.target.name,
                         )
-                        if not ledger.record_revision(connection, row, fence=run.fence):
+                        if not run.record_row(connection, row, fence=run.fence):
                             raise LockLost(
                                 f"This run lost the migration lock on {run.where} before the "
                                 "baseline could commit: nothing was recorded. Run it again."

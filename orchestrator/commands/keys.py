@@ -1,5 +1,5 @@
-"""keys generate, keys adopt: make an environment's key pair; start signing the evidence
-an environment already holds."""
+"""keys generate, keys adopt, keys repair: make an environment's key pair; start signing the
+evidence an environment already holds; go on, explicitly, after its chain broke."""
 
 from __future__ import annotations
 
@@ -66,6 +66,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
         run.start()
         check_approval(app, run, options.approve)
         keys = app.public_keys(run.env.name) or ()
+        run.may_start_chain = True  # adopting is how an install's evidence enters the chain
         with run.locked():
             run.close_dead_runs()
             state = run.read()
@@ -92,7 +93,29 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                 and e.applied
                 and trust.ledger_row_problem(e.as_row(), keys, run.env.name, target.name)
             ]
+            starting = run.evidence is not None and run.evidence.empty
+            if run.evidence is not None and not starting and unsigned:
+                # the chain holds this environment's evidence: a row it does not record,
+                # unsigned, was written by hand; adopting it would sign a forgery
+                run.refuse(
+                    f"Refused: {run.where}'s ledger holds unsigned rows for "
+                    f"{', '.join(e.revision for e in unsigned)}, which its signed evidence "
+                    "chain does not record: written by hand, not by a run. Nothing was signed.",
+                    forged=[e.revision for e in unsigned],
+                )
+            if starting and unsigned and len(unsigned) < len([e for _, e in entries if e]):
+                signed_too = [e.revision for e in unsigned]
+                run.refuse(
+                    f"Refused: {run.where}'s ledger holds signed rows, and unsigned ones for "
+                    f"{', '.join(signed_too)} beside them: in an environment that signs, an "
+                    "unsigned row was written by hand. Nothing was signed.",
+                    forged=signed_too,
+                )
+            if starting:  # Part 2's rows (signed one by one) enter the chain, re-signed
+                unsigned = [e for _, e in entries if e is not None and e.applied]
             with run.engine.begin() as connection:
+                if starting:
+                    run.evidence_moved(connection, reason)
                 for entry in unsigned:
                     row = ledger.revision_row(
                         revision=entry.revision,
@@ -105,7 +128,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                         key=run.key,
                         target=target.name,
                     )
-                    ledger.record_revision(connection, row)
+                    run.record_row(connection, row)
                 run.audit.emit(
                     "ledger.adopted",
                     connection=connection,
@@ -138,6 +161,50 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                     f"; its schema is no longer the one recorded, which stays unsigned "
                     f"(`orchestrator drift {run.env.name}` shows how)"
                 )
+            return done
+    except OrchestratorError as exc:
+        run.fail_details(exc)
+        raise
+    finally:
+        run.close()
+
+
+def repair(app: App, env_name: str, reason: str, options: Options) -> list[RunResult]:
+    """Append a signed `repair` entry to each database of `env_name` whose evidence chain is
+    broken or missing (or whose audit rows since the last end do not verify)."""
+    env = app.envs.get(env_name)
+    if env.signing is None:
+        raise UsageError(f"{env.name} does not sign: it has no evidence chain to repair.")
+    if not reason.strip():
+        raise UsageError("keys repair needs --reason TEXT: it goes on the audit trail.")
+    app.signer(env.name)
+    return [_repair_target(app, target, reason, options) for target in app.targets(env.name)]
+
+
+def _repair_target(app: App, target: Target, reason: str, options: Options) -> RunResult:
+    run = TargetRun(
+        app, target, "keys repair", ticket=options.ticket, reason=reason,
+        lock_timeout=options.lock_timeout,
+    )  # fmt: skip
+    try:
+        run.start()
+        check_approval(app, run, options.approve)
+        run.repairing = True  # verified, but not refused: what is wrong is what it records
+        with run.locked():
+            run.close_dead_runs()
+            with run.engine.begin() as connection:
+                problem = run.evidence_repair(connection, reason)
+                run.audit.emit(
+                    "evidence.repaired" if problem else "evidence.intact",
+                    connection=connection,
+                    problem=problem,
+                )
+            done = run.finish()
+            done.message = (
+                f"recorded on {run.where}: {problem}; the chain goes on from here"
+                if problem
+                else f"{run.where}'s evidence verifies: nothing to repair"
+            )
             return done
     except OrchestratorError as exc:
         run.fail_details(exc)

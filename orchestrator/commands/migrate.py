@@ -162,6 +162,7 @@ def migrate_target(app: App, target: Target, destination: str, options: Options)
         run.fail_details(exc)
         failed = error_result(run.env.name, target.name, run.run_id, exc, run.applied)
         failed.audit_head = run.audit.head
+        failed.evidence_head = run.evidence.head() if run.evidence is not None else None
         attach_results(exc, [failed])
         raise
     finally:
@@ -230,6 +231,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)
+        run.witness(app.predecessor_cache.get(run.env.promotes_from or "", []))
         run.audit.emit(
             "gate.passed",
             revisions=list(revisions),

@@ -68,6 +68,20 @@ def evidence_kind(env: EnvironmentConfig) -> str:
     return "signed" if env.signing is not None else "unsigned"
 
 
+def _chain_state(app: App, env: EnvironmentConfig, connection: Any) -> str | None:
+    """A signing database's evidence, verified: `intact up to entry N`, `nothing recorded
+    yet`, or why it cannot be believed (`evidence missing`, `broken at entry N: ...`)."""
+    keys = app.public_keys(env.name)
+    if not keys:
+        return None
+    from orchestrator.running.predecessor import believed
+
+    problem, _, head = believed(connection, keys, env.name, whole=True)
+    if problem is not None:
+        return problem
+    return f"intact up to entry {head['seq']}" if head else "nothing recorded yet"
+
+
 def _unconfigured(env: str, target: str, why: str, heads: tuple[str, ...]) -> dict[str, Any]:
     return {
         "env": env,
@@ -105,6 +119,7 @@ def _target_status(
             live = live_run_ids(connection) if open_runs else set()
             terminal = ledger.recent_ends(connection)
             schema = schema_status(app, target, connection, state.heads)
+            chain_state = _chain_state(app, env, connection)
     except (OrchestratorError, SQLAlchemyError) as exc:
         row.update(_unconfigured(env.name, target.name, getattr(exc, "message", str(exc)), heads))
         row["configured"] = True
@@ -127,6 +142,8 @@ def _target_status(
     )
     run = terminal[-1] if terminal else None
     running = [r for r in open_runs if run_alive(r, live)]
+    if chain_state is not None:
+        row["evidence_chain"] = chain_state
     row.update(
         current=list(state.heads),
         pending=pending,

@@ -45,6 +45,11 @@ class TargetState:
     # the predecessor's public keys (current and previous) where it signs; None: unsigned
     keys: tuple[Any, ...] | None = None
     env: str = ""  # the environment it belongs to (what its signed rows must name)
+    # where it signs, from its verified evidence chain: why it cannot be believed (broken,
+    # missing, rolled back), else per revision its newest entry (checksum, direction, run_id)
+    broken: str | None = None
+    proven: Mapping[str, tuple[str, str, str]] | None = None
+    head: Mapping[str, Any] | None = None  # the chain head this verdict relied on
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ def gate(
 
 
 def _why_not(rev: str, checksum: str, target: TargetState) -> str | None:
+    if target.broken is not None:  # nothing of it is believed
+        return target.broken.replace("{", "{{").replace("}", "}}")
     entry = target.ledger.get(rev)
     if rev not in target.applied:
         return "rolled back on {where}" if entry is not None else "not run on {where}"
@@ -100,6 +107,14 @@ def _why_not(rev: str, checksum: str, target: TargetState) -> str | None:
         if problem is not None:
             problem = problem.replace("{", "{{").replace("}", "}}")
             return "not signed by {where}'s key (its ledger row for it: " + problem + ")"
+    if target.proven is not None:
+        chained = target.proven.get(rev)
+        if chained is None or chained != (entry.checksum, entry.direction, entry.run_id):
+            return (
+                "not run on {where} by its evidence chain (its ledger row for it is not the "
+                "chain's newest entry for it: rows deleted, replayed or forged, or its "
+                "evidence lay in a span `keys repair` gave up)"
+            )
     if entry.direction == "accepted":
         return (
             "accepted on {where} (not run): its checksum was re-recorded there with "

@@ -19,6 +19,8 @@ class RunResult:
     exit_code: int = 0
     audit_head: str | None = None  # hash of the last audit row the run wrote: an anchor
     adopted: list[str] = field(default_factory=list)  # keys adopt: ledger rows signed, not run
+    # where the env signs: its chain's newest entry and the predecessor heads it relied on
+    evidence_head: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -17,6 +17,7 @@ from orchestrator.core.errors import UsageError
 from orchestrator.core.secrets import redact, register_url
 
 VERSION_TABLE = "alembic_version"
+PRODUCT_SCHEMA = "public"  # where our tables and alembic_version live on PostgreSQL
 
 
 def safe_url(url: str) -> str:
@@ -42,7 +43,14 @@ def make_engine(
         return _sqlite_engine(parsed, writer)
     connect_args: dict[str, Any] = {}
     if parsed.get_backend_name() == "postgresql":
-        connect_args = {"application_name": application_name[:63], "connect_timeout": 10}
+        # search_path pinned in the startup packet (no round trip; it outranks ALTER DATABASE
+        # / ALTER ROLE ... SET): a same-named table in a `"$user"` schema or one the database
+        # default puts first changes nothing we read or write (SPEC Part 3)
+        connect_args = {
+            "application_name": application_name[:63],
+            "connect_timeout": 10,
+            "options": f"-c search_path={PRODUCT_SCHEMA}",
+        }
     try:
         engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=False, **options)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:

@@ -42,7 +42,8 @@ LEDGER_TABLE = "orchestrator_ledger"
 AUDIT_TABLE = "orchestrator_audit"
 SCHEMA_TABLE = "orchestrator_schema"
 CHECKPOINT_TABLE = "orchestrator_checkpoint"
-OWN_TABLES = frozenset({LEDGER_TABLE, AUDIT_TABLE, SCHEMA_TABLE, CHECKPOINT_TABLE})
+CHAIN_TABLE = "orchestrator_chain"  # the signed evidence chain (SPEC Part 3, evidence/chain.py)
+OWN_TABLES = frozenset({LEDGER_TABLE, AUDIT_TABLE, SCHEMA_TABLE, CHECKPOINT_TABLE, CHAIN_TABLE})
 GENESIS = "0" * 64
 # Serialises appends to the audit chain (PostgreSQL); SQLite writers are serialised anyway.
 CHAIN_LOCK_KEY = 0x6F72636861696E  # "orchain"
@@ -75,6 +76,17 @@ checkpoint = Table(
     Column("audit_id", Integer, nullable=False),
     Column("audit_hash", String(64), nullable=False),
     Column("at", String(32), nullable=False),
+    Column("envelope", Text, nullable=False),
+)
+
+# One entry per ledger row and run end of a signing environment: core/chain.py says what
+# an entry is; `seq` is the primary key, so two writers can never both take the same place.
+chain_entries = Table(
+    CHAIN_TABLE,
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("kind", String(16), nullable=False),
+    Column("run_id", String(32), nullable=False),
     Column("envelope", Text, nullable=False),
 )
 
@@ -143,6 +155,7 @@ _APPEND_ONLY_TRIGGER = (
     _APPEND_ONLY_FUNCTION
     + _pg_append_only(AUDIT_TABLE, "orchestrator_audit")
     + _pg_append_only(CHECKPOINT_TABLE, "orchestrator_checkpoint")
+    + _pg_append_only(CHAIN_TABLE, "orchestrator_chain")
 )
 
 
@@ -158,6 +171,7 @@ def _sqlite_append_only(table: str) -> list[str]:
 _SQLITE_TRIGGERS = [
     *_sqlite_append_only(AUDIT_TABLE),
     *_sqlite_append_only(CHECKPOINT_TABLE),
+    *_sqlite_append_only(CHAIN_TABLE),
 ]
 
 

@@ -117,6 +117,7 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 steps = judge(app, run.env, revisions, fresh=True)
                 if any(s.blocked for s in steps):
                     run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+                run.witness(app.predecessor_cache.get(run.env.promotes_from or "", []))
                 run.audit.emit(
                     "gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from
                 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -80,14 +80,89 @@ def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) ->
         return app.predecessor_cache[env.promotes_from]
     states = []
     keys = app.public_keys(env.promotes_from)
+    # freshness: what this environment's own signed end entries say it saw of the predecessor
+    seen = own_witnessed(app, env) if keys and fresh else {}
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{target.env}/{target.name}")
+            chained = (
+                believed(connection, keys, env.promotes_from, seen, env.name) if keys else None
+            )
         states.append(
             TargetState(target.name, state.applied, state.ledger, keys, env.promotes_from)
+            if chained is None
+            else TargetState(
+                target.name,
+                state.applied,
+                state.ledger,
+                keys,
+                env.promotes_from,
+                broken=chained[0],
+                proven=chained[1],
+                head=chained[2],
+            )
         )
     app.predecessor_cache[env.promotes_from] = states
     return states
+
+
+def believed(
+    connection: Connection,
+    keys: Sequence[Any],
+    env: str,
+    seen: Mapping[str, Any] | None = None,
+    seen_by: str = "",
+    whole: bool = False,
+) -> tuple[str | None, dict[str, tuple[str, str, str]], dict[str, Any] | None]:
+    """A signing predecessor's evidence, verified before it is believed: why it cannot be
+    (broken chain, missing evidence, audit rows no end entry covers), else per revision
+    its chain's newest entry, and the head relied on."""
+    from orchestrator.core import chain as pure
+    from orchestrator.evidence import chain as store
+    from orchestrator.evidence.audit_proof import prove_audit
+    from orchestrator.running.run import live_run_ids
+
+    evidence = store.read_evidence(connection, keys, env)
+    # the ledger table against the chain: judged per revision by the gate (`proven`);
+    # `whole` (status) asks it of the whole table
+    problem = evidence.problem or (store.ledger_problem(connection, evidence) if whole else None)
+    witnessed = (seen or {}).get(evidence.database)
+    if problem is None and witnessed is not None:
+        problem = pure.witnessed_problem(evidence.verdict, witnessed, env, seen_by)
+    if problem is None:
+        proof = prove_audit(connection, evidence, None, live_run_ids(connection))
+        if proof.problem is not None:
+            problem = f"{env}'s audit trail does not verify: {proof.problem}"
+    proven = {
+        str(row.get("revision")): (
+            str(row.get("checksum")),
+            str(row.get("direction")),
+            str(row.get("run_id")),
+        )
+        for row in pure.ledger_rows(evidence.verdict)
+        if row.get("direction") != "stamped"
+    }
+    head = evidence.head()
+    return problem, proven, head.as_dict() if head else None
+
+
+def own_witnessed(app: App, env: EnvironmentConfig) -> dict[str, Any]:
+    """Per predecessor database, the newest head `env`'s own signed end entries witnessed
+    (each entry's signature checked with `env`'s keys: a forged witness proves nothing)."""
+    from orchestrator.evidence import chain as store
+
+    own_keys = app.public_keys(env.name)
+    newest: dict[str, Any] = {}
+    if not own_keys or env.promotes_from is None:
+        return newest
+    for target in app.targets(env.name):
+        with read_connection(target) as connection:
+            rows = store.recent_ends(connection)
+            database = store.database_identity(connection) if rows else ""
+        for head in store.signed_witnesses(rows, own_keys, env.name, database, env.promotes_from):
+            if head.database not in newest or newest[head.database].seq < head.seq:
+                newest[head.database] = head
+    return newest
 
 
 def judge(

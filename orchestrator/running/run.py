@@ -45,6 +45,7 @@ from orchestrator.evidence.keys import Signer
 from orchestrator.migrations.revisions import reverts_nothing
 from orchestrator.running import cancel
 from orchestrator.running.app import App, new_run_id
+from orchestrator.running.evidence_run import RunEvidence
 from orchestrator.running.predecessor import DbState, read_state
 
 Executor = Callable[[Connection, Callable[..., None]], None]
@@ -114,6 +115,9 @@ class TargetRun:
         self.started = False
         self.started_at = time.monotonic()
         self.signer: Signer | None = None  # loaded by start(), before anything is written
+        self.evidence: RunEvidence | None = None  # its evidence chain, where the env signs
+        self.may_start_chain = False  # keys adopt/repair: evidence missing is theirs to record
+        self.repairing = False  # keys repair: a broken chain is what it records, not a refusal
         self.closed = False
         self.result: RunResult | None = None
 
@@ -158,8 +162,11 @@ class TargetRun:
         self.audit.flush(wait=FINAL_WAIT)  # records a busy SQLite database could not take yet
         if self.started and self.signer is not None:
             self._checkpoint()
+            self._end_evidence(exc)
         if self.result is not None:
             self.result.audit_head = self.audit.head
+            if self.evidence is not None:
+                self.result.evidence_head = self.evidence.head()
         self.engine.dispose()
 
     def fail_details(self, exc: OrchestratorError) -> None:
@@ -183,6 +190,65 @@ class TargetRun:
         except SQLAlchemyError as exc:  # the next run's checkpoint covers these rows
             self.audit.log.error("audit.checkpoint_failed", error=describe_error(exc))
 
+    def _end_evidence(self, exc: BaseException | None) -> None:
+        """The run's signed end entry, over the audit rows it can prove; never over others."""
+        if self.evidence is None:
+            return
+        outcome = self.result.outcome if self.result is not None else None
+        if outcome is None and exc is not None:
+            outcome = getattr(exc, "outcome", "failed")
+        try:
+            with self.engine.connect() as connection:
+                live = live_run_ids(connection)
+        except SQLAlchemyError:
+            live = None
+        problem = self.evidence.end(self.engine, utc_now(), outcome, live)
+        if problem:
+            self.audit.log.error("evidence.end_not_signed", env=self.env.name, error=problem)
+
+    def verify_evidence(self) -> None:
+        """Under the lock, before any evidence is written: the chain and the audit rows
+        since the last end entry verify, or the run refuses (exit 3)."""
+        if self.evidence is None:
+            return
+        try:
+            with self.engine.begin() as connection:
+                self.evidence.verify(
+                    connection,
+                    live_run_ids(connection),
+                    allow_missing=self.may_start_chain,
+                    repairing=self.repairing,
+                )
+        except Refused as exc:
+            self.refuse(exc.message)
+
+    def witness(self, states: Sequence[Any]) -> None:
+        """The gate passed on these predecessor states: their chain heads go into this run's
+        signed end entry (freshness: a later rollback below them is caught)."""
+        if self.evidence is not None:
+            self.evidence.witnessed = [
+                {**t.head, "at": utc_now()} for t in states if getattr(t, "head", None)
+            ]
+
+    def evidence_moved(self, connection: Connection, reason: str) -> None:
+        """`keys adopt` on an install with no chain yet: its first entry."""
+        assert self.evidence is not None
+        self.evidence.moved(connection, reason, self.app.actor, utc_now())
+
+    def evidence_repair(self, connection: Connection, reason: str) -> str | None:
+        """`keys repair`: a signed entry stating what is broken; None when nothing is."""
+        assert self.evidence is not None
+        return self.evidence.repair(connection, reason, self.app.actor, utc_now())
+
+    def record_row(
+        self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None
+    ) -> bool:
+        """One ledger row and, where the env signs, its chain entry, in the caller's
+        transaction; False: the fence did not hold (nothing written, roll back)."""
+        if self.evidence is not None and not self.evidence.record(connection, row, fence):
+            return False
+        return ledger.record_revision(connection, row, fence=fence)
+
     @property
     def key(self) -> Any:
         return self.signer.key if self.signer is not None else None
@@ -192,6 +258,11 @@ class TargetRun:
     def start(self, **fields: Any) -> None:
         # fail closed: a signing environment without its key writes nothing, not even this
         self.signer = self.app.signer(self.env.name)
+        if self.signer is not None:
+            keys = self.app.public_keys(self.env.name) or ()
+            self.evidence = RunEvidence(
+                self.signer.key, keys, self.env.name, self.target.name, self.run_id
+            )
         self.started = True
         self.started_at = time.monotonic()
         self.audit.common["git_sha"] = self.app.git_sha  # looked up only for a real run
@@ -264,6 +335,7 @@ class TargetRun:
                     self.audit.emit("lock.acquired", lock_key=self.lock_key)
                     self._require_audit(wait=FINAL_WAIT)
                     self._wait_for_commits_in_flight()
+                    self.verify_evidence()
                     yield
                 finally:
                     self.fence = None
@@ -466,6 +538,9 @@ class TargetRun:
                     if self.per_run:  # one transaction: every revision and ledger row, or none
                         with connection.begin():
                             executor(connection, on_version_apply)
+                            for row in self._rows_to_commit:
+                                if self.evidence is not None:
+                                    self.evidence.record(connection, row)
                             ledger.record_rows(connection, self._rows_to_commit)
                             self._rows_to_commit.clear()
                     else:
@@ -542,7 +617,7 @@ class TargetRun:
         )
         if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
             self._rows_to_commit.append(row)
-        elif not ledger.record_revision(connection, row, fence=self.fence):
+        elif not self.record_row(connection, row, fence=self.fence):
             raise LockLost(f"the migration lock was lost before {revision} could commit")
         connection.info[FENCED] = not self.per_run and self.fence is not None
         connection.info[AUTOCOMMITTED] = False

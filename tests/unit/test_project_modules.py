@@ -171,3 +171,31 @@ def test_a_forged_parse_cache_cannot_hide_an_import(project: Path) -> None:
         entry["imports"] = []
     cache.write_text(json.dumps(data))
     assert read(project)["aaaaaaaaaaaa"].checksum == want
+
+
+def test_two_packages_relative_util_resolve_to_their_own_files(tmp_path: Path) -> None:
+    """`from . import util` in two packages, the same bytes: each names its own util.py."""
+    same = b"from . import util\n"
+    write(
+        tmp_path,
+        {
+            "versions/aaaaaaaaaaaa_a.py": (
+                b"from one import mod as m1\nfrom two import mod as m2\n\n"
+                b'revision = "aaaaaaaaaaaa"\ndown_revision = None\n'
+            ),
+            "one/__init__.py": b"",
+            "one/mod.py": same,
+            "one/util.py": b"A = 1\n",
+            "two/__init__.py": b"",
+            "two/mod.py": same,
+            "two/util.py": b"A = 2\n",
+        },
+    )
+    before = read(tmp_path)["aaaaaaaaaaaa"].checksum
+    for package in ("one", "two"):  # each package's own util.py is covered
+        util = tmp_path / package / "util.py"
+        original = util.read_bytes()
+        util.write_bytes(b"A = 3\n")
+        assert read(tmp_path)["aaaaaaaaaaaa"].checksum != before, package
+        util.write_bytes(original)
+    assert read(tmp_path)["aaaaaaaaaaaa"].checksum == before

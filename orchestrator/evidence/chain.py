@@ -1,0 +1,288 @@
+"""A signing environment's evidence chain in its database: read and verify it, prove the
+audit rows since the last run's end, and append entries (core/chain.py says what they are).
+
+Every reader verifies before it believes; every writer verifies before it signs, and
+appends under a transaction-scoped lock (PostgreSQL) so that two writers never fork it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, text
+
+from orchestrator.core import chain
+from orchestrator.db.database import VERSION_TABLE, has_table
+from orchestrator.db.locks import FENCE_SQL, Fence
+from orchestrator.evidence import ledger
+
+if TYPE_CHECKING:
+    from orchestrator.core import signing
+
+EVIDENCE_LOCK_KEY = 0x6F72657669646E63  # "orevidnc": serialises appends to the chain
+_COLUMNS = "seq, kind, run_id, envelope"
+
+
+def database_identity(connection: Connection) -> str:
+    """Who this database is, in terms the deploy role does not choose. PostgreSQL: the
+    cluster's system_identifier (fixed at initdb) and the database's name. SQLite: the
+    database file's real path (a copy elsewhere is another database)."""
+    if connection.dialect.name == "postgresql":
+        row = connection.execute(
+            text(
+                "SELECT system_identifier::text, current_database()"
+                " FROM pg_catalog.pg_control_system()"
+            )
+        ).one()
+        return f"postgresql:{row[0]}/{row[1]}"
+    files = connection.exec_driver_sql("PRAGMA database_list").all()
+    path = next((row[2] for row in files if row[1] == "main"), "") or ":memory:"
+    return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
+
+
+def read_rows(connection: Connection, after: int = 0) -> list[dict[str, Any]]:
+    """Stored entries with seq > `after`, oldest first ([] when there is no chain table)."""
+    if not has_table(connection, ledger.CHAIN_TABLE):
+        return []
+    rows = connection.execute(
+        text(f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"),
+        {"s": after},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def holds_a_schema(connection: Connection) -> bool:
+    """A version table with a revision, or tables besides ours: something was migrated."""
+    if (
+        has_table(connection, VERSION_TABLE)
+        and connection.execute(text(f"SELECT 1 FROM {VERSION_TABLE} LIMIT 1")).first()
+    ):
+        return True
+    from sqlalchemy import inspect
+
+    names = set(inspect(connection).get_table_names()) - ledger.OWN_TABLES - {VERSION_TABLE}
+    return bool(names)
+
+
+@dataclass
+class Evidence:
+    """One database's chain as read and verified."""
+
+    env: str
+    database: str
+    verdict: chain.Verdict
+    missing: bool = False  # a migrated schema with no chain at all
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def problem(self) -> str | None:
+        if self.missing:
+            return (
+                f"{self.env}'s evidence is missing: its database holds a migrated schema but "
+                "no signed evidence chain (deleted or hidden; or an install of an earlier "
+                f"release: `orchestrator keys adopt {self.env} --reason ...` moves it to the "
+                f"chain; `orchestrator keys repair {self.env} --reason ...` records a loss)"
+            )
+        if self.verdict.broken is not None:
+            seq, why = self.verdict.broken
+            return f"{self.env}'s evidence is broken at entry {seq}: {why}"
+        return None
+
+    def head(self, at: str | None = None) -> chain.Head | None:
+        if self.verdict.head is None:
+            return None
+        seq, digest = self.verdict.head
+        return chain.Head(self.env, self.database, seq, digest, at)
+
+
+def read_evidence(connection: Connection, keys: Sequence[signing.PublicKey], env: str) -> Evidence:
+    """Read and verify a database's whole chain (one query, one signature when intact)."""
+    database = database_identity(connection)
+    rows = read_rows(connection)
+    verdict = chain.verify_chain(rows, keys, env=env, database=database)
+    missing = not rows and holds_a_schema(connection)
+    return Evidence(env, database, verdict, missing, rows)
+
+
+def recent_ends(connection: Connection, limit: int = 20) -> list[dict[str, Any]]:
+    """The newest end entries, newest first (where a successor's witnesses are)."""
+    if not has_table(connection, ledger.CHAIN_TABLE):
+        return []
+    rows = connection.execute(
+        text(
+            f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE kind = 'end'"
+            " ORDER BY seq DESC LIMIT :n"
+        ),
+        {"n": limit},
+    )
+    return [dict(row._mapping) for row in rows]
+
+
+def signed_witnesses(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[signing.PublicKey],
+    env: str,
+    database: str,
+    predecessor: str,
+) -> list[chain.Head]:
+    """The predecessor heads that `rows` (end entries of `env`) witnessed, each entry's
+    signature and place (env, database, seq) checked on its own."""
+    from orchestrator.core import signing
+
+    heads: list[chain.Head] = []
+    for row in rows:
+        verdict = signing.verify(row["envelope"], keys, chain.ENTRY_TYPE)
+        if not verdict.valid:
+            continue
+        try:
+            signed = verdict.payload_json()
+        except ValueError:
+            continue
+        if (
+            not isinstance(signed, dict)
+            or signed.get("env") != env
+            or signed.get("database") != database
+            or signed.get("seq") != row["seq"]
+        ):
+            continue
+        one = chain.Verdict([chain.Entry(row["seq"], "end", signed.get("content") or {}, "")])
+        heads += chain.witnessed_heads(one, predecessor)
+    return heads
+
+
+def current_extent(connection: Connection) -> dict[str, Any]:
+    """The ledger's and the audit chain's last rows now: what a `moved` or `repair` entry
+    starts the signed history after."""
+    ledger_max = connection.execute(text(f"SELECT max(id) FROM {ledger.LEDGER_TABLE}")).scalar()
+    audit_last = connection.execute(
+        text(f"SELECT id, hash FROM {ledger.AUDIT_TABLE} ORDER BY id DESC LIMIT 1")
+    ).first()
+    return {
+        "ledger_id": int(ledger_max or 0),
+        "audit_id": int(audit_last[0]) if audit_last else 0,
+        "audit_hash": str(audit_last[1]) if audit_last else ledger.GENESIS,
+    }
+
+
+def ledger_problem(connection: Connection, evidence: Evidence) -> str | None:
+    """Whether the ledger table says what the chain says: each chained row present once,
+    and no signed row the chain does not record (a replayed or copied one)."""
+    from collections import Counter
+
+    fields = ("revision", "checksum", "direction", "run_id", "at")
+    # rows from before the chain (re)started (a `moved` or `repair` entry names the ledger's
+    # last row then) are no evidence here: what counts of them was signed again after it
+    start = chain.last_restart(evidence.verdict)
+    before = int(start.content.get("ledger_id") or 0) if start else 0
+    since = chain.Verdict(
+        [e for e in evidence.verdict.entries if start is None or e.seq > start.seq]
+    )
+    chained = chain.ledger_rows(since)
+    if not chained:
+        return None
+    table = Counter(
+        tuple(row.get(f) for f in fields)
+        for row in ledger.ledger_table_rows(connection)
+        if row.get("envelope") and row["id"] > before
+    )
+    for row in chained:
+        key = tuple(row.get(f) for f in fields)
+        if table[key] > 0:
+            table[key] -= 1
+        else:
+            return (
+                f"{evidence.env}'s evidence is broken at entry {row['seq']}: its ledger row "
+                f"({row.get('revision')} {row.get('direction')}) is missing from the ledger "
+                "table (deleted or replaced)"
+            )
+    extra = [key for key, n in table.items() if n > 0]
+    if extra:
+        return (
+            f"{evidence.env}'s ledger table holds a signed row that no entry of its chain "
+            f"records ({extra[0][0]} {extra[0][2]} of run {extra[0][3]}): replayed or copied"
+        )
+    return None
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+class Broken(Exception):
+    """The chain cannot be appended to: what is wrong, for a refusal (exit 3)."""
+
+
+@dataclass
+class Writer:
+    """Appends entries for one run after its chain verified up to `head`."""
+
+    key: signing.PrivateKey
+    keys: Sequence[signing.PublicKey]
+    env: str
+    database: str
+    head: tuple[int, str] | None  # (seq, hash) of the newest verified entry
+
+    def append(
+        self,
+        connection: Connection,
+        kind: str,
+        content: Mapping[str, Any],
+        fence: Fence | None = None,
+        seq: int | None = None,
+    ) -> bool:
+        """Append one entry in the caller's transaction; False when the fence no longer
+        holds (nothing written: the caller rolls back). `seq`: a repair's place, past every
+        stored entry (it links to the last good one, not to them)."""
+        postgres = connection.dialect.name == "postgresql"
+        if postgres:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVIDENCE_LOCK_KEY})
+        for _ in range(3):
+            last, prev = self.head if self.head else (0, chain.GENESIS)
+            row = chain.build_entry(
+                self.key,
+                env=self.env,
+                database=self.database,
+                seq=seq if seq is not None else last + 1,
+                prev=prev,
+                kind=kind,
+                content=content,
+            )
+            fenced = f" AND {FENCE_SQL}" if fence is not None else ""
+            written = connection.execute(
+                text(
+                    f"INSERT INTO {ledger.CHAIN_TABLE} ({_COLUMNS})"
+                    " SELECT :seq, :kind, :run_id, :envelope WHERE NOT EXISTS"
+                    f" (SELECT 1 FROM {ledger.CHAIN_TABLE} WHERE seq >= :seq){fenced}"
+                ),
+                {**{k: row[k] for k in ("seq", "kind", "run_id", "envelope")}}
+                | (fence.params() if fence is not None else {}),
+            ).rowcount
+            if written == 1:
+                self.head = (row["seq"], row["hash"])
+                return True
+            if (
+                fence is not None
+                and not connection.execute(text(f"SELECT {FENCE_SQL}"), fence.params()).scalar()
+            ):
+                return False
+            self._catch_up(connection)  # another run's end entry came first
+        raise Broken(f"{self.env}'s evidence chain kept moving while this run appended to it")
+
+    def _catch_up(self, connection: Connection) -> None:
+        after = self.head[0] if self.head else 0
+        newer = read_rows(connection, after)
+        verdict = chain.verify_chain(
+            newer, self.keys, env=self.env, database=self.database, start=self.head
+        )
+        if verdict.broken is not None:
+            seq, why = verdict.broken
+            raise Broken(f"{self.env}'s evidence is broken at entry {seq}: {why}")
+        self.head = verdict.head
+
+
+def ledger_content(row: Mapping[str, Any], target: str) -> dict[str, Any]:
+    """What a ledger entry says: the row's columns (no envelope) and where."""
+    content = {k: v for k, v in row.items() if k not in ("id", "envelope") and v is not None}
+    return content | {"target": target}

@@ -1,0 +1,168 @@
+"""A signing run's part in its database's evidence chain: verify before writing, one entry
+per ledger row, and a signed end entry over the audit rows it proved (SPEC Part 3)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from orchestrator.core.errors import Refused
+from orchestrator.db.database import describe_error
+from orchestrator.db.locks import Fence
+from orchestrator.evidence import chain as store
+from orchestrator.evidence import ledger
+from orchestrator.evidence.audit_proof import prove_audit
+
+if TYPE_CHECKING:
+    from orchestrator.core import signing
+
+
+class RunEvidence:
+    """Made once the run holds its lock (or, for a run that never took it, at its end)."""
+
+    def __init__(
+        self,
+        key: signing.PrivateKey,
+        keys: Sequence[signing.PublicKey],
+        env: str,
+        target: str,
+        run_id: str,
+    ) -> None:
+        self.key, self.keys, self.env, self.target, self.run_id = key, keys, env, target, run_id
+        self.writer: store.Writer | None = None
+        self.witnessed: list[dict[str, Any]] = []  # predecessor heads the gate relied on
+        self.audit_head: tuple[int, str] | None = None
+        self.problem: str | None = None  # what verify found (kept for keys repair)
+        self.evidence: store.Evidence | None = None
+
+    @property
+    def empty(self) -> bool:
+        return self.writer is not None and self.writer.head is None
+
+    def verify(
+        self,
+        connection: Connection,
+        live: set[str] | None,
+        allow_missing: bool = False,
+        repairing: bool = False,
+    ) -> None:
+        """Before this run writes anything of evidence: its chain, and the audit rows since
+        the last end entry, must verify; else Refused (exit 3), nothing signed."""
+        evidence = store.read_evidence(connection, self.keys, self.env)
+        if allow_missing:
+            evidence.missing = False
+        problem = evidence.problem or store.ledger_problem(connection, evidence)
+        if problem is None and evidence.verdict.head is not None:
+            proof = prove_audit(connection, evidence, self.run_id, live)
+            if proof.problem is not None:
+                problem = f"{self.env}'s audit trail does not verify: {proof.problem}"
+        self.problem = problem
+        self.evidence = evidence
+        if problem is not None and not repairing:
+            raise Refused(
+                f"Refused: {problem}. This run signs nothing after evidence it cannot prove, "
+                f"so nothing was changed. Find out what happened to {self.target}'s database; "
+                f"`orchestrator keys repair {self.env} --reason ...` (the key holder) records "
+                "it and lets runs go on."
+            )
+        self.writer = store.Writer(
+            self.key, self.keys, self.env, evidence.database, evidence.verdict.head
+        )
+
+    def moved(self, connection: Connection, reason: str, actor: str, at: str) -> None:
+        """The first entry of an install that had no chain: what is there now (the ledger's
+        last row, the audit chain's last row) is where its signed history starts."""
+        assert self.writer is not None and self.writer.head is None
+        content = store.current_extent(connection) | {
+            "run_id": self.run_id,
+            "reason": reason,
+            "actor": actor,
+            "at": at,
+            "target": self.target,
+        }
+        self.writer.append(connection, "moved", content)
+
+    def repair(self, connection: Connection, reason: str, actor: str, at: str) -> str | None:
+        """Append the signed `repair` entry after the last good one, past every stored entry,
+        naming the first bad one: readers skip the span between (not believed)."""
+        assert self.writer is not None and self.evidence is not None
+        if self.problem is None:
+            return None
+        verdict = self.evidence.verdict
+        head = verdict.head
+        broken_from = verdict.broken[0] if verdict.broken else (head[0] + 1 if head else 1)
+        stored = max((row["seq"] for row in self.evidence.rows), default=0)
+        content = store.current_extent(connection) | {
+            "run_id": self.run_id,
+            "broken_from": broken_from,
+            "problem": self.problem,
+            "reason": reason,
+            "actor": actor,
+            "at": at,
+            "target": self.target,
+        }
+        self.writer.append(connection, "repair", content, seq=max(stored, broken_from - 1) + 1)
+        return self.problem
+
+    def record(
+        self, connection: Connection, row: Mapping[str, Any], fence: Fence | None = None
+    ) -> bool:
+        """The entry of one ledger row, in its transaction; False: the fence did not hold."""
+        assert self.writer is not None
+        content = store.ledger_content(row, self.target)
+        return self.writer.append(connection, "ledger", content, fence)
+
+    def end(self, engine: Engine, at: str, outcome: str | None, live: set[str] | None) -> str:
+        """Sign the run's end over the audit rows it proved; '' when written, else why not."""
+        try:
+            with engine.begin() as connection:
+                if self.writer is None:  # never took the lock: verify now
+                    self.verify(connection, live)
+                assert self.writer is not None
+                # again, as it is now: other runs may have ended meanwhile, and the audit
+                # rows since the last pin, ours among them, are what this entry signs over
+                evidence = store.read_evidence(connection, self.keys, self.env)
+                if evidence.problem is not None:
+                    return evidence.problem
+                self.writer.head = evidence.verdict.head
+                proof = prove_audit(connection, evidence, self.run_id, live)
+                if proof.problem is not None:
+                    return proof.problem
+                content: dict[str, Any] = {
+                    "run_id": self.run_id,
+                    "outcome": outcome,
+                    "target": self.target,
+                    "at": at,
+                    "audit_id": proof.head[0] if proof.head else 0,
+                    "audit_hash": proof.head[1] if proof.head else ledger.GENESIS,
+                    "witnessed": self.witnessed,
+                }
+                if proof.killed:
+                    content["killed"] = list(proof.killed)
+                if proof.open:
+                    content["open"] = list(proof.open)
+                self.writer.append(connection, "end", content)
+                self.audit_head = proof.head
+        except Refused as exc:
+            return exc.message
+        except store.Broken as exc:
+            return str(exc)
+        except SQLAlchemyError as exc:
+            return describe_error(exc)
+        return ""
+
+    def head(self) -> dict[str, Any] | None:
+        """The `evidence_head` of the run's --json result."""
+        if self.writer is None or self.writer.head is None:
+            return None
+        seq, digest = self.writer.head
+        return {
+            "env": self.env,
+            "database": self.writer.database,
+            "seq": seq,
+            "hash": digest,
+            "witnessed": self.witnessed,
+        }
