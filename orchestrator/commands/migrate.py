@@ -34,6 +34,7 @@ from orchestrator.running.policies import (
 )
 from orchestrator.running.predecessor import (
     checksum_drift,
+    expected_reads,
     judge,
     predecessor_states,
     read_connection,
@@ -228,6 +229,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)
+        run.expected_reads = expected_reads(app, run.env, revisions, evidence)
         run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
         project = app.project
 
@@ -249,7 +251,8 @@ def _check_against_plan(
 
     causes = []
     checksums = {rev: app.graph.get(rev).checksum for rev in plan.revisions if rev in app.graph}
-    target = plans.target_refusal(plan, run.target.name, heads, checksums)
+    resumed = _applied_by_this_plan(app, run, plan, heads)
+    target = plans.target_refusal(plan, run.target.name, heads, checksums, resumed)
     if target is not None:
         causes.append(target)
     unplanned = [rev for rev in revisions if rev not in plan.revisions]
@@ -263,6 +266,27 @@ def _check_against_plan(
             plan_refusals=causes,
         )
     return plan_evidence(app, plan)
+
+
+def _applied_by_this_plan(app: App, run: TargetRun, plan: Plan, heads: Sequence[str]) -> bool:
+    """Whether the steps of the plan applied here since it was made were all applied by runs
+    of this very plan (one stopped by SIGTERM): then the plan goes on where it stopped."""
+    planned = plan.heads(run.target.name)
+    if planned is None or sorted(heads) == sorted(planned) or list(heads) == [plan.to]:
+        return False  # nothing to resume: judged as it is
+    state = run.read()
+    before = set().union(*(app.graph.ancestors(h) for h in planned))
+    done = [r for r in plan.revisions if r in state.applied and r not in before]
+    if not done or any(r not in state.ledger for r in done):
+        return False
+    with run.engine.connect() as connection:
+        for run_id in {state.ledger[r].run_id for r in done}:
+            started = ledger.query_audit(
+                connection, ledger.AuditFilter(event="run.started", run_id=run_id)
+            )
+            if not any(e.get("plan_sha256") == plan.sha256 for e in started):
+                return False
+    return True
 
 
 def refuse_plan(app: App, plan: Plan, env: str) -> None:

@@ -76,12 +76,22 @@ def sql_digest(sql: str) -> str:
 
 
 def parse_ttl(value: str) -> timedelta:
-    """`30m`, `12h`, `7d`: how long a plan may be applied after it was made."""
+    """`90s`, `30m`, `12h`, `7d`: how long a plan may be applied after it was made (at most
+    ten years: an expiry beyond any calendar is no expiry)."""
     text = value.strip()
-    units = {"m": "minutes", "h": "hours", "d": "days"}
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) < 1:
-        raise ValueError(f"--ttl {value!r}: expected a duration such as 30m, 24h or 7d")
-    return timedelta(**{units[text[-1]]: int(text[:-1])})
+        raise ValueError(f"--ttl {value!r}: expected a duration such as 90s, 30m, 24h or 7d")
+    try:
+        ttl = timedelta(**{units[text[-1]]: int(text[:-1])})
+    except OverflowError:
+        ttl = MAX_TTL + MAX_TTL
+    if ttl > MAX_TTL:
+        raise ValueError(f"--ttl {value!r} is longer than ten years: give a shorter duration")
+    return ttl
+
+
+MAX_TTL = timedelta(days=3653)
 
 
 def build(
@@ -146,8 +156,51 @@ def read(text: str | bytes) -> Plan:
     missing = {"env", "to", "targets", "steps", "evidence", "expires_at"} - body.keys()
     if missing:
         raise PlanTampered(f"its payload lacks {', '.join(sorted(missing))}")
+    problem = shape_problem(body)
+    if problem is not None:
+        raise PlanFileError(problem)
     envelope.setdefault("signatures", [])
     return Plan(envelope, payload, body)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def shape_problem(body: Mapping[str, Any]) -> str | None:
+    """What makes a payload with every key not a plan (a list where an object belongs, a
+    step without its checksum...), named; None when every part has its shape. Checked
+    when the file is read, so nothing later meets a plan it cannot handle."""
+    for key in ("env", "to", "expires_at"):
+        if not isinstance(body[key], str):
+            return f"its {key} is not a string"
+    targets = body["targets"]
+    if not isinstance(targets, list):
+        return "its targets are not a list"
+    for i, target in enumerate(targets):
+        if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+            return f"its target #{i + 1} has no name"
+        if not _strings(target.get("heads")):
+            return f"its target {target['name']} has no list of heads"
+    if not isinstance(body["steps"], list):
+        return "its steps are not a list"
+    for i, step in enumerate(body["steps"]):
+        if not isinstance(step, dict):
+            return f"its step #{i + 1} is not an object"
+        for key in ("revision", "checksum"):
+            if not isinstance(step.get(key), str):
+                return f"its step #{i + 1} has no {key}"
+        if not isinstance(step.get("sql_sha256"), (str, type(None))):
+            return f"its step {step['revision']} has a sql_sha256 that is not a string"
+    evidence = body["evidence"]
+    if not isinstance(evidence, dict) or not all(
+        isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+        for rows in evidence.values()
+    ):
+        return "its evidence is not a list of rows per database"
+    if not isinstance(body.get("reads", {}), dict):
+        return "its reads are not an object"
+    return None
 
 
 # -- the checks of `migrate --plan`, each a refusal naming its cause ---------------------------
@@ -197,16 +250,24 @@ def approvals(plan: Plan, approver_keys: Mapping[str, Any], verify: Any) -> list
 
 
 def target_refusal(
-    plan: Plan, target: str, heads: Sequence[str], checksums: Mapping[str, str]
+    plan: Plan,
+    target: str,
+    heads: Sequence[str],
+    checksums: Mapping[str, str],
+    resumed: bool = False,
 ) -> str | None:
     """Why this database may not run the plan now, or None. A database already at the
-    plan's target has nothing to do (re-applying a plan is a no-op)."""
+    plan's target has nothing to do (re-applying a plan is a no-op); one that runs of this
+    plan left at one of its steps (`resumed`) goes on with the steps after it."""
     planned = plan.heads(target)
     if planned is None:
         return f"the plan does not cover {target}"
     if list(heads) == [plan.to]:
         return None
-    if sorted(heads) != sorted(planned):
+    # `resumed`: runs of this very plan (stopped by SIGTERM) left the database at one of its
+    # steps; going on from there runs the rest of the plan, nothing else
+    resumed = resumed and bool(heads) and set(heads) <= set(plan.revisions)
+    if sorted(heads) != sorted(planned) and not resumed:
         return (
             f"{target}'s heads moved since the plan: it was at {', '.join(planned) or 'base'}, "
             f"it is at {', '.join(heads) or 'base'} now"

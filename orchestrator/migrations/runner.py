@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.errors import MigrationFailed, UsageError
 from orchestrator.core.secrets import redact
+from orchestrator.migrations import observe
 from orchestrator.migrations.project_modules import ProjectModules, source_only
 from orchestrator.migrations.revisions import RevisionGraph, current_checksums, read_versions
 
@@ -195,6 +196,7 @@ class AlembicProject:
             loaded = [make(script.revision_map, script.get_revision(r)) for r in revisions]
             if not context.as_sql:
                 self.check_unchanged(revisions)
+                observe.restart()  # what env.py and loading opened is no revision's read
             return loaded
 
         return steps

@@ -20,7 +20,7 @@ from orchestrator.running.policies import (
     lint_revisions,
     record_waivers,
 )
-from orchestrator.running.predecessor import judge, upgrade_steps
+from orchestrator.running.predecessor import expected_reads, judge, upgrade_steps
 from orchestrator.running.run import TargetRun
 
 
@@ -117,6 +117,7 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
                 steps = judge(app, run.env, revisions, fresh=True)
                 if any(s.blocked for s in steps):
                     run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+                run.expected_reads = expected_reads(app, run.env, revisions)
                 run.audit.emit(
                     "gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from
                 )
