@@ -35,6 +35,7 @@ from orchestrator.running.policies import (
 from orchestrator.running.predecessor import (
     checksum_drift,
     expected_reads,
+    file_digest,
     judge,
     predecessor_states,
     read_connection,
@@ -223,7 +224,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if not revisions:
             return run.finish(message="already at target")
         if plan is not None:  # it may have moved while we waited: the plan must still hold
-            evidence = _check_against_plan(app, run, plan, state.heads, revisions)
+            evidence = _check_against_plan(app, run, plan, state.heads, revisions, render=False)
         # judged again on the predecessor as it is now, not as it was before the wait
         steps = judge(app, run.env, revisions, fresh=True, evidence=evidence)
         if any(s.blocked for s in steps):
@@ -242,7 +243,12 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
 
 
 def _check_against_plan(
-    app: App, run: TargetRun, plan: Plan, heads: tuple[str, ...], revisions: list[str]
+    app: App,
+    run: TargetRun,
+    plan: Plan,
+    heads: tuple[str, ...],
+    revisions: list[str],
+    render: bool = True,
 ) -> list[TargetState] | None:
     """Refuse (exit 3, every cause named) unless this database may run exactly the plan;
     the predecessor's evidence the gate judges (None: read the predecessor live)."""
@@ -258,6 +264,11 @@ def _check_against_plan(
     unplanned = [rev for rev in revisions if rev not in plan.revisions]
     if unplanned and target is None:
         causes.append(f"{', '.join(unplanned)} would run but are not in the plan")
+    if target is None and revisions:
+        causes += plans.read_refusals(plan, revisions, file_digest(app))
+        if render:  # what would run is what the reviewer read: the same SQL
+            rendered = app.project.offline_sql(revisions, "postgresql")
+            causes += plans.sql_refusals(plan, rendered.sql)
     if causes:
         run.refuse(
             f"Refused: {run.where} will not run the plan {plan.sha256[:12]}: "
@@ -265,7 +276,25 @@ def _check_against_plan(
             + ".",
             plan_refusals=causes,
         )
-    return plan_evidence(app, plan)
+    evidence = plan_evidence(app, plan)
+    if evidence is not None and revisions and _readable(app, run.env.promotes_from):
+        # this job can read the predecessor: its evidence must still hold there now (not
+        # rolled back, not edited since the plan was made), besides the plan's signed rows
+        live = judge(app, run.env, revisions, fresh=True)
+        if any(s.blocked for s in live):
+            run.refuse(refusal_message(run.where, run.env.promotes_from, live), live)
+    return evidence
+
+
+def _readable(app: App, env: str | None) -> bool:
+    """Whether this job has the URLs of `env`'s databases."""
+    if env is None:
+        return False
+    try:
+        app.targets(env)
+    except UsageError:
+        return False
+    return True
 
 
 def _applied_by_this_plan(app: App, run: TargetRun, plan: Plan, heads: Sequence[str]) -> bool:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.config import target_names
 from orchestrator.core.errors import Refused, UsageError
 from orchestrator.core.planning import LedgerEntry, TargetState, refusal_message
 from orchestrator.evidence import ledger, plans
@@ -47,13 +48,15 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         raise Refused(f"Refused: lint is `error` on {env.name} and the plan would fail it: {why}.")
 
     rendered = app.project.offline_sql(revisions, "postgresql") if revisions else None
+    evidence = _evidence(app, env.promotes_from, revisions)
+    key = writer_key(app, env.name)
     body = plans.build(
         env=env.name,
         predecessor=env.promotes_from,
         to=destination,
         targets=targets,
-        steps=[_step(app, rev, rendered) for rev in revisions],
-        evidence=_evidence(app, env.promotes_from, revisions),
+        steps=[_step(app, rev, rendered, evidence) for rev in revisions],
+        evidence=evidence,
         lint=[_finding(f) for f in findings],
         waivers=sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived}),
         author=app.actor,
@@ -61,11 +64,15 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         created=datetime.now(UTC),
         ttl=lifetime,
     )
-    envelope = {
+    envelope: dict[str, Any] = {
         "payloadType": plans.PLAN_TYPE,
         "payload": _b64(plans.canonical(body)),
         "signatures": [],
     }
+    if key is not None:  # the writer's signature: expiry, steps and evidence are sealed
+        from orchestrator.core import signing
+
+        envelope = signing.add_signature(envelope, key)
     _write(out, envelope)
     plan = plans.read(json.dumps(envelope))
     return {
@@ -78,8 +85,45 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
     }
 
 
-def _step(app: App, rev: str, rendered: Any) -> dict[str, Any]:
+def writer_keys(app: App, env_name: str) -> dict[str, tuple[Any, ...]]:
+    """The environments whose key may write `env_name`'s plans (its predecessor, usually
+    the job that writes it; itself), with their public keys, where they sign."""
+    env = app.envs.get(env_name)
+    names = [n for n in (env.promotes_from, env.name) if n is not None]
+    return {n: keys for n in names if (keys := app.public_keys(n)) is not None}
+
+
+def writer_key(app: App, env_name: str) -> Any:
+    """The private key `plan --out` signs with: the predecessor's where this job holds it,
+    else the environment's own; None where neither signs. Exit 2 where one signs but this
+    job holds neither key: an unsigned plan would be refused at apply."""
+    names = list(writer_keys(app, env_name))
+    for name in names:
+        try:
+            signer = app.signer(name)
+        except UsageError:
+            continue
+        if signer is not None:
+            return signer.key
+    if not names:
+        return None
+    variables = [app.envs.get(n).signing.key_env for n in names]  # type: ignore[union-attr]
+    raise UsageError(
+        f"plan --out signs the plan with the key of {' or '.join(names)}, and this job holds "
+        f"neither: set {' or '.join(variables)} to that environment's private key."
+    )
+
+
+def _step(
+    app: App, rev: str, rendered: Any, evidence: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
     sql = rendered.sql.get(rev) if rendered is not None else None
+    reads: dict[str, str] = {}  # what its runs on the predecessor read, from their rows
+    for rows in evidence.values():
+        for row in rows:
+            entry = _entry(row)
+            if entry is not None and entry.revision == rev:
+                reads.update(entry.files_read or {})
     return {
         "revision": rev,
         "checksum": app.graph.get(rev).checksum,
@@ -88,6 +132,7 @@ def _step(app: App, rev: str, rendered: Any) -> dict[str, Any]:
         "sql": sql,
         "sql_sha256": plans.sql_digest(sql) if sql is not None else None,
         "sql_problem": rendered.failed.get(rev) if rendered is not None else None,
+        "reads": reads,
     }
 
 
@@ -180,17 +225,42 @@ def plan_evidence(app: App, plan: plans.Plan) -> list[TargetState] | None:
     for name, rows in plan.body["evidence"].items():
         entries = {}
         for row in rows:
-            try:
-                entry = LedgerEntry(**{k: row.get(k) for k in _ENTRY_FIELDS})
-            except TypeError:
-                continue
-            entries[entry.revision] = entry
+            entry = _entry(row)
+            if entry is not None:
+                entries[entry.revision] = entry
         applied = frozenset(r for r, e in entries.items() if e.applied)
         states.append(TargetState(name, applied, entries, keys, predecessor))
+    # every database the predecessor's configuration lists, as this checkout configures it:
+    # one the plan's evidence leaves out has run nothing, as far as the plan proves
+    listed = target_names(app.envs.get(predecessor), app.settings.project_dir)
+    covered = set(plan.body["evidence"])
+    states += [
+        TargetState(n, frozenset(), {}, keys, predecessor) for n in listed if n not in covered
+    ]
     return states
 
 
-_ENTRY_FIELDS = ("revision", "checksum", "direction", "run_id", "at", "env", "actor", "envelope")
+def _entry(row: Any) -> LedgerEntry | None:
+    """A predecessor's ledger row as the plan carries it; None for what is not one."""
+    if not isinstance(row, dict):
+        return None
+    fields = {k: row.get(k) for k in _ENTRY_FIELDS}
+    if not all(isinstance(fields[k], str) for k in _ENTRY_FIELDS[:5]):
+        return None
+    return LedgerEntry(**fields)  # type: ignore[arg-type]  # the five checked above
+
+
+_ENTRY_FIELDS = (
+    "revision",
+    "checksum",
+    "direction",
+    "run_id",
+    "at",
+    "env",
+    "actor",
+    "envelope",
+    "reads",
+)
 
 
 def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
@@ -198,7 +268,12 @@ def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
     from orchestrator.core import signing
 
     return plans.envelope_refusals(
-        plan, env_name, datetime.now(UTC), approver_keys(app, env_name), signing.verify
+        plan,
+        env_name,
+        datetime.now(UTC),
+        approver_keys(app, env_name),
+        signing.verify,
+        writer_keys(app, env_name),
     )
 
 

@@ -212,12 +212,20 @@ def envelope_refusals(
     now: datetime,
     approver_keys: Mapping[str, Any],
     verify: Any,
+    writer_keys: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[str]:
     """Refusals that hold for the whole plan. `approver_keys`: key file -> public key, from
-    `policy.plan_approvers`; `verify(envelope, keys)` is signing.verify."""
+    `policy.plan_approvers`; `writer_keys`: environment -> its public keys, for the
+    environments whose key may write the plan (the predecessor's, the environment's own),
+    where they sign; `verify(envelope, keys)` is signing.verify."""
     refusals = []
     if plan.env != env:
         refusals.append(f"the plan is for {plan.env}, not {env}")
+    if writer_keys and not any(verify(plan.envelope, list(k)).valid for k in writer_keys.values()):
+        refusals.append(
+            "the plan was altered after it was written: it bears no valid signature by the key "
+            f"of {' or '.join(sorted(writer_keys))}, which `orchestrator plan --out` signs with"
+        )
     expires = _parse_iso(plan.body["expires_at"])
     if expires is None:
         refusals.append("its expiry time is not a time")
@@ -279,6 +287,39 @@ def target_refusal(
             "checksum differs from the plan's)"
         )
     return None
+
+
+def read_refusals(plan: Plan, revisions: Sequence[str], files: Any) -> list[str]:
+    """The files the plan's steps read on the predecessor (path -> sha256, from its
+    evidence) that differ now; `files(path)` is the sha256 now (None: gone)."""
+    changed = []
+    for step in plan.steps:
+        if step["revision"] not in revisions or not isinstance(step.get("reads"), dict):
+            continue
+        for path, digest in sorted(step["reads"].items()):
+            if files(path) != digest:
+                changed.append(f"{path} (read by {step['revision']})")
+    if not changed:
+        return []
+    return [f"{', '.join(changed)} changed since the plan was made"]
+
+
+def sql_refusals(plan: Plan, rendered: Mapping[str, str]) -> list[str]:
+    """Steps whose SQL, rendered again now (`rendered`: revision -> SQL), is not the SQL
+    the plan shows (its sha256)."""
+    changed = [
+        s["revision"]
+        for s in plan.steps
+        if s["revision"] in rendered
+        and s.get("sql_sha256") is not None
+        and sql_digest(rendered[s["revision"]]) != s["sql_sha256"]
+    ]
+    if not changed:
+        return []
+    return [
+        f"the SQL of {', '.join(changed)} renders differently now than in the plan (its "
+        "sha256 differs): what would run is not what was reviewed"
+    ]
 
 
 def _keyids(keys: Mapping[str, Any]) -> dict[str, str]:

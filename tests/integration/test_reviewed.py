@@ -8,11 +8,13 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 from pgcluster import PgCluster
-from projectkit import HEAD, Project
+from projectkit import HEAD, SHIPPED, Project
 from test_fencing import BLOCK, BLOCKING_BODY, procs
 from test_locking import add_chain, dbname, finish, wait_for
+from test_plans import apply, make_plan, resign, rewrite, sign_env
 
 __all__ = ["procs"]  # fixture
 
@@ -140,3 +142,129 @@ def test_a_plan_run_stopped_by_sigterm_goes_on_with_the_same_plan(
 
     # applied whole now: the same plan again is a no-op
     assert pg_project.run("migrate", "prod", "--plan", str(plan), "--approve").code == 0
+
+
+# -- plans that cannot be bent -------------------------------------------------------------
+
+
+def test_an_unsigned_plan_edited_by_whoever_holds_the_file_is_refused(
+    pg_project: Project,
+) -> None:
+    """No approvers configured: the writer's signature alone seals expiry, steps, evidence."""
+    sign_env(pg_project, "staging")
+    for env in ("dev", "staging"):
+        assert pg_project.run("migrate", env).code == 0
+    plan = make_plan(pg_project)
+    assert len(json.loads(plan.read_text())["signatures"]) == 1  # the writer's
+    rewrite(plan, lambda b: b.update(expires_at="2999-01-01T00:00:00Z"))
+    done = apply(pg_project, plan)
+    assert done.code == 3, done.output
+    assert "altered after it was written" in done.stderr
+    assert "no valid signature by the key of staging" in done.stderr
+    assert pg_project.version("prod") == []
+
+    plan = make_plan(pg_project)  # as written: applied
+    done = apply(pg_project, plan)
+    assert done.code == 0, done.output
+
+
+def test_a_plan_that_reads_an_edited_file_is_refused(pg_project: Project) -> None:
+    sign_env(pg_project, "staging")
+    sql = add_reader(pg_project)
+    for env in ("dev", "staging"):
+        assert pg_project.run("migrate", env).code == 0
+    plan = make_plan(pg_project)
+    shown = pg_project.run("plan", "show", str(plan), "--format", "json")
+    (step,) = [s for s in shown.json()["steps"] if s["revision"] == READER]
+    assert list(step["reads"]) == ["alembic/sql/r3.sql"]
+
+    sql.write_text("CREATE TABLE r3_table (id integer PRIMARY KEY); DROP TABLE users;\n")
+    done = apply(pg_project, plan)
+    assert done.code == 3, done.output
+    assert f"alembic/sql/r3.sql (read by {READER}) changed since the plan was made" in done.stderr
+    assert pg_project.version("prod") == []
+
+
+def test_a_step_whose_sql_renders_otherwise_is_refused(pg_project: Project) -> None:
+    sign_env(pg_project, "staging")
+    for env in ("dev", "staging"):
+        assert pg_project.run("migrate", env).code == 0
+    plan = make_plan(pg_project)
+
+    def other_sql(body: dict[str, Any]) -> None:
+        body["steps"][1]["sql_sha256"] = "0" * 64
+
+    rewrite(plan, other_sql)
+    resign(pg_project, plan, "STAGING_KEY")  # even by the writer's own key
+    done = apply(pg_project, plan)
+    assert done.code == 3, done.output
+    assert f"the SQL of {SHIPPED[1]} renders differently now than in the plan" in done.stderr
+    assert pg_project.version("prod") == []
+
+
+def test_a_plan_that_leaves_out_a_step_on_the_path_is_refused(pg_project: Project) -> None:
+    sign_env(pg_project, "staging")
+    for env in ("dev", "staging"):
+        assert pg_project.run("migrate", env).code == 0
+    plan = make_plan(pg_project)
+
+    def omit(body: dict[str, Any]) -> None:
+        body["steps"] = [s for s in body["steps"] if s["revision"] != SHIPPED[2]]
+
+    rewrite(plan, omit)
+    resign(pg_project, plan, "STAGING_KEY")
+    done = apply(pg_project, plan)
+    assert done.code == 3, done.output
+    assert f"{SHIPPED[2]} would run but are not in the plan" in done.stderr
+    assert pg_project.version("prod") == []
+
+
+def test_a_fleet_plan_missing_a_database_is_refused(
+    pg_project: Project, pg_cluster: PgCluster
+) -> None:
+    project = pg_project
+    prefix = dbname(project, "staging")
+    server = project.urls["staging"].rsplit("/", 1)[0]
+    for name in ("s1", "s2"):
+        pg_cluster.create_database(f"{prefix}_{name}")
+        project.extra_env[f"STAGING_{name.upper()}_URL"] = f"{server}/{prefix}_{name}"
+    try:
+        project.write_env(
+            "staging",
+            """
+            name: staging
+            promotes_from: dev
+            database:
+              targets:
+                - {name: s1, url_env: STAGING_S1_URL}
+                - {name: s2, url_env: STAGING_S2_URL}
+            policy:
+              lint: warn
+            """,
+        )
+        sign_env(project, "staging")
+        assert project.run("migrate", "dev").code == 0
+        done = project.run("migrate", "staging")
+        assert done.code == 0, done.output
+        plan = make_plan(project)
+
+        def drop_s2(body: dict[str, Any]) -> None:  # as if s2 were not staging's
+            del body["evidence"]["s2"]
+
+        rewrite(plan, drop_s2)
+        resign(project, plan, "STAGING_KEY")  # by whoever holds the writer's key
+        done = project.run(
+            "migrate",
+            "prod",
+            "--plan",
+            str(plan),
+            "--approve",
+            STAGING_S1_URL="",
+            STAGING_S2_URL="",
+        )
+        assert done.code == 3, done.output
+        assert "not run on staging (s2)" in done.stderr, done.stderr
+        assert project.version("prod") == []
+    finally:
+        for name in ("s1", "s2"):
+            pg_cluster.drop_database(f"{prefix}_{name}")
