@@ -23,6 +23,7 @@ from orchestrator.db.database import current_heads
 from orchestrator.evidence import ledger
 from orchestrator.running.app import App, new_run_id
 from orchestrator.running.fleet import FleetOptions, fan_out, select_shard
+from orchestrator.running.plan_gate import check_against_plan, plan_approvals, refuse_plan
 from orchestrator.running.policies import (
     approval_refusal,
     ask_approval,
@@ -35,7 +36,6 @@ from orchestrator.running.policies import (
 from orchestrator.running.predecessor import (
     checksum_drift,
     expected_reads,
-    file_digest,
     judge,
     predecessor_states,
     read_connection,
@@ -46,7 +46,6 @@ from orchestrator.running.predecessor import (
 from orchestrator.running.run import TargetRun
 
 if TYPE_CHECKING:
-    from orchestrator.core.planning import TargetState
     from orchestrator.evidence.plans import Plan
 
 ONE_AT_A_TIME = FleetOptions()
@@ -205,7 +204,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
             f"`orchestrator migrate {run.env.name} --plan plan.json`."
         )
     if plan is not None:
-        evidence = _check_against_plan(app, run, plan, state.heads, revisions)
+        evidence = check_against_plan(app, run, plan, state.heads, revisions)
     if drifted:
         run.refuse(
             f"Refused: {', '.join(drifted)} changed since {run.where} ran it (checksum drift). "
@@ -224,7 +223,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if not revisions:
             return run.finish(message="already at target")
         if plan is not None:  # it may have moved while we waited: the plan must still hold
-            evidence = _check_against_plan(app, run, plan, state.heads, revisions, render=False)
+            evidence = check_against_plan(app, run, plan, state.heads, revisions, render=False)
         # judged again on the predecessor as it is now, not as it was before the wait
         steps = judge(app, run.env, revisions, fresh=True, evidence=evidence)
         if any(s.blocked for s in steps):
@@ -240,100 +239,6 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         run.apply(revisions, "up", execute)
         check_divergence(app, run)
         return run.finish(to_revision=destination)
-
-
-def _check_against_plan(
-    app: App,
-    run: TargetRun,
-    plan: Plan,
-    heads: tuple[str, ...],
-    revisions: list[str],
-    render: bool = True,
-) -> list[TargetState] | None:
-    """Refuse (exit 3, every cause named) unless this database may run exactly the plan;
-    the predecessor's evidence the gate judges (None: read the predecessor live)."""
-    from orchestrator.commands.plans import plan_evidence
-    from orchestrator.evidence import plans
-
-    causes = []
-    checksums = {rev: app.graph.get(rev).checksum for rev in plan.revisions if rev in app.graph}
-    resumed = _applied_by_this_plan(app, run, plan, heads)
-    target = plans.target_refusal(plan, run.target.name, heads, checksums, resumed)
-    if target is not None:
-        causes.append(target)
-    unplanned = [rev for rev in revisions if rev not in plan.revisions]
-    if unplanned and target is None:
-        causes.append(f"{', '.join(unplanned)} would run but are not in the plan")
-    if target is None and revisions:
-        causes += plans.read_refusals(plan, revisions, file_digest(app))
-        if render:  # what would run is what the reviewer read: the same SQL
-            rendered = app.project.offline_sql(revisions, "postgresql")
-            causes += plans.sql_refusals(plan, rendered.sql)
-    if causes:
-        run.refuse(
-            f"Refused: {run.where} will not run the plan {plan.sha256[:12]}: "
-            + "; ".join(causes)
-            + ".",
-            plan_refusals=causes,
-        )
-    evidence = plan_evidence(app, plan)
-    if evidence is not None and revisions and _readable(app, run.env.promotes_from):
-        # this job can read the predecessor: its evidence must still hold there now (not
-        # rolled back, not edited since the plan was made), besides the plan's signed rows
-        live = judge(app, run.env, revisions, fresh=True)
-        if any(s.blocked for s in live):
-            run.refuse(refusal_message(run.where, run.env.promotes_from, live), live)
-    return evidence
-
-
-def _readable(app: App, env: str | None) -> bool:
-    """Whether this job has the URLs of `env`'s databases."""
-    if env is None:
-        return False
-    try:
-        app.targets(env)
-    except UsageError:
-        return False
-    return True
-
-
-def _applied_by_this_plan(app: App, run: TargetRun, plan: Plan, heads: Sequence[str]) -> bool:
-    """Whether the steps of the plan applied here since it was made were all applied by runs
-    of this very plan (one stopped by SIGTERM): then the plan goes on where it stopped."""
-    planned = plan.heads(run.target.name)
-    if planned is None or sorted(heads) == sorted(planned) or list(heads) == [plan.to]:
-        return False  # nothing to resume: judged as it is
-    state = run.read()
-    before = set().union(*(app.graph.ancestors(h) for h in planned))
-    done = [r for r in plan.revisions if r in state.applied and r not in before]
-    if not done or any(r not in state.ledger for r in done):
-        return False
-    with run.engine.connect() as connection:
-        for run_id in {state.ledger[r].run_id for r in done}:
-            started = ledger.query_audit(
-                connection, ledger.AuditFilter(event="run.started", run_id=run_id)
-            )
-            if not any(e.get("plan_sha256") == plan.sha256 for e in started):
-                return False
-    return True
-
-
-def refuse_plan(app: App, plan: Plan, env: str) -> None:
-    """Refusals that hold for every database: another environment's plan, an expired one,
-    one altered since its approval or lacking a required approval."""
-    from orchestrator.commands.plans import check_plan
-
-    causes = check_plan(app, plan, env)
-    if causes:
-        raise Refused(
-            f"Refused: {env} will not run the plan {plan.sha256[:12]}: " + "; ".join(causes) + "."
-        )
-
-
-def plan_approvals(app: App, plan: Plan, env: str) -> list[str]:
-    from orchestrator.commands.plans import approvals
-
-    return approvals(app, plan, env)
 
 
 def promote(

@@ -1,5 +1,5 @@
-"""plan --out, plan show, plan approve: the release plan a reviewer approves, and the
-evidence `migrate --plan` checks before it runs exactly that (see orchestrator/plans.py)."""
+"""plan --out, plan show, plan approve: the release plan a reviewer approves (what a run
+checks of it before it runs exactly that: orchestrator/running/plan_gate.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.core.config import target_names
 from orchestrator.core.errors import Refused, UsageError
-from orchestrator.core.planning import LedgerEntry, TargetState, refusal_message
+from orchestrator.core.planning import refusal_message
 from orchestrator.evidence import ledger, plans
 from orchestrator.running.app import App
+from orchestrator.running.plan_gate import entry_of, read_plan, writer_keys
+
+__all__ = ["approve_plan", "make_plan", "read_plan", "show", "writer_key"]
 from orchestrator.running.policies import lint_revisions
 from orchestrator.running.predecessor import judge, read_connection, read_state, upgrade_steps
 
@@ -85,14 +87,6 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
     }
 
 
-def writer_keys(app: App, env_name: str) -> dict[str, tuple[Any, ...]]:
-    """The environments whose key may write `env_name`'s plans (its predecessor, usually
-    the job that writes it; itself), with their public keys, where they sign."""
-    env = app.envs.get(env_name)
-    names = [n for n in (env.promotes_from, env.name) if n is not None]
-    return {n: keys for n in names if (keys := app.public_keys(n)) is not None}
-
-
 def writer_key(app: App, env_name: str) -> Any:
     """The private key `plan --out` signs with: the predecessor's where this job holds it,
     else the environment's own; None where neither signs. Exit 2 where one signs but this
@@ -121,7 +115,7 @@ def _step(
     reads: dict[str, str] = {}  # what its runs on the predecessor read, from their rows
     for rows in evidence.values():
         for row in rows:
-            entry = _entry(row)
+            entry = entry_of(row)
             if entry is not None and entry.revision == rev:
                 reads.update(entry.files_read or {})
     return {
@@ -156,24 +150,6 @@ def _evidence(
     return evidence
 
 
-def read_plan(path: Path) -> plans.Plan:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"The plan file {path} does not exist.") from None
-    except OSError as exc:
-        raise UsageError(f"The plan file {path} cannot be read: {exc.strerror or exc}.") from None
-    try:
-        return plans.read(data)
-    except plans.PlanFileError as exc:
-        raise UsageError(
-            f"{path} is not a plan file this version can apply: {exc}. Make one with "
-            "`orchestrator plan ENV --out FILE`."
-        ) from None
-    except plans.PlanTampered as exc:
-        raise Refused(f"Refused: the plan {path} was altered: {exc}.") from None
-
-
 def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
     """Add a signature over the plan's payload with the private key in `key_env`."""
     from orchestrator.core import signing
@@ -192,95 +168,6 @@ def _private_key(app: App, variable: str) -> Any:
 
     where = f"plan approve signs with the key in --key-env {variable}"
     return read_private_key(variable, app.environ, app.settings.project_dir, where)
-
-
-def approver_keys(app: App, env_name: str) -> dict[str, Any]:
-    """policy.plan_approvers: key file -> public key."""
-    from orchestrator.core import signing
-
-    keys = {}
-    for name in app.envs.get(env_name).policy.plan_approvers:
-        path = app.settings.project_dir / name
-        try:
-            keys[name] = signing.load_public_key(path.read_bytes())
-        except (OSError, signing.KeyMaterialError) as exc:
-            raise UsageError(
-                f"policy.plan_approvers of {env_name}: {name} is not a readable Ed25519 "
-                f"public key ({getattr(exc, 'strerror', None) or exc})."
-            ) from None
-    return keys
-
-
-def plan_evidence(app: App, plan: plans.Plan) -> list[TargetState] | None:
-    """The predecessor's databases as the plan's signed rows show them, where the
-    predecessor signs (so its public key alone proves them); None where it does not sign
-    (the gate then reads the predecessor live, as without a plan)."""
-    predecessor = app.envs.get(plan.env).promotes_from
-    if predecessor is None:
-        return []
-    keys = app.public_keys(predecessor)
-    if keys is None:
-        return None
-    states = []
-    for name, rows in plan.body["evidence"].items():
-        entries = {}
-        for row in rows:
-            entry = _entry(row)
-            if entry is not None:
-                entries[entry.revision] = entry
-        applied = frozenset(r for r, e in entries.items() if e.applied)
-        states.append(TargetState(name, applied, entries, keys, predecessor))
-    # every database the predecessor's configuration lists, as this checkout configures it:
-    # one the plan's evidence leaves out has run nothing, as far as the plan proves
-    listed = target_names(app.envs.get(predecessor), app.settings.project_dir)
-    covered = set(plan.body["evidence"])
-    states += [
-        TargetState(n, frozenset(), {}, keys, predecessor) for n in listed if n not in covered
-    ]
-    return states
-
-
-def _entry(row: Any) -> LedgerEntry | None:
-    """A predecessor's ledger row as the plan carries it; None for what is not one."""
-    if not isinstance(row, dict):
-        return None
-    fields = {k: row.get(k) for k in _ENTRY_FIELDS}
-    if not all(isinstance(fields[k], str) for k in _ENTRY_FIELDS[:5]):
-        return None
-    return LedgerEntry(**fields)  # type: ignore[arg-type]  # the five checked above
-
-
-_ENTRY_FIELDS = (
-    "revision",
-    "checksum",
-    "direction",
-    "run_id",
-    "at",
-    "env",
-    "actor",
-    "envelope",
-    "reads",
-)
-
-
-def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
-    """Refusals of the whole plan (environment, expiry, approval, alteration)."""
-    from orchestrator.core import signing
-
-    return plans.envelope_refusals(
-        plan,
-        env_name,
-        datetime.now(UTC),
-        approver_keys(app, env_name),
-        signing.verify,
-        writer_keys(app, env_name),
-    )
-
-
-def approvals(app: App, plan: plans.Plan, env_name: str) -> list[str]:
-    from orchestrator.core import signing
-
-    return plans.approvals(plan, approver_keys(app, env_name), signing.verify)
 
 
 # -- show ----------------------------------------------------------------------------------

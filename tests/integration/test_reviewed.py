@@ -14,7 +14,7 @@ from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, Project
 from test_fencing import BLOCK, BLOCKING_BODY, procs
 from test_locking import add_chain, dbname, finish, wait_for
-from test_plans import apply, make_plan, resign, rewrite, sign_env
+from test_plans import apply, approve, approver, make_plan, resign, rewrite, set_policy, sign_env
 
 __all__ = ["procs"]  # fixture
 
@@ -268,3 +268,48 @@ def test_a_fleet_plan_missing_a_database_is_refused(
     finally:
         for name in ("s1", "s2"):
             pg_cluster.drop_database(f"{prefix}_{name}")
+
+
+# -- plain Alembic ---------------------------------------------------------------------------
+
+
+def test_plain_alembic_honours_require_plan_and_plan_approvers(pg_project: Project) -> None:
+    project = pg_project
+    sign_env(project, "staging")
+    project.extra_env["RM_KEY"] = approver(project, "release-manager")
+    set_policy(project, "prod", require_plan=True, plan_approvers=["keys/release-manager.pub"])
+    for env in ("dev", "staging"):
+        assert project.run("migrate", env).code == 0
+
+    bare = project.alembic("-x", "env=prod", "-x", "approve=yes", "upgrade", "head")
+    assert bare.code != 0, bare.output
+    assert "policy.require_plan" in bare.stderr and "Traceback" not in bare.stderr
+    assert project.version("prod") == []
+
+    plan = make_plan(project)
+    unapproved = project.alembic(
+        "-x", "env=prod", "-x", "approve=yes", "-x", f"plan={plan}", "upgrade", "head"
+    )
+    assert unapproved.code != 0, unapproved.output
+    assert "lacks a required approval" in unapproved.stderr
+    assert project.version("prod") == []
+
+    approve(project, plan)
+    done = project.alembic(
+        "-x", "env=prod", "-x", "approve=yes", "-x", f"plan={plan}", "upgrade", "head"
+    )
+    assert done.code == 0, done.output
+    assert project.version("prod") == [HEAD]
+    ended = [e for e in project.audit_events("prod") if e["event"] == "run.succeeded"]
+    assert ended[-1]["plan_sha256"], ended[-1]
+
+
+def test_a_plain_alembic_upgrade_with_nothing_to_do_is_no_refusal(pg_project: Project) -> None:
+    project = pg_project
+    for env in ("dev", "staging", "prod"):
+        assert project.run("migrate", env, "--approve").code == 0
+    before = project.audit_events("prod")
+    done = project.alembic("-x", "env=prod", "upgrade", "head")
+    assert done.code == 0, done.output
+    after = project.audit_events("prod")
+    assert after == before  # no run, no refusal recorded
