@@ -128,6 +128,9 @@ def foreign_dirs() -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
     dirs += [*site.getsitepackages(), site.getusersitepackages()]  # e.g. Debian's dist-packages
+    # the orchestrator itself, wherever it is imported from (a checkout on PYTHONPATH): an
+    # upgrade of the tool is no edit of the project's revisions
+    dirs.append(str(Path(__file__).resolve().parent.parent))
     return tuple(sorted({os.path.realpath(d) + os.sep for d in dirs}))
 
 

@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import re
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -110,8 +111,10 @@ class AlembicProject:
     @property
     def import_roots(self) -> list[Path]:
         """Where the project's own modules are imported from: Alembic's `prepend_sys_path`
-        entries (relative to the working directory, as Alembic puts them on sys.path), then
-        the project directory."""
+        entries (relative to the working directory, as Alembic puts them on sys.path), the
+        process's own `sys.path` (the working directory, PYTHONPATH, an editable install's
+        path: a `pkg/migrations/` layout imports `pkg.migrations.utils` from there), then
+        the project directory. Installed packages are left out by `ProjectModules`."""
         value = self._options.get("prepend_sys_path") or ""
         separator = self._options.get("path_separator")
         if isinstance(value, list):  # pyproject.toml: a list already
@@ -121,7 +124,9 @@ class AlembicProject:
         else:
             sep = {"os": os.pathsep, "space": " ", "newline": "\n"}.get(separator, separator)
             entries = value.split(sep)
-        return [*(self._resolve(e) for e in entries if e.strip()), self.ini_path.parent]
+        prepended = [self._resolve(e) for e in entries if e.strip()]
+        running = [Path(p) if p else Path.cwd() for p in sys.path if isinstance(p, str)]
+        return [*prepended, *running, self.ini_path.parent]
 
     def _resolve(self, value: str) -> Path:
         path = Path(value.strip())

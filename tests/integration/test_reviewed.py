@@ -5,6 +5,7 @@ Real PostgreSQL, the CLI and plain `alembic` in subprocesses."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import signal
 from pathlib import Path
@@ -313,3 +314,48 @@ def test_a_plain_alembic_upgrade_with_nothing_to_do_is_no_refusal(pg_project: Pr
     assert done.code == 0, done.output
     after = project.audit_events("prod")
     assert after == before  # no run, no refusal recorded
+
+
+# -- a Flask-Migrate layout: the helper a revision imports is in its checksum ------------------
+
+
+def test_a_helper_of_a_pkg_migrations_layout_is_in_the_checksum(pg_project: Project) -> None:
+    """`pkg/migrations/alembic.ini` without `prepend_sys_path`, run from the project's root:
+    the revision imports `pkg.migrations.utils` from the working directory on sys.path."""
+    project = pg_project
+    migrations = project.path / "pkg" / "migrations"
+    (migrations / "versions").mkdir(parents=True)
+    (project.path / "pkg" / "__init__.py").write_text("")
+    (migrations / "alembic.ini").write_text("[alembic]\nscript_location = %(here)s\n")
+    for name in ("env.py", "script.py.mako"):
+        (migrations / name).write_text((project.path / "alembic" / name).read_text())
+    (migrations / "utils.py").write_text('NAME = "flask_notes"\n')
+    (migrations / "versions" / "b1b1b1b1b1b1_notes.py").write_text(
+        '"""notes"""\n'
+        "import sqlalchemy as sa\n"
+        "from alembic import op\n\n"
+        "from pkg.migrations.utils import NAME\n\n"
+        'revision = "b1b1b1b1b1b1"\ndown_revision = None\n'
+        "branch_labels = None\ndepends_on = None\n\n\n"
+        "def upgrade():\n"
+        '    op.create_table(NAME, sa.Column("id", sa.Integer, primary_key=True))\n\n\n'
+        "def downgrade():\n"
+        "    op.drop_table(NAME)\n"
+    )
+    project.extra_env["ORCHESTRATOR_ALEMBIC_INI"] = str(migrations / "alembic.ini")
+    for env in ("dev", "staging"):
+        done = project.run("migrate", env)
+        assert done.code == 0, done.output
+    assert "flask_notes" in project.schema("staging")
+    (checksum,) = project.query(
+        "staging", "SELECT checksum FROM orchestrator_ledger WHERE revision = 'b1b1b1b1b1b1'"
+    )[0]
+    own = hashlib.sha256((migrations / "versions" / "b1b1b1b1b1b1_notes.py").read_bytes())
+    assert checksum != own.hexdigest()  # the helper is in it
+
+    (migrations / "utils.py").write_text('NAME = "other_notes"\n')
+    rows = {r["env"]: r for r in project.run("status", "--json").json()}
+    assert rows["staging"]["drift"] == ["b1b1b1b1b1b1"]
+    refused = project.run("migrate", "prod", "--approve")
+    assert refused.code == 3, refused.output
+    assert "b1b1b1b1b1b1: edited since staging ran it" in refused.stderr
