@@ -598,6 +598,10 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
         )
     for where, error in problems:  # whole, wrapped at word boundaries: never cut mid-name
         print(wrap(f"{where}: {error}", indent="  "))
+    for note in dict.fromkeys(
+        f"{r['env']}: {r['env_py_note']}" for r in rows if r.get("env_py_note")
+    ):
+        print(wrap(note, indent="  "))
     if unsigned:
         print(f"evidence unsigned (no `signing:`): {', '.join(unsigned)}")
     return 0
@@ -694,6 +698,8 @@ def _plan_one(out: Out, p: dict[str, Any]) -> None:
                 f"  schema drift since {where}'s last run: {'; '.join(p['schema_drift'])}", "31"
             )
         )
+    if p.get("env_py"):
+        print(out.paint(f"  {p['env_py']}", "33"))
     if p.get("predecessor_evidence") == "unsigned" and p["steps"]:
         print(
             f"  evidence: {p['predecessor']}'s ledger is unsigned (no `signing:`): whoever "

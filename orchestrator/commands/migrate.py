@@ -35,6 +35,7 @@ from orchestrator.running.policies import (
 )
 from orchestrator.running.predecessor import (
     checksum_drift,
+    env_py_note,
     expected_reads,
     judge,
     predecessor_states,
@@ -46,6 +47,7 @@ from orchestrator.running.predecessor import (
 from orchestrator.running.run import TargetRun
 
 if TYPE_CHECKING:
+    from orchestrator.core.planning import TargetState
     from orchestrator.evidence.plans import Plan
 
 ONE_AT_A_TIME = FleetOptions()
@@ -214,6 +216,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     steps = judge(app, run.env, revisions, evidence=evidence)
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+    same_env_py(app, run, evidence)
     check_approval(app, run, options.approve, revisions, given=options.approved.get(run.env.name))
     enforce_lint(run, findings, problem)
     with run.locked():
@@ -239,6 +242,20 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         run.apply(revisions, "up", execute)
         check_divergence(app, run)
         return run.finish(to_revision=destination)
+
+
+def same_env_py(app: App, run: TargetRun, evidence: list[TargetState] | None) -> None:
+    """env.py (and what it imports) not as the predecessor's last run had it: recorded as
+    `env_py.differs`, or refused where `policy.same_env_py: refuse`."""
+    note = env_py_note(app, run.env, evidence)
+    if note is None:
+        return
+    if run.env.policy.same_env_py == "refuse":
+        run.refuse(
+            f"Refused (policy.same_env_py: refuse): {note}. Run {run.env.name} from the code "
+            f"{run.env.promotes_from} ran with, or run {run.env.promotes_from} again with this one."
+        )
+    run.audit.emit("env_py.differs", message=note, policy="warn")
 
 
 def promote(

@@ -19,7 +19,13 @@ from orchestrator.running.plan_gate import entry_of, read_plan, writer_keys
 
 __all__ = ["approve_plan", "make_plan", "read_plan", "show", "writer_key"]
 from orchestrator.running.policies import lint_revisions
-from orchestrator.running.predecessor import judge, read_connection, read_state, upgrade_steps
+from orchestrator.running.predecessor import (
+    judge,
+    predecessor_states,
+    read_connection,
+    read_state,
+    upgrade_steps,
+)
 
 
 def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> dict[str, Any]:
@@ -41,6 +47,7 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
             path = upgrade_steps(app, state.heads, destination, env.name)
             revisions += [r for r in path if r not in revisions]
     steps = judge(app, env, revisions)
+    predecessors = predecessor_states(app, env) if env.promotes_from and revisions else []
     if any(s.blocked for s in steps):
         raise Refused(refusal_message(env.name, env.promotes_from, steps))
     findings, problem = lint_revisions(app, env, revisions)
@@ -66,6 +73,8 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         created=datetime.now(UTC),
         ttl=lifetime,
     )
+    # the env.py each predecessor database last ran with: the applying job compares its own
+    body["env_py"] = {s.name: s.env_py for s in predecessors if s.env_py is not None}
     envelope: dict[str, Any] = {
         "payloadType": plans.PLAN_TYPE,
         "payload": _b64(plans.canonical(body)),

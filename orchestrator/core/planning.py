@@ -67,6 +67,8 @@ class TargetState:
     # the predecessor's public keys (current and previous) where it signs; None: unsigned
     keys: tuple[Any, ...] | None = None
     env: str = ""  # the environment it belongs to (what its signed rows must name)
+    # checksum of env.py and the project modules it imports, at its last successful run
+    env_py: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,27 @@ def reads_refusal(
                     f"did not read. {revision} was rolled back; run it on {where} first."
                 )
     return None
+
+
+def env_py_difference(
+    predecessor: str | None, mine: str | None, states: Sequence[TargetState]
+) -> str | None:
+    """What to say when this checkout's env.py (with the project modules it imports) is not
+    the one the predecessor's last run used; None when it is, or nothing says."""
+    if predecessor is None or mine is None:
+        return None
+    other = [s for s in states if s.env_py is not None and s.env_py != mine]
+    if not other:
+        return None
+    where = (
+        predecessor
+        if [s.name for s in other] == [predecessor]
+        else (f"{predecessor} ({', '.join(s.name for s in other)})")
+    )
+    return (
+        f"env.py (or a project module it imports) differs from {where}'s last run: "
+        f"{str(other[0].env_py)[:12]} there, {mine[:12]} here"
+    )
 
 
 def _summarise(predecessor: str, failing: list[tuple[str, str]]) -> str:

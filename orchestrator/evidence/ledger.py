@@ -693,6 +693,13 @@ def audit_select(flt: AuditFilter) -> Select[Any]:
     return query
 
 
+def last_env_py(connection: Connection) -> str | None:
+    """The env.py checksum the database's last successful run recorded (None: none did)."""
+    last = query_audit(connection, AuditFilter(event="run.succeeded", limit=1))
+    value = last[0].get("env_py") if last else None
+    return value if isinstance(value, str) else None
+
+
 def runs_without_end(connection: Connection) -> list[dict[str, Any]]:
     """`run.started` events with no terminal event: runs still going, or dead."""
     if not has_table(connection, AUDIT_TABLE):

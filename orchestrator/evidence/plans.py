@@ -198,8 +198,9 @@ def shape_problem(body: Mapping[str, Any]) -> str | None:
         for rows in evidence.values()
     ):
         return "its evidence is not a list of rows per database"
-    if not isinstance(body.get("reads", {}), dict):
-        return "its reads are not an object"
+    env_py = body.get("env_py", {})
+    if not isinstance(env_py, dict) or not all(isinstance(v, str) for v in env_py.values()):
+        return "its env_py is not an object of checksums"
     return None
 
 

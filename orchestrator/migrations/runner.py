@@ -25,7 +25,12 @@ from orchestrator.core.errors import MigrationFailed, UsageError
 from orchestrator.core.secrets import redact
 from orchestrator.migrations import observe
 from orchestrator.migrations.project_modules import ProjectModules, source_only
-from orchestrator.migrations.revisions import RevisionGraph, current_checksums, read_versions
+from orchestrator.migrations.revisions import (
+    RevisionFile,
+    RevisionGraph,
+    current_checksums,
+    read_versions,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -139,6 +144,16 @@ class AlembicProject:
     @property
     def modules(self) -> ProjectModules:
         return ProjectModules(self.ini_path.parent, self.import_roots)
+
+    @cached_property
+    def env_py_checksum(self) -> str | None:
+        """env.py's checksum, covering the project modules it imports (not installed
+        packages, not the orchestrator): part of every run's evidence."""
+        path = self.script_location / "env.py"
+        if not path.is_file():
+            return None
+        script = RevisionFile("env.py", (), (), (), path, "", "")
+        return current_checksums([script], self.modules)["env.py"]
 
     def check_unchanged(self, revisions: Sequence[str]) -> None:
         """Refuse to run revisions whose files (or modules) changed since they were judged:

@@ -187,7 +187,8 @@ def plan_evidence(app: App, plan: plans.Plan) -> list[TargetState] | None:
             if entry is not None:
                 entries[entry.revision] = entry
         applied = frozenset(r for r, e in entries.items() if e.applied)
-        states.append(TargetState(name, applied, entries, keys, predecessor))
+        env_py = plan.body.get("env_py", {}).get(name)
+        states.append(TargetState(name, applied, entries, keys, predecessor, env_py))
     # every database the predecessor's configuration lists, as this checkout configures it:
     # one the plan's evidence leaves out has run nothing, as far as the plan proves
     listed = target_names(app.envs.get(predecessor), app.settings.project_dir)

@@ -15,7 +15,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import MigrationFailed, UsageError
-from orchestrator.core.planning import LedgerEntry, Step, TargetState, drift, gate
+from orchestrator.core.planning import (
+    LedgerEntry,
+    Step,
+    TargetState,
+    drift,
+    env_py_difference,
+    gate,
+)
 from orchestrator.db.database import current_heads, describe_error, read_only, safe_url
 from orchestrator.evidence import ledger
 from orchestrator.migrations.revisions import RevisionGraph, RevisionsError, checksum_file
@@ -85,8 +92,9 @@ def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) ->
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{target.env}/{target.name}")
+            env_py = ledger.last_env_py(connection)
         states.append(
-            TargetState(target.name, state.applied, state.ledger, keys, env.promotes_from)
+            TargetState(target.name, state.applied, state.ledger, keys, env.promotes_from, env_py)
         )
     app.predecessor_cache[env.promotes_from] = states
     return states
@@ -107,6 +115,17 @@ def judge(
     else:
         preds = predecessor_states(app, env, fresh) if revisions else []
     return gate(revisions, checksums, env.promotes_from, preds, file_digest(app))
+
+
+def env_py_note(
+    app: App, env: EnvironmentConfig, evidence: Sequence[TargetState] | None = None
+) -> str | None:
+    """What differs between this checkout's env.py and the predecessor's last run, from the
+    predecessor's states the gate read (cached) or a plan's evidence."""
+    if env.promotes_from is None:
+        return None
+    states = list(evidence) if evidence is not None else predecessor_states(app, env)
+    return env_py_difference(env.promotes_from, app.project.env_py_checksum, states)
 
 
 def file_digest(app: App) -> Callable[[str], str | None]:

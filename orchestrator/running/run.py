@@ -237,6 +237,7 @@ class TargetRun:
     def finish(self, **fields: Any) -> RunResult:
         if self.applied and "schema_fingerprint" not in fields:  # the schema changed: record it
             fields["schema_fingerprint"] = self.record_schema()
+        fields.setdefault("env_py", self.app.project.env_py_checksum)  # what the run ran with
         self.audit.emit(
             "run.succeeded",
             outcome="succeeded",

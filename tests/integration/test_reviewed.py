@@ -359,3 +359,38 @@ def test_a_helper_of_a_pkg_migrations_layout_is_in_the_checksum(pg_project: Proj
     refused = project.run("migrate", "prod", "--approve")
     assert refused.code == 3, refused.output
     assert "b1b1b1b1b1b1: edited since staging ran it" in refused.stderr
+
+
+# -- env.py is part of every run's evidence ----------------------------------------------------
+
+
+def test_a_different_env_py_is_said_and_refused_under_the_policy(pg_project: Project) -> None:
+    project = pg_project
+    for env in ("dev", "staging"):
+        assert project.run("migrate", env).code == 0
+    rows = {r["env"]: r for r in project.run("status", "--json").json()}
+    assert rows["prod"]["env_py"] == "same" and rows["staging"]["env_py"] == "same"
+
+    env_py = project.path / "alembic" / "env.py"
+    env_py.write_text(env_py.read_text() + "# prod's own env.py\n")
+    said = "env.py (or a project module it imports) differs from staging's last run"
+    status = project.run("status")
+    assert status.code == 0 and said in status.stdout, status.output
+    rows = {r["env"]: r for r in project.run("status", "--json").json()}
+    assert rows["prod"]["env_py"] == "differs" and said in rows["prod"]["env_py_note"]
+    plan = project.run("plan", "prod")
+    assert plan.code == 0 and said in plan.stdout, plan.output  # warn: said, not refused
+
+    set_policy(project, "prod", same_env_py="refuse")
+    plan = project.run("plan", "prod")
+    assert plan.code == 3 and "policy.same_env_py: refuse" in plan.stdout, plan.output
+    refused = project.run("migrate", "prod", "--approve")
+    assert refused.code == 3, refused.output
+    assert said in refused.stderr and project.version("prod") == []
+
+    prod = project.path / "environments" / "prod.yaml"
+    prod.write_text(prod.read_text().replace('same_env_py: "refuse"', 'same_env_py: "warn"'))
+    done = project.run("migrate", "prod", "--approve")
+    assert done.code == 0, done.output
+    (warned,) = [e for e in project.audit_events("prod") if e["event"] == "env_py.differs"]
+    assert said in warned["message"]
