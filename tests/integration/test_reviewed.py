@@ -11,6 +11,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, Project
 from test_fencing import BLOCK, BLOCKING_BODY, procs
@@ -394,3 +395,63 @@ def test_a_different_env_py_is_said_and_refused_under_the_policy(pg_project: Pro
     assert done.code == 0, done.output
     (warned,) = [e for e in project.audit_events("prod") if e["event"] == "env_py.differs"]
     assert said in warned["message"]
+
+
+# -- bad input: exit 2 naming what is wrong, nothing recorded ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("plan", "prod", "--out", "plan.json", "--ttl", "99999999999d"), "--ttl"),
+        (("plan", "prod", "--out", "plan.json", "--ttl", "0s"), "--ttl"),
+        (("audit", "--since", "99999999999d"), "99999999999d"),
+        (("audit", "--since", "99999999999w"), "99999999999w"),
+    ],
+)
+def test_durations_out_of_range_are_usage_errors(
+    pg_project: Project, args: tuple[str, ...], message: str
+) -> None:
+    done = pg_project.run(*args)
+    assert done.code == 2, done.output
+    assert message in done.stderr
+    assert "unexpected error" not in done.output and "Traceback" not in done.output
+
+
+def test_durations_take_seconds(pg_project: Project) -> None:
+    for env in ("dev", "staging"):
+        assert pg_project.run("migrate", env).code == 0
+    plan = pg_project.path / "plan.json"
+    made = pg_project.run("plan", "prod", "--out", str(plan), "--ttl", "1s", "--json")
+    assert made.code == 0, made.output
+    assert pg_project.run("audit", "--since", "90s").code == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda b: b.update(targets="prod"), "its targets are not a list"),
+        (lambda b: b["steps"][0].pop("checksum"), "its step #1 has no checksum"),
+        (lambda b: b.update(steps={"a": 1}), "its steps are not a list"),
+        (lambda b: b.update(evidence=[1]), "its evidence is not a list of rows"),
+    ],
+)
+def test_a_plan_of_the_wrong_shape_is_a_usage_error_and_no_failed_run(
+    pg_project: Project, change: Any, message: str
+) -> None:
+    for env in ("dev", "staging"):
+        assert pg_project.run("migrate", env).code == 0
+    plan = make_plan(pg_project)
+    rewrite(plan, change)
+    for args in (
+        ("migrate", "prod", "--plan", str(plan), "--approve"),
+        ("plan", "show", str(plan)),
+    ):
+        done = pg_project.run(*args)
+        assert done.code == 2, done.output
+        assert message in done.stderr, done.stderr
+        assert "unexpected error" not in done.output and "Traceback" not in done.output
+    assert pg_project.version("prod") == []
+    assert not pg_project.query(
+        "prod", "SELECT 1 FROM pg_tables WHERE tablename = 'orchestrator_audit'"
+    )  # nothing recorded, no failed run
