@@ -217,6 +217,8 @@ def show(plan: plans.Plan, fmt: str, path: Path) -> str:
         head = f"{rev}  {step.get('doc') or ''}".rstrip()
         lines.append(f"### {head}" if markdown else f"* {head}")
         lines.append(f"  checksum {step['checksum']}, SQL sha256 {step.get('sql_sha256')}")
+        for name, digest in sorted((step.get("reads") or {}).items()):
+            lines.append(f"  reads {name} (sha256 {str(digest)[:12]}) as the predecessor's run did")
         for target, rows in evidence.items():
             for row in rows:
                 if row.get("revision") == rev:

@@ -192,6 +192,9 @@ def shape_problem(body: Mapping[str, Any]) -> str | None:
                 return f"its step #{i + 1} has no {key}"
         if not isinstance(step.get("sql_sha256"), (str, type(None))):
             return f"its step {step['revision']} has a sql_sha256 that is not a string"
+        reads = step.get("reads", {})
+        if not isinstance(reads, dict) or not all(isinstance(v, str) for v in reads.values()):
+            return f"its step {step['revision']} has reads that are not path: sha256 pairs"
     evidence = body["evidence"]
     if not isinstance(evidence, dict) or not all(
         isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
