@@ -104,6 +104,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                         at=utc_now(),
                         key=run.key,
                         target=target.name,
+                        reads=entry.files_read,  # the files its run read, as the row said
                     )
                     ledger.record_revision(connection, row)
                 run.audit.emit(

@@ -65,6 +65,9 @@ def test_a_sql_file_edited_after_staging_read_it_is_refused(pg_project: Project)
     assert pg_project.version("prod") == []
     plan = pg_project.run("plan", "prod")
     assert plan.code == 3 and "reads alembic/sql/r3.sql" in plan.stdout, plan.output
+    plain = pg_project.alembic("-x", "env=prod", "-x", "approve=yes", "upgrade", "head")
+    assert plain.code != 0 and "reads alembic/sql/r3.sql" in plain.stderr, plain.output
+    assert pg_project.version("prod") == []
 
     sql.write_text("CREATE TABLE r3_table (id integer PRIMARY KEY);\n")  # as staging read it
     done = pg_project.run("migrate", "prod", "--approve")
@@ -80,6 +83,11 @@ def test_a_file_only_known_while_the_revision_runs_is_checked_before_it_commits(
         assert pg_project.run("migrate", env).code == 0
     other = pg_project.path / "alembic" / "sql" / "other.sql"
     other.write_text("CREATE TABLE r3_table (id integer PRIMARY KEY, evil text);\n")
+    plain = pg_project.alembic(
+        "-x", "env=prod", "-x", "approve=yes", "upgrade", "head", SQL_FILE="alembic/sql/other.sql"
+    )
+    assert plain.code != 0 and "read alembic/sql/other.sql while it ran" in plain.stderr
+    assert "r3_table" not in pg_project.schema("prod")
     refused = pg_project.run("migrate", "prod", "--approve", SQL_FILE="alembic/sql/other.sql")
     assert refused.code == 3, refused.output
     assert f"{READER} read alembic/sql/other.sql while it ran" in refused.stderr
@@ -110,7 +118,8 @@ def test_a_plan_run_stopped_by_sigterm_goes_on_with_the_same_plan(
     for env in ("dev", "staging"):
         assert pg_project.run("migrate", env).code == 0
     plan = pg_project.path / "plan.json"
-    made = pg_project.run("plan", "prod", "--out", str(plan))
+    # the SQL reviewed is the SQL that runs: the plan is made as the run will render it
+    made = pg_project.run("plan", "prod", "--out", str(plan), TEST_BLOCK="1")
     assert made.code == 0, made.output
 
     blocker = pg_cluster.connect(dbname(pg_project, "prod"))
@@ -122,10 +131,13 @@ def test_a_plan_run_stopped_by_sigterm_goes_on_with_the_same_plan(
         procs.append(runner)
         wait_for(
             "the plan's run inside the blocking revision",
-            lambda: pg_project.query(
-                "prod",
-                "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' "
-                "AND application_name LIKE 'orchestrator run=%'",
+            lambda: (
+                runner.poll() is not None
+                or pg_project.query(
+                    "prod",
+                    "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' "
+                    "AND application_name LIKE 'orchestrator run=%'",
+                )
             ),
             timeout=120,
         )
