@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.evidence.ledger import OWN_TABLES
+from orchestrator.migrations.runner import HANDED_OVER
 
 
 def include_name(name: str | None, type_: str, _parent: Any) -> bool:
@@ -31,7 +32,9 @@ def configure_options(target_metadata: Any) -> dict[str, Any]:
 
 def run_migrations(target_metadata: Any) -> None:
     from alembic import context
+    from orchestrator.core.logging import reassert_logging
 
+    reassert_logging()  # env.py may have run fileConfig just now: stderr stays JSON lines
     config = context.config
     options = configure_options(target_metadata)
     if context.is_offline_mode():
@@ -41,6 +44,7 @@ def run_migrations(target_metadata: Any) -> None:
 
             dialect = plain_alembic_dialect(context)
         context.configure(dialect_name=dialect, literal_binds=True, **options)
+        config.attributes[HANDED_OVER] = True
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -57,5 +61,6 @@ def run_migrations(target_metadata: Any) -> None:
         on_version_apply=config.attributes.get("on_version_apply"),
         **options,
     )
+    config.attributes[HANDED_OVER] = True
     with context.begin_transaction():
         context.run_migrations()

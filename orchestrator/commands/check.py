@@ -26,7 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.core.config import given_url
 from orchestrator.core.errors import MigrationFailed, UsageError
+from orchestrator.core.logging import quiet_alembic
 from orchestrator.db.database import describe_error
 from orchestrator.migrations.revisions import (
     RevisionFile,
@@ -34,7 +36,6 @@ from orchestrator.migrations.revisions import (
     does_nothing,
     find_function,
 )
-from orchestrator.migrations.runner import quiet_alembic
 
 if TYPE_CHECKING:
     from orchestrator.core.config import EnvironmentConfig
@@ -45,7 +46,8 @@ Finding = dict[str, Any]
 
 def run_checks(app: App, scratch_url: str | None) -> list[Finding]:
     app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
-    if scratch_url:
+    if scratch_url:  # as an environment's URL: a raw `@` in its password never shown
+        scratch_url = given_url(scratch_url, "--scratch-url")
         require_empty(scratch_url)
     findings: list[Finding] = []
     heads = list(app.graph.real_heads())
@@ -53,11 +55,30 @@ def run_checks(app: App, scratch_url: str | None) -> list[Finding]:
     findings += check_downgrades(app)
     no_downgrade = {f["revision"] for f in findings if f["check"] == "downgrade_does_something"}
     up_down = check_up_down(app, scratch_url, "heads" if len(heads) > 1 else "head", no_downgrade)
-    findings += up_down
+    models = []
     if not (up_down and scratch_url):  # a --scratch-url database is left mid-way: not comparable
-        findings += check_models(app, scratch_url, "heads" if len(heads) > 1 else "head")
+        models = check_models(app, scratch_url, "heads" if len(heads) > 1 else "head")
+    if (up_down or models) and not scratch_url:
+        require_postgresql_if_needed(app)  # not the revisions' fault: SQLite cannot run them
+    findings += up_down + models
     findings += check_lint(app, "heads" if len(heads) > 1 else "head")
     return findings
+
+
+def require_postgresql_if_needed(app: App) -> None:
+    """A history written for PostgreSQL failed on the SQLite scratch database: that is no
+    finding against its revisions, check needs a PostgreSQL scratch database (exit 2)."""
+    from orchestrator.migrations.postgresql_only import postgresql_only, summary
+
+    found = postgresql_only((r.revision, r.path) for r in app.graph)
+    if found:
+        raise UsageError(
+            "check: these revisions use PostgreSQL-only constructs, which the scratch SQLite "
+            f"database cannot run: {summary(found)}. That is no fault of theirs: give check "
+            "an empty PostgreSQL database made for the purpose, `orchestrator check "
+            "--scratch-url postgresql+psycopg://USER@HOST/check_scratch` (in CI, a service "
+            "container), and set your dev environment's URL to PostgreSQL too."
+        )
 
 
 # -- single_head -------------------------------------------------------------------------------
@@ -193,6 +214,8 @@ def _run_one(app: App, connection: Any, rev: str, direction: str) -> Exception |
     try:
         with quiet_alembic():  # a scratch database: its progress is noise
             app.project.run(connection, [rev], direction, lambda **_: None)
+    except UsageError:
+        raise  # env.py's error, or a revision that cannot be imported: said once, exit 2
     except Exception as exc:  # the revision's own error, whatever it is
         connection.rollback()
         return exc
@@ -311,6 +334,8 @@ def _upgrade(app: App, connection: Any, revisions: Sequence[str]) -> str | None:
     try:
         with quiet_alembic():  # a scratch database: its progress is noise
             app.project.run(connection, revisions, "up", hook)
+    except UsageError:
+        raise  # env.py's error, or a revision that cannot be imported: said once, exit 2
     except Exception as exc:  # the revision's own error, whatever it is
         connection.rollback()
         failed = next((r for r in revisions if r not in applied), revisions[-1])

@@ -341,7 +341,7 @@ def _predecessor_at(
 def _against_models(
     app: App, where: str, heads: Sequence[str], connection: Connection
 ) -> dict[str, Any]:
-    from orchestrator.migrations.runner import quiet_alembic
+    from orchestrator.core.logging import quiet_alembic
     from orchestrator.schema.against_models import model_differences
 
     with quiet_alembic():

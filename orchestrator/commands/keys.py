@@ -113,7 +113,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                     revisions=[e.revision for e in unsigned],
                     unrecorded=unrecorded or None,
                 )
-            run.applied = [e.revision for e in unsigned]
+            signed = [e.revision for e in unsigned]  # signed, not applied: nothing ran
             # the recorded schema is signed again only when the live one is still it: adopting
             # must not vouch for a change made by hand. Compared with the record that verifies
             # where there is one (a newer unsigned row may be forged), else the record as it
@@ -128,7 +128,8 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
             except SQLAlchemyError:
                 drift = None  # no evidence either way: nothing to vouch for
             schema = run.record_schema() if drift == [] else None
-            done = run.finish(adopted=len(unsigned), schema_fingerprint=schema)
+            done = run.finish(adopted=signed, schema_fingerprint=schema)
+            done.adopted = signed
             done.message = f"signed {len(unsigned)} ledger row(s) of {run.where}" + (
                 f"; not in its ledger (use baseline): {', '.join(unrecorded)}" if unrecorded else ""
             )

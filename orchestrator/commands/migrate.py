@@ -30,7 +30,7 @@ from orchestrator.running.policies import (
     check_approval,
     describe_run,
     enforce_lint,
-    lint_revisions,
+    lint_for,
     record_waivers,
 )
 from orchestrator.running.predecessor import (
@@ -38,6 +38,7 @@ from orchestrator.running.predecessor import (
     env_py_note,
     expected_reads,
     judge,
+    per_developer,
     predecessor_states,
     read_connection,
     read_each,
@@ -191,8 +192,8 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     if revisions:
         app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
     # lint first, so that the waivers in force are on every event of the run, run.started too
-    findings, problem = lint_revisions(app, run.env, revisions)
-    record_waivers(run, findings)
+    linted = lint_for(app, run.env, revisions)
+    record_waivers(run, linted.findings)
     plan, evidence = options.plan, None
     if plan is not None:
         run.audit.common["plan_sha256"] = plan.sha256
@@ -218,7 +219,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
     same_env_py(app, run, evidence)
     check_approval(app, run, options.approve, revisions, given=options.approved.get(run.env.name))
-    enforce_lint(run, findings, problem)
+    enforce_lint(run, linted)
     with run.locked():
         run.close_dead_runs()
         state = run.read()  # another run may have moved it while we waited
@@ -233,7 +234,12 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)
         run.expected_reads = expected_reads(app, run.env, revisions, evidence)
-        run.audit.emit("gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from)
+        run.audit.emit(
+            "gate.passed",
+            revisions=list(revisions),
+            predecessor=run.env.promotes_from,
+            not_gated=per_developer(app, run.env.promotes_from),  # said, not silently skipped
+        )
         project = app.project
 
         def execute(connection: Connection, hook: Callable[..., None]) -> None:

@@ -15,10 +15,8 @@ from orchestrator.core.errors import Refused, UsageError
 from orchestrator.core.planning import refusal_message
 from orchestrator.evidence import ledger, plans
 from orchestrator.running.app import App
-from orchestrator.running.plan_gate import entry_of, read_plan, writer_keys
-
-__all__ = ["approve_plan", "make_plan", "read_plan", "show", "writer_key"]
-from orchestrator.running.policies import lint_revisions
+from orchestrator.running.plan_gate import approver_keys, entry_of, read_plan, writer_keys
+from orchestrator.running.policies import lint_refusal, lint_revisions
 from orchestrator.running.predecessor import (
     judge,
     predecessor_states,
@@ -26,6 +24,8 @@ from orchestrator.running.predecessor import (
     read_state,
     upgrade_steps,
 )
+
+__all__ = ["approve_plan", "make_plan", "read_plan", "show", "writer_key"]
 
 
 def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> dict[str, Any]:
@@ -52,9 +52,10 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         raise Refused(refusal_message(env.name, env.promotes_from, steps))
     findings, problem = lint_revisions(app, env, revisions)
     blocking = [f for f in findings if not f.waived]
-    if env.policy.lint == "error" and (problem or blocking):
-        why = problem or "; ".join(f"{f.revision} breaks {f.rule}" for f in blocking)
-        raise Refused(f"Refused: lint is `error` on {env.name} and the plan would fail it: {why}.")
+    if env.policy.lint == "error" and problem:
+        raise Refused(f"Refused: lint is required on {env.name} but could not run: {problem}")
+    if env.policy.lint == "error" and blocking:  # the same advice as `migrate`'s refusal
+        raise Refused(lint_refusal(app, env, blocking))
 
     rendered = app.project.offline_sql(revisions, "postgresql") if revisions else None
     evidence = _evidence(app, env.promotes_from, revisions)
@@ -166,6 +167,13 @@ def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
     plan = read_plan(path)
     key = _private_key(app, key_env)
     keyid = signing.keyid(key.public_key())
+    listed = {signing.keyid(k): name for name, k in approver_keys(app, plan.env).items()}
+    if listed and keyid not in listed:  # refused here, not first at apply: nothing added
+        raise Refused(
+            f"Refused: the key in {key_env} (key id {keyid[:16]}) is not one of "
+            f"{plan.env}'s plan approvers (policy.plan_approvers: {', '.join(listed.values())}); "
+            "its approval would not count. Nothing was added to the plan."
+        )
     if any(s.get("keyid") == keyid for s in plan.envelope["signatures"] if isinstance(s, dict)):
         return {"file": str(path), "plan_sha256": plan.sha256, "keyid": keyid, "added": False}
     _write(path, signing.add_signature(plan.envelope, key))
@@ -182,7 +190,18 @@ def _private_key(app: App, variable: str) -> Any:
 # -- show ----------------------------------------------------------------------------------
 
 
-def show(plan: plans.Plan, fmt: str, path: Path) -> str:
+def approver_note(app: App, plan: plans.Plan) -> str | None:
+    """Whose approval counts for the plan's environment, said for the reviewer."""
+    try:
+        names = app.envs.get(plan.env).policy.plan_approvers
+    except UsageError:
+        return None
+    if not names:
+        return f"no approver list applies ({plan.env} has no policy.plan_approvers)"
+    return f"counted only from {', '.join(names)} (policy.plan_approvers of {plan.env})"
+
+
+def show(plan: plans.Plan, fmt: str, path: Path, approvers: str | None = None) -> str:
     body = plan.body
     if fmt == "json":
         return json.dumps(
@@ -205,7 +224,11 @@ def show(plan: plans.Plan, fmt: str, path: Path) -> str:
             "targets",
             ", ".join(f"{t['name']} at {','.join(t['heads']) or 'base'}" for t in body["targets"]),
         ),
-        ("approvals", str(len(plan.envelope["signatures"])) + " signature(s)"),
+        (
+            "approvals",
+            f"{len(plan.envelope['signatures'])} signature(s)"
+            + (f"; {approvers}" if approvers else ""),
+        ),
         ("waivers", ", ".join(body.get("waivers") or []) or "none"),
     ]
     for key, value in facts:

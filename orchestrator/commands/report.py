@@ -53,6 +53,7 @@ def write_report(
     html = render_html(
         report,
         verification,
+        positions=positions(app, report.envs),
         filters=filters,
         unreachable=unreachable,
         generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -64,6 +65,50 @@ def write_report(
     except OSError as exc:
         raise UsageError(f"Cannot write the report to {out}: {exc.strerror or exc}.") from None
     return Written(target, report, verification, unreachable, len(data))
+
+
+# -- where each environment stands (read live: the events may be filtered) -----------------
+
+
+def positions(app: App, envs: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per environment: its current revision(s) and how many revisions it is behind its
+    predecessor (None where either cannot be read or is not one position)."""
+    from orchestrator.core.errors import OrchestratorError
+    from orchestrator.db.database import current_heads
+    from orchestrator.running.predecessor import read_connection
+
+    heads: dict[str, set[tuple[str, ...]] | None] = {}
+    for env in {*envs, *(app.envs.get(e).promotes_from for e in envs if e in app.envs.by_name)}:
+        if env is None or env not in app.envs.by_name:
+            continue
+        try:
+            found = set()
+            for target in app.targets(env):
+                with read_connection(target) as connection:
+                    found.add(current_heads(connection))
+            heads[env] = found
+        except OrchestratorError:
+            heads[env] = None
+
+    def applied(position: tuple[str, ...]) -> set[str]:
+        graph = app.graph
+        return set().union(*(graph.ancestors(h) for h in position if h in graph))
+
+    out: dict[str, dict[str, Any]] = {}
+    for env in envs:
+        mine = heads.get(env)
+        pred = app.envs.get(env).promotes_from if env in app.envs.by_name else None
+        theirs = heads.get(pred) if pred else None
+        behind = None
+        if mine is not None and theirs is not None and len(mine) == 1 and len(theirs) == 1:
+            behind = len(applied(next(iter(theirs))) - applied(next(iter(mine))))
+        current = (
+            "unknown (not readable)"
+            if mine is None
+            else " / ".join(sorted(",".join(h) or "base" for h in mine))
+        )
+        out[env] = {"current": current, "predecessor": pred, "behind": behind}
+    return out
 
 
 # -- rendering ---------------------------------------------------------------------------
@@ -107,6 +152,7 @@ def render_html(
     report: Report,
     verification: Sequence[Mapping[str, Any]],
     *,
+    positions: Mapping[str, Mapping[str, Any]] | None = None,
     filters: Sequence[tuple[str, str]],
     unreachable: Sequence[str],
     generated_at: str,
@@ -134,6 +180,7 @@ def render_html(
     return env.get_template("report.html.j2").render(
         report=report,
         verification=verification,
+        positions=positions or {},
         filters=filters,
         unreachable=unreachable,
         generated_at=generated_at,

@@ -17,8 +17,9 @@ from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.planning import TargetState, env_py_difference, ledger_heads, plan_verdict
 from orchestrator.db.database import safe_url
 from orchestrator.evidence import ledger
+from orchestrator.migrations.lint import blocking
 from orchestrator.running.app import App
-from orchestrator.running.policies import lint_revisions
+from orchestrator.running.policies import ahead_warnings, lint_for, waiver_lines
 from orchestrator.running.predecessor import (
     checksum_drift,
     env_py_note,
@@ -42,7 +43,10 @@ def status(app: App, names: list[str]) -> list[dict[str, Any]]:
         try:
             targets = app.targets(env.name)
         except UsageError as exc:
-            rows.append(_unconfigured(env.name, env.name, str(exc), heads))
+            row = _unconfigured(env.name, env.name, str(exc), heads)
+            # a variable that is set but holds no usable URL is a database we cannot read
+            row["configured"] = bool(env.database.url_env and app.environ.get(env.database.url_env))
+            rows.append(row)
             continue
         if len(targets) > 1:  # read once here, not once per thread below
             _read_predecessor(app, env)
@@ -144,6 +148,7 @@ def _target_status(
     run = terminal[-1] if terminal else None
     succeeded = [e for e in terminal if e["event"] == "run.succeeded"]
     row["last_env_py"] = succeeded[-1].get("env_py") if succeeded else None
+    running = [r for r in open_runs if run_alive(r, live)]
     row.update(
         current=list(state.heads),
         pending=pending,
@@ -157,14 +162,36 @@ def _target_status(
                 "timestamp": run["timestamp"],
                 "outcome": run.get("outcome"),
                 "command": run.get("command"),
+                # refused, or no lock in time: it never touched the schema
+                "untouched": untouched(run),
             }
             if run
             else None
         ),
+        in_progress=[
+            {k: r.get(k) for k in ("run_id", "actor", "timestamp", "command")} for r in running
+        ],
         interrupted=interrupted,
         version_disagrees=_version_disagrees(app, state.heads, state.history),
     )
     return row
+
+
+def untouched(end: dict[str, Any]) -> str | None:
+    """Why a run's end says it never touched the database, or None when it may have."""
+    if end.get("event") == "run.refused":
+        return "refused"
+    if end.get("event") == "run.failed" and end.get("holder"):
+        return "lock timeout"
+    return None
+
+
+def health(rows: Sequence[dict[str, Any]], strict: bool) -> int:
+    """`status` as a health check: 1 when a database whose variable is set cannot be read
+    (and, with `strict`, when an environment's variable is unset), else 0."""
+    unreadable = any(r.get("error") and r.get("configured") for r in rows)
+    unset = any(not r.get("configured") for r in rows)
+    return 1 if unreadable or (strict and unset) else 0
 
 
 def _version_disagrees(
@@ -197,7 +224,8 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
         revisions = upgrade_steps(app, state.heads, destination, env.name)
         steps = judge(app, env, revisions)
         env_py = env_py_note(app, env) if revisions else None  # the predecessor read just now
-        findings, problem = lint_revisions(app, env, revisions)
+        linted = lint_for(app, env, revisions)
+        findings, problem = linted.findings, linted.problem
         drifted = checksum_drift(app, state)
         where = env.name if target.name == env.name else f"{env.name}/{target.name}"
         verdict = plan_verdict(
@@ -228,6 +256,13 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             ],
             "lint": [f.__dict__ for f in findings],
             "lint_problem": problem,
+            # what a later environment's lint will refuse, and how to waive it there
+            "lint_ahead": ahead_warnings(app, linted),
+            "lint_advice": (
+                "to waive them on " + env.name + ", " + waiver_lines(app, env, blocking(findings))
+                if env.policy.lint == "error" and blocking(findings)
+                else None
+            ),
             "drift": drifted,
             "schema_drift": schema,
             "requires_approval": env.policy.require_approval,

@@ -56,7 +56,24 @@ class Settings(BaseSettings):
 
     @property
     def alembic_ini_path(self) -> Path:
-        return self.alembic_ini or self.project_dir / "alembic.ini"
+        """ORCHESTRATOR_ALEMBIC_INI, else the project's `alembic.ini`, else Flask-Migrate's
+        (`migrations/alembic.ini`, or `PKG/migrations/alembic.ini` when there is one only)."""
+        if self.alembic_ini:
+            return self.alembic_ini
+        beside = self.project_dir / "alembic.ini"
+        if beside.is_file():
+            return beside
+        return flask_migrate_ini(self.project_dir) or beside
+
+
+def flask_migrate_ini(project_dir: Path) -> Path | None:
+    """Flask-Migrate's `alembic.ini`: `migrations/` (its default directory) or one
+    `PKG/migrations/` (`Migrate(app, db, directory=...)`); None when absent or ambiguous."""
+    default = project_dir / "migrations" / "alembic.ini"
+    if default.is_file():
+        return default
+    found = sorted(project_dir.glob("*/migrations/alembic.ini"))
+    return found[0] if len(found) == 1 else None
 
 
 def find_project_dir(start: Path) -> Path:
@@ -131,6 +148,9 @@ class PolicyConfig(_Strict):
     allow_downgrade: bool = True
     lint: Literal["off", "warn", "error"] = "warn"
     lint_exclude: list[str] = Field(default_factory=list)
+    # rules waived for one revision on this environment only: the revision file (and its
+    # checksum) stays as its predecessor ran it
+    lint_waivers: dict[str, list[str]] = Field(default_factory=dict)
     # the live schema against what the last run recorded: refuse a migrate when it differs
     schema_drift: Literal["off", "warn", "refuse"] = "warn"
     require_plan: bool = False  # migrate/promote only with --plan FILE (a reviewed plan)
@@ -145,6 +165,40 @@ class PolicyConfig(_Strict):
     @classmethod
     def _yaml_off(cls, value: object) -> object:
         return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
+
+    @field_validator("lint_exclude")
+    @classmethod
+    def _known_excludes(cls, value: list[str]) -> list[str]:
+        _refuse_unknown_rules(value, "lint_exclude")
+        return value
+
+    @field_validator("lint_waivers", mode="before")
+    @classmethod
+    def _revision_keys(cls, value: object) -> object:
+        if isinstance(value, dict):
+            for key in value:
+                if not isinstance(key, str):
+                    # YAML reads `1e10` as a number, `0123` as 123: the id would be lost
+                    raise ValueError(f'quote the revision id {key!r} ("{key}": [rule])')
+        return value
+
+    @field_validator("lint_waivers")
+    @classmethod
+    def _known_waivers(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for revision, rules in value.items():
+            _refuse_unknown_rules(rules, f"lint_waivers of {revision}")
+        return value
+
+
+def _refuse_unknown_rules(rules: list[str], where: str) -> None:
+    from orchestrator.core.lint_rules import unknown_rules
+
+    unknown = unknown_rules(rules)
+    if unknown:
+        raise ValueError(
+            f"{', '.join(map(repr, unknown))} in {where} is not a lint rule: name a squawk rule "
+            "(https://squawkhq.com/docs/rules, e.g. ban-drop-column) or `unlintable`"
+        )
 
 
 class SessionConfig(_Strict):
@@ -422,16 +476,8 @@ def _resolve_url(
     what: str,
 ) -> str:
     if url_env and environ.get(url_env):
-        url = encode_raw_at(environ[url_env])
-        register_url(url)
-        problem = _url_problem(url)
-        if problem:
-            raise UsageError(
-                f"The variable {url_env} (database of {env.name!r}, {env.source}) does not hold "
-                f"a usable SQLAlchemy URL: {problem}. Expected e.g. "
-                "postgresql+psycopg://user:password@host:5432/dbname."
-            )
-        return _anchor_sqlite(normalise_scheme(url), project_dir)
+        where = f"The variable {url_env} (database of {env.name!r}, {env.source})"
+        return _anchor_sqlite(given_url(environ[url_env], where), project_dir)
     if literal:
         if url_secrets(literal):
             raise UsageError(f"{env.source}: the URL of {what!r} holds a password; use url_env.")
@@ -441,6 +487,21 @@ def _resolve_url(
         f"{url_env}, which is not set. Export {url_env}=<SQLAlchemy URL> (or put it in .env); "
         "this environment has no default, by design."
     )
+
+
+def given_url(raw: str, where: str) -> str:
+    """A URL a user gave (a variable, an option), made safe to use and to show: a raw `@`
+    in its password encoded, its secrets registered for redaction before anything can print
+    them, checked, its scheme normalised. `where` names the source in the error."""
+    url = encode_raw_at(raw)
+    register_url(url)
+    problem = _url_problem(url)
+    if problem:
+        raise UsageError(
+            f"{where} does not hold a usable SQLAlchemy URL: {problem}. Expected e.g. "
+            "postgresql+psycopg://user:password@host:5432/dbname."
+        )
+    return normalise_scheme(url)
 
 
 def encode_raw_at(url: str) -> str:

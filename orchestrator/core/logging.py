@@ -6,7 +6,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -75,7 +76,8 @@ def _details(event: str, e: dict[str, Any]) -> str:
     if event == "run.started":
         start, to = str(e.get("from_revision") or "base"), str(e.get("to_revision") or "")
         ticket = f" ticket {e['ticket']}" if e.get("ticket") else ""
-        return f"{start[:12]} -> {to[:12]} run {e.get('run_id')}{ticket}"
+        move = f"{start[:12]} -> {to[:12]} " if to else ""  # no target (stamp, baseline...)
+        return f"{move}run {e.get('run_id')}{ticket}"
     if event in ("migration.applied", "migration.reverted"):
         return f"{rev} {_seconds(e.get('duration_ms'))}".rstrip()
     if event == "migration.running":
@@ -97,8 +99,10 @@ def _details(event: str, e: dict[str, Any]) -> str:
         holder = e.get("holder") or {}
         who = holder.get("application_name") or holder.get("pid") or "another run"
         return f"held by {who}"
-    if event == "lint.finding":
-        return f"{rev} {e.get('rule')}"
+    if event == "lint.finding":  # the reason too: a bare rule name says nothing to act on
+        return f"{rev} {e.get('rule')}: {e.get('message') or ''}".rstrip(": ")
+    if event in ("lint.refused_later", "run.stopping"):
+        return str(e.get("message") or "")
     if event in ("lock.acquired", "lock.released"):
         return ""
     if event == "fleet.target":
@@ -191,8 +195,98 @@ def configure_logging(log_format: str = "auto", quiet: bool = False) -> None:
     # are log records too, rendered like the rest: never raw text between JSON lines.
     logging.captureWarnings(True)
     handler.addFilter(_LibraryFilter())
+    _ours.clear()
+    _ours.update(
+        handler=handler,
+        levels={
+            "": logging.WARNING,
+            "alembic": logging.INFO,
+            "alembic.runtime.plugins": logging.WARNING,
+        },
+    )
+    reassert_logging()
+
+
+# Our handler and the levels we set: put back after the project's env.py configured logging
+_ours: dict[str, Any] = {}
+
+
+def reassert_logging() -> None:
+    """Our logging again, whatever the project's env.py set up meanwhile.
+
+    env.py usually calls `logging.config.fileConfig(alembic.ini)` (Flask-Migrate's does, and
+    `alembic init`'s): that puts a text handler on the root logger, sets Alembic's loggers to
+    INFO and disables every logger it does not name. Off a terminal, every stderr line must
+    stay one JSON object: our handler is the root's only one again, handlers that write to a
+    stream are taken off the other loggers (their records reach ours), disabled loggers are
+    enabled, and the levels we chose are back (Alembic quiet while nothing runs). Handlers
+    that write to a file stay. A no-op until `configure_logging` ran."""
+    handler = _ours.get("handler")
+    if handler is None:
+        return
     root = logging.getLogger()
     root.handlers = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.INFO)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        logger.disabled = False
+        streams = [
+            h
+            for h in logger.handlers
+            if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        ]
+        for stream in streams:
+            logger.removeHandler(stream)
+        if streams:
+            logger.propagate = True
+    for name, level in _ours["levels"].items():
+        logging.getLogger(name or None).setLevel(level)
+    logging.captureWarnings(True)
+
+
+@contextmanager
+def kept_over_project_logging() -> Iterator[None]:
+    """While the project's env.py runs: each `fileConfig`, `dictConfig` or `basicConfig` it
+    calls is followed at once by `reassert_logging`, so that not even a line env.py logs
+    right after configuring reaches stderr as text. Put back when env.py is done."""
+    import logging.config
+
+    saved = logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig
+
+    def then_ours(configure: Any) -> Any:
+        def configured(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return configure(*args, **kwargs)
+            finally:
+                reassert_logging()
+
+        return configured
+
+    if _ours:
+        logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig = (
+            then_ours(f) for f in saved
+        )
+    try:
+        yield
+    finally:
+        logging.config.fileConfig, logging.config.dictConfig, logging.basicConfig = saved
+        reassert_logging()
+
+
+@contextmanager
+def quiet_alembic() -> Iterator[None]:
+    """Alembic's INFO lines off, for work that migrates nothing a user owns (an offline
+    render for lint, a scratch database): kept off even when env.py's fileConfig turns them
+    on again, since `reassert_logging` restores this level."""
+    logger = logging.getLogger("alembic")
+    levels = _ours.get("levels")
+    saved_level, saved_ours = logger.level, (levels or {}).get("alembic")
+    logger.setLevel(logging.WARNING)
+    if levels is not None:
+        levels["alembic"] = logging.WARNING
+    try:
+        yield
+    finally:
+        logger.setLevel(saved_level)
+        if levels is not None and saved_ours is not None:
+            levels["alembic"] = saved_ours

@@ -336,10 +336,11 @@ def plan_verdict(
     if lint_mode == "error" and lint_problem is not None:
         return PlanVerdict("lint", f"REFUSED by lint: it could not run ({lint_problem})", verdicts)
     if lint_blocks:
+        revisions_hit = len({block.split(" ", 1)[0] for block in lint_blocks})
         return PlanVerdict(
             "lint",
-            f"REFUSED by lint: {'; '.join(lint_blocks)} (fix the revision, or waive the rule "
-            "with a reason, before any environment runs it)",
+            f"REFUSED by lint: {len(lint_blocks)} finding(s) in {revisions_hit} revision(s); "
+            "fix them, or waive them with the lines above",
             verdicts,
         )
     if requires_approval:

@@ -35,6 +35,7 @@ class Step:
     checksum: str | None
     timestamp: str
     duration_ms: int | None
+    to_revision: str | None = None  # where the database stood once the step committed
 
 
 @dataclass(slots=True)
@@ -53,6 +54,8 @@ class Run:
     outcome: str = NO_END
     duration_ms: int | None = None
     approval: str | None = None
+    plan_approvals: list[str] = field(default_factory=list)  # keys that approved its plan
+    git_dirty: bool = False  # what ran had changes git did not hold (git_sha is not all of it)
     forced: bool = False
     reason: str | None = None  # the downgrade's or baseline's --reason
     waivers: list[str] = field(default_factory=list)
@@ -63,6 +66,30 @@ class Run:
     interrupted: str | None = None  # run.interrupted's reason
     noticed_by: str | None = None  # the run that recorded this one as interrupted
     events: int = 0
+
+    @property
+    def approved_by(self) -> str:
+        """Who approved, not only how: the plan's approving keys, or the person who ran it
+        with --approve or typed the environment's name."""
+        if self.plan_approvals:
+            return "plan approved by " + ", ".join(self.plan_approvals)
+        if self.approval == "typed":
+            return f"{self.actor} (typed the environment's name)"
+        if self.approval:
+            return f"{self.actor} ({self.approval})"
+        return ""
+
+    @property
+    def refusal_line(self) -> str:
+        """The first refusal in one line (the whole text is one click away)."""
+        first = self.refusals[0] if self.refusals else ""
+        first = " ".join(first.split())
+        return first if len(first) <= 160 else first[:157] + "..."
+
+    @property
+    def reached(self) -> str | None:
+        """Where the run left the database: its last committed step's destination."""
+        return self.steps[-1].to_revision if self.steps else None
 
     @property
     def search_text(self) -> str:
@@ -129,7 +156,7 @@ class EnvSummary:
     env: str
     runs: int = 0
     outcomes: dict[str, int] = field(default_factory=dict)
-    last_success: Run | None = None
+    last_change: Run | None = None  # the newest run that committed a change, any outcome
     shown: int = 0  # runs in the timeline (the most recent ones)
 
 
@@ -177,6 +204,8 @@ def _run_fields(run: Run, e: Mapping[str, Any]) -> None:
             setattr(run, attr, str(e[attr]))
     if not run.waivers and isinstance(e.get("waivers"), list):
         run.waivers = [str(w) for w in e["waivers"]]
+    if not run.plan_approvals and isinstance(e.get("plan_approvals"), list):
+        run.plan_approvals = [str(k) for k in e["plan_approvals"]]
 
 
 def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
@@ -189,9 +218,15 @@ def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
             run = runs[run_id] = Run(run_id=run_id, env=str(e.get("env") or ""))
             run.started = e.get("timestamp")
             _run_fields(run, e)
-        elif (run.approval is None and "approval" in e) or (not run.waivers and "waivers" in e):
+        elif (
+            (run.approval is None and "approval" in e)
+            or (not run.waivers and "waivers" in e)
+            or (not run.plan_approvals and "plan_approvals" in e)
+        ):
             _run_fields(run, e)  # approval is recorded from when it is given
         run.events += 1
+        if e.get("git_dirty") is True:  # on every event of the run from where it is known
+            run.git_dirty = True
         name = e.get("event")
         if name == "run.started":
             run.started = e.get("timestamp")
@@ -207,6 +242,7 @@ def collect_runs(events: Iterable[Mapping[str, Any]]) -> list[Run]:
                     checksum=_text(e.get("checksum")) or None,
                     timestamp=str(e.get("timestamp")),
                     duration_ms=_ms(e.get("duration_ms")),
+                    to_revision=_text(e.get("to_revision")),
                 )
             )
         elif name == "lock.waiting":
@@ -302,8 +338,9 @@ def build_report(
         summary = EnvSummary(env=env, runs=len(ordered))
         for run in ordered:
             summary.outcomes[run.outcome] = summary.outcomes.get(run.outcome, 0) + 1
-            if summary.last_success is None and run.outcome == "succeeded" and run.steps:
-                summary.last_success = run
+            # an interrupted or failed run that committed revisions changed it too
+            if summary.last_change is None and run.steps:
+                summary.last_change = run
         shown[env] = ordered[:per_env]
         summary.shown = len(shown[env])
         summaries[env] = summary

@@ -18,6 +18,7 @@ class RunResult:
     message: str = ""
     exit_code: int = 0
     audit_head: str | None = None  # hash of the last audit row the run wrote: an anchor
+    adopted: list[str] = field(default_factory=list)  # keys adopt: ledger rows signed, not run
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from orchestrator.core.lint_rules import RULE_ALIASES, SQUAWK_RULES, UNLINTABLE
+
 __all__ = [
     "DEFAULT_EXCLUDE",
     "UNLINTABLE",
@@ -33,11 +35,15 @@ __all__ = [
     "SquawkMissing",
     "blocking",
     "ensure_squawk",
+    "expand_aliases",
     "find_squawk",
     "lint_revisions",
     "locate_squawk",
     "parse_waivers",
+    "ahead_warning",
     "refusal_message",
+    "rules_by_revision",
+    "waiver_advice",
     "unlintable",
 ]
 
@@ -66,13 +72,7 @@ DEFAULT_EXCLUDE: tuple[str, ...] = (
     "require-statement-timeout",
 )
 
-# Alternative spellings (squawk aliases, older rule names) mapped to the names squawk reports;
-# used for waivers and for `exclude` (squawk 2.70 itself rejects "prefer-big-int").
-_RULE_ALIASES: dict[str, tuple[str, ...]] = {
-    "prefer-timestamptz": ("prefer-timestamp-tz",),
-    "prefer-big-int": ("prefer-bigint-over-int",),
-    "require-timeout-settings": ("require-lock-timeout", "require-statement-timeout"),
-}
+_RULE_ALIASES = RULE_ALIASES
 
 _SUBPROCESS_TIMEOUT_S = 300
 
@@ -87,8 +87,6 @@ class Finding:
     waived: bool
 
 
-UNLINTABLE = "unlintable"  # not a squawk rule: the revision's SQL could not be rendered offline
-
 _UNLINTABLE_HELP = (
     "A revision that reads the database, needs a live connection (batch mode on SQLite) or "
     "uses what is None offline cannot be linted: review its SQL by hand, or make it render "
@@ -96,13 +94,46 @@ _UNLINTABLE_HELP = (
 )
 
 
+_READS_ROWS_HELP = (
+    "It reads rows from the database (a data migration): offline there is no database to "
+    "read, so its SQL cannot be linted. Review what it does by hand; once reviewed, waive "
+    "`unlintable` for it."
+)
+
+
+def _reads_rows(reason: str) -> bool:
+    # offline, op.get_bind().execute(...) returns None: `.fetchall()` & co. then fail on it
+    return (
+        "'NoneType' object has no attribute" in reason
+        and any(
+            f"'{name}'" in reason
+            for name in (
+                "fetchall",
+                "fetchone",
+                "fetchmany",
+                "scalar",
+                "scalars",
+                "first",
+                "all",
+                "one",
+                "scalar_one",
+                "mappings",
+                "__iter__",
+            )
+        )
+        or "'NoneType' object is not iterable" in reason
+    )
+
+
 def unlintable(revision: str, reason: str, waivers: frozenset[str]) -> Finding:
     """The finding for a revision whose SQL could not be rendered offline for linting."""
+    reads = _reads_rows(reason)
     return Finding(
         revision=revision,
         rule=UNLINTABLE,
-        message=f"it cannot be rendered offline (alembic upgrade --sql) for linting: {reason}",
-        help=_UNLINTABLE_HELP,
+        message=("it reads rows from the database, so " if reads else "")
+        + f"it cannot be rendered offline (alembic upgrade --sql) for linting: {reason}",
+        help=_READS_ROWS_HELP if reads else _UNLINTABLE_HELP,
         line=None,
         waived=UNLINTABLE in waivers,
     )
@@ -127,9 +158,11 @@ _WAIVER_RE = re.compile(r"#\s*orchestrator\s*:\s*allow\b(?P<rest>[^\n]*)", re.IG
 _RULE_TOKEN_RE = re.compile(r"[a-z][a-z0-9-]*")
 
 
-def _expand_aliases(rules: Iterable[str]) -> set[str]:
+def expand_aliases(rules: Iterable[str]) -> set[str]:
     out: set[str] = set()
-    for rule in rules:
+    for rule in (r.strip().lower() for r in rules):
+        if not rule:
+            continue
         out.add(rule)
         out.update(_RULE_ALIASES.get(rule, ()))
     return out
@@ -151,7 +184,7 @@ def parse_waivers(source: str) -> frozenset[str]:
             if not _RULE_TOKEN_RE.fullmatch(token):
                 break
             rules.append(token)
-    return frozenset(_expand_aliases(rules))
+    return frozenset(expand_aliases(rules))
 
 
 # ----------------------------------------------------------------------------- squawk binary
@@ -286,7 +319,7 @@ def lint_revisions(
     if not sql_by_revision:
         return []
     executable = ensure_squawk(find_squawk())
-    excluded = _expand_aliases(r.strip().lower() for r in exclude if r.strip())
+    excluded = expand_aliases(r.strip().lower() for r in exclude if r.strip())
     names = _file_names(list(sql_by_revision))
     revision_by_name = {name: rev for rev, name in names.items()}
     order = {rev: i for i, rev in enumerate(sql_by_revision)}
@@ -297,7 +330,8 @@ def lint_revisions(
         raw = _run_squawk(
             executable,
             [names[rev] for rev in sql_by_revision],
-            sorted(r for r in excluded if r not in _RULE_ALIASES),
+            # only squawk's own names: `unlintable` is ours, an alias is expanded above
+            sorted(r for r in excluded if r in SQUAWK_RULES),
             tmp,
         )
 
@@ -333,49 +367,77 @@ def blocking(findings: Iterable[Finding]) -> list[Finding]:
     return [f for f in findings if not f.waived]
 
 
-def refusal_message(
-    env: str, bad: Sequence[Finding], files: Mapping[str, str], predecessor: str | None = None
-) -> str:
-    """Why lint refused a run: every finding, each rule's advice once, and the waiver lines
-    that would let it through (one per rule and revision). `files`: revision -> file name.
+def rules_by_revision(findings: Iterable[Finding]) -> dict[str, list[str]]:
+    """Each revision's rules, in the order found, once each."""
+    out: dict[str, list[str]] = {}
+    for f in findings:
+        rules = out.setdefault(f.revision, [])
+        if f.rule not in rules:
+            rules.append(f.rule)
+    return out
 
-    A waiver is a line in the revision's file, so it changes the file's checksum. Where a
-    `predecessor` already ran the revisions (the gate passed, so it did), adding one now would
-    put it into checksum drift: the refusal says so, and what to do instead."""
-    listed = "; ".join(
+
+def waiver_advice(env_file: str, rules: Mapping[str, Sequence[str]], has_waivers: bool) -> str:
+    """Where and what to add to an environment file to waive `rules` (revision -> rules) on
+    that environment only: the exact YAML lines, quoted ids (YAML reads `1e10` as a number)."""
+    body = "\n".join(f'    "{rev}": [{", ".join(names)}]' for rev, names in rules.items())
+    if has_waivers:
+        return f"add to {env_file}, under `policy:` `lint_waivers:`:\n{body}"
+    return f"add to {env_file}, under `policy:`:\n  lint_waivers:\n{body}"
+
+
+def _listed(bad: Sequence[Finding]) -> str:
+    return "; ".join(
         f"{f.revision} breaks {f.rule}"
         + (f" (line {f.line} of its SQL)" if f.line is not None else "")
         + f": {f.message.rstrip('.')}"
         for f in bad
     )
+
+
+def refusal_message(
+    env: str,
+    bad: Sequence[Finding],
+    files: Mapping[str, str],
+    env_file: str,
+    has_waivers: bool = False,
+    predecessor: str | None = None,
+) -> str:
+    """Why lint refused a run: every finding, each rule's advice once, and the exact lines
+    of the environment file that waive them on `env` only. `files`: revision -> file name.
+
+    A waiver in the revision's file changes its checksum: where a `predecessor` ran the
+    revision already, that would be drift there, so only the environment file is offered."""
     advice: dict[str, str] = {}
     for f in bad:
         if f.help and f.rule not in advice:
             advice[f.rule] = f.help.rstrip(".")
-    rules_by_revision: dict[str, list[str]] = {}
-    for f in bad:
-        rules = rules_by_revision.setdefault(f.revision, [])
-        if f.rule not in rules:
-            rules.append(f.rule)
-    waivers = "; ".join(
-        f"in {files.get(revision, revision)}: "
-        + ", ".join(f"`# orchestrator: allow {rule}`" for rule in rules)
-        for revision, rules in rules_by_revision.items()
-    )
     helped = " ".join(f"{rule}: {text}." for rule, text in advice.items())
-    if predecessor is not None:
-        ran = ", ".join(rules_by_revision)
+    rules = rules_by_revision(bad)
+    text = (
+        f"Refused by lint on {env}: {_listed(bad)}. {helped + ' ' if helped else ''}"
+        f"Where it is safe on {env}, "
+        f"waive it there for these revisions only (the revision files, and their checksums, "
+        f"stay as they are): {waiver_advice(env_file, rules, has_waivers)}\n"
+    )
+    if predecessor is None:
+        in_file = "; ".join(
+            f"in {files.get(rev, rev)}: "
+            + ", ".join(f"`# orchestrator: allow {rule}`" for rule in names)
+            for rev, names in rules.items()
+        )
         return (
-            f"Refused by lint on {env}: {listed}. {helped} {predecessor} has already run {ran}, "
-            f"so do not edit that file now: a waiver line ({waivers}) changes its checksum and "
-            f"would put {predecessor} into checksum drift. Instead write a new revision that "
-            f"does the change safely, or, if it is safe on {env}, list the rule in {env}'s "
-            "`policy.lint_exclude`. Next time, run `orchestrator check` (it lints with the "
-            "strictest policy) before the first environment runs a revision, and waive there."
-        ).replace("  ", " ")
+            text + "Or fix the migrations, or, before any environment runs them, waive in the "
+            f"revision's file with a line saying why ({in_file})."
+        )
+    return text + (
+        f"Or fix it with a new revision ({predecessor} has run these files: do not edit them)."
+    )
+
+
+def ahead_warning(env: str, bad: Sequence[Finding], env_file: str, has_waivers: bool) -> str:
+    """What a later environment's lint will refuse, said before it comes to that."""
     return (
-        f"Refused by lint on {env}: {listed}. {helped} Fix the migrations or, where it is "
-        f"safe, waive each rule for its revision with a line in the revision's file, saying "
-        f"why: {waivers}. Do it before any environment runs the revision: the waiver is part "
-        "of the file's checksum."
-    ).replace("  ", " ")
+        f"{env} (lint: error) will refuse {_listed(bad)}. Fix it now, or once reviewed waive "
+        f"it on {env}: {waiver_advice(env_file, rules_by_revision(bad), has_waivers)}"
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import configparser
 import io
-import logging
 import os
 import re
 import sys
@@ -21,7 +20,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.core.errors import MigrationFailed, UsageError
+from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
+from orchestrator.core.logging import kept_over_project_logging, quiet_alembic
 from orchestrator.core.secrets import redact
 from orchestrator.migrations import observe
 from orchestrator.migrations.project_modules import ProjectModules, source_only
@@ -36,6 +36,11 @@ if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
     from sqlalchemy import Connection
+
+
+# Set by orchestrator.alembic_env once env.py hands over to Alembic's run_migrations: an
+# error after that (reading alembic_version, a revision) is no longer env.py's own
+HANDED_OVER = "orchestrator_env_py_handed_over"
 
 
 @dataclass
@@ -90,6 +95,11 @@ class AlembicProject:
         parser.read(self.ini_path, encoding="utf-8")
         if parser.has_section("alembic"):
             options.update({k: v for k, v in parser["alembic"].items() if k != "here"})
+        if "script_location" not in options and (self.ini_path.parent / "env.py").is_file():
+            # Flask-Migrate's layout: its alembic.ini has no script_location, Flask-Migrate
+            # sets it to the ini's own directory, where env.py and versions/ are
+            options["script_location"] = str(self.ini_path.parent)
+            options["script_location_implied"] = "yes"
         if "script_location" not in options:
             raise UsageError(
                 f"{self.ini_path}: script_location is set neither in [alembic] nor in "
@@ -135,7 +145,7 @@ class AlembicProject:
 
     def _resolve(self, value: str) -> Path:
         path = Path(value.strip())
-        return path if path.is_absolute() else (Path.cwd() / path).resolve()
+        return (path if path.is_absolute() else Path.cwd() / path).resolve()  # `%(here)s/..`
 
     @cached_property
     def graph(self) -> RevisionGraph:
@@ -175,7 +185,10 @@ class AlembicProject:
         from alembic.config import Config
 
         toml = str(self.toml_path) if self.toml_path is not None else None
-        return Config(str(self.ini_path), toml_file=toml)
+        config = Config(str(self.ini_path), toml_file=toml)
+        if "script_location_implied" in self._options:  # Flask-Migrate's layout
+            config.set_main_option("script_location", str(self.script_location).replace("%", "%%"))
+        return config
 
     @cached_property
     def script(self) -> ScriptDirectory:
@@ -202,12 +215,15 @@ class AlembicProject:
             ) from None
         return script
 
-    def _steps(self, revisions: Sequence[str], direction: str) -> Callable[..., list[Any]]:
+    def _steps(
+        self, revisions: Sequence[str], direction: str, reached: list[bool]
+    ) -> Callable[..., list[Any]]:
         from alembic.runtime.migration import MigrationStep
 
         script = self.script
 
         def steps(_heads: Any, context: Any) -> list[Any]:
+            reached.append(True)  # env.py got as far as the revisions
             make = (
                 MigrationStep.upgrade_from_script
                 if direction == "up"
@@ -273,6 +289,8 @@ class AlembicProject:
                         as_sql=True,
                         start=start or None,
                     )
+            except EnvPyFailed:
+                raise  # env.py's own error: said once, never charged to each revision
             except Exception as exc:  # whatever the revision does offline, it is named
                 out.failed[revision] = _one_line(exc) + _where(exc, script_revision.path)
             else:
@@ -314,8 +332,10 @@ class AlembicProject:
         from alembic.runtime.environment import EnvironmentContext
 
         result: list[Any] = []
+        reached: list[bool] = []
 
         def compare(_rev: Any, context: Any) -> list[Any]:
+            reached.append(True)
             metadata = context.opts.get("target_metadata")
             result.append(None if metadata is None else work(context, metadata))
             return []
@@ -326,7 +346,7 @@ class AlembicProject:
                 source_only(),
                 EnvironmentContext(self.config, self.script, fn=compare, as_sql=False),
             ):
-                self.script.run_env()
+                self._env_py(reached)
         finally:
             self.config.attributes.pop("connection", None)
         return result[0] if result else None
@@ -349,35 +369,95 @@ class AlembicProject:
         start: Sequence[str] | None = None,
     ) -> None:
         self.config.attributes.update(attributes)
+        reached: list[bool] = []
         try:
             with (
                 source_only(),
                 environment(
                     self.config,
                     self.script,
-                    fn=self._steps(revisions, direction),
+                    fn=self._steps(revisions, direction, reached),
                     as_sql=as_sql,
                     starting_rev=start,
                     destination_rev=revisions[-1] if revisions else None,
                     output_buffer=attributes.get("output_buffer"),
                 ),
             ):
-                self.script.run_env()
+                self._env_py(reached)
         finally:
             for key in attributes:
                 self.config.attributes.pop(key, None)
 
+    def _env_py(self, reached: list[bool]) -> None:
+        """Run env.py. An error it raises before it hands over to the revisions (at import:
+        Flask's `current_app` outside an application, a NameError in the models it imports)
+        is env.py's, whatever revision was asked for: it is said once, naming env.py and the
+        line (EnvPyFailed, exit 2), never charged to a revision."""
+        try:
+            with kept_over_project_logging():  # env.py's fileConfig: stderr stays JSON lines
+                self.script.run_env()
+        except OrchestratorError:
+            raise
+        except Exception as exc:
+            if reached or self.config.attributes.get(HANDED_OVER):
+                raise  # Alembic or a revision ran: a database's or a revision's error
+            raise EnvPyFailed(env_py_message(exc, self.script_location / "env.py")) from None
+        finally:
+            self.config.attributes.pop(HANDED_OVER, None)
 
-@contextmanager
-def quiet_alembic() -> Iterator[None]:
-    """Alembic's INFO lines off, for work that migrates nothing a user owns."""
-    logger = logging.getLogger("alembic")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
+
+class EnvPyFailed(UsageError):
+    """env.py (or a module it imports) raised before any revision ran (exit 2)."""
+
+
+def env_py_message(exc: BaseException, env_py: Path) -> str:
+    """`env.py failed ...: the error (line N of env.py[, raised at line M of FILE])`, with
+    what to do; Flask's "outside of application context" gets its own advice."""
+    frames = _frames(exc)
+    target = env_py.resolve()
+    lines = [f.lineno for f in frames if Path(f.filename).resolve() == target and f.lineno]
+    where = f"line {lines[-1]} of {_shown(target)}" if lines else _shown(target)
+    deepest = frames[-1] if frames else None
+    if (
+        deepest is not None
+        and Path(deepest.filename).resolve() != target
+        and _is_project_file(Path(deepest.filename))
+    ):
+        where += f", raised at line {deepest.lineno} of {_shown(Path(deepest.filename))}"
+    elif isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename).resolve() != target:
+        where += f", line {exc.lineno} of {_shown(Path(exc.filename))}"
+    text = str(exc)
+    if "application context" in text or "current_app" in text:
+        advice = (
+            "env.py reads Flask's `current_app`, which exists only under `flask db ...`: "
+            "`orchestrator init` prints the change that lets it run outside Flask (take the "
+            "models' MetaData from the module that defines `db`)."
+        )
+    else:
+        advice = (
+            "No revision is at fault and none ran. Fix env.py or the module it imports "
+            "(`python -c 'import <that module>'` from the project's directory shows the "
+            "traceback), then run again."
+        )
+    return f"{_shown(target)} failed before any revision ran: {_one_line(exc)} ({where}). {advice}"
+
+
+def _shown(path: Path) -> str:
     try:
-        yield
-    finally:
-        logger.setLevel(level)
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _is_project_file(path: Path) -> bool:
+    """Not the standard library or an installed package: a file of the project."""
+    import sysconfig
+
+    text = str(path)
+    if text.startswith("<") or "site-packages" in path.parts or "dist-packages" in path.parts:
+        return False
+    stdlib = sysconfig.get_paths()["stdlib"]
+    return not text.startswith(stdlib)
 
 
 @contextmanager

@@ -23,9 +23,10 @@ from orchestrator.running.plan_gate import (
     refuse_plan,
 )
 from orchestrator.running.policies import (
+    LintResult,
     check_approval,
     enforce_lint,
-    lint_revisions,
+    lint_for,
     record_waivers,
 )
 from orchestrator.running.predecessor import expected_reads, judge, upgrade_steps
@@ -92,8 +93,7 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
             return
         revisions: list[str] = []
         destination = ""
-        findings: list[Any] = []
-        problem: str | None = None
+        linted = LintResult()
         plan = _plan(app, run, x_args.get("plan")) if command == "upgrade" else None
         evidence = None
         if command == "upgrade":
@@ -104,8 +104,8 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
             revisions = upgrade_steps(app, state.heads, destination, run.where)
             if not revisions:
                 return  # nothing to do: no run, no refusal (as `orchestrator migrate`)
-            findings, problem = lint_revisions(app, run.env, revisions)
-            record_waivers(run, findings)
+            linted = lint_for(app, run.env, revisions)
+            record_waivers(run, linted.findings)
         run.start()
         if command == "upgrade":
             _require_plan(run, plan)
@@ -124,7 +124,7 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
         approve = x_args.get("approve") in ("1", "yes", "true")
         check_approval(app, run, approve, revisions, "down" if command == "downgrade" else "up")
         if command == "upgrade":
-            enforce_lint(run, findings, problem)
+            enforce_lint(run, linted)
         with run.locked():
             run.close_dead_runs()
             if command == "upgrade":  # judged again: the predecessor may have moved meanwhile

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from orchestrator.core.config import EnvironmentConfig
@@ -68,15 +70,72 @@ def ask_approval(app: App, env: str, summary: str) -> str | None:
     return "typed" if typed == env else typed
 
 
+@dataclass
+class LintResult:
+    """An environment's lint verdict on the revisions about to run, and what the later
+    environments of its chain (lint: error) will refuse: said now, before they get there."""
+
+    findings: list[Any] = field(default_factory=list)
+    problem: str | None = None  # why squawk itself could not run
+    ahead: dict[str, list[Any]] = field(default_factory=dict)  # later env -> its refusals
+
+
+def env_file(app: App, env: EnvironmentConfig) -> str:
+    """The environment's file as the user would name it (relative to the project)."""
+    path = Path(env.source)
+    try:
+        return str(path.resolve().relative_to(app.settings.project_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def later_strict(app: App, env: EnvironmentConfig) -> list[EnvironmentConfig]:
+    """The environments that promote (directly or not) from `env` and refuse on lint."""
+    return [
+        app.envs.get(name)
+        for name in app.envs.order
+        if name != env.name
+        and app.envs.get(name).policy.lint == "error"
+        and env.name in app.envs.path_to(name)
+    ]
+
+
+def lint_for(app: App, env: EnvironmentConfig, revisions: Sequence[str]) -> LintResult:
+    """Rendered and linted once; judged under `env`'s policy and each later strict one's."""
+    later = later_strict(app, env)
+    if not revisions or (env.policy.lint == "off" and not later):
+        return LintResult()
+    raw, problem = lint_findings(app, revisions, ())
+    result = LintResult(problem=problem)
+    if env.policy.lint != "off":
+        result.findings = under_policy(app, env, raw)
+    for strict in later:
+        refused = [f for f in under_policy(app, strict, raw) if not f.waived]
+        if refused:
+            result.ahead[strict.name] = refused
+    return result
+
+
+def under_policy(app: App, env: EnvironmentConfig, raw: Sequence[Any]) -> list[Any]:
+    """The findings `env` reports: its excluded rules dropped, its waivers (in the revision
+    files and in its `lint_waivers`) marked."""
+    from orchestrator.migrations import lint
+
+    excluded = lint.expand_aliases([*lint.DEFAULT_EXCLUDE, *env.policy.lint_exclude])
+    waived = {rev: lint.expand_aliases(rules) for rev, rules in env.policy.lint_waivers.items()}
+    return [
+        replace(f, waived=f.waived or f.rule in waived.get(f.revision, ()))
+        for f in raw
+        if f.rule not in excluded
+    ]
+
+
 def lint_revisions(
     app: App, env: EnvironmentConfig, revisions: Sequence[str]
 ) -> tuple[list[Any], str | None]:
     """Findings for the revisions about to run, and a note when lint could not run."""
-    from orchestrator.migrations import lint
-
-    if env.policy.lint == "off" or not revisions:
-        return [], None
-    return lint_findings(app, revisions, [*lint.DEFAULT_EXCLUDE, *env.policy.lint_exclude])
+    result = lint_for(app, env, revisions)
+    return result.findings, result.problem
 
 
 def lint_findings(
@@ -84,7 +143,7 @@ def lint_findings(
 ) -> tuple[list[Any], str | None]:
     """Each revision rendered offline on its own and linted; one that cannot be rendered is
     an `unlintable` finding of its own (waivable), never an error of the run. The note says
-    why squawk itself could not run."""
+    why squawk itself could not run. Waivers: those in the revision files."""
     from orchestrator.migrations import lint
 
     rendered = app.project.offline_sql(revisions, "postgresql")
@@ -98,14 +157,17 @@ def lint_findings(
     except lint.LintError as exc:
         findings, problem = [], str(exc)
     findings += [lint.unlintable(r, why, waivers[r]) for r, why in rendered.failed.items()]
+    if lint.UNLINTABLE in lint.expand_aliases(exclude):
+        findings = [f for f in findings if f.rule != lint.UNLINTABLE]
     order = {rev: i for i, rev in enumerate(revisions)}
     findings.sort(key=lambda f: (order[f.revision], f.line if f.line is not None else -1))
     return findings, problem
 
 
 def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
-    """The waivers that silenced a finding, and the findings let through (lint: warn), as
-    `revision:rule`, on the run's events from now on."""
+    """The waivers that silenced a finding (in the revision file or the environment's
+    `lint_waivers`), and the findings let through (lint: warn), as `revision:rule`, on the
+    run's events from now on."""
     waivers = sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived})
     warnings = sorted({f"{f.revision}:{f.rule}" for f in findings if not f.waived})
     if waivers:
@@ -114,28 +176,74 @@ def record_waivers(run: TargetRun, findings: Sequence[Any]) -> None:
         run.audit.common["lint_findings"] = warnings
 
 
-def enforce_lint(run: TargetRun, findings: Sequence[Any], problem: str | None) -> None:
-    from orchestrator.migrations.lint import blocking, refusal_message
+def lint_refusal(app: App, env: EnvironmentConfig, bad: Sequence[Any]) -> str:
+    """The refusal of `env`'s lint: the findings and the exact lines that waive them."""
+    from orchestrator.migrations.lint import refusal_message
+
+    files = {f.revision: app.graph.get(f.revision).path.name for f in bad}
+    return refusal_message(
+        env.name, bad, files, env_file(app, env), bool(env.policy.lint_waivers), env.promotes_from
+    )
+
+
+def waiver_lines(app: App, env: EnvironmentConfig, bad: Sequence[Any]) -> str:
+    """Where to add what in `env`'s file to waive `bad` there (the refusal says the same)."""
+    from orchestrator.migrations.lint import rules_by_revision, waiver_advice
+
+    rules = rules_by_revision(bad)
+    return waiver_advice(env_file(app, env), rules, bool(env.policy.lint_waivers))
+
+
+def ahead_warnings(app: App, result: LintResult) -> list[str]:
+    """One warning per later environment whose lint will refuse these revisions."""
+    from orchestrator.migrations.lint import ahead_warning
+
+    return [
+        ahead_warning(
+            name,
+            bad,
+            env_file(app, app.envs.get(name)),
+            bool(app.envs.get(name).policy.lint_waivers),
+        )
+        for name, bad in result.ahead.items()
+    ]
+
+
+def enforce_lint(run: TargetRun, result: LintResult) -> None:
+    from orchestrator.migrations.lint import blocking
 
     mode = run.env.policy.lint
-    record_waivers(run, findings)
-    bad = blocking(findings)
+    record_waivers(run, result.findings)
+    bad = blocking(result.findings)
     for finding in bad:
         run.audit.log.warning(
             "lint.finding",
+            env=run.env.name,
             revision=finding.revision,
             rule=finding.rule,
             message=finding.message,
             help=finding.help,
         )
-    if problem is not None:
+    for (name, refused), text in zip(
+        result.ahead.items(), ahead_warnings(run.app, result), strict=True
+    ):
+        if name != run.env.name:
+            run.audit.log.warning(
+                "lint.refused_later",
+                env=run.env.name,
+                refused_on=name,
+                findings=[f"{f.revision}:{f.rule}" for f in refused],
+                message=text,
+            )
+    if result.problem is not None:
         if mode == "error":
-            run.refuse(f"Refused: lint is required on {run.env.name} but could not run: {problem}")
-        run.audit.log.warning("lint.unavailable", env=run.env.name, error=problem)
+            run.refuse(
+                f"Refused: lint is required on {run.env.name} but could not run: {result.problem}"
+            )
+        run.audit.log.warning("lint.unavailable", env=run.env.name, error=result.problem)
         return
     if bad and mode == "error":
-        files = {f.revision: run.app.graph.get(f.revision).path.name for f in bad}
         run.refuse(
-            refusal_message(run.env.name, bad, files, run.env.promotes_from),
+            lint_refusal(run.app, run.env, bad),
             findings=[f.__dict__ for f in bad],
         )

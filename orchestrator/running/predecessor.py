@@ -110,6 +110,9 @@ def judge(
     """The gate's verdict per revision, on the predecessor's databases as they are now, or
     on `evidence` (a release plan's signed rows) without opening them."""
     checksums = {rev: app.graph.get(rev).checksum for rev in revisions}
+    local = per_developer(app, env.promotes_from) if evidence is None else None
+    if local is not None:
+        return [Step(rev, "allowed", local) for rev in revisions]
     if evidence is not None:
         preds = list(evidence)
     else:
@@ -164,6 +167,26 @@ def expected_reads(
             if files is not None:
                 out.setdefault(rev, []).append(files)
     return out
+
+
+def per_developer(app: App, name: str | None) -> str | None:
+    """Why `name` gates nothing here, or None when it does. A predecessor whose only
+    database is its embedded SQLite default (its variable unset: a pipeline, or another
+    machine) is one developer's own file, no evidence for a shared environment: its
+    successor is then the first gated environment. Set the variable (a shared dev
+    database) and the gate reads it."""
+    if name is None:
+        return None
+    db = app.envs.get(name).database
+    embedded = bool(db.url and db.url.startswith("sqlite"))
+    if not embedded or not db.url_env or db.targets or db.databases or db.databases_file:
+        return None
+    if app.environ.get(db.url_env):
+        return None
+    return (
+        f"not gated: {name} is each developer's own database ({db.url_env} unset), "
+        "so this is the first gated environment"
+    )
 
 
 def upgrade_steps(app: App, heads: Sequence[str], to: str, env: str) -> list[str]:

@@ -484,6 +484,10 @@ class TargetRun:
             except Cancelled:
                 committed()  # raised as the next transaction began: the previous one committed
                 raise cancel.cancelled(self._done()) from None
+            except cancel.StatementCancelled:  # a second Ctrl-C: its statement was cancelled
+                uncommitted.clear()  # and its transaction rolled back
+                stopped = " (its running statement cancelled)" + self._done()
+                raise cancel.cancelled(stopped) from None
             except UsageError:  # a revision file that cannot be imported: nothing ran
                 raise
             except Refused as exc:  # a file a revision read differs from the predecessor's
@@ -759,7 +763,8 @@ class RevisionTicker:
         """Revision `index` (0-based) starts now."""
         with self.lock:
             self.index, self.since, self.told = index, time.monotonic(), 0
-        if index < len(self.revisions) and console_active():
+        # after a signal, the next revision will not run: never announce it
+        if index < len(self.revisions) and console_active() and not cancel.requested():
             self._say(0.0)
 
     def _tick(self) -> None:

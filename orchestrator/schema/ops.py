@@ -44,7 +44,7 @@ def render(operations: Sequence[Op]) -> str:
     from alembic.autogenerate import render_python_code
     from alembic.operations import ops
 
-    from orchestrator.migrations.runner import quiet_alembic
+    from orchestrator.core.logging import quiet_alembic
 
     with quiet_alembic():  # its scratch migration context says which DDL it assumes
         code = render_python_code(ops.UpgradeOps(ops=list(operations)), render_item=_render_item)

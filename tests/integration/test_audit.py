@@ -639,8 +639,8 @@ def test_password_never_appears_anywhere(
     # fails cleanly and says why, or reports the database it could not read and goes on
     for args, down, unparsable in (
         (["migrate", "dev"], 1, 2),
-        (["status"], 0, 0),
-        (["status", "dev", "--json"], 0, 0),
+        (["status"], 1, 1),  # a health check: a set variable it cannot use fails it
+        (["status", "dev", "--json"], 1, 1),
         (["plan", "dev"], 1, 2),
         (["audit"], 0, 0),
         (["audit", "--env", "dev"], 1, 2),
@@ -651,7 +651,7 @@ def test_password_never_appears_anywhere(
         table = args == ["status"]  # the table's dev row says it in a word
         for bad_url, code, why in (
             (refused_port, down, "unreachable" if table else "Connection refused"),
-            (bad_port, unparsable, "unconfigured" if table else "its port is not a number"),
+            (bad_port, unparsable, "unreachable" if table else "its port is not a number"),
             (bad_key, down, "unreachable" if table else "invalid connection option"),
         ):
             result = run(*args, code=code, DEV_DATABASE_URL=bad_url)

@@ -204,8 +204,31 @@ def test_report_in_a_browser_tells_the_story_of_a_real_history(
 
         prod = [row(r) for r in runs_of(page, "prod")]
         assert [r["outcome"] for r in prod] == ["succeeded", "refused"]
-        assert (prod[0]["ticket"], prod[0]["approval"]) == ("CHG-8", "--approve")
+        # who approved, not only how
+        assert (prod[0]["ticket"], prod[0]["approval"]) == ("CHG-8", "tester (--approve)")
+        # a refusal is one line; its whole text is one click away
         assert "Refused" in prod[1]["details"] and "not run on staging" in prod[1]["details"]
+        assert "Blocked" not in prod[1]["details"]  # folded
+        assert (
+            page.evaluate("document.querySelector('tr.run[data-env=prod] details.refusal').open")
+            is False
+        )
+
+        # -- where each environment stands, and whose evidence can be trusted
+        summary = {
+            r[0]: r[1:]
+            for r in page.evaluate(
+                "Array.from(document.querySelectorAll('#summary-table tbody tr'))"
+                ".map(tr => Array.from(tr.cells).map(c => c.innerText.trim()))"
+            )
+        }
+        assert summary["dev"][0] == OK_REV and summary["dev"][1] == "first environment"
+        assert summary["staging"][0] == HEAD and summary["staging"][1] == "2 revision(s) behind dev"
+        assert summary["prod"][0] == HEAD and summary["prod"][1] == "level with staging"
+        # the failed run committed OK_REV before FAIL_REV failed: it is dev's latest change
+        assert f"→ {OK_REV}" in summary["dev"][-2] and "(failed)" in summary["dev"][-2]
+        for env in ("dev", "staging", "prod"):
+            assert summary[env][-1] == "hash chain only (unsigned)"  # never a green "intact"
         assert [row(r)["ticket"] for r in runs_of(page, "staging")] == ["CHG-7"]
 
         # -- verification and what the report was made from

@@ -207,6 +207,10 @@ def test_completion_of_commands_environments_and_options(tmp_path: Path) -> None
     assert complete("orchestrator migrate st", tmp_path) == ["staging"]
     assert "--through" in complete("orchestrator rollout --th", tmp_path)
     assert complete("orchestrator plan prod --to 5c6", tmp_path) == [SHIPPED[0]]
+    # never file names where a name is expected
+    words = [w for w in complete("orchestrator plan ", tmp_path) if not w.startswith("-")]
+    assert words == ["approve", "dev", "prod", "show", "staging"]
+    assert complete("orchestrator audit --event run.re", tmp_path) == ["run.refused"]
 
 
 # -- fleets: a compact plan, results as each database finishes -------------------------------------

@@ -156,8 +156,12 @@ def test_every_departure_from_the_approved_plan_is_refused(
     if attack == "altered":
         approve(release, plan)
         rewrite(plan, lambda b: b["steps"][0].update(checksum="0" * 64))
-    elif attack == "unlisted":
-        approve(release, plan, "MALLORY_KEY")
+    elif attack == "unlisted":  # refused at once by `plan approve`, nothing added
+        before = plan.read_bytes()
+        refused = release.run("plan", "approve", str(plan), "--key-env", "MALLORY_KEY")
+        assert refused.code == 3, refused.output
+        assert "not one of prod's plan approvers" in refused.output
+        assert plan.read_bytes() == before
     elif attack == "expired":
         rewrite(plan, lambda b: b.update(expires_at="2020-01-01T00:00:00Z"))
         approve(release, plan)  # even approved, an old plan is stale

@@ -556,13 +556,16 @@ def test_keys_adopt_signs_an_existing_installs_evidence(pg_project: Project) -> 
 
     adopted = pg_project.run("keys", "adopt", "staging", "--reason", "start signing", "--json")
     assert adopted.code == 0, adopted.output
-    assert adopted.json()[0]["applied"] == SHIPPED
+    assert adopted.json()[0]["adopted"] == SHIPPED
+    assert adopted.json()[0]["applied"] == []  # it signed rows, it applied nothing
+    succeeded = [e for e in pg_project.audit_events("staging") if e["event"] == "run.succeeded"]
+    assert succeeded[-1]["applied"] == [] and succeeded[-1]["adopted"] == SHIPPED
     events = [e for e in pg_project.audit_events("staging") if e["event"] == "ledger.adopted"]
     assert events and events[-1]["reason"] == "start signing"
     assert pg_project.run("audit", "verify", "--env", "staging").code == 0
     assert pg_project.run("promote", "prod", "--approve").code == 0
     again = pg_project.run("keys", "adopt", "staging", "--reason", "again", "--json")
-    assert again.code == 0 and again.json()[0]["applied"] == []
+    assert again.code == 0 and again.json()[0]["adopted"] == []
     assert pg_project.run("keys", "adopt", "dev", "--reason", "x").code == 2  # dev signs nothing
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator import cli
+from orchestrator.cli.shared import load_app
 from orchestrator.core.errors import UsageError
 
 
@@ -30,7 +30,7 @@ def test_a_command_collects_again_once_it_loads_its_project(nowhere: None) -> No
     for its whole length."""
     gc.disable()  # as console_main leaves it
     with pytest.raises(UsageError):
-        cli._app()
+        load_app()
     assert gc.isenabled()
     assert gc.get_freeze_count() > 0  # what the imports made is out of the collector's way
 
@@ -41,6 +41,6 @@ def test_main_called_in_process_leaves_the_collector_as_it_found_it(nowhere: Non
     assert gc.isenabled()
     frozen = gc.get_freeze_count()
     with pytest.raises(UsageError):
-        cli._app()
+        load_app()
     assert gc.isenabled()
     assert gc.get_freeze_count() == frozen

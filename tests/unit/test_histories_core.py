@@ -32,7 +32,7 @@ def test_refusal_names_every_rule_with_one_waiver_line_per_rule_and_revision() -
         ),
     ]
     files = {"r1": "r1_a.py", "r2": "r2_b.py", "r3": "r3_c.py"}
-    text = refusal_message("prod", bad, files)
+    text = refusal_message("prod", bad, files, "environments/prod.yaml")
     assert text.startswith("Refused by lint on prod: ")
     for rev, rule in [
         ("r1", "changing-column-type"),
@@ -50,7 +50,33 @@ def test_refusal_names_every_rule_with_one_waiver_line_per_rule_and_revision() -
     # squawk's advice once per rule, not once per finding
     assert text.count("Rewrites the table") == 1 and text.count("Breaks old code") == 1
     assert "(line 9 of its SQL)" in text and "fetchall" in text
-    assert "\n" not in text
+    # the exact lines of prod's file that waive them on prod only
+    assert (
+        "add to environments/prod.yaml, under `policy:`:\n"
+        "  lint_waivers:\n"
+        '    "r1": [changing-column-type, ban-drop-column]\n'
+        '    "r2": [changing-column-type]\n'
+        '    "r3": [unlintable]\n'
+    ) in text
+
+
+def test_once_a_predecessor_ran_it_only_the_environment_file_is_offered() -> None:
+    bad = [finding("r1", "ban-drop-column")]
+    text = refusal_message(
+        "prod", bad, {"r1": "r1_a.py"}, "environments/prod.yaml", True, predecessor="staging"
+    )
+    assert "# orchestrator: allow" not in text
+    assert "before any environment runs" not in text
+    assert 'under `policy:` `lint_waivers:`:\n    "r1": [ban-drop-column]\n' in text
+    assert "staging has run these files" in text
+
+
+def test_a_revision_that_reads_rows_is_named_as_one_with_its_reason() -> None:
+    reason = "AttributeError: 'NoneType' object has no attribute 'fetchall' (line 20 of d.py)"
+    found = unlintable("r1", reason, frozenset())
+    assert found.message.startswith("it reads rows from the database")
+    assert reason in found.message
+    assert "waive `unlintable`" in found.help
 
 
 def test_unlintable_is_blocking_until_waived() -> None:

@@ -199,8 +199,8 @@ def test_report_orders_envs_counts_outcomes_and_caps_runs_but_not_counts() -> No
     assert [r.run_id for r in report.runs["dev"]] == ["r7", "r6", "r5", "r4", "r1"]
     dev = report.summaries["dev"]
     assert dev.outcomes == {"succeeded": 3, "failed": 1, "interrupted": 1}
-    assert dev.last_success is not None and dev.last_success.run_id == "r7"
-    assert report.summaries["prod"].last_success.run_id == "r8"  # type: ignore[union-attr]
+    assert dev.last_change is not None and dev.last_change.run_id == "r7"
+    assert report.summaries["prod"].last_change.run_id == "r8"  # type: ignore[union-attr]
     assert (report.events, report.runs_total, report.runs_shown) == (30, 9, 9)
     assert (report.first_event, report.last_event) == (ts(0), ts(12))
 
@@ -390,3 +390,39 @@ def test_event_filter_matches_the_sql_filter(
     finally:
         engine.dispose()
     assert [{k: v for k, v in e.items() if k != "id"} for e in in_sql] == in_python
+
+
+def test_the_latest_change_counts_an_interrupted_run_that_committed_a_revision() -> None:
+    events = [
+        ev(0, "run.started", "d1", "dev", command="downgrade", from_revision=B, to_revision=A),
+        ev(0, "migration.reverted", "d1", "dev", revision=B, to_revision=A),
+        ev(0, "run.succeeded", "d1", "dev", outcome="succeeded"),
+        ev(1, "run.started", "k1", "dev", command="migrate", from_revision=A, to_revision=C),
+        ev(1, "migration.applied", "k1", "dev", revision=B, to_revision=B, git_dirty=True),
+        ev(2, "run.interrupted", "k1", "dev", outcome="interrupted", reason="SIGTERM"),
+    ]
+    report = build_report(events, ["dev"])
+    latest = report.summaries["dev"].last_change
+    assert latest is not None and latest.run_id == "k1" and latest.reached == B
+    assert latest.git_dirty  # from the event that said so
+
+
+def test_who_approved_and_a_refusal_in_one_line() -> None:
+    events = [
+        ev(0, "run.started", "p1", "prod", command="migrate", actor="ci", approval="--approve"),
+        ev(0, "run.succeeded", "p1", "prod", outcome="succeeded", actor="ci"),
+        ev(
+            1,
+            "run.started",
+            "p2",
+            "prod",
+            command="migrate",
+            actor="ci",
+            plan_approvals=["keys/release-manager.pub"],
+        ),
+        ev(1, "run.refused", "p2", "prod", outcome="refused", error="Refused: " + "x " * 200),
+    ]
+    runs = {r.run_id: r for r in collect_runs(events)}
+    assert runs["p1"].approved_by == "ci (--approve)"
+    assert runs["p2"].approved_by == "plan approved by keys/release-manager.pub"
+    assert len(runs["p2"].refusal_line) <= 160 and runs["p2"].refusal_line.endswith("...")
