@@ -75,6 +75,8 @@ def _plan_one(out: Out, p: dict[str, Any]) -> None:
                 f"  schema drift since {where}'s last run: {'; '.join(p['schema_drift'])}", "31"
             )
         )
+    if p.get("env_py"):
+        print(out.paint(f"  {p['env_py']}", "33"))
     if p.get("predecessor_evidence") == "unsigned" and p["steps"]:
         print(
             f"  evidence: {p['predecessor']}'s ledger is unsigned (no `signing:`): whoever "

@@ -132,6 +132,9 @@ def cmd_status(args: argparse.Namespace, out: Out) -> int:
         )
     for where, error in problems:  # whole, wrapped at word boundaries: never cut mid-name
         print(wrap(f"{where}: {error}", indent="  "))
+    notes = (f"{r['env']}: {r['env_py_note']}" for r in rows if r.get("env_py_note"))
+    for note in dict.fromkeys(notes):  # env.py not as the predecessor's last run had it
+        print(wrap(note, indent="  "))
     if unsigned:
         print(f"evidence unsigned (no `signing:`): {', '.join(unsigned)}")
     return health(rows, args.strict)

@@ -19,30 +19,31 @@ from orchestrator.evidence import ledger
 from orchestrator.running.app import App
 from orchestrator.running.predecessor import read_connection
 
-_RELATIVE = re.compile(r"^(\d+)\s*(m|h|d|w)$")
+_RELATIVE = re.compile(r"^(\d+)\s*(s|m|h|d|w)$")
 
 
 def parse_when(value: str | None, now: datetime | None = None) -> str | None:
-    """`30m`, `12h`, `7d`, `2w`, or an ISO date/time -> our fixed-width UTC text."""
+    """`90s`, `30m`, `12h`, `7d`, `2w`, or an ISO date/time -> our fixed-width UTC text."""
     if value is None:
         return None
     now = now or datetime.now(UTC)
     match = _RELATIVE.match(value.strip())
     if match:
         amount, unit = int(match.group(1)), match.group(2)
-        delta = {
-            "m": timedelta(minutes=amount),
-            "h": timedelta(hours=amount),
-            "d": timedelta(days=amount),
-            "w": timedelta(weeks=amount),
-        }[unit]
-        moment = now - delta
+        unit_name = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+        try:
+            moment = now - timedelta(**{unit_name[unit]: amount})
+        except (OverflowError, ValueError):  # beyond year 1: no time is that far back
+            raise UsageError(
+                f"{value!r} reaches back beyond any date: use a shorter duration "
+                "(30m, 12h, 7d, 2w) or a date such as 2026-11-01."
+            ) from None
     else:
         try:
             moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise UsageError(
-                f"{value!r} is not a time: use 30m, 12h, 7d, 2w or a date such as 2026-11-01."
+                f"{value!r} is not a time: use 90s, 30m, 12h, 7d, 2w or a date such as 2026-11-01."
             ) from None
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)

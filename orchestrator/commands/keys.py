@@ -127,6 +127,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
                         at=utc_now(),
                         key=run.key,
                         target=target.name,
+                        reads=entry.files_read,  # the files its run read, as the row said
                     )
                     run.record_row(connection, row)
                 run.audit.emit(

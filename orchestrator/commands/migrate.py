@@ -23,6 +23,7 @@ from orchestrator.db.database import current_heads
 from orchestrator.evidence import ledger
 from orchestrator.running.app import App, new_run_id
 from orchestrator.running.fleet import FleetOptions, fan_out, select_shard
+from orchestrator.running.plan_gate import check_against_plan, plan_approvals, refuse_plan
 from orchestrator.running.policies import (
     approval_refusal,
     ask_approval,
@@ -34,6 +35,8 @@ from orchestrator.running.policies import (
 )
 from orchestrator.running.predecessor import (
     checksum_drift,
+    env_py_note,
+    expected_reads,
     judge,
     per_developer,
     predecessor_states,
@@ -206,7 +209,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
             f"`orchestrator migrate {run.env.name} --plan plan.json`."
         )
     if plan is not None:
-        evidence = _check_against_plan(app, run, plan, state.heads, revisions)
+        evidence = check_against_plan(app, run, plan, state.heads, revisions)
     if drifted:
         run.refuse(
             f"Refused: {', '.join(drifted)} changed since {run.where} ran it (checksum drift). "
@@ -216,6 +219,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     steps = judge(app, run.env, revisions, evidence=evidence)
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
+    same_env_py(app, run, evidence)
     check_approval(app, run, options.approve, revisions, given=options.approved.get(run.env.name))
     enforce_lint(run, linted)
     with run.locked():
@@ -225,13 +229,14 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if not revisions:
             return run.finish(message="already at target")
         if plan is not None:  # it may have moved while we waited: the plan must still hold
-            evidence = _check_against_plan(app, run, plan, state.heads, revisions)
+            evidence = check_against_plan(app, run, plan, state.heads, revisions, render=False)
         # judged again on the predecessor as it is now, not as it was before the wait
         steps = judge(app, run.env, revisions, fresh=True, evidence=evidence)
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)
         run.witness(app.predecessor_cache.get(run.env.promotes_from or "", []))
+        run.expected_reads = expected_reads(app, run.env, revisions, evidence)
         run.audit.emit(
             "gate.passed",
             revisions=list(revisions),
@@ -248,48 +253,18 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         return run.finish(to_revision=destination)
 
 
-def _check_against_plan(
-    app: App, run: TargetRun, plan: Plan, heads: tuple[str, ...], revisions: list[str]
-) -> list[TargetState] | None:
-    """Refuse (exit 3, every cause named) unless this database may run exactly the plan;
-    the predecessor's evidence the gate judges (None: read the predecessor live)."""
-    from orchestrator.commands.plans import plan_evidence
-    from orchestrator.evidence import plans
-
-    causes = []
-    checksums = {rev: app.graph.get(rev).checksum for rev in plan.revisions if rev in app.graph}
-    target = plans.target_refusal(plan, run.target.name, heads, checksums)
-    if target is not None:
-        causes.append(target)
-    unplanned = [rev for rev in revisions if rev not in plan.revisions]
-    if unplanned and target is None:
-        causes.append(f"{', '.join(unplanned)} would run but are not in the plan")
-    if causes:
+def same_env_py(app: App, run: TargetRun, evidence: list[TargetState] | None) -> None:
+    """env.py (and what it imports) not as the predecessor's last run had it: recorded as
+    `env_py.differs`, or refused where `policy.same_env_py: refuse`."""
+    note = env_py_note(app, run.env, evidence)
+    if note is None:
+        return
+    if run.env.policy.same_env_py == "refuse":
         run.refuse(
-            f"Refused: {run.where} will not run the plan {plan.sha256[:12]}: "
-            + "; ".join(causes)
-            + ".",
-            plan_refusals=causes,
+            f"Refused (policy.same_env_py: refuse): {note}. Run {run.env.name} from the code "
+            f"{run.env.promotes_from} ran with, or run {run.env.promotes_from} again with this one."
         )
-    return plan_evidence(app, plan)
-
-
-def refuse_plan(app: App, plan: Plan, env: str) -> None:
-    """Refusals that hold for every database: another environment's plan, an expired one,
-    one altered since its approval or lacking a required approval."""
-    from orchestrator.commands.plans import check_plan
-
-    causes = check_plan(app, plan, env)
-    if causes:
-        raise Refused(
-            f"Refused: {env} will not run the plan {plan.sha256[:12]}: " + "; ".join(causes) + "."
-        )
-
-
-def plan_approvals(app: App, plan: Plan, env: str) -> list[str]:
-    from orchestrator.commands.plans import approvals
-
-    return approvals(app, plan, env)
+    run.audit.emit("env_py.differs", message=note, policy="warn")
 
 
 def promote(

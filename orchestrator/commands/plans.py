@@ -1,5 +1,5 @@
-"""plan --out, plan show, plan approve: the release plan a reviewer approves, and the
-evidence `migrate --plan` checks before it runs exactly that (see orchestrator/plans.py)."""
+"""plan --out, plan show, plan approve: the release plan a reviewer approves (what a run
+checks of it before it runs exactly that: orchestrator/running/plan_gate.py)."""
 
 from __future__ import annotations
 
@@ -12,11 +12,20 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.core.errors import Refused, UsageError
-from orchestrator.core.planning import LedgerEntry, TargetState, refusal_message
+from orchestrator.core.planning import refusal_message
 from orchestrator.evidence import ledger, plans
 from orchestrator.running.app import App
+from orchestrator.running.plan_gate import approver_keys, entry_of, read_plan, writer_keys
 from orchestrator.running.policies import lint_refusal, lint_revisions
-from orchestrator.running.predecessor import judge, read_connection, read_state, upgrade_steps
+from orchestrator.running.predecessor import (
+    judge,
+    predecessor_states,
+    read_connection,
+    read_state,
+    upgrade_steps,
+)
+
+__all__ = ["approve_plan", "make_plan", "read_plan", "show", "writer_key"]
 
 
 def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> dict[str, Any]:
@@ -38,6 +47,7 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
             path = upgrade_steps(app, state.heads, destination, env.name)
             revisions += [r for r in path if r not in revisions]
     steps = judge(app, env, revisions)
+    predecessors = predecessor_states(app, env) if env.promotes_from and revisions else []
     if any(s.blocked for s in steps):
         raise Refused(refusal_message(env.name, env.promotes_from, steps))
     findings, problem = lint_revisions(app, env, revisions)
@@ -48,13 +58,15 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         raise Refused(lint_refusal(app, env, blocking))
 
     rendered = app.project.offline_sql(revisions, "postgresql") if revisions else None
+    evidence = _evidence(app, env.promotes_from, revisions)
+    key = writer_key(app, env.name)
     body = plans.build(
         env=env.name,
         predecessor=env.promotes_from,
         to=destination,
         targets=targets,
-        steps=[_step(app, rev, rendered) for rev in revisions],
-        evidence=_evidence(app, env.promotes_from, revisions),
+        steps=[_step(app, rev, rendered, evidence) for rev in revisions],
+        evidence=evidence,
         lint=[_finding(f) for f in findings],
         waivers=sorted({f"{f.revision}:{f.rule}" for f in findings if f.waived}),
         author=app.actor,
@@ -62,11 +74,17 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         created=datetime.now(UTC),
         ttl=lifetime,
     )
-    envelope = {
+    # the env.py each predecessor database last ran with: the applying job compares its own
+    body["env_py"] = {s.name: s.env_py for s in predecessors if s.env_py is not None}
+    envelope: dict[str, Any] = {
         "payloadType": plans.PLAN_TYPE,
         "payload": _b64(plans.canonical(body)),
         "signatures": [],
     }
+    if key is not None:  # the writer's signature: expiry, steps and evidence are sealed
+        from orchestrator.core import signing
+
+        envelope = signing.add_signature(envelope, key)
     _write(out, envelope)
     plan = plans.read(json.dumps(envelope))
     return {
@@ -79,8 +97,37 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
     }
 
 
-def _step(app: App, rev: str, rendered: Any) -> dict[str, Any]:
+def writer_key(app: App, env_name: str) -> Any:
+    """The private key `plan --out` signs with: the predecessor's where this job holds it,
+    else the environment's own; None where neither signs. Exit 2 where one signs but this
+    job holds neither key: an unsigned plan would be refused at apply."""
+    names = list(writer_keys(app, env_name))
+    for name in names:
+        try:
+            signer = app.signer(name)
+        except UsageError:
+            continue
+        if signer is not None:
+            return signer.key
+    if not names:
+        return None
+    variables = [app.envs.get(n).signing.key_env for n in names]  # type: ignore[union-attr]
+    raise UsageError(
+        f"plan --out signs the plan with the key of {' or '.join(names)}, and this job holds "
+        f"neither: set {' or '.join(variables)} to that environment's private key."
+    )
+
+
+def _step(
+    app: App, rev: str, rendered: Any, evidence: dict[str, list[dict[str, Any]]]
+) -> dict[str, Any]:
     sql = rendered.sql.get(rev) if rendered is not None else None
+    reads: dict[str, str] = {}  # what its runs on the predecessor read, from their rows
+    for rows in evidence.values():
+        for row in rows:
+            entry = entry_of(row)
+            if entry is not None and entry.revision == rev:
+                reads.update(entry.files_read or {})
     return {
         "revision": rev,
         "checksum": app.graph.get(rev).checksum,
@@ -89,6 +136,7 @@ def _step(app: App, rev: str, rendered: Any) -> dict[str, Any]:
         "sql": sql,
         "sql_sha256": plans.sql_digest(sql) if sql is not None else None,
         "sql_problem": rendered.failed.get(rev) if rendered is not None else None,
+        "reads": reads,
     }
 
 
@@ -110,24 +158,6 @@ def _evidence(
             latest = ledger.latest_ledger(connection)
         evidence[target.name] = [e.as_row() for rev, e in latest.items() if rev in wanted]
     return evidence
-
-
-def read_plan(path: Path) -> plans.Plan:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"The plan file {path} does not exist.") from None
-    except OSError as exc:
-        raise UsageError(f"The plan file {path} cannot be read: {exc.strerror or exc}.") from None
-    try:
-        return plans.read(data)
-    except plans.PlanFileError as exc:
-        raise UsageError(
-            f"{path} is not a plan file this version can apply: {exc}. Make one with "
-            "`orchestrator plan ENV --out FILE`."
-        ) from None
-    except plans.PlanTampered as exc:
-        raise Refused(f"Refused: the plan {path} was altered: {exc}.") from None
 
 
 def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
@@ -155,65 +185,6 @@ def _private_key(app: App, variable: str) -> Any:
 
     where = f"plan approve signs with the key in --key-env {variable}"
     return read_private_key(variable, app.environ, app.settings.project_dir, where)
-
-
-def approver_keys(app: App, env_name: str) -> dict[str, Any]:
-    """policy.plan_approvers: key file -> public key."""
-    from orchestrator.core import signing
-
-    keys = {}
-    for name in app.envs.get(env_name).policy.plan_approvers:
-        path = app.settings.project_dir / name
-        try:
-            keys[name] = signing.load_public_key(path.read_bytes())
-        except (OSError, signing.KeyMaterialError) as exc:
-            raise UsageError(
-                f"policy.plan_approvers of {env_name}: {name} is not a readable Ed25519 "
-                f"public key ({getattr(exc, 'strerror', None) or exc})."
-            ) from None
-    return keys
-
-
-def plan_evidence(app: App, plan: plans.Plan) -> list[TargetState] | None:
-    """The predecessor's databases as the plan's signed rows show them, where the
-    predecessor signs (so its public key alone proves them); None where it does not sign
-    (the gate then reads the predecessor live, as without a plan)."""
-    predecessor = app.envs.get(plan.env).promotes_from
-    if predecessor is None:
-        return []
-    keys = app.public_keys(predecessor)
-    if keys is None:
-        return None
-    states = []
-    for name, rows in plan.body["evidence"].items():
-        entries = {}
-        for row in rows:
-            try:
-                entry = LedgerEntry(**{k: row.get(k) for k in _ENTRY_FIELDS})
-            except TypeError:
-                continue
-            entries[entry.revision] = entry
-        applied = frozenset(r for r, e in entries.items() if e.applied)
-        states.append(TargetState(name, applied, entries, keys, predecessor))
-    return states
-
-
-_ENTRY_FIELDS = ("revision", "checksum", "direction", "run_id", "at", "env", "actor", "envelope")
-
-
-def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
-    """Refusals of the whole plan (environment, expiry, approval, alteration)."""
-    from orchestrator.core import signing
-
-    return plans.envelope_refusals(
-        plan, env_name, datetime.now(UTC), approver_keys(app, env_name), signing.verify
-    )
-
-
-def approvals(app: App, plan: plans.Plan, env_name: str) -> list[str]:
-    from orchestrator.core import signing
-
-    return plans.approvals(plan, approver_keys(app, env_name), signing.verify)
 
 
 # -- show ----------------------------------------------------------------------------------
@@ -269,6 +240,8 @@ def show(plan: plans.Plan, fmt: str, path: Path, approvers: str | None = None) -
         head = f"{rev}  {step.get('doc') or ''}".rstrip()
         lines.append(f"### {head}" if markdown else f"* {head}")
         lines.append(f"  checksum {step['checksum']}, SQL sha256 {step.get('sql_sha256')}")
+        for name, digest in sorted((step.get("reads") or {}).items()):
+            lines.append(f"  reads {name} (sha256 {str(digest)[:12]}) as the predecessor's run did")
         for target, rows in evidence.items():
             for row in rows:
                 if row.get("revision") == rev:

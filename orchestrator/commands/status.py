@@ -14,7 +14,7 @@ from orchestrator.commands.drift import (
 )
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import OrchestratorError, UsageError
-from orchestrator.core.planning import ledger_heads, plan_verdict
+from orchestrator.core.planning import TargetState, env_py_difference, ledger_heads, plan_verdict
 from orchestrator.db.database import safe_url
 from orchestrator.evidence import ledger
 from orchestrator.migrations.lint import blocking
@@ -22,6 +22,7 @@ from orchestrator.running.app import App
 from orchestrator.running.policies import ahead_warnings, lint_for, waiver_lines
 from orchestrator.running.predecessor import (
     checksum_drift,
+    env_py_note,
     judge,
     predecessor_states,
     read_connection,
@@ -50,7 +51,26 @@ def status(app: App, names: list[str]) -> list[dict[str, Any]]:
         if len(targets) > 1:  # read once here, not once per thread below
             _read_predecessor(app, env)
         rows += read_each(targets, lambda t: _target_status(app, t, head, heads))
+    _env_py(app, rows)
     return rows
+
+
+def _env_py(app: App, rows: list[dict[str, Any]]) -> None:
+    """Each row's `env_py`: whether this checkout's env.py (with the project modules it
+    imports) is the one its predecessor's databases last ran with: `same`, `differs` (and
+    `env_py_note` says how), or `unknown` (the predecessor is not shown or never recorded it)."""
+    mine = app.project.env_py_checksum
+    for row in rows:
+        env = app.envs.get(row["env"])
+        states = [
+            TargetState(r["target"], frozenset(), env_py=r.get("last_env_py"))
+            for r in rows
+            if r["env"] == env.promotes_from and r.get("last_env_py")
+        ]
+        note = env_py_difference(env.promotes_from, mine, states)
+        row["env_py"] = "differs" if note else ("same" if states and mine else "unknown")
+        if note:
+            row["env_py_note"] = note
 
 
 def _read_predecessor(app: App, env: EnvironmentConfig) -> None:
@@ -141,6 +161,8 @@ def _target_status(
         }
     )
     run = terminal[-1] if terminal else None
+    succeeded = [e for e in terminal if e["event"] == "run.succeeded"]
+    row["last_env_py"] = succeeded[-1].get("env_py") if succeeded else None
     running = [r for r in open_runs if run_alive(r, live)]
     if chain_state is not None:
         row["evidence_chain"] = chain_state
@@ -218,6 +240,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             schema = planned_schema_drift(app, target, connection, state.heads)
         revisions = upgrade_steps(app, state.heads, destination, env.name)
         steps = judge(app, env, revisions)
+        env_py = env_py_note(app, env) if revisions else None  # the predecessor read just now
         linted = lint_for(app, env, revisions)
         findings, problem = linted.findings, linted.problem
         drifted = checksum_drift(app, state)
@@ -267,7 +290,14 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             "would_refuse": verdict.blocker in ("drift", "schema", "gate", "lint"),
             "blocker": verdict.blocker,
             "verdict": verdict.text,
+            "env_py": env_py,
         }
+        if env_py and env.policy.same_env_py == "refuse" and not entry["would_refuse"]:
+            entry.update(
+                would_refuse=True,
+                blocker="env_py",
+                verdict=f"REFUSED (policy.same_env_py: refuse): {env_py}",
+            )
         if sql:
             dialect = "postgresql" if target.url.startswith("postgres") else "sqlite"
             rendered = app.project.offline_sql(revisions, dialect)

@@ -157,6 +157,9 @@ class PolicyConfig(_Strict):
     plan_approvers: list[str] = Field(
         default_factory=list, description="public keys (PEM files) whose plan approval counts"
     )
+    # env.py and the project modules it imports differ from the predecessor's last run:
+    # `plan`/`status` say so (warn); `refuse` makes a run exit 3
+    same_env_py: Literal["warn", "refuse"] = "warn"
 
     @field_validator("lint", "schema_drift", mode="before")
     @classmethod
@@ -428,6 +431,18 @@ def load_settings() -> Settings:
             field = str(error["loc"][0]) if error["loc"] else "?"
             problems.append(f"ORCHESTRATOR_{field.upper()}: {error['msg']}")
         raise UsageError(f"Bad setting: {'; '.join(problems)}.") from None
+
+
+def target_names(env: EnvironmentConfig, project_dir: Path) -> list[str]:
+    """The names of an environment's databases, as its configuration lists them, without
+    their URLs (a job that may not connect to them still knows what they are)."""
+    db = env.database
+    names = list(db.databases or [])
+    if db.databases_file:
+        names += _read_names(databases_file_path(env, project_dir), env.source)
+    if not names and not db.targets and (db.url_env or db.url):
+        names.append(env.name)
+    return names + [named.name for named in db.targets or []]
 
 
 def resolve_targets(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,13 +18,31 @@ class LedgerEntry:
     env: str = ""
     actor: str = ""
     envelope: str | None = None  # DSSE envelope where the environment signs
+    # canonical JSON {path: sha256} of the project files its run read; None: not observed
+    reads: str | None = None
 
     @property
     def applied(self) -> bool:
         return self.direction in ("up", "baseline", "accepted")
 
+    @property
+    def files_read(self) -> dict[str, str] | None:
+        """The files its run read (path -> sha256); None where the row records none (an
+        older release, a baseline) or what it records is not such a mapping."""
+        if self.reads is None:
+            return None
+        try:
+            files = json.loads(self.reads)
+        except ValueError:
+            return None
+        if not isinstance(files, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+        ):
+            return None
+        return files
+
     def as_row(self) -> dict[str, str | None]:
-        return {
+        row = {
             "revision": self.revision,
             "checksum": self.checksum,
             "direction": self.direction,
@@ -33,6 +52,9 @@ class LedgerEntry:
             "at": self.at,
             "envelope": self.envelope,
         }
+        if self.reads is not None:  # signed with the row where it is there
+            row["reads"] = self.reads
+        return row
 
 
 @dataclass(frozen=True)
@@ -50,6 +72,8 @@ class TargetState:
     broken: str | None = None
     proven: Mapping[str, tuple[str, str, str]] | None = None
     head: Mapping[str, Any] | None = None  # the chain head this verdict relied on
+    # checksum of env.py and the project modules it imports, at its last successful run
+    env_py: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,22 +87,27 @@ class Step:
         return self.verdict == "blocked"
 
 
+FileDigest = Callable[[str], "str | None"]  # project-relative path -> sha256 now (None: gone)
+
+
 def gate(
     revisions: Sequence[str],
     checksums: Mapping[str, str],
     predecessor: str | None,
     predecessor_targets: Sequence[TargetState],
+    files: FileDigest | None = None,
 ) -> list[Step]:
     """Judge each revision a run would apply against what the predecessor has run.
 
     A revision passes only if every database of the predecessor has it applied now and
-    recorded in its ledger with the checksum of the file that would run.
+    recorded in its ledger with the checksum of the file that would run, and (with `files`)
+    every file its run there read is the same now.
     """
     if predecessor is None:
         return [Step(rev, "allowed") for rev in revisions]
     steps = []
     for rev in revisions:
-        reasons = [_why_not(rev, checksums[rev], t) for t in predecessor_targets]
+        reasons = [_why_not(rev, checksums[rev], t, files) for t in predecessor_targets]
         failing = [(t.name, r) for t, r in zip(predecessor_targets, reasons, strict=True) if r]
         if not predecessor_targets:
             steps.append(Step(rev, "blocked", f"{predecessor} has no database configured"))
@@ -89,7 +118,9 @@ def gate(
     return steps
 
 
-def _why_not(rev: str, checksum: str, target: TargetState) -> str | None:
+def _why_not(
+    rev: str, checksum: str, target: TargetState, files: FileDigest | None = None
+) -> str | None:
     if target.broken is not None:  # nothing of it is believed
         return target.broken.replace("{", "{{").replace("}", "}}")
     entry = target.ledger.get(rev)
@@ -125,7 +156,69 @@ def _why_not(rev: str, checksum: str, target: TargetState) -> str | None:
             f"edited since {{where}} ran it (checksum {entry.checksum[:12]} there, "
             f"{checksum[:12]} now)"
         )
+    if files is not None:
+        changed = read_changes(entry.files_read or {}, files)
+        if changed:
+            return (
+                f"reads {_braces(changed[0])}, which differs from what {{where}}'s run of it read"
+                + (f" (and {len(changed) - 1} more file(s))" if len(changed) > 1 else "")
+            )
     return None
+
+
+def _braces(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")  # kept through `.format(where=...)`
+
+
+def read_changes(recorded: Mapping[str, str], files: FileDigest) -> list[str]:
+    """The files of `recorded` (path -> sha256 a run read) that differ now, sorted."""
+    return sorted(path for path, digest in recorded.items() if files(path) != digest)
+
+
+def reads_refusal(
+    revision: str, where: str, expected: Sequence[Mapping[str, str]], read: Mapping[str, str]
+) -> str | None:
+    """Why `revision` may not commit, having read `read` (path -> sha256) while it ran here,
+    when its runs on the predecessor read `expected` (one mapping per database). A file
+    read with other content is refused; so is a data file the predecessor's run did not
+    read. A module (`.py`) is not: whether its import opens it depends on what ran before
+    in the process, and its content is in the revision's checksum already."""
+    for path, digest in sorted(read.items()):
+        for recorded in expected:
+            if path in recorded and recorded[path] != digest:
+                return (
+                    f"Refused: {revision} read {path} while it ran, and that file differs from "
+                    f"what {where}'s run of it read (sha256 {recorded[path][:12]} there, "
+                    f"{digest[:12]} here). {revision} was rolled back; restore the file as "
+                    f"{where} ran it, or run the edited file on {where} first."
+                )
+            if path not in recorded and not path.endswith(".py"):
+                return (
+                    f"Refused: {revision} read {path} while it ran, which {where}'s run of it "
+                    f"did not read. {revision} was rolled back; run it on {where} first."
+                )
+    return None
+
+
+def env_py_difference(
+    predecessor: str | None, mine: str | None, states: Sequence[TargetState]
+) -> str | None:
+    """What to say when this checkout's env.py (with the project modules it imports) is not
+    the one the predecessor's last run used; None when it is, or nothing says."""
+    if predecessor is None or mine is None:
+        return None
+    other = [s for s in states if s.env_py is not None and s.env_py != mine]
+    if not other:
+        return None
+    where = (
+        predecessor
+        if [s.name for s in other] == [predecessor]
+        else (f"{predecessor} ({', '.join(s.name for s in other)})")
+    )
+    return (
+        f"env.py (or a project module it imports) differs from {where}'s last run: "
+        f"{str(other[0].env_py)[:12]} there, {mine[:12]} here"
+    )
 
 
 def _summarise(predecessor: str, failing: list[tuple[str, str]]) -> str:

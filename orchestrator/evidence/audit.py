@@ -28,6 +28,7 @@ _LEVELS = {
     "run.interrupted": "warning",
     "schema.drifted": "warning",
     "schema.diverged": "warning",
+    "env_py.differs": "warning",
     "schema.not_recorded": "warning",
 }
 

@@ -65,6 +65,9 @@ ledger = Table(
     Column("at", String(32), nullable=False),
     # DSSE envelope (JSON) over trust.ledger_payload, where the environment signs
     Column("envelope", Text),
+    # the project files the revision's code opened while it ran: canonical JSON of
+    # {path: sha256}; NULL for rows written before reads were observed (signed with the row)
+    Column("reads", Text),
 )
 
 # Signed audit checkpoints: the chain's head at the end of each run of a signing environment.
@@ -185,7 +188,11 @@ def tables_exist(connection: Connection) -> bool:
 
 # Columns added after the first release, (table, column, SQL type): databases created before
 # get them in place.
-_ADDED_COLUMNS = ((LEDGER_TABLE, "envelope", "TEXT"), (SCHEMA_TABLE, "envelope", "TEXT"))
+_ADDED_COLUMNS = (
+    (LEDGER_TABLE, "envelope", "TEXT"),
+    (SCHEMA_TABLE, "envelope", "TEXT"),
+    (LEDGER_TABLE, "reads", "TEXT"),
+)
 
 
 def _missing_columns(connection: Connection) -> list[tuple[str, str, str]]:
@@ -261,8 +268,10 @@ def revision_row(
     at: str,
     key: signing.PrivateKey | None = None,
     target: str | None = None,
+    reads: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """One ledger row, signed with `key` (for database `target` of `env`) when given."""
+    """One ledger row, signed with `key` (for database `target` of `env`) when given.
+    `reads`: the project files the revision read while it ran (path -> sha256)."""
     row: dict[str, Any] = {
         "revision": revision,
         "checksum": checksum,
@@ -272,6 +281,7 @@ def revision_row(
         "actor": actor,
         "at": at,
         "envelope": None,
+        "reads": None if reads is None else canonical(dict(reads)),
     }
     if key is not None:
         row["envelope"] = _envelope(
@@ -308,8 +318,9 @@ def record_rows(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> No
 
 _RECORD = insert(ledger)
 _FENCED_RECORD = text(
-    f"INSERT INTO {LEDGER_TABLE} (revision, checksum, direction, run_id, env, actor, at, envelope)"
-    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope"
+    f"INSERT INTO {LEDGER_TABLE}"
+    " (revision, checksum, direction, run_id, env, actor, at, envelope, reads)"
+    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope, :reads"
     f" WHERE {FENCE_SQL}"
 )
 
@@ -342,6 +353,7 @@ def latest_of(rows: Sequence[Mapping[str, Any]]) -> dict[str, LedgerEntry]:
             env=row["env"],
             actor=row["actor"],
             envelope=row.get("envelope"),
+            reads=row.get("reads"),
         )
         for row in rows
         if row["direction"] != "stamped"
@@ -693,6 +705,13 @@ def audit_select(flt: AuditFilter) -> Select[Any]:
     if flt.limit is not None:
         query = query.limit(flt.limit)
     return query
+
+
+def last_env_py(connection: Connection) -> str | None:
+    """The env.py checksum the database's last successful run recorded (None: none did)."""
+    last = query_audit(connection, AuditFilter(event="run.succeeded", limit=1))
+    value = last[0].get("env_py") if last else None
+    return value if isinstance(value, str) else None
 
 
 def runs_without_end(connection: Connection) -> list[dict[str, Any]]:

@@ -76,12 +76,22 @@ def sql_digest(sql: str) -> str:
 
 
 def parse_ttl(value: str) -> timedelta:
-    """`30m`, `12h`, `7d`: how long a plan may be applied after it was made."""
+    """`90s`, `30m`, `12h`, `7d`: how long a plan may be applied after it was made (at most
+    ten years: an expiry beyond any calendar is no expiry)."""
     text = value.strip()
-    units = {"m": "minutes", "h": "hours", "d": "days"}
+    units = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
     if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit() or int(text[:-1]) < 1:
-        raise ValueError(f"--ttl {value!r}: expected a duration such as 30m, 24h or 7d")
-    return timedelta(**{units[text[-1]]: int(text[:-1])})
+        raise ValueError(f"--ttl {value!r}: expected a duration such as 90s, 30m, 24h or 7d")
+    try:
+        ttl = timedelta(**{units[text[-1]]: int(text[:-1])})
+    except OverflowError:
+        ttl = MAX_TTL + MAX_TTL
+    if ttl > MAX_TTL:
+        raise ValueError(f"--ttl {value!r} is longer than ten years: give a shorter duration")
+    return ttl
+
+
+MAX_TTL = timedelta(days=3653)
 
 
 def build(
@@ -146,8 +156,55 @@ def read(text: str | bytes) -> Plan:
     missing = {"env", "to", "targets", "steps", "evidence", "expires_at"} - body.keys()
     if missing:
         raise PlanTampered(f"its payload lacks {', '.join(sorted(missing))}")
+    problem = shape_problem(body)
+    if problem is not None:
+        raise PlanFileError(problem)
     envelope.setdefault("signatures", [])
     return Plan(envelope, payload, body)
+
+
+def _strings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
+def shape_problem(body: Mapping[str, Any]) -> str | None:
+    """What makes a payload with every key not a plan (a list where an object belongs, a
+    step without its checksum...), named; None when every part has its shape. Checked
+    when the file is read, so nothing later meets a plan it cannot handle."""
+    for key in ("env", "to", "expires_at"):
+        if not isinstance(body[key], str):
+            return f"its {key} is not a string"
+    targets = body["targets"]
+    if not isinstance(targets, list):
+        return "its targets are not a list"
+    for i, target in enumerate(targets):
+        if not isinstance(target, dict) or not isinstance(target.get("name"), str):
+            return f"its target #{i + 1} has no name"
+        if not _strings(target.get("heads")):
+            return f"its target {target['name']} has no list of heads"
+    if not isinstance(body["steps"], list):
+        return "its steps are not a list"
+    for i, step in enumerate(body["steps"]):
+        if not isinstance(step, dict):
+            return f"its step #{i + 1} is not an object"
+        for key in ("revision", "checksum"):
+            if not isinstance(step.get(key), str):
+                return f"its step #{i + 1} has no {key}"
+        if not isinstance(step.get("sql_sha256"), (str, type(None))):
+            return f"its step {step['revision']} has a sql_sha256 that is not a string"
+        reads = step.get("reads", {})
+        if not isinstance(reads, dict) or not all(isinstance(v, str) for v in reads.values()):
+            return f"its step {step['revision']} has reads that are not path: sha256 pairs"
+    evidence = body["evidence"]
+    if not isinstance(evidence, dict) or not all(
+        isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+        for rows in evidence.values()
+    ):
+        return "its evidence is not a list of rows per database"
+    env_py = body.get("env_py", {})
+    if not isinstance(env_py, dict) or not all(isinstance(v, str) for v in env_py.values()):
+        return "its env_py is not an object of checksums"
+    return None
 
 
 # -- the checks of `migrate --plan`, each a refusal naming its cause ---------------------------
@@ -159,12 +216,20 @@ def envelope_refusals(
     now: datetime,
     approver_keys: Mapping[str, Any],
     verify: Any,
+    writer_keys: Mapping[str, Sequence[Any]] | None = None,
 ) -> list[str]:
     """Refusals that hold for the whole plan. `approver_keys`: key file -> public key, from
-    `policy.plan_approvers`; `verify(envelope, keys)` is signing.verify."""
+    `policy.plan_approvers`; `writer_keys`: environment -> its public keys, for the
+    environments whose key may write the plan (the predecessor's, the environment's own),
+    where they sign; `verify(envelope, keys)` is signing.verify."""
     refusals = []
     if plan.env != env:
         refusals.append(f"the plan is for {plan.env}, not {env}")
+    if writer_keys and not any(verify(plan.envelope, list(k)).valid for k in writer_keys.values()):
+        refusals.append(
+            "the plan was altered after it was written: it bears no valid signature by the key "
+            f"of {' or '.join(sorted(writer_keys))}, which `orchestrator plan --out` signs with"
+        )
     expires = _parse_iso(plan.body["expires_at"])
     if expires is None:
         refusals.append("its expiry time is not a time")
@@ -197,16 +262,24 @@ def approvals(plan: Plan, approver_keys: Mapping[str, Any], verify: Any) -> list
 
 
 def target_refusal(
-    plan: Plan, target: str, heads: Sequence[str], checksums: Mapping[str, str]
+    plan: Plan,
+    target: str,
+    heads: Sequence[str],
+    checksums: Mapping[str, str],
+    resumed: bool = False,
 ) -> str | None:
     """Why this database may not run the plan now, or None. A database already at the
-    plan's target has nothing to do (re-applying a plan is a no-op)."""
+    plan's target has nothing to do (re-applying a plan is a no-op); one that runs of this
+    plan left at one of its steps (`resumed`) goes on with the steps after it."""
     planned = plan.heads(target)
     if planned is None:
         return f"the plan does not cover {target}"
     if list(heads) == [plan.to]:
         return None
-    if sorted(heads) != sorted(planned):
+    # `resumed`: runs of this very plan (stopped by SIGTERM) left the database at one of its
+    # steps; going on from there runs the rest of the plan, nothing else
+    resumed = resumed and bool(heads) and set(heads) <= set(plan.revisions)
+    if sorted(heads) != sorted(planned) and not resumed:
         return (
             f"{target}'s heads moved since the plan: it was at {', '.join(planned) or 'base'}, "
             f"it is at {', '.join(heads) or 'base'} now"
@@ -218,6 +291,39 @@ def target_refusal(
             "checksum differs from the plan's)"
         )
     return None
+
+
+def read_refusals(plan: Plan, revisions: Sequence[str], files: Any) -> list[str]:
+    """The files the plan's steps read on the predecessor (path -> sha256, from its
+    evidence) that differ now; `files(path)` is the sha256 now (None: gone)."""
+    changed = []
+    for step in plan.steps:
+        if step["revision"] not in revisions or not isinstance(step.get("reads"), dict):
+            continue
+        for path, digest in sorted(step["reads"].items()):
+            if files(path) != digest:
+                changed.append(f"{path} (read by {step['revision']})")
+    if not changed:
+        return []
+    return [f"{', '.join(changed)} changed since the plan was made"]
+
+
+def sql_refusals(plan: Plan, rendered: Mapping[str, str]) -> list[str]:
+    """Steps whose SQL, rendered again now (`rendered`: revision -> SQL), is not the SQL
+    the plan shows (its sha256)."""
+    changed = [
+        s["revision"]
+        for s in plan.steps
+        if s["revision"] in rendered
+        and s.get("sql_sha256") is not None
+        and sql_digest(rendered[s["revision"]]) != s["sql_sha256"]
+    ]
+    if not changed:
+        return []
+    return [
+        f"the SQL of {', '.join(changed)} renders differently now than in the plan (its "
+        "sha256 differs): what would run is not what was reviewed"
+    ]
 
 
 def _keyids(keys: Mapping[str, Any]) -> dict[str, str]:

@@ -93,7 +93,7 @@ class _InstalledKeepCaches(MetaPathFinder):
 
     def __init__(self, settings: tuple[str | None, bool]) -> None:
         self.settings = settings
-        self.foreign = _foreign_dirs()
+        self.foreign = foreign_dirs()
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
@@ -123,11 +123,14 @@ def imports_of(tree: ast.Module) -> tuple[Import, ...]:
     return tuple(found)
 
 
-def _foreign_dirs() -> tuple[str, ...]:
+def foreign_dirs() -> tuple[str, ...]:
     """Where modules that are not the project's live: stdlib and installed packages."""
     paths = sysconfig.get_paths()
     dirs = [paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths]
     dirs += [*site.getsitepackages(), site.getusersitepackages()]  # e.g. Debian's dist-packages
+    # the orchestrator itself, wherever it is imported from (a checkout on PYTHONPATH): an
+    # upgrade of the tool is no edit of the project's revisions
+    dirs.append(str(Path(__file__).resolve().parent.parent))
     return tuple(sorted({os.path.realpath(d) + os.sep for d in dirs}))
 
 
@@ -141,7 +144,7 @@ class ProjectModules:
 
     def __init__(self, project: Path, roots: Sequence[Path]) -> None:
         self.project = Path(os.path.realpath(project))
-        foreign = _foreign_dirs()
+        foreign = foreign_dirs()
         self.roots = tuple(
             r
             for r in dict.fromkeys(Path(os.path.realpath(p)) for p in roots)

@@ -11,6 +11,7 @@ import configparser
 import io
 import os
 import re
+import sys
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,8 +23,14 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
 from orchestrator.core.logging import kept_over_project_logging, quiet_alembic
 from orchestrator.core.secrets import redact
+from orchestrator.migrations import observe
 from orchestrator.migrations.project_modules import ProjectModules, source_only
-from orchestrator.migrations.revisions import RevisionGraph, current_checksums, read_versions
+from orchestrator.migrations.revisions import (
+    RevisionFile,
+    RevisionGraph,
+    current_checksums,
+    read_versions,
+)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -119,8 +126,10 @@ class AlembicProject:
     @property
     def import_roots(self) -> list[Path]:
         """Where the project's own modules are imported from: Alembic's `prepend_sys_path`
-        entries (relative to the working directory, as Alembic puts them on sys.path), then
-        the project directory."""
+        entries (relative to the working directory, as Alembic puts them on sys.path), the
+        process's own `sys.path` (the working directory, PYTHONPATH, an editable install's
+        path: a `pkg/migrations/` layout imports `pkg.migrations.utils` from there), then
+        the project directory. Installed packages are left out by `ProjectModules`."""
         value = self._options.get("prepend_sys_path") or ""
         separator = self._options.get("path_separator")
         if isinstance(value, list):  # pyproject.toml: a list already
@@ -130,7 +139,9 @@ class AlembicProject:
         else:
             sep = {"os": os.pathsep, "space": " ", "newline": "\n"}.get(separator, separator)
             entries = value.split(sep)
-        return [*(self._resolve(e) for e in entries if e.strip()), self.ini_path.parent]
+        prepended = [self._resolve(e) for e in entries if e.strip()]
+        running = [Path(p) if p else Path.cwd() for p in sys.path if isinstance(p, str)]
+        return [*prepended, *running, self.ini_path.parent]
 
     def _resolve(self, value: str) -> Path:
         path = Path(value.strip())
@@ -143,6 +154,16 @@ class AlembicProject:
     @property
     def modules(self) -> ProjectModules:
         return ProjectModules(self.ini_path.parent, self.import_roots)
+
+    @cached_property
+    def env_py_checksum(self) -> str | None:
+        """env.py's checksum, covering the project modules it imports (not installed
+        packages, not the orchestrator): part of every run's evidence."""
+        path = self.script_location / "env.py"
+        if not path.is_file():
+            return None
+        script = RevisionFile("env.py", (), (), (), path, "", "")
+        return current_checksums([script], self.modules)["env.py"]
 
     def check_unchanged(self, revisions: Sequence[str]) -> None:
         """Refuse to run revisions whose files (or modules) changed since they were judged:
@@ -211,6 +232,7 @@ class AlembicProject:
             loaded = [make(script.revision_map, script.get_revision(r)) for r in revisions]
             if not context.as_sql:
                 self.check_unchanged(revisions)
+                observe.restart()  # what env.py and loading opened is no revision's read
             return loaded
 
         return steps

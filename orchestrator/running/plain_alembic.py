@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection
@@ -12,8 +13,15 @@ from sqlalchemy import Connection
 from orchestrator.core.config import Target, load_settings
 from orchestrator.core.errors import Cancelled, OrchestratorError, UsageError
 from orchestrator.core.planning import refusal_message
+from orchestrator.evidence.plans import Plan
 from orchestrator.migrations.project_modules import source_only
 from orchestrator.running.app import App
+from orchestrator.running.plan_gate import (
+    check_against_plan,
+    plan_approvals,
+    read_plan,
+    refuse_plan,
+)
 from orchestrator.running.policies import (
     LintResult,
     check_approval,
@@ -21,7 +29,7 @@ from orchestrator.running.policies import (
     lint_for,
     record_waivers,
 )
-from orchestrator.running.predecessor import judge, upgrade_steps
+from orchestrator.running.predecessor import expected_reads, judge, upgrade_steps
 from orchestrator.running.run import TargetRun
 
 
@@ -86,16 +94,24 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
         revisions: list[str] = []
         destination = ""
         linted = LintResult()
+        plan = _plan(app, run, x_args.get("plan")) if command == "upgrade" else None
+        evidence = None
         if command == "upgrade":
             # linted first, as by `orchestrator migrate`: the waivers go on run.started too
             state = run.read()
-            destination = app.resolve(context.get_revision_argument() or "head")
+            argument = context.get_revision_argument() or "head"
+            destination = plan.to if plan is not None else app.resolve(argument)
             revisions = upgrade_steps(app, state.heads, destination, run.where)
+            if not revisions:
+                return  # nothing to do: no run, no refusal (as `orchestrator migrate`)
             linted = lint_for(app, run.env, revisions)
             record_waivers(run, linted.findings)
         run.start()
         if command == "upgrade":
-            steps = judge(app, run.env, revisions)
+            _require_plan(run, plan)
+            if plan is not None:
+                evidence = check_against_plan(app, run, plan, state.heads, revisions)
+            steps = judge(app, run.env, revisions, evidence=evidence)
             if any(s.blocked for s in steps):
                 run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         if command == "stamp":
@@ -114,10 +130,15 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
             if command == "upgrade":  # judged again: the predecessor may have moved meanwhile
                 state = run.read()
                 revisions = upgrade_steps(app, state.heads, destination, run.where)
-                steps = judge(app, run.env, revisions, fresh=True)
+                if plan is not None and revisions:
+                    evidence = check_against_plan(
+                        app, run, plan, state.heads, revisions, render=False
+                    )
+                steps = judge(app, run.env, revisions, fresh=True, evidence=evidence)
                 if any(s.blocked for s in steps):
                     run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
                 run.witness(app.predecessor_cache.get(run.env.promotes_from or "", []))
+                run.expected_reads = expected_reads(app, run.env, revisions, evidence)
                 run.audit.emit(
                     "gate.passed", revisions=list(revisions), predecessor=run.env.promotes_from
                 )
@@ -131,6 +152,28 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
         raise CommandError(exc.message) from None
     finally:
         run.close()
+
+
+def _plan(app: App, run: TargetRun, path: str | None) -> Plan | None:
+    """`-x plan=FILE`: the reviewed plan this upgrade runs, checked as a whole (environment,
+    expiry, the writer's and the approvers' signatures) before anything is recorded."""
+    if not path:
+        return None
+    plan = read_plan(Path(path))
+    refuse_plan(app, plan, run.env.name)
+    run.audit.common["plan_sha256"] = plan.sha256
+    run.audit.common["plan_approvals"] = plan_approvals(app, plan, run.env.name) or None
+    return plan
+
+
+def _require_plan(run: TargetRun, plan: Plan | None) -> None:
+    if plan is None and run.env.policy.require_plan:
+        run.refuse(
+            f"Refused: {run.env.name} runs only reviewed plans (policy.require_plan): run "
+            f"`alembic -x env={run.env.name} -x plan=FILE upgrade head` with a plan made by "
+            f"`orchestrator plan {run.env.name} --out FILE` (and approved where "
+            "policy.plan_approvers lists keys)."
+        )
 
 
 def _check_stamp(app: App, run: TargetRun, argument: Any) -> str:

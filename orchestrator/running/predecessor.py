@@ -3,9 +3,11 @@ judgement of revisions against that evidence."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
@@ -13,10 +15,17 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import MigrationFailed, UsageError
-from orchestrator.core.planning import LedgerEntry, Step, TargetState, drift, gate
+from orchestrator.core.planning import (
+    LedgerEntry,
+    Step,
+    TargetState,
+    drift,
+    env_py_difference,
+    gate,
+)
 from orchestrator.db.database import current_heads, describe_error, read_only, safe_url
 from orchestrator.evidence import ledger
-from orchestrator.migrations.revisions import RevisionGraph, RevisionsError
+from orchestrator.migrations.revisions import RevisionGraph, RevisionsError, checksum_file
 from orchestrator.running.app import App, revision_error
 
 
@@ -88,8 +97,11 @@ def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) ->
             chained = (
                 believed(connection, keys, env.promotes_from, seen, env.name) if keys else None
             )
+            env_py = ledger.last_env_py(connection)
         states.append(
-            TargetState(target.name, state.applied, state.ledger, keys, env.promotes_from)
+            TargetState(
+                target.name, state.applied, state.ledger, keys, env.promotes_from, env_py=env_py
+            )
             if chained is None
             else TargetState(
                 target.name,
@@ -97,6 +109,7 @@ def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) ->
                 state.ledger,
                 keys,
                 env.promotes_from,
+                env_py=env_py,
                 broken=chained[0],
                 proven=chained[1],
                 head=chained[2],
@@ -182,7 +195,56 @@ def judge(
         preds = list(evidence)
     else:
         preds = predecessor_states(app, env, fresh) if revisions else []
-    return gate(revisions, checksums, env.promotes_from, preds)
+    return gate(revisions, checksums, env.promotes_from, preds, file_digest(app))
+
+
+def env_py_note(
+    app: App, env: EnvironmentConfig, evidence: Sequence[TargetState] | None = None
+) -> str | None:
+    """What differs between this checkout's env.py and the predecessor's last run, from the
+    predecessor's states the gate read (cached) or a plan's evidence."""
+    if env.promotes_from is None:
+        return None
+    states = list(evidence) if evidence is not None else predecessor_states(app, env)
+    return env_py_difference(env.promotes_from, app.project.env_py_checksum, states)
+
+
+def file_digest(app: App) -> Callable[[str], str | None]:
+    """sha256 now of a project file named relative to the project directory, as a run
+    records what it read; None when it is not there (or names a place outside it)."""
+    root = Path(os.path.realpath(app.settings.project_dir))
+
+    def digest(name: str) -> str | None:
+        path = Path(os.path.realpath(root / name))
+        if root not in path.parents:
+            return None
+        try:
+            return checksum_file(path)
+        except OSError:
+            return None
+
+    return digest
+
+
+def expected_reads(
+    app: App,
+    env: EnvironmentConfig,
+    revisions: Sequence[str],
+    evidence: Sequence[TargetState] | None = None,
+) -> dict[str, list[dict[str, str]]]:
+    """Per revision, the files its runs on the predecessor's databases read, where their
+    ledger rows record them (the evidence the gate just judged: cached, not read again)."""
+    if env.promotes_from is None or not revisions:
+        return {}
+    preds = list(evidence) if evidence is not None else predecessor_states(app, env)
+    out: dict[str, list[dict[str, str]]] = {}
+    for rev in revisions:
+        for state in preds:
+            entry = state.ledger.get(rev)
+            files = entry.files_read if entry is not None else None
+            if files is not None:
+                out.setdefault(rev, []).append(files)
+    return out
 
 
 def per_developer(app: App, name: str | None) -> str | None:

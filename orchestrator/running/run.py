@@ -29,7 +29,7 @@ from orchestrator.core.errors import (
     UsageError,
 )
 from orchestrator.core.logging import console_active, utc_now
-from orchestrator.core.planning import Step
+from orchestrator.core.planning import Step, reads_refusal
 from orchestrator.core.results import RunResult
 from orchestrator.db.database import (
     current_heads,
@@ -42,6 +42,7 @@ from orchestrator.db.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
 from orchestrator.evidence import ledger
 from orchestrator.evidence.audit import FINAL_WAIT, AuditTrail
 from orchestrator.evidence.keys import Signer
+from orchestrator.migrations import observe
 from orchestrator.migrations.revisions import reverts_nothing
 from orchestrator.running import cancel
 from orchestrator.running.app import App, new_run_id
@@ -111,6 +112,9 @@ class TargetRun:
             reason=reason,
         )
         self.applied: list[str] = []
+        # per revision, what its runs on the predecessor read (one mapping per database):
+        # set by the caller once the gate passed; a revision reading otherwise is refused
+        self.expected_reads: dict[str, list[dict[str, str]]] = {}
         self.schema_fingerprint: str | None = None
         self.started = False
         self.started_at = time.monotonic()
@@ -304,6 +308,7 @@ class TargetRun:
     def finish(self, **fields: Any) -> RunResult:
         if self.applied and "schema_fingerprint" not in fields:  # the schema changed: record it
             fields["schema_fingerprint"] = self.record_schema()
+        fields.setdefault("env_py", self.app.project.env_py_checksum)  # what the run ran with
         self.audit.emit(
             "run.succeeded",
             outcome="succeeded",
@@ -499,7 +504,11 @@ class TargetRun:
             duration_ms = round((now - last[0]) * 1000)
             last[0] = now
             up = step.is_upgrade
-            self._record(ctx.connection, revision, checksum, "up" if up else "down")
+            reads = observe.take()  # the project files its code opened while it ran
+            refusal = self._reads_refusal(revision, reads) if up else None
+            if refusal is not None:  # raised before its COMMIT: the revision rolls back
+                raise Refused(refusal, revision=revision)
+            self._record(ctx.connection, revision, checksum, "up" if up else "down", reads)
             # a downgrade() that is `pass`: marked undone, its changes stay (said, not hidden)
             hollow = not up and revision in graph and reverts_nothing(graph.get(revision).path)
             if hollow:
@@ -520,6 +529,7 @@ class TargetRun:
                 "to_revision": ",".join(step.destination_revision_ids) or None,
                 "duration_ms": duration_ms,
                 "reverted_nothing": True if hollow else None,
+                "reads": reads or None,
             }
             uncommitted.append((revision, record))
             if self.per_run:  # no COMMIT until the end: progress moves as each one has run
@@ -534,7 +544,7 @@ class TargetRun:
             # a new transaction begins only after the previous one committed
             event.listen(connection, "begin", lambda _conn: committed())
             try:
-                with cancel.revisions_running():
+                with cancel.revisions_running(), self._watch_reads():
                     if self.per_run:  # one transaction: every revision and ledger row, or none
                         with connection.begin():
                             executor(connection, on_version_apply)
@@ -555,6 +565,12 @@ class TargetRun:
                 raise cancel.cancelled(stopped) from None
             except UsageError:  # a revision file that cannot be imported: nothing ran
                 raise
+            except Refused as exc:  # a file a revision read differs from the predecessor's
+                uncommitted.clear()
+                self.audit.emit(
+                    "run.refused", outcome="refused", error=exc.message, applied=self.applied
+                )
+                raise
             except Exception as exc:
                 failed: str | None
                 if self.per_run:  # the ones that ran rolled back with it: the next one failed
@@ -571,6 +587,17 @@ class TargetRun:
                 for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN):
                     connection.info.pop(key, None)
         cancel.check(self._done())  # came during the last revision: stop here all the same
+
+    def _watch_reads(self) -> Any:
+        """Observe the project files each revision opens (not the revision files)."""
+        project = self.app.project
+        return observe.watching(self.app.settings.project_dir, project.versions_dirs)
+
+    def _reads_refusal(self, revision: str, reads: Mapping[str, str] | None) -> str | None:
+        expected = self.expected_reads.get(revision)
+        if reads is None or expected is None or self.env.promotes_from is None:
+            return None
+        return reads_refusal(revision, self.env.promotes_from, expected, reads)
 
     def _done(self) -> str:
         return (
@@ -596,7 +623,14 @@ class TargetRun:
                 "`transaction: per-revision` (the default) for this environment."
             )
 
-    def _record(self, connection: Connection, revision: str, checksum: str, direction: str) -> None:
+    def _record(
+        self,
+        connection: Connection,
+        revision: str,
+        checksum: str,
+        direction: str,
+        reads: Mapping[str, str] | None = None,
+    ) -> None:
         """The ledger row of one revision, in its transaction; fenced on PostgreSQL. Under
         `transaction: per-run` the rows are not fenced one by one: the one COMMIT is, by
         `_fence_commit`. Each row's check would read pg_locks while this transaction holds
@@ -614,6 +648,7 @@ class TargetRun:
             at=utc_now(),
             key=self.key,
             target=self.target.name,
+            reads=reads,
         )
         if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
             self._rows_to_commit.append(row)

@@ -89,6 +89,13 @@ def rewrite(plan: Path, change: Any) -> None:
     plan.write_text(json.dumps(envelope))
 
 
+def resign(project: Project, plan: Path, key_env: str) -> None:
+    """Sign the plan as it is now with the private key in `key_env` (a compromised writer)."""
+    key = signing.load_private_key(Path(project.extra_env[key_env]).read_bytes())
+    envelope = json.loads(plan.read_text())
+    plan.write_text(json.dumps(signing.add_signature({**envelope, "signatures": []}, key)))
+
+
 def test_plan_review_approve_apply_without_staging_access(release: Project) -> None:
     plan = make_plan(release)
     shown = release.run("plan", "show", str(plan), "--format", "markdown")
@@ -180,6 +187,7 @@ def test_every_departure_from_the_approved_plan_is_refused(
                         row["checksum"] = planted
 
         rewrite(plan, forge)
+        resign(release, plan, "PROD_KEY")  # even re-signed by a key that may write plans
         approve(release, plan)  # an approval is not evidence
     elif attack == "edited_file":
         approve(release, plan)
