@@ -31,6 +31,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 from cluster import DurableCluster  # noqa: E402
+from common import ALEMBIC, ORCH, PYTHON, clean_environ  # noqa: E402
 from fencing import fence_bench  # noqa: E402
 from fleet import FleetBench  # noqa: E402
 from measure import (  # noqa: E402
@@ -49,11 +50,6 @@ from signing import RATIOS as SIGNING_RATIOS  # noqa: E402
 from signing import signing_bench  # noqa: E402
 from startup import startup_section  # noqa: E402
 
-# the commands timed: `make bench` installs them into a venv of their own, as a user would
-BIN = Path(os.environ.get("BENCH_BIN") or REPO / ".venv" / "bin").resolve()
-PYTHON = BIN / "python"
-ORCH = BIN / "orchestrator"
-ALEMBIC = BIN / "alembic"
 AUDIT_EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "100000"))
 CONCURRENCY = 8
 AUDIT_FILTER = [
@@ -75,15 +71,6 @@ REPORT_SECONDS, REPORT_BYTES = 3.0, 5_000_000
 
 def log(message: str) -> None:
     print(message, flush=True)
-
-
-def clean_environ() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ORCHESTRATOR_", "GITHUB_", "CI_", "GITLAB_"))
-        and not k.endswith("_DATABASE_URL")
-    }
 
 
 class Bench:
