@@ -79,14 +79,16 @@ def test_an_env_py_error_is_said_once_and_never_charged_to_a_revision(
         assert "Traceback" not in done.output
         assert not any(e.get("event") == "lint.finding" for e in lines)
     assert project.version("dev") == []
-    # lint off: env.py fails where the revisions would run; the run's end says it, no revision
+    # lint off: env.py is still read first (its checksum is part of the run's evidence), so
+    # the error comes before any run starts: said once, no run and no revision recorded
     dev = project.path / "environments" / "dev.yaml"
     dev.write_text(dev.read_text().replace("lint: warn", "lint: off"))
     done = project.run("migrate", "dev")
     assert done.code == 2, done.output
     events = [json.loads(line) for line in done.stderr.splitlines()]
     runs = [e["event"] for e in events if e.get("event", "").startswith(("run.", "migration."))]
-    assert runs == ["run.started", "run.failed"]
+    assert runs == []
+    assert events[-1]["event"] == "command.error"
     assert "before any revision ran" in events[-1]["error"]
     assert "Revision" not in done.output and "Traceback" not in done.output
     assert project.version("dev") == []
