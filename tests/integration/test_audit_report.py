@@ -66,7 +66,7 @@ def make_history(project: Project) -> dict[str, str]:
             lambda: project.query(
                 "dev",
                 "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'"
-                " AND application_name LIKE 'orchestrator%'",
+                " AND application_name LIKE 'orchestrator%' AND datname = current_database()",
             ),
         )
         os.kill(runner.pid, signal.SIGKILL)

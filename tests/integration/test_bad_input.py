@@ -178,7 +178,7 @@ def test_the_database_going_away_mid_revision_names_the_revision(
     with pg_cluster.connect(dbname(pg_project, "dev")) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name LIKE 'orchestrator run=%'"
+            " WHERE application_name LIKE 'orchestrator run=%' AND datname = current_database()"
         )
 
     code, _, err = finish(runner, 120)

@@ -157,7 +157,9 @@ def test_after_a_kill_past_an_autocommit_block_the_message_says_what_stayed(
         "the killed run's sessions to end",
         lambda: (
             not pg_project.query(
-                "dev", "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'orchestrator%'"
+                "dev",
+                "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'orchestrator%'"
+                " AND datname = current_database()",
             )
         ),
     )

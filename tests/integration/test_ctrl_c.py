@@ -53,7 +53,7 @@ def sleeping(project: Project) -> bool:
     rows = project.query(
         "dev",
         "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%' "
-        "AND state = 'active'",
+        "AND state = 'active' AND datname = current_database()",
     )
     return bool(rows[0][0])
 

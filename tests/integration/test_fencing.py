@@ -69,7 +69,8 @@ def lock_holder_pid(project: Project) -> int | None:
         "dev",
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1 "
         f"AND classid::bigint = {(LOCK_ID >> 32) & 0xFFFFFFFF} "
-        f"AND objid::bigint = {LOCK_ID & 0xFFFFFFFF}",
+        f"AND objid::bigint = {LOCK_ID & 0xFFFFFFFF}"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
     return rows[0][0] if rows else None
 
@@ -81,7 +82,8 @@ def runs_waiting_on(project: Project, wait_event: str) -> list[str]:
         for (name,) in project.query(
             "dev",
             "SELECT application_name FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-            f"AND wait_event = '{wait_event}' AND application_name LIKE 'orchestrator run=%'",
+            f"AND wait_event = '{wait_event}' AND application_name LIKE 'orchestrator run=%' "
+            "AND datname = current_database()",
         )
     ]
 

@@ -196,7 +196,8 @@ def test_the_fence_holds_while_the_lock_session_does(
             fence = held.fence
             assert fence is not None and fence.key == lock_id(KEY)
             (holder,) = other.execute(
-                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND database"
+                " = (SELECT oid FROM pg_database WHERE datname = current_database())"
             ).fetchall()
             assert fence.pid == holder[0]
             assert fence.held(probe)

@@ -70,7 +70,8 @@ def test_a_run_of_another_role_names_the_run_holding_the_lock(
     assert first.poll() is None, finish(first, 5)
     (lock_pid,) = pg_project.query(
         "dev",
-        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1",
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )[0]
 
     second = pg_project.run(

@@ -391,7 +391,8 @@ def test_sigkill_mid_run_on_postgres(pg_project: Project, procs: list) -> None:
             pg_project.query(
                 "dev",
                 "SELECT pid FROM pg_stat_activity WHERE state = 'active' "
-                "AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid()",
+                "AND query LIKE '%pg_sleep(30)%' AND pid <> pg_backend_pid() "
+                "AND datname = current_database()",
             )
         )
 

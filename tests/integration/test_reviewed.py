@@ -136,7 +136,8 @@ def test_a_plan_run_stopped_by_sigterm_goes_on_with_the_same_plan(
                 or pg_project.query(
                     "prod",
                     "SELECT 1 FROM pg_stat_activity WHERE wait_event = 'advisory' "
-                    "AND application_name LIKE 'orchestrator run=%'",
+                    "AND application_name LIKE 'orchestrator run=%' "
+                    "AND datname = current_database()",
                 )
             ),
             timeout=120,
