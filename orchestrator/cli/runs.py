@@ -115,31 +115,33 @@ def register(add: AddCommand, common: argparse.ArgumentParser) -> None:
     k.add_argument("--out-dir", default="keys", metavar="DIR", help="default: keys")
     k.add_argument("--private-key-out", metavar="PATH", help="file for the private key (0600)")
     k.add_argument("--force", action="store_true", help="overwrite existing key files")
-    k = keys.add_parser(
-        "adopt",
-        help="sign the ledger rows an environment already holds (after checking the files)",
-        description="Start signing an existing environment: re-record and sign each applied "
-        "revision's ledger row whose checksum matches its file now; audited.",
-        parents=[common],
-    )
-    env_arg(k, "env", help="the environment that starts signing its evidence")
-    k.add_argument(
-        "--reason", required=True, metavar="TEXT", type=text_arg, help="why, for the audit trail"
-    )
-    run_options(k, fleet=False)
-    k = keys.add_parser(
-        "repair",
-        help="go on after a broken or missing evidence chain: a signed entry states the loss",
-        description="The one way on after ENV's evidence chain broke (or went missing): "
-        "appends a signed entry stating what is missing or altered; revisions whose evidence "
-        "lay in the broken span count as not run on ENV. Audited; needs the private key.",
-        parents=[common],
-    )
-    env_arg(k, "env", help="the environment whose evidence chain is broken")
-    k.add_argument(
-        "--reason", required=True, metavar="TEXT", type=text_arg, help="why, for the audit trail"
-    )
-    run_options(k, fleet=False)
+    for action, help_text, description, env_help in (
+        (
+            "adopt",
+            "sign the ledger rows an environment already holds (after checking the files)",
+            "Start signing an existing environment: re-record and sign each applied "
+            "revision's ledger row whose checksum matches its file now; audited.",
+            "the environment that starts signing its evidence",
+        ),
+        (
+            "repair",
+            "go on after a broken or missing evidence chain: a signed entry states the loss",
+            "The one way on after ENV's evidence chain broke (or went missing): appends a "
+            "signed entry stating what is missing or altered; revisions whose evidence lay in "
+            "the broken span count as not run on ENV. Audited; needs the private key.",
+            "the environment whose evidence chain is broken",
+        ),
+    ):
+        k = keys.add_parser(action, help=help_text, description=description, parents=[common])
+        env_arg(k, "env", help=env_help)
+        k.add_argument(
+            "--reason",
+            required=True,
+            metavar="TEXT",
+            type=text_arg,
+            help="why, for the audit trail",
+        )
+        run_options(k, fleet=False)
 
 
 def run_results(out: Out, results: list[Any], verb: str = "applied") -> int:
