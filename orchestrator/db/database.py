@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -52,8 +52,102 @@ def make_engine(
             "sqlite:///path."
         ) from None
     if writer and parsed.get_backend_name() == "postgresql":
-        event.listen(engine, "connect", _no_idle_timeouts)
+        event.listen(engine, "connect", no_idle_timeouts)
+        if engine.dialect.driver == "psycopg":
+            event.listen(engine, "do_connect", _connect_committing_with)
     return engine
+
+
+# -- statements that ride with a COMMIT (one round trip, not two) ---------------------------
+
+
+def _connect_committing_with(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    return _committing_with_class().connect(*cargs, **cparams)
+
+
+_COMMITTING_WITH: Any = None
+
+
+def _committing_with_class() -> Any:
+    """psycopg's Connection, whose commit() can carry statements queued by `commit_with`
+    (and open the next transaction) in the COMMIT's own round trip."""
+    global _COMMITTING_WITH
+    if _COMMITTING_WITH is None:
+        import psycopg
+
+        class CommittingWith(psycopg.Connection):  # type: ignore[type-arg]
+            orchestrator_with_commit: list[tuple[str, Mapping[str, Any]]] | None = None
+            orchestrator_begin_next = False
+
+            def commit(self) -> None:
+                queued, self.orchestrator_with_commit = self.orchestrator_with_commit, None
+                if not queued:
+                    return super().commit()
+                # each queued statement raises where it must stop the commit: then neither
+                # COMMIT nor BEGIN runs, and the transaction is left failed, to roll back
+                script = [self._bind(sql, params) for sql, params in queued] + ["COMMIT"]
+                if self.orchestrator_begin_next:
+                    script.append("BEGIN")
+                with psycopg.ClientCursor(self) as cursor:
+                    cursor.execute(";\n".join(script))
+
+            def rollback(self) -> None:
+                self.orchestrator_with_commit = None
+                return super().rollback()
+
+            def _bind(self, sql: str, params: Mapping[str, Any]) -> str:
+                with psycopg.ClientCursor(self) as cursor:
+                    return cursor.mogrify(sql, params)
+
+        _COMMITTING_WITH = CommittingWith
+    return _COMMITTING_WITH
+
+
+def run_script(
+    connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[tuple[Any, ...]] | None:
+    """Several statements (psycopg's `%(name)s` parameters, bound on the client) in one round
+    trip, inside the connection's transaction, or outside any as one implicit transaction
+    (all or nothing); the rows of the last one. None where the driver cannot: then the caller
+    runs them one by one."""
+    if connection.dialect.driver != "psycopg":
+        return None
+    import psycopg
+
+    dbapi: Any = connection.connection.dbapi_connection
+    alone = not connection.in_transaction()
+    autocommit = dbapi.autocommit
+    if alone:
+        dbapi.autocommit = True
+    try:
+        with psycopg.ClientCursor(dbapi) as cursor:
+            script = ";\n".join(cursor.mogrify(sql, params) for sql, params in statements)
+            cursor.execute(script)
+            rows = None
+            while True:
+                if cursor.description is not None:
+                    rows = cursor.fetchall()
+                if not cursor.nextset():
+                    return rows or []
+    finally:
+        if alone:
+            dbapi.autocommit = autocommit
+
+
+def commit_with(
+    connection: Connection, sql: str, params: Mapping[str, Any], begin_next: bool
+) -> bool:
+    """Send `sql` (psycopg's `%(name)s` parameters) in the round trip of the transaction's
+    COMMIT, and with `begin_next`, open the next transaction in it too (what a run of many
+    revisions, one transaction each, would otherwise pay a round trip for). False where the
+    driver cannot: then the caller runs `sql` itself."""
+    dbapi: Any = connection.connection.dbapi_connection
+    if not hasattr(dbapi, "orchestrator_with_commit"):
+        return False
+    queued = dbapi.orchestrator_with_commit or []
+    dbapi.orchestrator_with_commit = [*queued, (sql, params)]
+    dbapi.orchestrator_begin_next = begin_next
+    return True
 
 
 # A run's sessions sit idle at times (the lock session for the whole run, pooled ones between
@@ -65,13 +159,35 @@ NO_IDLE_TIMEOUTS = (
 )
 
 
-def _no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
+def no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
+    _outside_transaction(dbapi_connection, NO_IDLE_TIMEOUTS)
+
+
+def set_session(connection: Connection, settings: Mapping[str, str]) -> None:
+    """PostgreSQL session parameters (`set_config`, not local to a transaction), in one round
+    trip outside any transaction: not BEGIN, each setting and COMMIT."""
+    if not settings:
+        return
+    if connection.in_transaction():
+        connection.commit()
+    calls = ", ".join(["set_config(%s, %s, false)"] * len(settings))
+    params = [part for item in settings.items() for part in item]
+    _outside_transaction(connection.connection.dbapi_connection, f"SELECT {calls}", params)
+
+
+def _outside_transaction(dbapi_connection: Any, sql: str, params: Any = None) -> None:
+    """`sql` on an idle DBAPI connection in autocommit mode (one round trip; a transaction
+    would add its BEGIN and COMMIT), the connection's mode restored after."""
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
     try:
-        cursor.execute(NO_IDLE_TIMEOUTS)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(sql, params)
+        finally:
+            cursor.close()
     finally:
-        cursor.close()
-    dbapi_connection.commit()
+        dbapi_connection.autocommit = autocommit
 
 
 # Reads go through one engine per server: a fleet of 500 databases on one server pays for
@@ -171,9 +287,10 @@ _TABLES = "orchestrator_tables"
 
 
 def has_table(connection: Connection, name: str) -> bool:
-    """Whether the table exists in the connection's default schema. A read-only connection
-    (`read_only`) lists them all with its first question and answers the next from that
-    list: a status or fleet read asks five of these per database."""
+    """Whether the table exists in the connection's default schema. A connection that
+    memoises (`read_only`, or an engine given to `memoise_tables`) lists them all with its
+    first question and answers the next from that list: a run or a status read asks a
+    dozen of these, one round trip each over the network otherwise."""
     if _TABLES not in connection.info:
         return inspect(connection).has_table(name)
     tables = connection.info[_TABLES]
@@ -186,6 +303,31 @@ def has_table(connection: Connection, name: str) -> bool:
         )
         tables = connection.info[_TABLES] = {r[0] for r in connection.exec_driver_sql(listing)}
     return name in tables
+
+
+def table_names(connection: Connection) -> set[str]:
+    """The tables of the connection's default schema, in one catalog query (or none, where
+    the connection memoises and has listed them already)."""
+    if _TABLES not in connection.info:
+        return set(inspect(connection).get_table_names())
+    has_table(connection, VERSION_TABLE)  # lists them, once
+    return set(connection.info[_TABLES])
+
+
+def memoise_tables(engine: Engine) -> None:
+    """`has_table` on `engine`'s connections lists the tables once per checkout (the list is
+    forgotten when the connection goes back to the pool, and by `forget_tables`)."""
+    event.listen(engine, "checkout", _fresh_tables)
+
+
+def _fresh_tables(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    record.info[_TABLES] = None
+
+
+def forget_tables(connection: Connection) -> None:
+    """Tables were created on `connection`: its next `has_table` lists them again."""
+    if _TABLES in connection.info:
+        connection.info[_TABLES] = None
 
 
 def current_heads(connection: Connection) -> tuple[str, ...]:

@@ -177,10 +177,16 @@ class AuditTrail:
                     if not self._tables_ready and len(self.actor) > NARROW_ACTOR:
                         with connection.begin():  # its own transaction: see widen_actor
                             ledger.widen_actor(connection)
-                    with connection.begin():
-                        if not self._tables_ready:
+                    if not self._tables_ready:
+                        with connection.begin():
                             ledger.ensure_tables(connection)
+                    if sqlite:
+                        with connection.begin():
+                            written = ledger.append_audit(connection, self._pending)
+                    else:  # one round trip where the driver can (ledger.append_audit)
                         written = ledger.append_audit(connection, self._pending)
+                        if connection.in_transaction():
+                            connection.commit()
                     self._tables_ready = True
                     self.head = written["hash"] if written else self.head
                 finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,11 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from orchestrator.core import trust
 from orchestrator.core.planning import LedgerEntry
-from orchestrator.db.database import has_table
+from orchestrator.db.database import forget_tables, has_table, run_script, table_names
 from orchestrator.db.locks import FENCE_SQL, Fence
 from orchestrator.schema.description import fingerprint as schema_fingerprint
 
@@ -163,8 +165,7 @@ _SQLITE_TRIGGERS = [
 
 def tables_exist(connection: Connection) -> bool:
     """Our tables exist, in this release's shape."""
-    inspector = inspect(connection)
-    if not set(inspector.get_table_names()) >= OWN_TABLES:
+    if not table_names(connection) >= OWN_TABLES:
         return False
     return not _missing_columns(connection)
 
@@ -191,10 +192,15 @@ def ensure_tables(connection: Connection) -> None:
     postgres = connection.dialect.name == "postgresql"
     if postgres:
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
+        forget_tables(connection)
         # Another run may have created them while we waited: then leave them alone. Re-doing
         # the triggers would lock the audit table against runs appending to it (a deadlock).
         if tables_exist(connection):
             return
+        # one round trip for the whole set-up, not one per table, index and trigger
+        connection.exec_driver_sql(";\n".join(_pg_setup(connection)))
+        forget_tables(connection)
+        return
     metadata.create_all(connection, checkfirst=True)
     for table, name, kind in _missing_columns(connection):
         exists = " IF NOT EXISTS" if postgres else ""
@@ -211,6 +217,29 @@ def ensure_tables(connection: Connection) -> None:
     else:
         for statement in _SQLITE_TRIGGERS:
             connection.exec_driver_sql(statement)
+
+
+def _pg_setup(connection: Connection) -> list[str]:
+    """Every statement that brings our tables to this release's shape on PostgreSQL, each
+    one a no-op where its part is there already."""
+    dialect = connection.dialect
+    statements = []
+    for table in metadata.sorted_tables:
+        statements.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+        statements += [
+            str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in sorted(table.indexes, key=lambda i: i.name or "")
+        ]
+    statements += [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}"
+        for table, name, kind in _ADDED_COLUMNS
+    ]
+    statements.append(
+        "CREATE INDEX IF NOT EXISTS ix_orchestrator_audit_revision ON "
+        f"{AUDIT_TABLE} (revision varchar_pattern_ops)"
+    )
+    statements.append(_APPEND_ONLY_TRIGGER.strip().rstrip(";"))
+    return [s.strip() for s in statements]
 
 
 def widen_actor(connection: Connection) -> None:
@@ -298,6 +327,28 @@ _FENCED_RECORD = text(
     " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope"
     f" WHERE {FENCE_SQL}"
 )
+
+
+# The same fenced row, sent with its revision's COMMIT (db.database.commit_with): there a
+# row that is not written cannot be noticed before the COMMIT, so the statement fails instead
+# when the lock session no longer holds the lock, and the COMMIT after it never runs.
+_LOST = (
+    "('orchestrator: this run lost the migration lock before the revision could commit"
+    " (backend ' || pg_backend_pid() || ')')::boolean"  # not constant: never folded early
+)
+_FENCED_AT_COMMIT = re.sub(
+    r"(?<![:\w]):(\w+)",
+    r"%(\1)s",
+    f"INSERT INTO {LEDGER_TABLE} (revision, checksum, direction, run_id, env, actor, at, envelope)"
+    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope"
+    f" WHERE CASE WHEN {FENCE_SQL} THEN true ELSE {_LOST} END",
+)
+
+
+def fenced_at_commit(row: Mapping[str, Any], fence: Fence) -> tuple[str, dict[str, Any]]:
+    """`record_revision`'s fenced row as a statement (psycopg parameters) that fails, rather
+    than writes nothing, where the fence does not hold."""
+    return _FENCED_AT_COMMIT, {**row, **fence.params()}
 
 
 def ledger_table_rows(connection: Connection) -> list[dict[str, Any]]:
@@ -537,6 +588,10 @@ def append_audit(
     row written (None for no records)."""
     if not records:
         return None
+    if connection.dialect.name == "postgresql":
+        written = _append_in_one_round_trip(connection, records)
+        if written is not None:
+            return written
     _lock_chain(connection)
     last = connection.execute(
         select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
@@ -544,6 +599,34 @@ def append_audit(
     rows = chain_rows(records, *((last.id, last.hash) if last else (0, GENESIS)))
     connection.execute(insert(audit), rows)
     return rows[-1]
+
+
+# One row chained after the chain's last one, its hash computed by the server exactly as
+# `chain_hash` does (the payload is canonical JSON: ASCII), so that a batch of events is
+# written, under the chain's lock, in one round trip: no read of the tail first.
+_PG_APPEND = f"""INSERT INTO {AUDIT_TABLE}
+  (id, timestamp, event, run_id, env, actor, revision, outcome, payload, prev_hash, hash)
+SELECT last.id + 1, %(timestamp)s, %(event)s, %(run_id)s, %(env)s, %(actor)s, %(revision)s,
+  %(outcome)s, %(payload)s, last.hash, encode(sha256(convert_to(
+    last.hash || '|' || (last.id + 1) || '|' || %(payload)s, 'UTF8')), 'hex')
+FROM ((SELECT id, hash FROM {AUDIT_TABLE} ORDER BY id DESC LIMIT 1)
+      UNION ALL SELECT 0, '{GENESIS}' ORDER BY id DESC LIMIT 1) AS last"""
+
+
+def _append_in_one_round_trip(
+    connection: Connection, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    rows = chain_rows(records, 0, GENESIS)  # the columns; id and hashes come from the server
+    statements: list[tuple[str, Mapping[str, Any]]] = [
+        ("SELECT pg_advisory_xact_lock(%(k)s)", {"k": CHAIN_LOCK_KEY})
+    ]
+    statements += [(_PG_APPEND, row) for row in rows]
+    statements[-1] = (statements[-1][0] + " RETURNING id, prev_hash, hash", statements[-1][1])
+    done = run_script(connection, statements)
+    if done is None:
+        return None
+    row_id, prev_hash, digest = done[0]
+    return {**rows[-1], "id": row_id, "prev_hash": prev_hash, "hash": digest}
 
 
 def _lock_chain(connection: Connection) -> None:

@@ -32,11 +32,15 @@ from orchestrator.core.logging import console_active, utc_now
 from orchestrator.core.planning import Step
 from orchestrator.core.results import RunResult
 from orchestrator.db.database import (
+    commit_with,
     current_heads,
     describe_error,
+    has_table,
     is_postgresql,
     make_engine,
+    memoise_tables,
     safe_url,
+    set_session,
 )
 from orchestrator.db.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
 from orchestrator.evidence import ledger
@@ -82,8 +86,10 @@ class TargetRun:
         self.lock_key = self.env.lock.key or DEFAULT_KEY
         name = application_name(self.env.name, self.run_id, app.actor)
         self.engine: Engine = make_engine(target.url, name)
+        memoise_tables(self.engine)  # one catalog query per checkout, not one per table
         self.per_run = self.env.transaction == "per-run"
         self._rows_to_commit: list[dict[str, Any]] = []  # per-run: the ledger rows of its COMMIT
+        self._unrecorded = 0  # ledger rows still to come in `apply`
         if self.per_run and self.engine.dialect.name != "postgresql":
             self.engine.dispose()
             raise UsageError(
@@ -289,7 +295,7 @@ class TargetRun:
         if self.fence is None:
             return
         with self.engine.connect() as connection:
-            if ledger.tables_exist(connection):
+            if has_table(connection, ledger.LEDGER_TABLE):
                 connection.execute(text(f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"))
             connection.rollback()
 
@@ -396,6 +402,7 @@ class TargetRun:
         COMMIT (a deferred constraint), after the hook ran.
         """
         graph = self.app.graph
+        self._unrecorded = len(revisions)
         if self.per_run:
             self._no_autocommit_blocks(revisions)
         last = [time.monotonic()]
@@ -491,7 +498,8 @@ class TargetRun:
             finally:
                 for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN):
                     connection.info.pop(key, None)
-        cancel.check(self._done())  # came during the last revision: stop here all the same
+        if cancel.requested():  # came during the last revision: stop here all the same
+            cancel.check(self._done())  # (the message reads the database: only when needed)
 
     def _done(self) -> str:
         return (
@@ -536,8 +544,13 @@ class TargetRun:
             key=self.key,
             target=self.target.name,
         )
+        self._unrecorded -= 1
         if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
             self._rows_to_commit.append(row)
+        elif self.fence is not None and commit_with(
+            connection, *ledger.fenced_at_commit(row, self.fence), begin_next=self._unrecorded > 0
+        ):
+            pass  # sent with the COMMIT, which opens the next revision's transaction too
         elif not ledger.record_revision(connection, row, fence=self.fence):
             raise LockLost(f"the migration lock was lost before {revision} could commit")
         connection.info[FENCED] = not self.per_run and self.fence is not None
@@ -640,24 +653,20 @@ class TargetRun:
         # run's last audit row is committed durably on another session, which flushes the
         # WAL, theirs included, before we report success. A server crash mid-run can lose
         # only whole revisions, ledger rows with them: never a half, never a reported one.
-        connection.execute(text("SET synchronous_commit = off"))
+        settings = {"synchronous_commit": "off"}
         session = self.env.session
         for name, value in (
             ("lock_timeout", session.lock_timeout),
             ("statement_timeout", session.statement_timeout),
         ):
             if value is not None:
-                connection.execute(
-                    text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value}
-                )
+                settings[name] = value
         # A runner killed mid-statement frees the lock at once (its lock session sees EOF), but
         # the backend of its migration would go on running the statement, holding its locks,
         # until it next talks to the dead client. Have it notice the dead client (PG >= 14).
         if (connection.dialect.server_version_info or (0,)) >= (14,):
-            connection.execute(
-                text("SELECT set_config('client_connection_check_interval', '1s', false)")
-            )
-        connection.commit()
+            settings["client_connection_check_interval"] = "1s"
+        set_session(connection, settings)  # one round trip
 
 
 def _fence_commit(connection: Connection) -> None:
