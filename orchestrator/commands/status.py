@@ -15,7 +15,7 @@ from orchestrator.commands.drift import (
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.planning import ledger_heads, plan_verdict
-from orchestrator.db.database import safe_url
+from orchestrator.db.database import keep_reads, safe_url
 from orchestrator.evidence import ledger
 from orchestrator.running.app import App
 from orchestrator.running.policies import lint_revisions
@@ -32,6 +32,11 @@ from orchestrator.running.run import live_run_ids, run_alive
 
 
 def status(app: App, names: list[str]) -> list[dict[str, Any]]:
+    with keep_reads():  # one connection per database, whatever reads it (SPEC Part 3)
+        return _status(app, names)
+
+
+def _status(app: App, names: list[str]) -> list[dict[str, Any]]:
     names = names or list(app.envs.order)
     heads = app.graph.heads()
     head = heads[0] if len(heads) == 1 else None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
@@ -199,6 +199,25 @@ _readers_lock = threading.Lock()
 _database: ContextVar[str | None] = ContextVar("orchestrator_read_database", default=None)
 
 
+# Within `keep_reads()`, one connection per database serves every `read_only` of it: a run
+# reads its predecessor before the lock, again under it, and its schema after, over one.
+_kept: ContextVar[dict[str, Connection] | None] = ContextVar("orchestrator_kept", default=None)
+
+
+@contextmanager
+def keep_reads() -> Iterator[None]:
+    """`read_only` keeps its connections open until the block ends (this thread only)."""
+    kept: dict[str, Connection] = {}
+    token = _kept.set(kept)
+    try:
+        yield
+    finally:
+        _kept.reset(token)
+        for connection in kept.values():
+            with suppress(Exception):
+                connection.close()
+
+
 @contextmanager
 def read_only(url: str, application_name: str) -> Iterator[Connection]:
     """A connection for reading one database; safe to use from several threads at once."""
@@ -211,20 +230,30 @@ def read_only(url: str, application_name: str) -> Iterator[Connection]:
         engine = make_engine(url, application_name, writer=False)
         try:
             with engine.connect() as connection:
-                connection.info[_TABLES] = None
+                connection.info[_TABLES] = _Tables()
                 yield connection
         finally:
             engine.dispose()
         return
-    engine = _server_engine(parsed, application_name)
-    token = _database.set(parsed.database)
+    kept = _kept.get()
+    connection = kept.get(url) if kept is not None else None
+    if connection is None:
+        engine = _server_engine(parsed, application_name)
+        token = _database.set(parsed.database)
+        try:
+            # autocommit: under READ COMMITTED each statement reads its own snapshot anyway,
+            # and a read needs no BEGIN and ROLLBACK round trips around it
+            connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        finally:
+            _database.reset(token)
+        if kept is not None:
+            kept[url] = connection
+    connection.info[_TABLES] = _Tables()  # a session that creates nothing: may memoise
     try:
-        connection = engine.connect()
-    finally:
-        _database.reset(token)
-    with connection:
-        connection.info[_TABLES] = None  # a fresh session that creates nothing: may memoise
         yield connection
+    finally:
+        if kept is None:
+            connection.close()
 
 
 def _server_engine(url: Any, application_name: str) -> Engine:
@@ -236,6 +265,7 @@ def _server_engine(url: Any, application_name: str) -> Engine:
                 application_name,
                 writer=False,
                 poolclass=NullPool,
+                use_native_hstore=False,  # a read binds no hstore: no look-up of its type
             )
             event.listen(engine, "do_connect", _choose_database)
             _readers[key] = engine
@@ -286,48 +316,62 @@ def is_postgresql(connection_or_engine: Connection | Engine) -> bool:
 _TABLES = "orchestrator_tables"
 
 
+class _Tables:
+    """What `has_table` listed (None: list again at the next question)."""
+
+    names: set[str] | None = None
+
+
 def has_table(connection: Connection, name: str) -> bool:
     """Whether the table exists in the connection's default schema. A connection that
     memoises (`read_only`, or an engine given to `memoise_tables`) lists them all with its
     first question and answers the next from that list: a run or a status read asks a
     dozen of these, one round trip each over the network otherwise."""
-    if _TABLES not in connection.info:
+    memo = connection.info.get(_TABLES)
+    if memo is None:
         return inspect(connection).has_table(name)
-    tables = connection.info[_TABLES]
-    if tables is None:
+    if memo.names is None:
         listing = (  # pg_class, not the pg_tables view: half the cost in a new session
             "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
             " AND relnamespace = current_schema()::regnamespace"
             if connection.dialect.name == "postgresql"
             else "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
-        tables = connection.info[_TABLES] = {r[0] for r in connection.exec_driver_sql(listing)}
-    return name in tables
+        memo.names = {r[0] for r in connection.exec_driver_sql(listing)}
+    return name in memo.names
 
 
 def table_names(connection: Connection) -> set[str]:
     """The tables of the connection's default schema, in one catalog query (or none, where
     the connection memoises and has listed them already)."""
-    if _TABLES not in connection.info:
+    memo = connection.info.get(_TABLES)
+    if memo is None:
         return set(inspect(connection).get_table_names())
     has_table(connection, VERSION_TABLE)  # lists them, once
-    return set(connection.info[_TABLES])
+    return set(memo.names)
 
 
-def memoise_tables(engine: Engine) -> None:
-    """`has_table` on `engine`'s connections lists the tables once per checkout (the list is
-    forgotten when the connection goes back to the pool, and by `forget_tables`)."""
-    event.listen(engine, "checkout", _fresh_tables)
+def memoise_tables(engine: Engine) -> Callable[[], None]:
+    """`has_table` on every connection of `engine` answers from one listing, until the
+    function returned is called (tables were created, or another run may have created
+    some: after waiting for the lock). Only for an engine whose user knows when that is."""
+    memo = _Tables()
 
+    def checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_TABLES] = memo
 
-def _fresh_tables(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-    record.info[_TABLES] = None
+    def forget() -> None:
+        memo.names = None
+
+    event.listen(engine, "checkout", checkout)
+    return forget
 
 
 def forget_tables(connection: Connection) -> None:
     """Tables were created on `connection`: its next `has_table` lists them again."""
-    if _TABLES in connection.info:
-        connection.info[_TABLES] = None
+    memo = connection.info.get(_TABLES)
+    if memo is not None:
+        memo.names = None
 
 
 def current_heads(connection: Connection) -> tuple[str, ...]:

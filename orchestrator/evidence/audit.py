@@ -122,7 +122,7 @@ class AuditTrail:
         self.common = {k: v for k, v in common.items() if v is not None}
         self.log = structlog.get_logger("orchestrator")
         self._pending: list[dict[str, Any]] = []
-        self._tables_ready = False
+        self.tables_ready = False
         self.ended = False  # a terminal event (run.succeeded, ...) was emitted
         self.write_error: str | None = None  # why records could not be written, if they could not
         self.head: str | None = None  # hash of the last row this trail wrote
@@ -174,10 +174,10 @@ class AuditTrail:
                         f"PRAGMA busy_timeout = {int(wait * 1000)}"
                     )
                 try:
-                    if not self._tables_ready and len(self.actor) > NARROW_ACTOR:
+                    if not self.tables_ready and len(self.actor) > NARROW_ACTOR:
                         with connection.begin():  # its own transaction: see widen_actor
                             ledger.widen_actor(connection)
-                    if not self._tables_ready:
+                    if not self.tables_ready:
                         with connection.begin():
                             ledger.ensure_tables(connection)
                     if sqlite:
@@ -187,7 +187,7 @@ class AuditTrail:
                         written = ledger.append_audit(connection, self._pending)
                         if connection.in_transaction():
                             connection.commit()
-                    self._tables_ready = True
+                    self.tables_ready = True
                     self.head = written["hash"] if written else self.head
                 finally:
                     if sqlite:

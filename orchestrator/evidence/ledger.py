@@ -420,6 +420,7 @@ def record_schema(
     when given."""
     if not has_table(connection, SCHEMA_TABLE):  # a database of an older version
         schema.create(connection, checkfirst=True)
+        forget_tables(connection)
     row = {
         "heads": heads_key(heads),
         "fingerprint": fingerprint,

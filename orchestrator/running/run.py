@@ -39,6 +39,7 @@ from orchestrator.db.database import (
     is_postgresql,
     make_engine,
     memoise_tables,
+    run_script,
     safe_url,
     set_session,
 )
@@ -86,7 +87,8 @@ class TargetRun:
         self.lock_key = self.env.lock.key or DEFAULT_KEY
         name = application_name(self.env.name, self.run_id, app.actor)
         self.engine: Engine = make_engine(target.url, name)
-        memoise_tables(self.engine)  # one catalog query per checkout, not one per table
+        # one catalog listing serves every "is this table there?" until tables may have come
+        self.forget_tables = memoise_tables(self.engine)
         self.per_run = self.env.transaction == "per-run"
         self._rows_to_commit: list[dict[str, Any]] = []  # per-run: the ledger rows of its COMMIT
         self._unrecorded = 0  # ledger rows still to come in `apply`
@@ -266,6 +268,7 @@ class TargetRun:
                 application_name(self.env.name, self.run_id, self.app.actor),
             ) as held:
                 self.fence = held.fence
+                self.forget_tables()  # another run may have created some while we waited
                 try:
                     self.audit.emit("lock.acquired", lock_key=self.lock_key)
                     self._require_audit(wait=FINAL_WAIT)
@@ -294,9 +297,13 @@ class TargetRun:
         fenced insert that starts after this sees the lock held by us, and fails."""
         if self.fence is None:
             return
+        lock = f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"
         with self.engine.connect() as connection:
+            # the audit trail just wrote: our tables are there, and one round trip does it
+            if self.audit.tables_ready and run_script(connection, [(lock, {}), ("SELECT 1", {})]):
+                return
             if has_table(connection, ledger.LEDGER_TABLE):
-                connection.execute(text(f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"))
+                connection.execute(text(lock))
             connection.rollback()
 
     def record_schema(self) -> str | None:
@@ -331,17 +338,28 @@ class TargetRun:
 
     # -- state under the lock ----------------------------------------------------------------
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A look at the target: on PostgreSQL outside any transaction (under READ COMMITTED
+        each statement reads what is committed anyway; no BEGIN and ROLLBACK round trips), on
+        SQLite in a read transaction, which waits for no write lock."""
+        with self.engine.connect() as connection:
+            if is_postgresql(connection):
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                connection.execution_options(read_only=True)
+            yield connection
+
     def read(self) -> DbState:
         try:
-            with self.engine.connect() as connection:
-                connection.execution_options(read_only=True)  # SQLite: no write lock to wait for
+            with self.reading() as connection:
                 return read_state(connection, self.app.graph, self.where)
         except SQLAlchemyError as exc:
             raise MigrationFailed(f"Cannot read {self.where}: {describe_error(exc)}") from None
 
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
-        with self.engine.connect() as connection:
+        with self.reading() as connection:
             open_runs = [
                 r for r in ledger.runs_without_end(connection) if r["run_id"] != self.run_id
             ]
@@ -373,7 +391,7 @@ class TargetRun:
             command=run.get("command"),
             noticed_by=self.run_id,
         )
-        with self.engine.connect() as connection:
+        with self.reading() as connection:
             rows = ledger.ledger_rows(connection, run["run_id"])
             known = ledger.audited_revisions(connection, run["run_id"]) if rows else set()
         for row in rows:
@@ -496,6 +514,7 @@ class TargetRun:
                 autocommitted = bool(connection.info.get(AUTOCOMMITTED))
                 self._fail(failed, exc, lost, autocommitted)
             finally:
+                self.forget_tables()  # the revisions (and Alembic) may have created tables
                 for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN):
                     connection.info.pop(key, None)
         if cancel.requested():  # came during the last revision: stop here all the same
