@@ -236,18 +236,19 @@ def read_only(url: str, application_name: str) -> Iterator[Connection]:
             engine.dispose()
         return
     kept = _kept.get()
-    connection = kept.get(url) if kept is not None else None
-    if connection is None:
+    found = kept.get(url) if kept is not None else None
+    if found is None:
         engine = _server_engine(parsed, application_name)
         token = _database.set(parsed.database)
         try:
             # autocommit: under READ COMMITTED each statement reads its own snapshot anyway,
             # and a read needs no BEGIN and ROLLBACK round trips around it
-            connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            found = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         finally:
             _database.reset(token)
         if kept is not None:
-            kept[url] = connection
+            kept[url] = found
+    connection = found
     connection.info[_TABLES] = _Tables()  # a session that creates nothing: may memoise
     try:
         yield connection
