@@ -224,8 +224,8 @@ def main() -> int:
     here = Path(__file__).resolve().parent
     sys.path[:0] = [str(here), str(here.parent)]
     from cluster import DurableCluster
+    from common import ORCH, clean_environ
     from projects import make_project
-    from run import ORCH, clean_environ
 
     cluster = DurableCluster()
     cluster.start()

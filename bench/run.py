@@ -31,6 +31,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 from cluster import DurableCluster  # noqa: E402
+from common import ALEMBIC, ORCH, PYTHON, clean_environ, log  # noqa: E402
 from fencing import fence_bench  # noqa: E402
 from fleet import FleetBench  # noqa: E402
 from measure import (  # noqa: E402
@@ -43,17 +44,13 @@ from measure import (  # noqa: E402
     run_once,
     timed_with_cpu,
 )
+from network import network_bench  # noqa: E402
 from projects import WORK, BenchProject, make_project, per_run_environments  # noqa: E402
 from schemadrift import no_drift_environments, schema_bench  # noqa: E402
 from signing import RATIOS as SIGNING_RATIOS  # noqa: E402
 from signing import signing_bench  # noqa: E402
 from startup import startup_section  # noqa: E402
 
-# the commands timed: `make bench` installs them into a venv of their own, as a user would
-BIN = Path(os.environ.get("BENCH_BIN") or REPO / ".venv" / "bin").resolve()
-PYTHON = BIN / "python"
-ORCH = BIN / "orchestrator"
-ALEMBIC = BIN / "alembic"
 AUDIT_EVENTS = int(os.environ.get("BENCH_AUDIT_EVENTS", "100000"))
 CONCURRENCY = 8
 AUDIT_FILTER = [
@@ -71,19 +68,6 @@ AUDIT_BROAD = ["audit", "--env", "dev", "--since", "30d", "--limit", "1000"]
 AUDIT_REPORT = "audit report (100k events)"
 # SPEC Part 2: a report over 100,000 events renders in <= 3 s and stays under 5 MB
 REPORT_SECONDS, REPORT_BYTES = 3.0, 5_000_000
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
-
-
-def clean_environ() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("ORCHESTRATOR_", "GITHUB_", "CI_", "GITLAB_"))
-        and not k.endswith("_DATABASE_URL")
-    }
 
 
 class Bench:
@@ -767,6 +751,10 @@ def main() -> int:
         all_samples = {n: b.samples for n, b in benches.items()}
         rows = ratio_rows(all_samples)
         fleet_section, fleet_summary = fleet.render() if fleet is not None else ("", [])
+        network_section, network_summary = ("", [])
+        if os.environ.get("BENCH_NETWORK", "1") == "1":
+            log("\n#### on a network (latency proxy)")
+            network_section, network_summary = network_bench(cluster, log)
         schema_section, schema_summary, fingerprint_s = (
             schema_bench(cluster, reps_fast, log)
             if os.environ.get("BENCH_SCHEMA", "1") == "1"
@@ -805,6 +793,7 @@ def main() -> int:
             + fence_section
             + "\n"
             + fleet_section
+            + network_section
             + schema_section
             + profiles,
             time.perf_counter() - started,
@@ -820,7 +809,14 @@ def main() -> int:
         target_text = f"<= {r['target']} {met}" if r["target"] else ""
         figures = f"{r['a']:8.3f} {r['b']:8.3f} {r['ratio']:6.2f}"
         log(f"{r['n']:>5}  {r['label']:<52} {figures}  {target_text}")
-    for line in report_summary + schema_summary + fleet_summary + trust_summary + startup_summary:
+    for line in (
+        report_summary
+        + schema_summary
+        + fleet_summary
+        + network_summary
+        + trust_summary
+        + startup_summary
+    ):
         log(line)
     for line in concurrency_bound(benches)[2:]:
         log(line)

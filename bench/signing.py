@@ -91,8 +91,8 @@ def signing_bench(
 
 def main() -> int:
     from cluster import DurableCluster
+    from common import ORCH, clean_environ
     from projects import make_project
-    from run import ORCH, clean_environ
 
     n = int(os.environ.get("BENCH_N", "1000").split(",")[-1])
     reps = int(os.environ.get("BENCH_REPS", "3"))
