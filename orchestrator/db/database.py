@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from orchestrator.core.errors import UsageError
@@ -96,6 +96,8 @@ def _committing_with_class() -> Any:
                 return super().rollback()
 
             def _bind(self, sql: str, params: Mapping[str, Any]) -> str:
+                if not params:
+                    return sql
                 with psycopg.ClientCursor(self) as cursor:
                     return cursor.mogrify(sql, params)
 
@@ -110,6 +112,31 @@ def run_script(
     trip, inside the connection's transaction, or outside any as one implicit transaction
     (all or nothing); the rows of the last one. None where the driver cannot: then the caller
     runs them one by one."""
+    results = _script(connection, statements)
+    if results is None:
+        return None
+    return [tuple(row.values()) for row in results[-1]] if results else []
+
+
+def read_at_once(connection: Connection, queries: Sequence[str]) -> list[list[dict]] | None:
+    """Reads whose tables are most likely there, in one round trip, outside any transaction:
+    each query's rows (as dicts). None where the driver cannot, the connection is in a
+    transaction, or a table is missing: then the caller reads step by step."""
+    if connection.in_transaction() or connection.dialect.driver != "psycopg":
+        return None
+    import psycopg
+
+    try:
+        return _script(connection, [(sql, {}) for sql in queries])
+    except DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.errors.UndefinedTable):
+            return None
+        raise
+
+
+def _script(
+    connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[dict]] | None:
     if connection.dialect.driver != "psycopg":
         return None
     import psycopg
@@ -119,16 +146,22 @@ def run_script(
     autocommit = dbapi.autocommit
     if alone:
         dbapi.autocommit = True
+    script = ""
     try:
         with psycopg.ClientCursor(dbapi) as cursor:
-            script = ";\n".join(cursor.mogrify(sql, params) for sql, params in statements)
+            script = ";\n".join(
+                cursor.mogrify(sql, params) if params else sql for sql, params in statements
+            )
             cursor.execute(script)
-            rows = None
+            results = []
             while True:
                 if cursor.description is not None:
-                    rows = cursor.fetchall()
+                    names = [column.name for column in cursor.description]
+                    results.append([dict(zip(names, row, strict=True)) for row in cursor])
                 if not cursor.nextset():
-                    return rows or []
+                    return results
+    except psycopg.Error as exc:  # what every caller catches: SQLAlchemy's error
+        raise DBAPIError.instance(script, None, exc, psycopg.Error) from None
     finally:
         if alone:
             dbapi.autocommit = autocommit

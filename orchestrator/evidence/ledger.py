@@ -33,7 +33,13 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from orchestrator.core import trust
 from orchestrator.core.planning import LedgerEntry
-from orchestrator.db.database import forget_tables, has_table, run_script, table_names
+from orchestrator.db.database import (
+    commit_with,
+    forget_tables,
+    has_table,
+    run_script,
+    table_names,
+)
 from orchestrator.db.locks import FENCE_SQL, Fence
 from orchestrator.schema.description import fingerprint as schema_fingerprint
 
@@ -186,19 +192,23 @@ def _missing_columns(connection: Connection) -> list[tuple[str, str, str]]:
 
 def ensure_tables(connection: Connection) -> None:
     """Create the ledger, audit and checkpoint tables once, and bring tables made by an
-    earlier release up to date in place; safe when several runs start together."""
+    earlier release up to date in place; safe when several runs start together. On
+    PostgreSQL they are there once the caller's transaction committed."""
     if tables_exist(connection):
         return
     postgres = connection.dialect.name == "postgresql"
     if postgres:
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
-        forget_tables(connection)
+        forget_tables(connection)  # listed again now that we hold the set-up lock
         # Another run may have created them while we waited: then leave them alone. Re-doing
         # the triggers would lock the audit table against runs appending to it (a deadlock).
         if tables_exist(connection):
             return
-        # one round trip for the whole set-up, not one per table, index and trigger
-        connection.exec_driver_sql(";\n".join(_pg_setup(connection)))
+        # the whole set-up in one round trip, the caller's COMMIT's where the driver can, not
+        # one per table, index and trigger
+        setup = ";\n".join(_pg_setup(connection))
+        if not commit_with(connection, setup, {}, begin_next=False):
+            connection.exec_driver_sql(setup)
         forget_tables(connection)
         return
     metadata.create_all(connection, checkfirst=True)
@@ -651,15 +661,10 @@ def write_checkpoint(
     (the chain lock held, so no row slips in between reading the head and signing it)."""
 
     _lock_chain(connection)
-    head = connection.execute(
-        select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
-    ).first()
+    head = connection.execute(_CHECKPOINT_HEAD).first()  # one round trip for the three
     if head is None:
         return None
-    ledger_id = connection.execute(select(func.max(ledger.c.id))).scalar() or 0
-    signed_from = connection.execute(
-        select(func.min(ledger.c.id)).where(ledger.c.envelope.is_not(None))
-    ).scalar()
+    ledger_id, signed_from = head.ledger_id or 0, head.signed_from
     payload = trust.checkpoint_payload(
         env=env,
         target=target,
@@ -679,6 +684,21 @@ def write_checkpoint(
     }
     connection.execute(insert(checkpoint), row)
     return row
+
+
+_CHECKPOINT_HEAD = (
+    select(
+        audit.c.id,
+        audit.c.hash,
+        select(func.max(ledger.c.id)).scalar_subquery().label("ledger_id"),
+        select(func.min(ledger.c.id))
+        .where(ledger.c.envelope.is_not(None))
+        .scalar_subquery()
+        .label("signed_from"),
+    )
+    .order_by(audit.c.id.desc())
+    .limit(1)
+)
 
 
 def read_checkpoints(connection: Connection) -> list[dict[str, Any]]:

@@ -314,8 +314,11 @@ class TargetRun:
         from orchestrator.schema.description import fingerprint
         from orchestrator.schema.reader import catalog_stamp, read_schema
 
+        # PostgreSQL: outside a transaction (we hold the lock; a transaction would give these
+        # reads no common snapshot under READ COMMITTED): no BEGIN and COMMIT round trips
+        postgres = self.engine.dialect.name == "postgresql"
         try:
-            with self.engine.begin() as connection:
+            with self.reading() if postgres else self.engine.begin() as connection:
                 description = read_schema(connection)
                 self.schema_fingerprint = fingerprint(description)
                 ledger.record_schema(
