@@ -118,12 +118,17 @@ def run_script(
     return [tuple(row.values()) for row in results[-1]] if results else []
 
 
-def read_at_once(connection: Connection, queries: Sequence[str]) -> list[list[dict]] | None:
-    """Reads whose tables are most likely there, in one round trip, outside any transaction:
+def read_at_once(
+    connection: Connection, queries: Sequence[str], tables: Sequence[str]
+) -> list[list[dict]] | None:
+    """Reads of `tables`, most likely there, in one round trip, outside any transaction:
     each query's rows (as dicts). None where the driver cannot, the connection is in a
     transaction, or a table is missing: then the caller reads step by step."""
     if connection.in_transaction() or connection.dialect.driver != "psycopg":
         return None
+    memo = connection.info.get(_TABLES)
+    if memo is not None and memo.names is not None and not memo.names.issuperset(tables):
+        return None  # listed already, and one is not there: no need to try
     import psycopg
 
     try:

@@ -43,6 +43,7 @@ def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbSt
             f"SELECT version_num FROM {VERSION_TABLE}",
             f"SELECT * FROM {ledger.LEDGER_TABLE} ORDER BY id",
         ],
+        [VERSION_TABLE, ledger.LEDGER_TABLE],
     )
     if found is not None:
         versions, rows = found
