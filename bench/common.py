@@ -1,4 +1,4 @@
-"""What every bench module shares: the commands timed and the environment they run in.
+"""What every bench module shares: the commands timed, a clean environment, the log.
 (Its own module, so that run.py imports fleet.py and signing.py and nothing imports back.)"""
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ ORCH = BIN / "orchestrator"
 ALEMBIC = BIN / "alembic"
 
 
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
 def clean_environ() -> dict[str, str]:
-    """The caller's environment without anything that would point a command elsewhere."""
     return {
         k: v
         for k, v in os.environ.items()

@@ -154,8 +154,8 @@ def write_versions(versions: Path, n: int) -> str:
     return down
 
 
-def make_project(n: int, bare_url: str) -> BenchProject:
-    root = WORK / f"n{n}"
+def make_project(n: int, bare_url: str, name: str | None = None) -> BenchProject:
+    root = WORK / (name or f"n{n}")
     if root.exists():
         shutil.rmtree(root)
     orch, bare = root / "orch", root / "bare"

@@ -31,7 +31,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 from cluster import DurableCluster  # noqa: E402
-from common import ALEMBIC, ORCH, PYTHON, clean_environ  # noqa: E402
+from common import ALEMBIC, ORCH, PYTHON, clean_environ, log  # noqa: E402
 from fencing import fence_bench  # noqa: E402
 from fleet import FleetBench  # noqa: E402
 from measure import (  # noqa: E402
@@ -44,6 +44,7 @@ from measure import (  # noqa: E402
     run_once,
     timed_with_cpu,
 )
+from network import network_bench  # noqa: E402
 from projects import WORK, BenchProject, make_project, per_run_environments  # noqa: E402
 from schemadrift import no_drift_environments, schema_bench  # noqa: E402
 from signing import RATIOS as SIGNING_RATIOS  # noqa: E402
@@ -67,10 +68,6 @@ AUDIT_BROAD = ["audit", "--env", "dev", "--since", "30d", "--limit", "1000"]
 AUDIT_REPORT = "audit report (100k events)"
 # SPEC Part 2: a report over 100,000 events renders in <= 3 s and stays under 5 MB
 REPORT_SECONDS, REPORT_BYTES = 3.0, 5_000_000
-
-
-def log(message: str) -> None:
-    print(message, flush=True)
 
 
 class Bench:
@@ -754,6 +751,10 @@ def main() -> int:
         all_samples = {n: b.samples for n, b in benches.items()}
         rows = ratio_rows(all_samples)
         fleet_section, fleet_summary = fleet.render() if fleet is not None else ("", [])
+        network_section, network_summary = ("", [])
+        if os.environ.get("BENCH_NETWORK", "1") == "1":
+            log("\n#### on a network (latency proxy)")
+            network_section, network_summary = network_bench(cluster, log)
         schema_section, schema_summary, fingerprint_s = (
             schema_bench(cluster, reps_fast, log)
             if os.environ.get("BENCH_SCHEMA", "1") == "1"
@@ -792,6 +793,7 @@ def main() -> int:
             + fence_section
             + "\n"
             + fleet_section
+            + network_section
             + schema_section
             + profiles,
             time.perf_counter() - started,
@@ -807,7 +809,14 @@ def main() -> int:
         target_text = f"<= {r['target']} {met}" if r["target"] else ""
         figures = f"{r['a']:8.3f} {r['b']:8.3f} {r['ratio']:6.2f}"
         log(f"{r['n']:>5}  {r['label']:<52} {figures}  {target_text}")
-    for line in report_summary + schema_summary + fleet_summary + trust_summary + startup_summary:
+    for line in (
+        report_summary
+        + schema_summary
+        + fleet_summary
+        + network_summary
+        + trust_summary
+        + startup_summary
+    ):
         log(line)
     for line in concurrency_bound(benches)[2:]:
         log(line)

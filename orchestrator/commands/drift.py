@@ -23,7 +23,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator.core import trust
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
-from orchestrator.db.database import current_heads, describe_error, make_engine, safe_url
+from orchestrator.db.database import (
+    current_heads,
+    describe_error,
+    make_engine,
+    read_only,
+    safe_url,
+)
 from orchestrator.evidence import ledger
 from orchestrator.schema.description import (
     Description,
@@ -106,10 +112,10 @@ def read_live(
     check: ledger.RowCheck | None = None,
     schemas: Sequence[str] | None = None,
 ) -> LiveSchema:
-    engine = make_engine(target.url, "orchestrator drift", writer=False)
-    try:
-        with engine.connect() as connection:
+    try:  # the shared reader: a run that read this database already kept its connection
+        with read_only(target.url, "orchestrator drift") as connection:
             connection.execution_options(read_only=True)
+            dialect = connection.dialect.name
             heads = current_heads(connection)
             description = None
             if with_description:
@@ -123,9 +129,7 @@ def read_live(
             f"Cannot read the schema of {_where(target)} ({safe_url(target.url)}): "
             f"{describe_error(exc)}"
         ) from None
-    finally:
-        engine.dispose()
-    return LiveSchema(_where(target), heads, engine.dialect.name, digest, description)
+    return LiveSchema(_where(target), heads, dialect, digest, description)
 
 
 def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
@@ -226,8 +230,7 @@ def check_before_run(run: TargetRun, heads: Sequence[str]) -> None:
     policy = run.env.policy.schema_drift
     if policy == "off":
         return
-    with run.engine.connect() as connection:
-        connection.execution_options(read_only=True)
+    with run.reading() as connection:
         check = schema_check(run.app, run.target)
         diffs = drift_since_recorded(connection, heads, check, run.env.schemas)
     if not diffs:
@@ -259,7 +262,7 @@ def check_divergence(app: App, run: TargetRun) -> None:
     if run.record_schema() is None:
         return
     try:
-        with run.engine.connect() as connection:
+        with run.reading() as connection:
             heads = current_heads(connection)
         app.schema_cache.pop(run.env.promotes_from, None)  # it may have moved since
         preds = comparable(predecessor_schemas(app, run.env), heads, run.engine.dialect.name)
@@ -268,7 +271,7 @@ def check_divergence(app: App, run: TargetRun) -> None:
         pred = next(t for t in app.targets(run.env.promotes_from) if _where(t) == preds[0].where)
         pred_schemas = app.envs.get(run.env.promotes_from).schemas
         reference = read_live(pred, True, schemas=pred_schemas).description or {}
-        with run.engine.connect() as connection:
+        with run.reading() as connection:
             live = read_schema(connection, run.env.schemas)
     except (OrchestratorError, SQLAlchemyError):
         return  # no evidence either way; status shows `unknown`

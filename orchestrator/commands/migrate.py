@@ -19,7 +19,7 @@ from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import OrchestratorError, Refused, UsageError
 from orchestrator.core.planning import refusal_message
 from orchestrator.core.results import RunResult, attach_results, error_result
-from orchestrator.db.database import current_heads
+from orchestrator.db.database import current_heads, keep_reads
 from orchestrator.evidence import ledger
 from orchestrator.running.app import App, new_run_id
 from orchestrator.running.fleet import FleetOptions, fan_out, select_shard
@@ -160,7 +160,8 @@ def migrate_target(app: App, target: Target, destination: str, options: Options)
         app, target, "migrate", ticket=options.ticket, lock_timeout=options.lock_timeout
     )
     try:
-        return _migrate(app, run, destination, options)
+        with keep_reads():  # the predecessor: one connection for every read of this run
+            return _migrate(app, run, destination, options)
     except OrchestratorError as exc:
         run.fail_details(exc)
         failed = error_result(run.env.name, target.name, run.run_id, exc, run.applied)
@@ -178,8 +179,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
     revisions = upgrade_steps(app, state.heads, destination, run.where)
     drifted = checksum_drift(app, state)
     if not revisions and not drifted:
-        with run.engine.connect() as connection:
-            connection.execution_options(read_only=True)
+        with run.reading() as connection:
             if settled(app, run.target, connection, state.heads):  # cheap, unlocked
                 return nothing_to_do(run.target, run.run_id)
         # A run killed after its last revision committed left no end: at the target, yet not

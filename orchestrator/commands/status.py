@@ -15,7 +15,7 @@ from orchestrator.commands.drift import (
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.planning import TargetState, env_py_difference, ledger_heads, plan_verdict
-from orchestrator.db.database import safe_url
+from orchestrator.db.database import keep_reads, safe_url
 from orchestrator.evidence import ledger
 from orchestrator.migrations.lint import blocking
 from orchestrator.running.app import App
@@ -34,6 +34,11 @@ from orchestrator.running.run import live_run_ids, run_alive
 
 
 def status(app: App, names: list[str]) -> list[dict[str, Any]]:
+    with keep_reads():  # one connection per database, whatever reads it (SPEC Part 3)
+        return _status(app, names)
+
+
+def _status(app: App, names: list[str]) -> list[dict[str, Any]]:
     names = names or list(app.envs.order)
     heads = app.graph.heads()
     head = heads[0] if len(heads) == 1 else None

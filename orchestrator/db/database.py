@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
 from orchestrator.core.errors import UsageError
@@ -60,8 +60,140 @@ def make_engine(
             "sqlite:///path."
         ) from None
     if writer and parsed.get_backend_name() == "postgresql":
-        event.listen(engine, "connect", _no_idle_timeouts)
+        event.listen(engine, "connect", no_idle_timeouts)
+        if engine.dialect.driver == "psycopg":
+            event.listen(engine, "do_connect", _connect_committing_with)
     return engine
+
+
+# -- statements that ride with a COMMIT (one round trip, not two) ---------------------------
+
+
+def _connect_committing_with(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+    return _committing_with_class().connect(*cargs, **cparams)
+
+
+_COMMITTING_WITH: Any = None
+
+
+def _committing_with_class() -> Any:
+    """psycopg's Connection, whose commit() can carry statements queued by `commit_with`
+    (and open the next transaction) in the COMMIT's own round trip."""
+    global _COMMITTING_WITH
+    if _COMMITTING_WITH is None:
+        import psycopg
+
+        class CommittingWith(psycopg.Connection):  # type: ignore[type-arg]
+            orchestrator_with_commit: list[tuple[str, Mapping[str, Any]]] | None = None
+            orchestrator_begin_next = False
+
+            def commit(self) -> None:
+                queued, self.orchestrator_with_commit = self.orchestrator_with_commit, None
+                if not queued:
+                    return super().commit()
+                # each queued statement raises where it must stop the commit: then neither
+                # COMMIT nor BEGIN runs, and the transaction is left failed, to roll back
+                script = [self._bind(sql, params) for sql, params in queued] + ["COMMIT"]
+                if self.orchestrator_begin_next:
+                    script.append("BEGIN")
+                with psycopg.ClientCursor(self) as cursor:
+                    cursor.execute(";\n".join(script))
+
+            def rollback(self) -> None:
+                self.orchestrator_with_commit = None
+                return super().rollback()
+
+            def _bind(self, sql: str, params: Mapping[str, Any]) -> str:
+                if not params:
+                    return sql
+                with psycopg.ClientCursor(self) as cursor:
+                    return cursor.mogrify(sql, params)
+
+        _COMMITTING_WITH = CommittingWith
+    return _COMMITTING_WITH
+
+
+def run_script(
+    connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[tuple[Any, ...]] | None:
+    """Several statements (psycopg's `%(name)s` parameters, bound on the client) in one round
+    trip, inside the connection's transaction, or outside any as one implicit transaction
+    (all or nothing); the rows of the last one. None where the driver cannot: then the caller
+    runs them one by one."""
+    results = _script(connection, statements)
+    if results is None:
+        return None
+    return [tuple(row.values()) for row in results[-1]] if results else []
+
+
+def read_at_once(
+    connection: Connection, queries: Sequence[str], tables: Sequence[str]
+) -> list[list[dict]] | None:
+    """Reads of `tables`, most likely there, in one round trip, outside any transaction:
+    each query's rows (as dicts). None where the driver cannot, the connection is in a
+    transaction, or a table is missing: then the caller reads step by step."""
+    if connection.in_transaction() or connection.dialect.driver != "psycopg":
+        return None
+    memo = connection.info.get(_TABLES)
+    if memo is not None and memo.names is not None and not memo.names.issuperset(tables):
+        return None  # listed already, and one is not there: no need to try
+    import psycopg
+
+    try:
+        return _script(connection, [(sql, {}) for sql in queries])
+    except DBAPIError as exc:
+        if isinstance(exc.orig, psycopg.errors.UndefinedTable):
+            return None
+        raise
+
+
+def _script(
+    connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[dict]] | None:
+    if connection.dialect.driver != "psycopg":
+        return None
+    import psycopg
+
+    dbapi: Any = connection.connection.dbapi_connection
+    alone = not connection.in_transaction()
+    autocommit = dbapi.autocommit
+    if alone:
+        dbapi.autocommit = True
+    script = ""
+    try:
+        with psycopg.ClientCursor(dbapi) as cursor:
+            script = ";\n".join(
+                cursor.mogrify(sql, params) if params else sql for sql, params in statements
+            )
+            cursor.execute(script)
+            results = []
+            while True:
+                if cursor.description is not None:
+                    names = [column.name for column in cursor.description]
+                    results.append([dict(zip(names, row, strict=True)) for row in cursor])
+                if not cursor.nextset():
+                    return results
+    except psycopg.Error as exc:  # what every caller catches: SQLAlchemy's error
+        raise DBAPIError.instance(script, None, exc, psycopg.Error) from None
+    finally:
+        if alone:
+            dbapi.autocommit = autocommit
+
+
+def commit_with(
+    connection: Connection, sql: str, params: Mapping[str, Any], begin_next: bool
+) -> bool:
+    """Send `sql` (psycopg's `%(name)s` parameters) in the round trip of the transaction's
+    COMMIT, and with `begin_next`, open the next transaction in it too (what a run of many
+    revisions, one transaction each, would otherwise pay a round trip for). False where the
+    driver cannot: then the caller runs `sql` itself."""
+    dbapi: Any = connection.connection.dbapi_connection
+    if not hasattr(dbapi, "orchestrator_with_commit"):
+        return False
+    queued = dbapi.orchestrator_with_commit or []
+    dbapi.orchestrator_with_commit = [*queued, (sql, params)]
+    dbapi.orchestrator_begin_next = begin_next
+    return True
 
 
 # A run's sessions sit idle at times (the lock session for the whole run, pooled ones between
@@ -73,13 +205,35 @@ NO_IDLE_TIMEOUTS = (
 )
 
 
-def _no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
+def no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
+    _outside_transaction(dbapi_connection, NO_IDLE_TIMEOUTS)
+
+
+def set_session(connection: Connection, settings: Mapping[str, str]) -> None:
+    """PostgreSQL session parameters (`set_config`, not local to a transaction), in one round
+    trip outside any transaction: not BEGIN, each setting and COMMIT."""
+    if not settings:
+        return
+    if connection.in_transaction():
+        connection.commit()
+    calls = ", ".join(["set_config(%s, %s, false)"] * len(settings))
+    params = [part for item in settings.items() for part in item]
+    _outside_transaction(connection.connection.dbapi_connection, f"SELECT {calls}", params)
+
+
+def _outside_transaction(dbapi_connection: Any, sql: str, params: Any = None) -> None:
+    """`sql` on an idle DBAPI connection in autocommit mode (one round trip; a transaction
+    would add its BEGIN and COMMIT), the connection's mode restored after."""
+    autocommit = dbapi_connection.autocommit
+    dbapi_connection.autocommit = True
     try:
-        cursor.execute(NO_IDLE_TIMEOUTS)
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(sql, params)
+        finally:
+            cursor.close()
     finally:
-        cursor.close()
-    dbapi_connection.commit()
+        dbapi_connection.autocommit = autocommit
 
 
 # Reads go through one engine per server: a fleet of 500 databases on one server pays for
@@ -89,6 +243,25 @@ def _no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
 _readers: dict[tuple[str, str], Engine] = {}
 _readers_lock = threading.Lock()
 _database: ContextVar[str | None] = ContextVar("orchestrator_read_database", default=None)
+
+
+# Within `keep_reads()`, one connection per database serves every `read_only` of it: a run
+# reads its predecessor before the lock, again under it, and its schema after, over one.
+_kept: ContextVar[dict[str, Connection] | None] = ContextVar("orchestrator_kept", default=None)
+
+
+@contextmanager
+def keep_reads() -> Iterator[None]:
+    """`read_only` keeps its connections open until the block ends (this thread only)."""
+    kept: dict[str, Connection] = {}
+    token = _kept.set(kept)
+    try:
+        yield
+    finally:
+        _kept.reset(token)
+        for connection in kept.values():
+            with suppress(Exception):
+                connection.close()
 
 
 @contextmanager
@@ -103,20 +276,31 @@ def read_only(url: str, application_name: str) -> Iterator[Connection]:
         engine = make_engine(url, application_name, writer=False)
         try:
             with engine.connect() as connection:
-                connection.info[_TABLES] = None
+                connection.info[_TABLES] = _Tables()
                 yield connection
         finally:
             engine.dispose()
         return
-    engine = _server_engine(parsed, application_name)
-    token = _database.set(parsed.database)
+    kept = _kept.get()
+    found = kept.get(url) if kept is not None else None
+    if found is None:
+        engine = _server_engine(parsed, application_name)
+        token = _database.set(parsed.database)
+        try:
+            # autocommit: under READ COMMITTED each statement reads its own snapshot anyway,
+            # and a read needs no BEGIN and ROLLBACK round trips around it
+            found = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        finally:
+            _database.reset(token)
+        if kept is not None:
+            kept[url] = found
+    connection = found
+    connection.info[_TABLES] = _Tables()  # a session that creates nothing: may memoise
     try:
-        connection = engine.connect()
-    finally:
-        _database.reset(token)
-    with connection:
-        connection.info[_TABLES] = None  # a fresh session that creates nothing: may memoise
         yield connection
+    finally:
+        if kept is None:
+            connection.close()
 
 
 def _server_engine(url: Any, application_name: str) -> Engine:
@@ -128,6 +312,7 @@ def _server_engine(url: Any, application_name: str) -> Engine:
                 application_name,
                 writer=False,
                 poolclass=NullPool,
+                use_native_hstore=False,  # a read binds no hstore: no look-up of its type
             )
             event.listen(engine, "do_connect", _choose_database)
             _readers[key] = engine
@@ -178,22 +363,62 @@ def is_postgresql(connection_or_engine: Connection | Engine) -> bool:
 _TABLES = "orchestrator_tables"
 
 
+class _Tables:
+    """What `has_table` listed (None: list again at the next question)."""
+
+    names: set[str] | None = None
+
+
 def has_table(connection: Connection, name: str) -> bool:
-    """Whether the table exists in the connection's default schema. A read-only connection
-    (`read_only`) lists them all with its first question and answers the next from that
-    list: a status or fleet read asks five of these per database."""
-    if _TABLES not in connection.info:
+    """Whether the table exists in the connection's default schema. A connection that
+    memoises (`read_only`, or an engine given to `memoise_tables`) lists them all with its
+    first question and answers the next from that list: a run or a status read asks a
+    dozen of these, one round trip each over the network otherwise."""
+    memo = connection.info.get(_TABLES)
+    if memo is None:
         return inspect(connection).has_table(name)
-    tables = connection.info[_TABLES]
-    if tables is None:
+    if memo.names is None:
         listing = (  # pg_class, not the pg_tables view: half the cost in a new session
             "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
             " AND relnamespace = current_schema()::regnamespace"
             if connection.dialect.name == "postgresql"
             else "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
-        tables = connection.info[_TABLES] = {r[0] for r in connection.exec_driver_sql(listing)}
-    return name in tables
+        memo.names = {r[0] for r in connection.exec_driver_sql(listing)}
+    return name in memo.names
+
+
+def table_names(connection: Connection) -> set[str]:
+    """The tables of the connection's default schema, in one catalog query (or none, where
+    the connection memoises and has listed them already)."""
+    memo = connection.info.get(_TABLES)
+    if memo is None:
+        return set(inspect(connection).get_table_names())
+    has_table(connection, VERSION_TABLE)  # lists them, once
+    return set(memo.names)
+
+
+def memoise_tables(engine: Engine) -> Callable[[], None]:
+    """`has_table` on every connection of `engine` answers from one listing, until the
+    function returned is called (tables were created, or another run may have created
+    some: after waiting for the lock). Only for an engine whose user knows when that is."""
+    memo = _Tables()
+
+    def checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_TABLES] = memo
+
+    def forget() -> None:
+        memo.names = None
+
+    event.listen(engine, "checkout", checkout)
+    return forget
+
+
+def forget_tables(connection: Connection) -> None:
+    """Tables were created on `connection`: its next `has_table` lists them again."""
+    memo = connection.info.get(_TABLES)
+    if memo is not None:
+        memo.names = None
 
 
 def current_heads(connection: Connection) -> tuple[str, ...]:

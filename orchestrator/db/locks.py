@@ -23,13 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from orchestrator.core.errors import LockTimeout
 from orchestrator.core.logging import utc_now
-from orchestrator.db.database import NO_IDLE_TIMEOUTS
+from orchestrator.db.database import NO_IDLE_TIMEOUTS, no_idle_timeouts
 
 DEFAULT_KEY = "alembic-orchestrator"
 # Polled, not queued: a session blocked in pg_advisory_lock holds a snapshot, and CREATE INDEX
@@ -138,17 +138,24 @@ def _advisory_lock(
     # running CREATE INDEX CONCURRENTLY never waits on it.
     connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
     try:
-        connection.execute(text(NO_IDLE_TIMEOUTS))
+        if not event.contains(engine, "connect", no_idle_timeouts):  # a writer's did it
+            connection.execute(text(NO_IDLE_TIMEOUTS))
+        # who we are (the fence) and the first try, in one round trip
         me = connection.execute(
             text(
-                "SELECT pid, backend_start, datid FROM pg_stat_activity"
-                " WHERE pid = pg_backend_pid()"
-            )
+                "SELECT pid, backend_start, datid, pg_try_advisory_lock(:k) AS got"
+                " FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+            ),
+            {"k": key},
         ).one()
         fence = Fence(pid=me.pid, started=me.backend_start, database=int(me.datid), key=key)
         waited = None
         deadline = time.monotonic() + timeout
-        while not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar():
+        got = bool(me.got)
+        while (
+            not got
+            and not connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+        ):
             # who holds it: asked when we start waiting and when we give up, not every poll
             if waited is None:
                 waited = pg_lock_holder(connection, key)

@@ -123,7 +123,7 @@ class AuditTrail:
         self.common = {k: v for k, v in common.items() if v is not None}
         self.log = structlog.get_logger("orchestrator")
         self._pending: list[dict[str, Any]] = []
-        self._tables_ready = False
+        self.tables_ready = False
         self.ended = False  # a terminal event (run.succeeded, ...) was emitted
         self.write_error: str | None = None  # why records could not be written, if they could not
         self.head: str | None = None  # hash of the last row this trail wrote
@@ -175,14 +175,20 @@ class AuditTrail:
                         f"PRAGMA busy_timeout = {int(wait * 1000)}"
                     )
                 try:
-                    if not self._tables_ready and len(self.actor) > NARROW_ACTOR:
+                    if not self.tables_ready and len(self.actor) > NARROW_ACTOR:
                         with connection.begin():  # its own transaction: see widen_actor
                             ledger.widen_actor(connection)
-                    with connection.begin():
-                        if not self._tables_ready:
+                    if not self.tables_ready:
+                        with connection.begin():
                             ledger.ensure_tables(connection)
+                    if sqlite:
+                        with connection.begin():
+                            written = ledger.append_audit(connection, self._pending)
+                    else:  # one round trip where the driver can (ledger.append_audit)
                         written = ledger.append_audit(connection, self._pending)
-                    self._tables_ready = True
+                        if connection.in_transaction():
+                            connection.commit()
+                    self.tables_ready = True
                     self.head = written["hash"] if written else self.head
                 finally:
                     if sqlite:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -28,10 +29,17 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from orchestrator.core import trust
 from orchestrator.core.planning import LedgerEntry
-from orchestrator.db.database import has_table
+from orchestrator.db.database import (
+    commit_with,
+    forget_tables,
+    has_table,
+    run_script,
+    table_names,
+)
 from orchestrator.db.locks import FENCE_SQL, Fence
 from orchestrator.schema.description import fingerprint as schema_fingerprint
 
@@ -180,8 +188,7 @@ _SQLITE_TRIGGERS = [
 
 def tables_exist(connection: Connection) -> bool:
     """Our tables exist, in this release's shape."""
-    inspector = inspect(connection)
-    if not set(inspector.get_table_names()) >= OWN_TABLES:
+    if not table_names(connection) >= OWN_TABLES:
         return False
     return not _missing_columns(connection)
 
@@ -206,16 +213,25 @@ def _missing_columns(connection: Connection) -> list[tuple[str, str, str]]:
 
 def ensure_tables(connection: Connection) -> None:
     """Create the ledger, audit and checkpoint tables once, and bring tables made by an
-    earlier release up to date in place; safe when several runs start together."""
+    earlier release up to date in place; safe when several runs start together. On
+    PostgreSQL they are there once the caller's transaction committed."""
     if tables_exist(connection):
         return
     postgres = connection.dialect.name == "postgresql"
     if postgres:
         connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
+        forget_tables(connection)  # listed again now that we hold the set-up lock
         # Another run may have created them while we waited: then leave them alone. Re-doing
         # the triggers would lock the audit table against runs appending to it (a deadlock).
         if tables_exist(connection):
             return
+        # the whole set-up in one round trip, the caller's COMMIT's where the driver can, not
+        # one per table, index and trigger
+        setup = ";\n".join(_pg_setup(connection))
+        if not commit_with(connection, setup, {}, begin_next=False):
+            connection.exec_driver_sql(setup)
+        forget_tables(connection)
+        return
     metadata.create_all(connection, checkfirst=True)
     for table, name, kind in _missing_columns(connection):
         exists = " IF NOT EXISTS" if postgres else ""
@@ -232,6 +248,29 @@ def ensure_tables(connection: Connection) -> None:
     else:
         for statement in _SQLITE_TRIGGERS:
             connection.exec_driver_sql(statement)
+
+
+def _pg_setup(connection: Connection) -> list[str]:
+    """Every statement that brings our tables to this release's shape on PostgreSQL, each
+    one a no-op where its part is there already."""
+    dialect = connection.dialect
+    statements = []
+    for table in metadata.sorted_tables:
+        statements.append(str(CreateTable(table, if_not_exists=True).compile(dialect=dialect)))
+        statements += [
+            str(CreateIndex(index, if_not_exists=True).compile(dialect=dialect))
+            for index in sorted(table.indexes, key=lambda i: i.name or "")
+        ]
+    statements += [
+        f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {kind}"
+        for table, name, kind in _ADDED_COLUMNS
+    ]
+    statements.append(
+        "CREATE INDEX IF NOT EXISTS ix_orchestrator_audit_revision ON "
+        f"{AUDIT_TABLE} (revision varchar_pattern_ops)"
+    )
+    statements.append(_APPEND_ONLY_TRIGGER.strip().rstrip(";"))
+    return [s.strip() for s in statements]
 
 
 def widen_actor(connection: Connection) -> None:
@@ -325,6 +364,28 @@ _FENCED_RECORD = text(
 )
 
 
+# The same fenced row, sent with its revision's COMMIT (db.database.commit_with): there a
+# row that is not written cannot be noticed before the COMMIT, so the statement fails instead
+# when the lock session no longer holds the lock, and the COMMIT after it never runs.
+_LOST = (
+    "('orchestrator: this run lost the migration lock before the revision could commit"
+    " (backend ' || pg_backend_pid() || ')')::boolean"  # not constant: never folded early
+)
+_FENCED_AT_COMMIT = re.sub(
+    r"(?<![:\w]):(\w+)",
+    r"%(\1)s",
+    f"INSERT INTO {LEDGER_TABLE} (revision, checksum, direction, run_id, env, actor, at, envelope)"
+    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope"
+    f" WHERE CASE WHEN {FENCE_SQL} THEN true ELSE {_LOST} END",
+)
+
+
+def fenced_at_commit(row: Mapping[str, Any], fence: Fence) -> tuple[str, dict[str, Any]]:
+    """`record_revision`'s fenced row as a statement (psycopg parameters) that fails, rather
+    than writes nothing, where the fence does not hold."""
+    return _FENCED_AT_COMMIT, {**row, **fence.params()}
+
+
 def ledger_table_rows(connection: Connection) -> list[dict[str, Any]]:
     """Every ledger row, oldest first, as plain dicts. `*`: a ledger made by an earlier
     release has fewer columns (no `envelope` key then), and asking which costs more than
@@ -395,6 +456,7 @@ def record_schema(
     when given."""
     if not has_table(connection, SCHEMA_TABLE):  # a database of an older version
         schema.create(connection, checkfirst=True)
+        forget_tables(connection)
     row = {
         "heads": heads_key(heads),
         "fingerprint": fingerprint,
@@ -563,6 +625,10 @@ def append_audit(
     row written (None for no records)."""
     if not records:
         return None
+    if connection.dialect.name == "postgresql":
+        written = _append_in_one_round_trip(connection, records)
+        if written is not None:
+            return written
     _lock_chain(connection)
     last = connection.execute(
         select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
@@ -570,6 +636,34 @@ def append_audit(
     rows = chain_rows(records, *((last.id, last.hash) if last else (0, GENESIS)))
     connection.execute(insert(audit), rows)
     return rows[-1]
+
+
+# One row chained after the chain's last one, its hash computed by the server exactly as
+# `chain_hash` does (the payload is canonical JSON: ASCII), so that a batch of events is
+# written, under the chain's lock, in one round trip: no read of the tail first.
+_PG_APPEND = f"""INSERT INTO {AUDIT_TABLE}
+  (id, timestamp, event, run_id, env, actor, revision, outcome, payload, prev_hash, hash)
+SELECT last.id + 1, %(timestamp)s, %(event)s, %(run_id)s, %(env)s, %(actor)s, %(revision)s,
+  %(outcome)s, %(payload)s, last.hash, encode(sha256(convert_to(
+    last.hash || '|' || (last.id + 1) || '|' || %(payload)s, 'UTF8')), 'hex')
+FROM ((SELECT id, hash FROM {AUDIT_TABLE} ORDER BY id DESC LIMIT 1)
+      UNION ALL SELECT 0, '{GENESIS}' ORDER BY id DESC LIMIT 1) AS last"""
+
+
+def _append_in_one_round_trip(
+    connection: Connection, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    rows = chain_rows(records, 0, GENESIS)  # the columns; id and hashes come from the server
+    statements: list[tuple[str, Mapping[str, Any]]] = [
+        ("SELECT pg_advisory_xact_lock(%(k)s)", {"k": CHAIN_LOCK_KEY})
+    ]
+    statements += [(_PG_APPEND, row) for row in rows]
+    statements[-1] = (statements[-1][0] + " RETURNING id, prev_hash, hash", statements[-1][1])
+    done = run_script(connection, statements)
+    if done is None:
+        return None
+    row_id, prev_hash, digest = done[0]
+    return {**rows[-1], "id": row_id, "prev_hash": prev_hash, "hash": digest}
 
 
 def _lock_chain(connection: Connection) -> None:
@@ -593,15 +687,10 @@ def write_checkpoint(
     (the chain lock held, so no row slips in between reading the head and signing it)."""
 
     _lock_chain(connection)
-    head = connection.execute(
-        select(audit.c.id, audit.c.hash).order_by(audit.c.id.desc()).limit(1)
-    ).first()
+    head = connection.execute(_CHECKPOINT_HEAD).first()  # one round trip for the three
     if head is None:
         return None
-    ledger_id = connection.execute(select(func.max(ledger.c.id))).scalar() or 0
-    signed_from = connection.execute(
-        select(func.min(ledger.c.id)).where(ledger.c.envelope.is_not(None))
-    ).scalar()
+    ledger_id, signed_from = head.ledger_id or 0, head.signed_from
     payload = trust.checkpoint_payload(
         env=env,
         target=target,
@@ -621,6 +710,21 @@ def write_checkpoint(
     }
     connection.execute(insert(checkpoint), row)
     return row
+
+
+_CHECKPOINT_HEAD = (
+    select(
+        audit.c.id,
+        audit.c.hash,
+        select(func.max(ledger.c.id)).scalar_subquery().label("ledger_id"),
+        select(func.min(ledger.c.id))
+        .where(ledger.c.envelope.is_not(None))
+        .scalar_subquery()
+        .label("signed_from"),
+    )
+    .order_by(audit.c.id.desc())
+    .limit(1)
+)
 
 
 def read_checkpoints(connection: Connection) -> list[dict[str, Any]]:

@@ -23,7 +23,14 @@ from orchestrator.core.planning import (
     env_py_difference,
     gate,
 )
-from orchestrator.db.database import current_heads, describe_error, read_only, safe_url
+from orchestrator.db.database import (
+    VERSION_TABLE,
+    current_heads,
+    describe_error,
+    read_at_once,
+    read_only,
+    safe_url,
+)
 from orchestrator.evidence import ledger
 from orchestrator.migrations.revisions import RevisionGraph, RevisionsError, checksum_file
 from orchestrator.running.app import App, revision_error
@@ -38,7 +45,21 @@ class DbState:
 
 
 def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbState:
-    heads = current_heads(connection)
+    # one round trip where the tables are there (the usual case), three where they may not be
+    found = read_at_once(
+        connection,
+        [
+            f"SELECT version_num FROM {VERSION_TABLE}",
+            f"SELECT * FROM {ledger.LEDGER_TABLE} ORDER BY id",
+        ],
+        [VERSION_TABLE, ledger.LEDGER_TABLE],
+    )
+    if found is not None:
+        versions, rows = found
+        heads = tuple(sorted(row["version_num"] for row in versions))
+    else:
+        heads = current_heads(connection)
+        rows = ledger.ledger_table_rows(connection)
     unknown = [h for h in heads if h not in graph]
     if unknown:
         raise UsageError(
@@ -48,7 +69,7 @@ def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbSt
     applied: set[str] = set()
     for head in heads:
         applied |= graph.ancestors(head)
-    rows = ledger.ledger_table_rows(connection)  # one read of the ledger serves both
+    # one read of the ledger serves both
     return DbState(heads, ledger.latest_of(rows), frozenset(applied), ledger.history_of(rows))
 
 

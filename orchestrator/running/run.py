@@ -32,11 +32,16 @@ from orchestrator.core.logging import console_active, utc_now
 from orchestrator.core.planning import Step, reads_refusal
 from orchestrator.core.results import RunResult
 from orchestrator.db.database import (
+    commit_with,
     current_heads,
     describe_error,
+    has_table,
     is_postgresql,
     make_engine,
+    memoise_tables,
+    run_script,
     safe_url,
+    set_session,
 )
 from orchestrator.db.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
 from orchestrator.evidence import ledger
@@ -84,8 +89,11 @@ class TargetRun:
         self.lock_key = self.env.lock.key or DEFAULT_KEY
         name = application_name(self.env.name, self.run_id, app.actor)
         self.engine: Engine = make_engine(target.url, name)
+        # one catalog listing serves every "is this table there?" until tables may have come
+        self.forget_tables = memoise_tables(self.engine)
         self.per_run = self.env.transaction == "per-run"
         self._rows_to_commit: list[dict[str, Any]] = []  # per-run: the ledger rows of its COMMIT
+        self._unrecorded = 0  # ledger rows still to come in `apply`
         if self.per_run and self.engine.dialect.name != "postgresql":
             self.engine.dispose()
             raise UsageError(
@@ -336,6 +344,7 @@ class TargetRun:
                 application_name(self.env.name, self.run_id, self.app.actor),
             ) as held:
                 self.fence = held.fence
+                self.forget_tables()  # another run may have created some while we waited
                 try:
                     self.audit.emit("lock.acquired", lock_key=self.lock_key)
                     self._require_audit(wait=FINAL_WAIT)
@@ -365,9 +374,13 @@ class TargetRun:
         fenced insert that starts after this sees the lock held by us, and fails."""
         if self.fence is None:
             return
+        lock = f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"
         with self.engine.connect() as connection:
-            if ledger.tables_exist(connection):
-                connection.execute(text(f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"))
+            # the audit trail just wrote: our tables are there, and one round trip does it
+            if self.audit.tables_ready and run_script(connection, [(lock, {}), ("SELECT 1", {})]):
+                return
+            if has_table(connection, ledger.LEDGER_TABLE):
+                connection.execute(text(lock))
             connection.rollback()
 
     def record_schema(self) -> str | None:
@@ -378,8 +391,11 @@ class TargetRun:
         from orchestrator.schema.description import fingerprint
         from orchestrator.schema.reader import catalog_stamp, read_schema
 
+        # PostgreSQL: outside a transaction (we hold the lock; a transaction would give these
+        # reads no common snapshot under READ COMMITTED): no BEGIN and COMMIT round trips
+        postgres = self.engine.dialect.name == "postgresql"
         try:
-            with self.engine.begin() as connection:
+            with self.reading() if postgres else self.engine.begin() as connection:
                 description = read_schema(connection, self.env.schemas)
                 self.schema_fingerprint = fingerprint(description)
                 ledger.record_schema(
@@ -402,17 +418,28 @@ class TargetRun:
 
     # -- state under the lock ----------------------------------------------------------------
 
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A look at the target: on PostgreSQL outside any transaction (under READ COMMITTED
+        each statement reads what is committed anyway; no BEGIN and ROLLBACK round trips), on
+        SQLite in a read transaction, which waits for no write lock."""
+        with self.engine.connect() as connection:
+            if is_postgresql(connection):
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            else:
+                connection.execution_options(read_only=True)
+            yield connection
+
     def read(self) -> DbState:
         try:
-            with self.engine.connect() as connection:
-                connection.execution_options(read_only=True)  # SQLite: no write lock to wait for
+            with self.reading() as connection:
                 return read_state(connection, self.app.graph, self.where)
         except SQLAlchemyError as exc:
             raise MigrationFailed(f"Cannot read {self.where}: {describe_error(exc)}") from None
 
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
-        with self.engine.connect() as connection:
+        with self.reading() as connection:
             open_runs = [
                 r for r in ledger.runs_without_end(connection) if r["run_id"] != self.run_id
             ]
@@ -444,7 +471,7 @@ class TargetRun:
             command=run.get("command"),
             noticed_by=self.run_id,
         )
-        with self.engine.connect() as connection:
+        with self.reading() as connection:
             rows = ledger.ledger_rows(connection, run["run_id"])
             known = ledger.audited_revisions(connection, run["run_id"]) if rows else set()
         for row in rows:
@@ -473,6 +500,7 @@ class TargetRun:
         COMMIT (a deferred constraint), after the hook ran.
         """
         graph = self.app.graph
+        self._unrecorded = len(revisions)
         if self.per_run:
             self._no_autocommit_blocks(revisions)
         last = [time.monotonic()]
@@ -584,9 +612,11 @@ class TargetRun:
                 autocommitted = bool(connection.info.get(AUTOCOMMITTED))
                 self._fail(failed, exc, lost, autocommitted)
             finally:
+                self.forget_tables()  # the revisions (and Alembic) may have created tables
                 for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN):
                     connection.info.pop(key, None)
-        cancel.check(self._done())  # came during the last revision: stop here all the same
+        if cancel.requested():  # came during the last revision: stop here all the same
+            cancel.check(self._done())  # (the message reads the database: only when needed)
 
     def _watch_reads(self) -> Any:
         """Observe the project files each revision opens (not the revision files)."""
@@ -650,8 +680,19 @@ class TargetRun:
             target=self.target.name,
             reads=reads,
         )
+        self._unrecorded -= 1
         if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
             self._rows_to_commit.append(row)
+        elif (
+            self.evidence is None
+            and self.fence is not None
+            and commit_with(
+                connection,
+                *ledger.fenced_at_commit(row, self.fence),
+                begin_next=self._unrecorded > 0,
+            )
+        ):
+            pass  # sent with the COMMIT, which opens the next revision's transaction too
         elif not self.record_row(connection, row, fence=self.fence):
             raise LockLost(f"the migration lock was lost before {revision} could commit")
         connection.info[FENCED] = not self.per_run and self.fence is not None
@@ -754,24 +795,20 @@ class TargetRun:
         # run's last audit row is committed durably on another session, which flushes the
         # WAL, theirs included, before we report success. A server crash mid-run can lose
         # only whole revisions, ledger rows with them: never a half, never a reported one.
-        connection.execute(text("SET synchronous_commit = off"))
+        settings = {"synchronous_commit": "off"}
         session = self.env.session
         for name, value in (
             ("lock_timeout", session.lock_timeout),
             ("statement_timeout", session.statement_timeout),
         ):
             if value is not None:
-                connection.execute(
-                    text("SELECT set_config(:n, :v, false)"), {"n": name, "v": value}
-                )
+                settings[name] = value
         # A runner killed mid-statement frees the lock at once (its lock session sees EOF), but
         # the backend of its migration would go on running the statement, holding its locks,
         # until it next talks to the dead client. Have it notice the dead client (PG >= 14).
         if (connection.dialect.server_version_info or (0,)) >= (14,):
-            connection.execute(
-                text("SELECT set_config('client_connection_check_interval', '1s', false)")
-            )
-        connection.commit()
+            settings["client_connection_check_interval"] = "1s"
+        set_session(connection, settings)  # one round trip
 
 
 def _fence_commit(connection: Connection) -> None:
