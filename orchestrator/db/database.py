@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -74,6 +75,10 @@ def _connect_committing_with(_dialect: Any, _record: Any, cargs: Any, cparams: A
 
 
 _COMMITTING_WITH: Any = None
+_RIDING = "orchestrator_riding"
+# given the raw connection, rolled back to before the statements that failed: the statements
+# to send instead (it may read first), or it raises
+Recover = Callable[[Any], Sequence[tuple[str, Mapping[str, Any]]]]
 
 
 def _committing_with_class() -> Any:
@@ -82,25 +87,44 @@ def _committing_with_class() -> Any:
     global _COMMITTING_WITH
     if _COMMITTING_WITH is None:
         import psycopg
+        from psycopg.pq import TransactionStatus
+
+        INERROR = TransactionStatus.INERROR
 
         class CommittingWith(psycopg.Connection):  # type: ignore[type-arg]
             orchestrator_with_commit: list[tuple[str, Mapping[str, Any]]] | None = None
             orchestrator_begin_next = False
+            orchestrator_recover: Recover | None = None
 
             def commit(self) -> None:
                 queued, self.orchestrator_with_commit = self.orchestrator_with_commit, None
+                recover, self.orchestrator_recover = self.orchestrator_recover, None
                 if not queued:
                     return super().commit()
                 # each queued statement raises where it must stop the commit: then neither
-                # COMMIT nor BEGIN runs, and the transaction is left failed, to roll back
-                script = [self._bind(sql, params) for sql, params in queued] + ["COMMIT"]
-                if self.orchestrator_begin_next:
-                    script.append("BEGIN")
+                # COMMIT nor BEGIN runs, and the transaction is left failed, to roll back;
+                # or, with `recover`, back to the savepoint before them, to try its way
+                script = [self._bind(sql, params) for sql, params in queued]
+                if recover is not None:
+                    script.insert(0, f"SAVEPOINT {_RIDING}")
+                try:
+                    self._run([*script, *self._commit()])
+                except psycopg.Error:
+                    if recover is None or self.info.transaction_status != INERROR:
+                        raise
+                    self._run([f"ROLLBACK TO SAVEPOINT {_RIDING}"])
+                    again = [self._bind(sql, params) for sql, params in recover(self)]
+                    self._run([*again, *self._commit()])
+
+            def _commit(self) -> list[str]:
+                return ["COMMIT", "BEGIN"] if self.orchestrator_begin_next else ["COMMIT"]
+
+            def _run(self, script: list[str]) -> None:
                 with psycopg.ClientCursor(self) as cursor:
                     cursor.execute(";\n".join(script))
 
             def rollback(self) -> None:
-                self.orchestrator_with_commit = None
+                self.orchestrator_with_commit = self.orchestrator_recover = None
                 return super().rollback()
 
             def _bind(self, sql: str, params: Mapping[str, Any]) -> str:
@@ -181,19 +205,35 @@ def _script(
 
 
 def commit_with(
-    connection: Connection, sql: str, params: Mapping[str, Any], begin_next: bool
+    connection: Connection,
+    statements: Sequence[tuple[str, Mapping[str, Any]]],
+    begin_next: bool,
+    recover: Recover | None = None,
 ) -> bool:
-    """Send `sql` (psycopg's `%(name)s` parameters) in the round trip of the transaction's
-    COMMIT, and with `begin_next`, open the next transaction in it too (what a run of many
-    revisions, one transaction each, would otherwise pay a round trip for). False where the
-    driver cannot: then the caller runs `sql` itself."""
-    dbapi: Any = connection.connection.dbapi_connection
-    if not hasattr(dbapi, "orchestrator_with_commit"):
+    """Send `statements` (psycopg's `%(name)s` parameters) in the round trip of the
+    transaction's COMMIT, and with `begin_next`, open the next transaction in it too (what a
+    run of many revisions, one transaction each, would otherwise pay a round trip for).
+    Where one of them fails, `recover` (if given) gets the transaction back as it was before
+    them and says what to send instead. False where the driver cannot: then the caller runs
+    them itself."""
+    if not rides_with_commit(connection):
         return False
+    dbapi: Any = connection.connection.dbapi_connection
     queued = dbapi.orchestrator_with_commit or []
-    dbapi.orchestrator_with_commit = [*queued, (sql, params)]
+    dbapi.orchestrator_with_commit = [*queued, *statements]
     dbapi.orchestrator_begin_next = begin_next
+    dbapi.orchestrator_recover = recover
     return True
+
+
+def rides_with_commit(connection: Connection) -> bool:
+    """Whether `commit_with` can send statements with this connection's COMMIT."""
+    return hasattr(connection.connection.dbapi_connection, "orchestrator_with_commit")
+
+
+def psycopg_style(sql: str) -> str:
+    """SQLAlchemy's `:name` parameters as psycopg's `%(name)s` (casts `::type` kept)."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", sql)
 
 
 # A run's sessions sit idle at times (the lock session for the whole run, pooled ones between

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, text
 
 from orchestrator.core import chain
-from orchestrator.db.database import VERSION_TABLE, has_table
+from orchestrator.db.database import VERSION_TABLE, Recover, has_table, psycopg_style
 from orchestrator.db.locks import FENCE_SQL, Fence
 from orchestrator.evidence import ledger
 
@@ -43,14 +43,25 @@ def database_identity(connection: Connection) -> str:
     return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
 
 
+_NEWER = f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"
+_LOCK_AT_COMMIT = "SELECT pg_advisory_xact_lock(%(k)s)"
+# an entry sent with its transaction's COMMIT: it fails, rather than write nothing, where
+# another entry holds its place or the lock session lost the lock (the COMMIT never runs)
+_APPEND_AT_COMMIT = psycopg_style(
+    f"WITH appended AS (INSERT INTO {ledger.CHAIN_TABLE} ({_COLUMNS})"
+    " SELECT :seq, :kind, :run_id, :envelope WHERE NOT EXISTS"
+    f" (SELECT 1 FROM {ledger.CHAIN_TABLE} WHERE seq >= :seq) AND {FENCE_SQL} RETURNING 1)"
+    " SELECT CASE WHEN EXISTS (SELECT 1 FROM appended) THEN true ELSE"
+    " ('orchestrator: the evidence chain moved, or the lock was lost (backend '"
+    " || pg_backend_pid() || ')')::boolean END"
+)
+
+
 def read_rows(connection: Connection, after: int = 0) -> list[dict[str, Any]]:
     """Stored entries with seq > `after`, oldest first ([] when there is no chain table)."""
     if not has_table(connection, ledger.CHAIN_TABLE):
         return []
-    rows = connection.execute(
-        text(f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"),
-        {"s": after},
-    )
+    rows = connection.execute(text(_NEWER), {"s": after})
     return [dict(row._mapping) for row in rows]
 
 
@@ -270,9 +281,57 @@ class Writer:
             self._catch_up(connection)  # another run's end entry came first
         raise Broken(f"{self.env}'s evidence chain kept moving while this run appended to it")
 
+    def at_commit(
+        self, kind: str, content: Mapping[str, Any], fence: Fence
+    ) -> tuple[list[tuple[str, dict[str, Any]]], Recover]:
+        """One entry as statements to send with the transaction's COMMIT (psycopg parameters,
+        db.database.commit_with), and how to recover where another writer came first: the
+        insert fails rather than write nothing, the transaction goes back to before it, and
+        `recover` catches up on the newer entries and says the statements that append after
+        them. Fails (so the caller's COMMIT never runs) where the fence does not hold."""
+
+        def statements() -> list[tuple[str, dict[str, Any]]]:
+            last, prev = self.head if self.head else (0, chain.GENESIS)
+            row = chain.build_entry(
+                self.key,
+                env=self.env,
+                database=self.database,
+                seq=last + 1,
+                prev=prev,
+                kind=kind,
+                content=content,
+            )
+            self.head = (row["seq"], row["hash"])  # the run's end re-reads it if this fails
+            entry = {k: row[k] for k in ("seq", "kind", "run_id", "envelope")}
+            return [
+                (_LOCK_AT_COMMIT, {"k": EVIDENCE_LOCK_KEY}),
+                (_APPEND_AT_COMMIT, entry | fence.params()),
+            ]
+
+        before = self.head
+
+        def recover(raw: Any) -> list[tuple[str, dict[str, Any]]]:
+            with raw.cursor() as cursor:
+                cursor.execute(psycopg_style(f"SELECT {FENCE_SQL}"), fence.params())
+                if not cursor.fetchone()[0]:
+                    raise Broken("the migration lock was lost before the revision could commit")
+                cursor.execute(_LOCK_AT_COMMIT, {"k": EVIDENCE_LOCK_KEY})
+                after = before[0] if before else 0
+                cursor.execute(psycopg_style(_NEWER), {"s": after})
+                names = [c.name for c in cursor.description or ()]
+                newer = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            self.head = before
+            self._believe(newer)
+            return statements()
+
+        return statements(), recover
+
     def _catch_up(self, connection: Connection) -> None:
         after = self.head[0] if self.head else 0
-        newer = read_rows(connection, after)
+        self._believe(read_rows(connection, after))
+
+    def _believe(self, newer: Sequence[Mapping[str, Any]]) -> None:
+        """Entries appended after this writer's head by others: verified, then the head."""
         verdict = chain.verify_chain(
             newer, self.keys, env=self.env, database=self.database, start=self.head
         )

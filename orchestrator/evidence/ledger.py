@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from orchestrator.db.database import (
     commit_with,
     forget_tables,
     has_table,
+    psycopg_style,
     run_script,
     table_names,
 )
@@ -228,7 +228,7 @@ def ensure_tables(connection: Connection) -> None:
         # the whole set-up in one round trip, the caller's COMMIT's where the driver can, not
         # one per table, index and trigger
         setup = ";\n".join(_pg_setup(connection))
-        if not commit_with(connection, setup, {}, begin_next=False):
+        if not commit_with(connection, [(setup, {})], begin_next=False):
             connection.exec_driver_sql(setup)
         forget_tables(connection)
         return
@@ -371,11 +371,10 @@ _LOST = (
     "('orchestrator: this run lost the migration lock before the revision could commit"
     " (backend ' || pg_backend_pid() || ')')::boolean"  # not constant: never folded early
 )
-_FENCED_AT_COMMIT = re.sub(
-    r"(?<![:\w]):(\w+)",
-    r"%(\1)s",
-    f"INSERT INTO {LEDGER_TABLE} (revision, checksum, direction, run_id, env, actor, at, envelope)"
-    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope"
+_FENCED_AT_COMMIT = psycopg_style(
+    f"INSERT INTO {LEDGER_TABLE}"
+    " (revision, checksum, direction, run_id, env, actor, at, envelope, reads)"
+    " SELECT :revision, :checksum, :direction, :run_id, :env, :actor, :at, :envelope, :reads"
     f" WHERE CASE WHEN {FENCE_SQL} THEN true ELSE {_LOST} END",
 )
 

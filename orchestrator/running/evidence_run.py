@@ -10,7 +10,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.errors import Refused
-from orchestrator.db.database import describe_error
+from orchestrator.db.database import Recover, describe_error
 from orchestrator.db.locks import Fence
 from orchestrator.evidence import chain as store
 from orchestrator.evidence import ledger
@@ -114,6 +114,14 @@ class RunEvidence:
         assert self.writer is not None
         content = store.ledger_content(row, self.target)
         return self.writer.append(connection, "ledger", content, fence)
+
+    def at_commit(
+        self, row: Mapping[str, Any], fence: Fence
+    ) -> tuple[list[tuple[str, dict[str, Any]]], Recover]:
+        """The entry of one ledger row as statements sent with its transaction's COMMIT, and
+        how to recover where another run's entry came first (chain.Writer.at_commit)."""
+        assert self.writer is not None
+        return self.writer.at_commit("ledger", store.ledger_content(row, self.target), fence)
 
     def end(self, engine: Engine, at: str, outcome: str | None, live: set[str] | None) -> str:
         """Sign the run's end over the audit rows it proved; '' when written, else why not."""

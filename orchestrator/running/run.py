@@ -39,6 +39,7 @@ from orchestrator.db.database import (
     is_postgresql,
     make_engine,
     memoise_tables,
+    rides_with_commit,
     run_script,
     safe_url,
     set_session,
@@ -683,21 +684,28 @@ class TargetRun:
         self._unrecorded -= 1
         if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
             self._rows_to_commit.append(row)
-        elif (
-            self.evidence is None
-            and self.fence is not None
-            and commit_with(
-                connection,
-                *ledger.fenced_at_commit(row, self.fence),
-                begin_next=self._unrecorded > 0,
-            )
-        ):
-            pass  # sent with the COMMIT, which opens the next revision's transaction too
+        elif self.fence is not None and rides_with_commit(connection):
+            self._ride_with_commit(connection, row, self.fence)
         elif not self.record_row(connection, row, fence=self.fence):
             raise LockLost(f"the migration lock was lost before {revision} could commit")
         connection.info[FENCED] = not self.per_run and self.fence is not None
         connection.info[AUTOCOMMITTED] = False
         connection.info[BETWEEN] = True
+
+    def _ride_with_commit(self, connection: Connection, row: dict[str, Any], fence: Fence) -> None:
+        """The ledger row, and its chain entry where the env signs, sent with the revision's
+        COMMIT, which opens the next revision's transaction too: one round trip, not four.
+        Either fails, so the COMMIT never runs, where the fence does not hold."""
+        statements = [ledger.fenced_at_commit(row, fence)]
+        recover = None
+        if self.evidence is not None:
+            entry, recover_entry = self.evidence.at_commit(row, fence)
+            statements = [*entry, *statements]
+
+            def recover(raw: Any) -> list[tuple[str, Mapping[str, Any]]]:
+                return [*recover_entry(raw), ledger.fenced_at_commit(row, fence)]
+
+        commit_with(connection, statements, begin_next=self._unrecorded > 0, recover=recover)
 
     def _record_stamp(self, connection: Connection, step: Any) -> list[tuple[str, dict[str, Any]]]:
         """`alembic stamp`: a `stamped` ledger row per revision it leaves as a head; the
