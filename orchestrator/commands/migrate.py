@@ -231,7 +231,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         if plan is not None:  # it may have moved while we waited: the plan must still hold
             evidence = check_against_plan(app, run, plan, state.heads, revisions, render=False)
         # judged again on the predecessor as it is now, not as it was before the wait
-        steps = judge(app, run.env, revisions, fresh=True, evidence=evidence)
+        steps = judge(app, run.env, revisions, fresh=True, evidence=evidence, own=run.reading)
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)

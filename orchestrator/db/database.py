@@ -52,6 +52,10 @@ def make_engine(
             "connect_timeout": 10,
             "options": f"-c search_path={PRODUCT_SCHEMA}",
         }
+        if parsed.get_driver_name() in ("psycopg", "psycopg2"):
+            # SQLAlchemy's own hstore handling (it works the same for a revision's hstore
+            # column): no look-up of the type, three round trips, on each engine's first connection
+            options.setdefault("use_native_hstore", False)
     try:
         engine = create_engine(parsed, connect_args=connect_args, pool_pre_ping=False, **options)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
@@ -60,11 +64,50 @@ def make_engine(
             "SQLAlchemy URLs start with the dialect: postgresql://, postgresql+psycopg://, "
             "sqlite:///path."
         ) from None
+    if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
+        _first_connect_in_one_round_trip(engine.dialect)
     if writer and parsed.get_backend_name() == "postgresql":
         event.listen(engine, "connect", no_idle_timeouts)
         if engine.dialect.driver == "psycopg":
             event.listen(engine, "do_connect", _connect_committing_with)
     return engine
+
+
+_SERVER_FACTS = (
+    "SELECT current_schema(), current_setting('transaction_isolation'),"
+    " current_setting('standard_conforming_strings')"
+)
+
+
+def _first_connect_in_one_round_trip(dialect: Any) -> None:
+    """SQLAlchemy's first connection of an engine asks the server four things, each in its
+    own round trip inside a transaction (six in all): the version (psycopg has it from the
+    handshake), the schema, the default isolation level and standard_conforming_strings. One
+    query outside a transaction answers the last three; SQLAlchemy's own set-up does the rest."""
+    initialize = dialect.initialize
+
+    def in_one(connection: Connection) -> None:
+        dbapi: Any = connection.connection.dbapi_connection
+        autocommit, dbapi.autocommit = dbapi.autocommit, True
+        try:
+            schema, isolation, conforming = dbapi.execute(_SERVER_FACTS).fetchone()
+        finally:
+            dbapi.autocommit = autocommit
+        number = dbapi.info.server_version  # 160002 for 16.2; 90624 for 9.6.24
+        version = (
+            (number // 10000, number % 10000)
+            if number >= 100000
+            else (number // 10000, number // 100 % 100, number % 100)
+        )
+        dialect._get_server_version_info = lambda _c: version
+        dialect._get_default_schema_name = lambda _c: schema
+        dialect.get_default_isolation_level = lambda _d: isolation.upper()
+        dialect._set_backslash_escapes = lambda _c: setattr(
+            dialect, "_backslash_escapes", conforming == "off"
+        )
+        initialize(connection)
+
+    dialect.initialize = in_one
 
 
 # -- statements that ride with a COMMIT (one round trip, not two) ---------------------------

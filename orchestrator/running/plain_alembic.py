@@ -134,7 +134,9 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
                     evidence = check_against_plan(
                         app, run, plan, state.heads, revisions, render=False
                     )
-                steps = judge(app, run.env, revisions, fresh=True, evidence=evidence)
+                steps = judge(
+                    app, run.env, revisions, fresh=True, evidence=evidence, own=run.reading
+                )
                 if any(s.blocked for s in steps):
                     run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
                 run.witness(app.predecessor_cache.get(run.env.promotes_from or "", []))

@@ -131,7 +131,7 @@ def check_against_plan(
     if evidence is not None and revisions and _readable(app, run.env.promotes_from):
         # this job can read the predecessor: its evidence must still hold there now (not
         # rolled back, not edited since the plan was made), besides the plan's signed rows
-        live = judge(app, run.env, revisions, fresh=True)
+        live = judge(app, run.env, revisions, fresh=True, own=run.reading)
         if any(s.blocked for s in live):
             run.refuse(refusal_message(run.where, run.env.promotes_from, live), live)
     return evidence

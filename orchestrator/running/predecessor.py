@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -100,10 +101,17 @@ def read_connection(target: Target) -> Iterator[Connection]:
         ) from None
 
 
-def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) -> list[TargetState]:
+# a run's own look at its target (TargetRun.reading): no connection of its own
+OwnReading = Callable[[], AbstractContextManager[Connection]]
+
+
+def predecessor_states(
+    app: App, env: EnvironmentConfig, fresh: bool = False, own: OwnReading | None = None
+) -> list[TargetState]:
     """What each database of `env`'s predecessor has run. Cached per process (a fleet reads
     it once before forking); `fresh` reads it again, as the gate must once the lock is held:
-    the predecessor may have moved (been downgraded) while we waited."""
+    the predecessor may have moved (been downgraded) while we waited. `own`: the run's look
+    at its own database, where its end entries say what of the predecessor it witnessed."""
     if env.promotes_from is None:
         return []
     if not fresh and env.promotes_from in app.predecessor_cache:
@@ -111,7 +119,7 @@ def predecessor_states(app: App, env: EnvironmentConfig, fresh: bool = False) ->
     states = []
     keys = app.public_keys(env.promotes_from)
     # freshness: what this environment's own signed end entries say it saw of the predecessor
-    seen = own_witnessed(app, env) if keys and fresh else {}
+    seen = own_witnessed(app, env, own) if keys and fresh else {}
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{target.env}/{target.name}")
@@ -180,17 +188,21 @@ def believed(
     return problem, proven, head.as_dict() if head else None
 
 
-def own_witnessed(app: App, env: EnvironmentConfig) -> dict[str, Any]:
+def own_witnessed(app: App, env: EnvironmentConfig, own: OwnReading | None) -> dict[str, Any]:
     """Per predecessor database, the newest head `env`'s own signed end entries witnessed
-    (each entry's signature checked with `env`'s keys: a forged witness proves nothing)."""
+    (each entry's signature checked with `env`'s keys: a forged witness proves nothing): on
+    the run's own database where it is given (`own`), else on each of `env`'s."""
     from orchestrator.evidence import chain as store
 
     own_keys = app.public_keys(env.name)
     newest: dict[str, Any] = {}
     if not own_keys or env.promotes_from is None:
         return newest
-    for target in app.targets(env.name):
-        with read_connection(target) as connection:
+    readings = (
+        [own] if own is not None else [partial(read_connection, t) for t in app.targets(env.name)]
+    )
+    for reading in readings:
+        with reading() as connection:
             rows = store.recent_ends(connection)
             database = store.database_identity(connection) if rows else ""
         for head in store.signed_witnesses(rows, own_keys, env.name, database, env.promotes_from):
@@ -205,6 +217,7 @@ def judge(
     revisions: Sequence[str],
     fresh: bool = False,
     evidence: Sequence[TargetState] | None = None,
+    own: OwnReading | None = None,
 ) -> list[Step]:
     """The gate's verdict per revision, on the predecessor's databases as they are now, or
     on `evidence` (a release plan's signed rows) without opening them."""
@@ -215,7 +228,7 @@ def judge(
     if evidence is not None:
         preds = list(evidence)
     else:
-        preds = predecessor_states(app, env, fresh) if revisions else []
+        preds = predecessor_states(app, env, fresh, own) if revisions else []
     return gate(revisions, checksums, env.promotes_from, preds, file_digest(app))
 
 

@@ -211,7 +211,7 @@ class TargetRun:
         if outcome is None and exc is not None:
             outcome = getattr(exc, "outcome", "failed")
         try:
-            with self.engine.connect() as connection:
+            with self.reading() as connection:
                 live = live_run_ids(connection)
         except SQLAlchemyError:
             live = None
@@ -225,7 +225,9 @@ class TargetRun:
         if self.evidence is None:
             return
         try:
-            with self.engine.begin() as connection:
+            # outside a transaction on PostgreSQL: under READ COMMITTED one would give these
+            # reads no common snapshot, only its BEGIN and COMMIT round trips
+            with self.reading() as connection:
                 self.evidence.verify(
                     connection,
                     live_run_ids(connection),
