@@ -498,6 +498,11 @@ def test_a_run_timing_out_on_the_lock_appends_its_end_beside_the_holder(
     chain = entries(signed, "staging")
     assert [s for s, _, _ in chain] == list(range(1, len(chain) + 1))
     assert [kind for _, kind, _ in chain].count("end") == 2
+    # the waiter's end took the place the slow revision's entry was sent for with its COMMIT:
+    # the revision still committed, its entry appended after the waiter's end
+    kinds = [(kind, content.get("revision")) for _, kind, content in chain]
+    assert kinds.index(("ledger", "f0000000slow")) > kinds.index(("end", None))
+    assert signed.query("staging", "SELECT version_num FROM alembic_version") == [("f0000000slow",)]
     verify = signed.run("audit", "verify", "--env", "staging")
     assert verify.code == 0, verify.output
     assert signed.run("migrate", "prod", "--approve").code == 0

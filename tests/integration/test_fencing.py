@@ -16,6 +16,7 @@ import psycopg
 import pytest
 from pgcluster import PgCluster
 from projectkit import HEAD, SHIPPED, Project
+from test_evidence_chain import sign_env
 from test_locking import (
     LOCK_ID,
     add_chain,
@@ -113,9 +114,13 @@ def run_id_of(project: Project, proc: subprocess.Popen[str]) -> str:
     return str(started["run_id"])
 
 
+@pytest.mark.parametrize("signing", [False, True], ids=["unsigned", "signing"])
 def test_a_run_that_lost_its_lock_rolls_back_and_exits_1(
-    pg_project: Project, blocker: psycopg.Connection[Any], procs: list
+    pg_project: Project, blocker: psycopg.Connection[Any], procs: list, signing: bool
 ) -> None:
+    """Signing or not, the ledger row (and the chain entry) sent with the COMMIT fail it."""
+    if signing:
+        sign_env(pg_project, "dev")
     quick, blocking, after = setup(pg_project)
     first = pg_project.popen("migrate", "dev", TEST_BLOCK="1")
     procs.append(first)
