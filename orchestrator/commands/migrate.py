@@ -216,7 +216,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
             "Restore the file as it ran, or downgrade below it and upgrade again.",
             drift=drifted,
         )
-    steps = judge(app, run.env, revisions, evidence=evidence)
+    steps = judge(app, run.env, revisions, evidence=evidence, own=run.reading)
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
     same_env_py(app, run, evidence)

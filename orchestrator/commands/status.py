@@ -101,7 +101,7 @@ def _chain_state(app: App, env: EnvironmentConfig, connection: Any) -> str | Non
         return None
     from orchestrator.running.predecessor import believed
 
-    problem, _, head = believed(connection, keys, env.name, whole=True)
+    problem, _, head, _ = believed(connection, keys, env.name, whole=True)
     if problem is not None:
         return problem
     return f"intact up to entry {head['seq']}" if head else "nothing recorded yet"

@@ -96,6 +96,9 @@ class Head:
     seq: int
     hash: str
     at: str | None = None  # when it was seen
+    # what the chain proved up to this head (`snapshot`): where a successor witnessed it,
+    # its next read starts here instead of at entry 1
+    snapshot: Mapping[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"env": self.env, "database": self.database, "seq": self.seq, "hash": self.hash}
@@ -365,6 +368,10 @@ def last_restart(verdict: Verdict) -> Entry | None:
     return next((e for e in reversed(verdict.entries) if e.kind in ("moved", "repair")), None)
 
 
+def _dict_or_none(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
 def witnessed_heads(verdict: Verdict, predecessor: str) -> list[Head]:
     """Every predecessor head this chain's entries say they relied on, newest last."""
     heads = []
@@ -379,8 +386,83 @@ def witnessed_heads(verdict: Verdict, predecessor: str) -> list[Head]:
                             int(seen["seq"]),
                             str(seen["hash"]),
                             seen.get("at"),
+                            seen.get("snapshot")
+                            if isinstance(seen.get("snapshot"), dict)
+                            else None,
                         )
                     )
                 except (KeyError, TypeError, ValueError):
                     continue
     return heads
+
+
+# -- reading on from a witnessed head ----------------------------------------------------------
+
+_RECENT_ENDS = 50  # run ids of the newest end entries a snapshot keeps (audit proof)
+
+
+def snapshot(verdict: Verdict) -> dict[str, Any]:
+    """What a verified chain proves, in the few fields readers use: per revision its newest
+    ledger entry (the gate), the newest entry that pins the audit chain, and the newest run
+    ends (the audit proof). A successor signs it into its end entry with the head it
+    witnessed, so that its next read of this chain starts at that head."""
+    proven = {
+        str(row.get("revision")): [row.get("checksum"), row.get("direction"), row.get("run_id")]
+        for row in ledger_rows(verdict)
+        if row.get("direction") != "stamped"
+    }
+    pin = last_end(verdict)
+    ends = [str(e.content.get("run_id")) for e in verdict.entries if e.kind == "end"]
+    return {
+        "proven": proven,
+        "pin": None
+        if pin is None
+        else {"seq": pin.seq, "kind": pin.kind}
+        | {k: v for k, v in pin.content.items() if k != "witnessed"},
+        "ended": ends[-_RECENT_ENDS:],
+    }
+
+
+def continue_chain(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[signing.PublicKey],
+    *,
+    env: str,
+    database: str,
+    witnessed: Head,
+) -> Verdict | None:
+    """`rows` (from the witnessed entry on) verified as the continuation of what
+    `witnessed.snapshot` says the chain proved up to it: the verdict, with the snapshot's
+    facts standing for the entries before; None where it cannot be continued so (the entry
+    is not there as witnessed, a repair came since, no snapshot): then read it all."""
+    state = witnessed.snapshot
+    if not state or not rows or rows[0].get("seq") != witnessed.seq:
+        return None
+    try:
+        digest = hashlib.sha256(_open(rows[0])[1]).hexdigest()
+    except _Bad:
+        return None
+    newer = rows[1:]
+    if digest != witnessed.hash or any(r.get("kind") in ("repair", "moved") for r in newer):
+        return None
+    verdict = verify_chain(
+        newer, keys, env=env, database=database, start=(witnessed.seq, witnessed.hash)
+    )
+    # they stand for the entries up to the witnessed one, whose place and hash they take
+    at, digest = witnessed.seq, witnessed.hash
+    before = [
+        Entry(at, "ledger", {"revision": rev, "checksum": c, "direction": d, "run_id": r}, digest)
+        for rev, (c, d, r) in dict(state.get("proven") or {}).items()
+    ]
+    before += [Entry(at, "end", {"run_id": run}, digest) for run in state.get("ended") or ()]
+    pin = state.get("pin")
+    if isinstance(pin, dict):
+        content = {k: v for k, v in pin.items() if k not in ("seq", "kind")}
+        before.append(Entry(at, str(pin["kind"]), content, digest))
+    return Verdict(
+        [*before, *verdict.entries],
+        verdict.broken,
+        verdict.head,
+        verdict.given_up,
+        verdict.doubted,
+    )

@@ -72,6 +72,7 @@ class TargetState:
     broken: str | None = None
     proven: Mapping[str, tuple[str, str, str]] | None = None
     head: Mapping[str, Any] | None = None  # the chain head this verdict relied on
+    snapshot: Mapping[str, Any] | None = None  # what the chain proved up to it (chain.snapshot)
     # checksum of env.py and the project modules it imports, at its last successful run
     env_py: str | None = None
 

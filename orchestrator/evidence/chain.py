@@ -109,9 +109,22 @@ class Evidence:
         return chain.Head(self.env, self.database, seq, digest, at)
 
 
-def read_evidence(connection: Connection, keys: Sequence[signing.PublicKey], env: str) -> Evidence:
-    """Read and verify a database's whole chain (one query, one signature when intact)."""
+def read_evidence(
+    connection: Connection,
+    keys: Sequence[signing.PublicKey],
+    env: str,
+    seen: Mapping[str, chain.Head] | None = None,
+) -> Evidence:
+    """Read and verify a database's chain (one query, one signature when intact): from the
+    head a successor witnessed with what the chain proved up to it (`seen`, per database),
+    so that a long history costs what its newest entries cost; else all of it."""
     database = database_identity(connection)
+    witnessed = (seen or {}).get(database)
+    if witnessed is not None and witnessed.snapshot:
+        rows = read_rows(connection, after=witnessed.seq - 1)
+        verdict = chain.continue_chain(rows, keys, env=env, database=database, witnessed=witnessed)
+        if verdict is not None:
+            return Evidence(env, database, verdict, False, rows)
     rows = read_rows(connection)
     verdict = chain.verify_chain(rows, keys, env=env, database=database)
     missing = not rows and holds_a_schema(connection)

@@ -172,5 +172,6 @@ class RunEvidence:
             "database": self.writer.database,
             "seq": seq,
             "hash": digest,
-            "witnessed": self.witnessed,
+            # what the successor relied on; not what the chain proved up to it (long)
+            "witnessed": [{k: v for k, v in w.items() if k != "snapshot"} for w in self.witnessed],
         }

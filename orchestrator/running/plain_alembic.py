@@ -111,7 +111,7 @@ def _plain_alembic(context: Any, options: dict[str, Any]) -> None:
             _require_plan(run, plan)
             if plan is not None:
                 evidence = check_against_plan(app, run, plan, state.heads, revisions)
-            steps = judge(app, run.env, revisions, evidence=evidence)
+            steps = judge(app, run.env, revisions, evidence=evidence, own=run.reading)
             if any(s.blocked for s in steps):
                 run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         if command == "stamp":

@@ -119,7 +119,7 @@ def predecessor_states(
     states = []
     keys = app.public_keys(env.promotes_from)
     # freshness: what this environment's own signed end entries say it saw of the predecessor
-    seen = own_witnessed(app, env, own) if keys and fresh else {}
+    seen = own_witnessed(app, env, own) if keys and (fresh or own is not None) else {}
     for target in app.targets(env.promotes_from):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{target.env}/{target.name}")
@@ -142,6 +142,7 @@ def predecessor_states(
                 broken=chained[0],
                 proven=chained[1],
                 head=chained[2],
+                snapshot=chained[3],
             )
         )
     app.predecessor_cache[env.promotes_from] = states
@@ -155,16 +156,19 @@ def believed(
     seen: Mapping[str, Any] | None = None,
     seen_by: str = "",
     whole: bool = False,
-) -> tuple[str | None, dict[str, tuple[str, str, str]], dict[str, Any] | None]:
+) -> tuple[
+    str | None, dict[str, tuple[str, str, str]], dict[str, Any] | None, dict[str, Any] | None
+]:
     """A signing predecessor's evidence, verified before it is believed: why it cannot be
     (broken chain, missing evidence, audit rows no end entry covers), else per revision
-    its chain's newest entry, and the head relied on."""
+    its chain's newest entry, the head relied on, and what the chain proved up to it (for
+    the successor to sign with its witness: its next read starts there)."""
     from orchestrator.core import chain as pure
     from orchestrator.evidence import chain as store
     from orchestrator.evidence.audit_proof import prove_audit
     from orchestrator.running.run import live_run_ids
 
-    evidence = store.read_evidence(connection, keys, env)
+    evidence = store.read_evidence(connection, keys, env, seen)
     # the ledger table against the chain: judged per revision by the gate (`proven`);
     # `whole` (status) asks it of the whole table
     problem = evidence.problem or (store.ledger_problem(connection, evidence) if whole else None)
@@ -185,7 +189,8 @@ def believed(
         if row.get("direction") != "stamped"
     }
     head = evidence.head()
-    return problem, proven, head.as_dict() if head else None
+    snapshot = pure.snapshot(evidence.verdict) if head else None
+    return problem, proven, head.as_dict() if head else None, snapshot
 
 
 def own_witnessed(app: App, env: EnvironmentConfig, own: OwnReading | None) -> dict[str, Any]:

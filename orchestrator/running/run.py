@@ -242,7 +242,9 @@ class TargetRun:
         signed end entry (freshness: a later rollback below them is caught)."""
         if self.evidence is not None:
             self.evidence.witnessed = [
-                {**t.head, "at": utc_now()} for t in states if getattr(t, "head", None)
+                {**t.head, "at": utc_now(), "snapshot": t.snapshot}
+                for t in states
+                if getattr(t, "head", None)
             ]
 
     def evidence_moved(self, connection: Connection, reason: str) -> None:

@@ -257,6 +257,37 @@ def test_a_rollback_below_a_witnessed_head_is_named(signed: Project, tmp_path: P
     )
 
 
+def test_prod_reads_staging_on_from_the_head_it_witnessed(signed: Project) -> None:
+    """A run reads its predecessor's chain from the head its own signed end entry witnessed,
+    with what the chain proved up to it (signed with the witness): a long history costs what
+    its newest entries cost. Entries before that head are not read again: an edit there is
+    for staging's own runs and `audit verify` to name, and changes nothing prod believes."""
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    assert signed.run("migrate", "prod", "--approve", "--to", SHIPPED[2]).code == 0
+    (witness,) = entries(signed, "prod")[-1][2]["witnessed"]
+    assert witness["snapshot"]["proven"][SHIPPED[2]][1] == "up"
+    assert signed.run("migrate", "staging").code == 0
+    ((first,),) = signed.query("staging", "SELECT envelope FROM orchestrator_chain WHERE seq = 1")
+    execute(signed, "staging", "UPDATE orchestrator_chain SET envelope = 'x' WHERE seq = 1")
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "entry 1" in verify.output, verify.output
+    prod = signed.run("migrate", "prod", "--approve", "--json")
+    assert prod.code == 0, prod.output
+    assert prod.json()[0]["applied"] == SHIPPED[3:]
+    # a rolled back revision is still refused: the `down` entry is after the witnessed head
+    execute(signed, "staging", f"UPDATE orchestrator_chain SET envelope = '{first}' WHERE seq = 1")
+    assert signed.run("downgrade", "staging", "--to", SHIPPED[3], "--reason", "bad").code == 0
+    assert (
+        signed.run(
+            "downgrade", "prod", "--to", SHIPPED[3], "--reason", "x", "--force", "--approve"
+        ).code
+        == 0
+    )
+    refused = signed.run("migrate", "prod", "--approve")
+    assert refused.code == 3 and SHIPPED[4] in refused.stderr, refused.output
+
+
 def test_baseline_after_the_deploy_role_deletes_ledger_rows_is_refused(
     signed: Project,
 ) -> None:

@@ -166,3 +166,47 @@ def test_an_envelope_whose_signature_covers_other_bytes_than_it_shows_is_refused
     )
     verdict = check([{**rows[0], "envelope": text}])
     assert verdict.broken is not None and verdict.broken[0] == 1
+
+
+def test_a_reader_goes_on_from_a_witnessed_head_with_what_the_chain_proved_up_to_it() -> None:
+    """A successor signs, with the head it witnessed, what the chain proved up to it; its
+    next read starts at that head: entries before it are neither read nor needed, what
+    they proved (newest entry per revision, the audit pin) still counts."""
+    rows = build(
+        [
+            ("ledger", up("a")),
+            ("ledger", up("b")),
+            ("end", {"run_id": "r1", "audit_id": 7, "audit_hash": "h7", "open": ["r0"]}),
+            ("ledger", up("b", "down")),
+            ("ledger", up("c")),
+        ]
+    )
+    full = check(rows[:3])
+    seen = chain.Head("staging", DB, 3, rows[2]["hash"], None, chain.snapshot(full))
+    verdict = chain.continue_chain(rows[2:], KEYS, env="staging", database=DB, witnessed=seen)
+    assert verdict is not None and verdict.ok and verdict.head == (5, rows[4]["hash"])
+    newest = {r["revision"]: r["direction"] for r in chain.ledger_rows(verdict)}
+    assert newest == {r["revision"]: r["direction"] for r in chain.ledger_rows(check(rows))}
+    assert newest == {"a": "up", "b": "down", "c": "up"}
+    pin = chain.last_end(verdict)
+    assert pin is not None and pin.content["audit_id"] == 7
+    assert pin.content["open"] == ["r0"]
+    # a forged entry after the head is still caught, by its own seq
+    forged = {**rows[4], "envelope": rows[4]["envelope"].replace('"sig":"', '"sig":"AA')}
+    broken = chain.continue_chain(
+        [*rows[2:4], forged], KEYS, env="staging", database=DB, witnessed=seen
+    )
+    assert broken is not None and broken.broken is not None and broken.broken[0] == 5
+
+
+def test_a_witnessed_head_that_is_gone_or_other_means_reading_it_all() -> None:
+    rows = build([("ledger", up("a")), ("ledger", up("b")), ("ledger", up("c"))])
+    seen = chain.Head("staging", DB, 2, rows[1]["hash"], None, chain.snapshot(check(rows[:2])))
+    go_on = chain.continue_chain
+    assert go_on(rows[2:], KEYS, env="staging", database=DB, witnessed=seen) is None  # gone
+    other = build([("ledger", up("a")), ("ledger", up("x")), ("ledger", up("c"))])
+    assert go_on(other[1:], KEYS, env="staging", database=DB, witnessed=seen) is None
+    no_snapshot = chain.Head("staging", DB, 2, rows[1]["hash"])
+    assert go_on(rows[1:], KEYS, env="staging", database=DB, witnessed=no_snapshot) is None
+    repaired = [*rows[1:], {**rows[2], "seq": 4, "kind": "repair"}]
+    assert go_on(repaired, KEYS, env="staging", database=DB, witnessed=seen) is None
