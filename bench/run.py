@@ -30,6 +30,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
+from chainhistory import chain_bench  # noqa: E402
 from cluster import DurableCluster  # noqa: E402
 from common import ALEMBIC, ORCH, PYTHON, clean_environ, log  # noqa: E402
 from fencing import fence_bench  # noqa: E402
@@ -755,6 +756,11 @@ def main() -> int:
         if os.environ.get("BENCH_NETWORK", "1") == "1":
             log("\n#### on a network (latency proxy)")
             network_section, network_summary = network_bench(cluster, log)
+        if os.environ.get("BENCH_CHAIN", "1") == "1":
+            log("\n#### a predecessor with a long history")
+            chain_section, chain_summary = chain_bench(cluster, log)
+            network_section += chain_section
+            network_summary += chain_summary
         schema_section, schema_summary, fingerprint_s = (
             schema_bench(cluster, reps_fast, log)
             if os.environ.get("BENCH_SCHEMA", "1") == "1"
