@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -46,6 +47,10 @@ from orchestrator.running.predecessor import (
     upgrade_steps,
 )
 from orchestrator.running.run import TargetRun
+
+# the predecessor, read before the lock, is read again under it after a wait this long (a
+# prompt, lint) or any wait for the lock: it may have moved meanwhile
+REJUDGE_AFTER = 30.0
 
 if TYPE_CHECKING:
     from orchestrator.core.planning import TargetState
@@ -217,6 +222,7 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
             drift=drifted,
         )
     steps = judge(app, run.env, revisions, evidence=evidence, own=run.reading)
+    judged_at = time.monotonic()
     if any(s.blocked for s in steps):
         run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
     same_env_py(app, run, evidence)
@@ -230,8 +236,10 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
             return run.finish(message="already at target")
         if plan is not None:  # it may have moved while we waited: the plan must still hold
             evidence = check_against_plan(app, run, plan, state.heads, revisions, render=False)
-        # judged again on the predecessor as it is now, not as it was before the wait
-        steps = judge(app, run.env, revisions, fresh=True, evidence=evidence, own=run.reading)
+        # judged again on the predecessor as it is now where a wait (for the lock, a prompt)
+        # came since it was read: else the one read of it stands (SPEC: one read)
+        fresh = run.waited or time.monotonic() - judged_at > REJUDGE_AFTER
+        steps = judge(app, run.env, revisions, fresh=fresh, evidence=evidence, own=run.reading)
         if any(s.blocked for s in steps):
             run.refuse(refusal_message(run.where, run.env.promotes_from, steps), steps)
         check_before_run(run, state.heads)

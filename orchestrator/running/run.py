@@ -105,6 +105,7 @@ class TargetRun:
                 "environment."
             )
         self.fence: Fence | None = None
+        self.waited = False  # for the lock: another run held it when this one asked
         event.listen(self.engine, "begin", _revision_boundary, insert=True)
         event.listen(self.engine, "commit", _fence_commit)
         event.listen(self.engine, "set_connection_execution_options", _note_autocommit)
@@ -349,6 +350,7 @@ class TargetRun:
                 application_name(self.env.name, self.run_id, self.app.actor),
             ) as held:
                 self.fence = held.fence
+                self.waited = held.waited is not None
                 self.forget_tables()  # another run may have created some while we waited
                 try:
                     self.audit.emit("lock.acquired", lock_key=self.lock_key)
