@@ -130,12 +130,13 @@ def read_tables(connection: Connection, scopes: list[str]) -> dict[Key, dict[str
             names[(row[2], row[3])] = row[4]
             described["columns"].append(_column(row[0], row[4:]))
     for row in connection.execute(_CONSTRAINTS, params).all():
-        columns = [names[(row[5], n)] for n in row[6] or []]
+        # a check's columns are not needed (and may name a system column: tableoid)
+        columns = [names[(row[5], n)] for n in row[6] or []] if row[2] != "c" else []
         _constraint(table(row[0], row[1]), row, columns)
     version = connection.dialect.server_version_info or (0,)
     nulls = "i.indnullsnotdistinct" if version >= (15,) else "false"
     indexes = text(str(_INDEXES).replace("{nulls_not_distinct}", nulls))
-    opclasses: dict[int, str] = dict(connection.execute(_OPCLASSES).tuples().all())
+    opclasses: dict[int, str] = {oid: name for oid, name in connection.execute(_OPCLASSES)}
     for row in connection.execute(indexes, params).all():
         elements = [
             expression if n == 0 else names[(row[10], n)]
