@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from projectkit import Project
 
 from orchestrator.schema.description import compare, fingerprint
 from orchestrator.schema.reader import catalog_stamp, read_schema
@@ -290,3 +291,26 @@ def test_the_catalog_read_is_what_reflection_read(
     public = catalog if schemas != ["audit", "public"] else catalog["schemas"]["public"]
     assert len(public["tables"]["orders"]["indexes"]) == 3, "the rich schema was read"
     assert catalog == reflected
+
+
+def test_the_catalog_read_is_what_reflection_read_after_the_shipped_history(
+    pg_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records runs have written so far (the shipped revisions, our own tables in the same
+    database) read the same: no description moves because of how it is read."""
+    from orchestrator.schema import pg_tables
+
+    assert pg_project.run("migrate", "dev").code == 0
+    engine = pg_project.engine("dev")
+    try:
+        with engine.connect() as connection:
+            catalog = read_schema(connection)
+            with monkeypatch.context() as patched:
+                patched.setattr(pg_tables, "supported", lambda _connection: False)
+                reflected = read_schema(connection)
+    finally:
+        engine.dispose()
+    assert "users" in catalog["tables"]
+    assert catalog == reflected
+    recorded = pg_project.query("dev", "SELECT fingerprint FROM orchestrator_schema ORDER BY id")
+    assert recorded[-1][0] == fingerprint(reflected)
