@@ -24,6 +24,7 @@ WITH ns AS (
   WHERE n.nspname = ANY(CAST(:schemas AS text[]))
 ),
 ext AS (SELECT classid, objid FROM pg_depend WHERE deptype = 'e'),
+me AS (SELECT oid FROM pg_roles WHERE rolname = session_user),
 rels AS (
   SELECT c.oid, c.relname, c.relkind, c.relpersistence, c.relrowsecurity,
          c.relforcerowsecurity, c.relacl, c.relowner, c.reloptions, ns.nspname
@@ -166,6 +167,40 @@ SELECT json_build_object(
   'comments', (SELECT coalesce(json_agg(json_build_object(
       'schema', schema, 'kind', kind, 'name', name, 'text', description)), '[]')
     FROM comments),
+  'owners', (SELECT coalesce(json_agg(json_build_object(
+      'schema', schema, 'kind', kind, 'name', name, 'owner', pg_get_userbyid(owner))), '[]')
+    FROM (SELECT nspname AS schema, relname AS name, relowner AS owner,
+                 CASE relkind WHEN 'S' THEN 'sequence' WHEN 'v' THEN 'view'
+                              WHEN 'm' THEN 'materialized view' ELSE 'table' END AS kind
+          FROM rels
+          UNION ALL
+          SELECT nspname, proname || '(' || args || ')', proowner,
+                 CASE prokind WHEN 'p' THEN 'procedure' ELSE 'function' END
+          FROM procs) AS owned
+    WHERE owner NOT IN (SELECT oid FROM me)),
+  'column_grants', (SELECT coalesce(json_agg(json_build_object(
+      'schema', r.nspname, 'name', r.relname || '.' || a.attname,
+      'privileges', (SELECT json_agg(json_build_array(
+                       CASE WHEN x.grantee = r.relowner THEN '(owner)'
+                            WHEN x.grantee = 0 THEN 'PUBLIC'
+                            ELSE pg_get_userbyid(x.grantee) END,
+                       x.privilege_type, x.is_grantable))
+                     FROM aclexplode(a.attacl) AS x))), '[]')
+    FROM rels r JOIN pg_attribute a ON a.attrelid = r.oid
+    WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL
+      AND cardinality(a.attacl) > 0),
+  'default_privileges', (SELECT coalesce(json_agg(json_build_object(
+      'schema', n.nspname, 'objects', d.defaclobjtype,
+      'role', CASE WHEN d.defaclrole IN (SELECT oid FROM me) THEN '(deploy role)'
+                   ELSE pg_get_userbyid(d.defaclrole) END,
+      'privileges', (SELECT json_agg(json_build_array(
+                       CASE WHEN x.grantee = d.defaclrole THEN '(owner)'
+                            WHEN x.grantee = 0 THEN 'PUBLIC'
+                            ELSE pg_get_userbyid(x.grantee) END,
+                       x.privilege_type, x.is_grantable))
+                     FROM aclexplode(d.defaclacl) AS x))), '[]')
+    FROM pg_default_acl d LEFT JOIN ns n ON n.oid = d.defaclnamespace
+    WHERE d.defaclnamespace = 0 OR n.oid IS NOT NULL),
   'extensions', (SELECT coalesce(json_agg(json_build_object(
       'name', e.extname, 'version', e.extversion, 'schema', n.nspname)), '[]')
     FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace)
@@ -271,6 +306,7 @@ def pg_sections(raw: dict[str, Any], schema: str, home: str) -> dict[str, Any]:
     }
     flags = mine(raw["flags"])
     return {
+        **_privileges(raw, schema, home),
         "views": dict(sorted(views.items())),
         "sequences": dict(sorted(sequences.items())),
         "functions": dict(sorted(functions.items())),
@@ -290,6 +326,36 @@ def pg_sections(raw: dict[str, Any], schema: str, home: str) -> dict[str, Any]:
         "comments": dict(
             sorted((f"{r['kind']} {r['name']}", r["text"]) for r in mine(raw["comments"]))
         ),
+    }
+
+
+DEPLOY_ROLE = "(deploy role)"  # the role the orchestrator logs in as: the same in every env
+_DEFAULT_OBJECTS = {"r": "tables", "S": "sequences", "f": "functions", "T": "types", "n": "schemas"}
+
+
+def _privileges(raw: dict[str, Any], schema: str, home: str) -> dict[str, Any]:
+    """Owners other than the deploy role, column grants and default privileges of `schema`
+    (default privileges for every schema go with the first listed one)."""
+    owners = {
+        f"{r['kind']} {r['name']}": r["owner"]
+        for r in raw.get("owners") or []
+        if r["schema"] == schema
+    }
+    columns = {
+        f"column {r['name']}": _grants(r["privileges"])
+        for r in raw.get("column_grants") or []
+        if r["schema"] == schema
+    }
+    defaults = {}
+    for r in raw.get("default_privileges") or []:
+        if r["schema"] == schema or (r["schema"] is None and schema == home):
+            objects = _DEFAULT_OBJECTS.get(r["objects"], r["objects"])
+            where = f" in schema {schema}" if r["schema"] is not None else " in every schema"
+            defaults[f"{objects} for {r['role']}{where}"] = _grants(r["privileges"])
+    return {
+        "owners": dict(sorted(owners.items())),
+        "column_grants": dict(sorted((k, v) for k, v in columns.items() if v)),
+        "default_privileges": dict(sorted(defaults.items())),
     }
 
 

@@ -22,8 +22,11 @@ for the operations that repair a difference: a rendering hint, not part of the f
 Format 2 (`"format": 2`) adds, per schema, "views", "sequences", "functions", "triggers",
 "row_security", "policies", "unlogged", "grants" and "comments" (orchestrator.schema.catalog);
 at the top "extensions", and "schemas": each other listed schema's own description (None:
-it does not exist). A description without "format" is an earlier release's: compared with
-it, what it did not record is "not recorded", not drift (`not_recorded`).
+it does not exist). Later, also per schema: "owners" (objects not owned by the deploy role,
+the role the orchestrator logs in as), "column_grants" and "default_privileges"; a format 2
+record without them reads them as "not recorded". A description without "format" is an
+earlier release's: compared with it, what it did not record is "not recorded", not drift
+(`not_recorded`).
 """
 
 from __future__ import annotations
@@ -270,10 +273,22 @@ def not_recorded(reference: Mapping[str, Any], live: Mapping[str, Any]) -> list[
     if reference.get("format") is None:
         return [
             "views, sequences, functions, triggers, row-level security, policies, "
-            "grants, comments, UNLOGGED, extensions, other schemas"
+            "grants, comments, UNLOGGED, extensions, other schemas, owners, column grants, "
+            "default privileges"
         ]
     ref_schemas, live_schemas = reference.get("schemas") or {}, live.get("schemas") or {}
-    return [f"schema {s}" for s in sorted(set(live_schemas) - set(ref_schemas))]
+    # recorded since a later release than format 2's first: not compared until recorded
+    later = [s for s in _LATER if s in live and s not in reference]
+    return [", ".join(_LATER[s] for s in later)] * bool(later) + [
+        f"schema {s}" for s in sorted(set(live_schemas) - set(ref_schemas))
+    ]
+
+
+_LATER = {
+    "owners": "owners",
+    "column_grants": "column grants",
+    "default_privileges": "default privileges",
+}
 
 
 def compare(reference: Mapping[str, Any], live: Mapping[str, Any]) -> list[Difference]:

@@ -147,7 +147,7 @@ def compare_sections(
     diffs += _compare_grants(
         reference.get("grants") or {}, live.get("grants") or {}, schema, acl_defaults or {}
     )
-    return diffs
+    return diffs + compare_privileges(reference, live, schema, acl_defaults or {})
 
 
 def _compare_grants(
@@ -157,7 +157,7 @@ def _compare_grants(
     defaults: Mapping[str, Any],
 ) -> list[Difference]:
     """Per object, the privileges granted or revoked: `+ app_reader SELECT`. An object not
-    listed has its kind's default privileges."""
+    listed has its kind's default privileges (a column: none)."""
     diffs = []
     for key in sorted(set(old) | set(new)):
         if old.get(key) == new.get(key):
@@ -165,15 +165,116 @@ def _compare_grants(
         kind = key.partition(" ")[0]
         a = old.get(key, defaults.get(kind, {}))
         b = new.get(key, defaults.get(kind, {}))
-        parts = []
-        for grantee in sorted(set(a) | set(b)):
-            gained = sorted(set(b.get(grantee, [])) - set(a.get(grantee, [])))
-            lost = sorted(set(a.get(grantee, [])) - set(b.get(grantee, [])))
-            parts += [f"+ {grantee} {', '.join(gained)}"] if gained else []
-            parts += [f"- {grantee} {', '.join(lost)}"] if lost else []
         name = _qualify(key, schema, "grants")
-        line = f"~ grants on {name}: {'; '.join(parts) or 'as recorded'}"
+        line = f"~ grants on {name}: {_granted(a, b)}"
         diffs.append(Difference("~", "grants", None, name, line, a, b, schema))
+    return diffs
+
+
+def _granted(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
+    """`+ app_reader SELECT; - PUBLIC EXECUTE`."""
+    parts = []
+    for grantee in sorted(set(a) | set(b)):
+        gained = sorted(set(b.get(grantee, [])) - set(a.get(grantee, [])))
+        lost = sorted(set(a.get(grantee, [])) - set(b.get(grantee, [])))
+        parts += [f"+ {grantee} {', '.join(gained)}"] if gained else []
+        parts += [f"- {grantee} {', '.join(lost)}"] if lost else []
+    return "; ".join(parts) or "as recorded"
+
+
+# -- owners, column grants, default privileges (recorded since issue 33's second part) ---------
+
+DEPLOY_ROLE = "(deploy role)"
+_OWNED = ("materialized view", "table", "view", "sequence", "function", "procedure")
+_SECTION_OF = {
+    "materialized view": "views",
+    "view": "views",
+    "table": "tables",
+    "sequence": "sequences",
+    "function": "functions",
+    "procedure": "functions",
+}
+# default privileges of every schema: the kind whose default ACL applies where none is set
+_DEFAULT_KIND = {"tables": "table", "sequences": "sequence", "functions": "function"}
+
+
+def split_owned(key: str) -> tuple[str, str]:
+    """`materialized view totals` -> ("materialized view", "totals")."""
+    kind = next((k for k in _OWNED if key.startswith(k + " ")), key.partition(" ")[0])
+    return kind, key[len(kind) + 1 :]
+
+
+def _exists(described: Mapping[str, Any], kind: str, name: str) -> bool:
+    return name in (described.get(_SECTION_OF.get(kind, "tables")) or {})
+
+
+def _follows_table(
+    live: Mapping[str, Any],
+    sequence: str,
+    prefix: str,
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+) -> bool:
+    """A serial's sequence changes owner with its table (ALTER TABLE ... OWNER TO): said once,
+    on the table's line."""
+    owned_by = ((live.get("sequences") or {}).get(sequence) or {}).get("owned_by") or ""
+    table = owned_by.rpartition(".")[0].removeprefix(prefix)
+    key = f"table {table}"
+    return bool(table) and (old.get(key), new.get(key)) == (
+        old.get(f"sequence {sequence}"),
+        new.get(f"sequence {sequence}"),
+    )
+
+
+def compare_privileges(
+    reference: Mapping[str, Any],
+    live: Mapping[str, Any],
+    schema: str | None,
+    acl_defaults: Mapping[str, Any],
+) -> list[Difference]:
+    """Owners, column grants and default privileges of one schema; a section the reference
+    does not hold (a record of an earlier release) is not recorded, not compared. An object
+    that is itself added or removed has its own line: its owner and grants are not repeated."""
+    diffs: list[Difference] = []
+    prefix = f"{schema}." if schema else ""
+    if "owners" in reference and "owners" in live:
+        old, new = reference["owners"], live["owners"]
+        for key in sorted(set(old) | set(new)):
+            kind, bare = split_owned(key)
+            a, b = old.get(key, DEPLOY_ROLE), new.get(key, DEPLOY_ROLE)
+            if a == b or not (_exists(reference, kind, bare) and _exists(live, kind, bare)):
+                continue
+            if kind == "sequence" and _follows_table(live, bare, prefix, old, new):
+                continue
+            name = f"{kind} {prefix}{bare}"
+            line = f"~ owner of {name}: {a} -> {b}"
+            diffs.append(Difference("~", "owner", None, name, line, a, b, schema))
+    if "column_grants" in reference and "column_grants" in live:
+
+        def kept(grants: Mapping[str, Any]) -> dict[str, Any]:
+            return {
+                k: v
+                for k, v in grants.items()
+                if _exists(reference, "table", k[len("column ") :].rpartition(".")[0])
+                and _exists(live, "table", k[len("column ") :].rpartition(".")[0])
+            }
+
+        diffs += _compare_grants(
+            kept(reference["column_grants"]), kept(live["column_grants"]), schema, {}
+        )
+    if "default_privileges" in reference and "default_privileges" in live:
+        old, new = reference["default_privileges"], live["default_privileges"]
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) == new.get(key):
+                continue
+            # where no default privileges are set: none in a schema; in every schema, the
+            # kind's own defaults (PUBLIC may execute functions)
+            every = key.endswith(" in every schema")
+            absent = acl_defaults.get(_DEFAULT_KIND.get(key.partition(" ")[0], ""), {})
+            a = old.get(key, absent if every else {})
+            b = new.get(key, absent if every else {})
+            line = f"~ default privileges on {key}: {_granted(a, b)}"
+            diffs.append(Difference("~", "default privileges", None, key, line, a, b, schema))
     return diffs
 
 

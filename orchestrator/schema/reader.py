@@ -20,6 +20,7 @@ from sqlalchemy import Connection, inspect
 from sqlalchemy.exc import CompileError, NotSupportedError, SAWarning
 from sqlalchemy.types import TypeEngine
 
+from orchestrator.schema import pg_tables
 from orchestrator.schema.catalog import (
     acl_defaults,
     home_schema,
@@ -29,6 +30,7 @@ from orchestrator.schema.catalog import (
     sqlite_sections,
 )
 from orchestrator.schema.description import FORMAT, HINTS, RENDER, Description, sort_key
+from orchestrator.schema.pg_tables import DEFAULT_SCOPE
 from orchestrator.schema.stamp import catalog_stamp
 
 __all__ = ["catalog_stamp", "excluded", "read_schema"]
@@ -70,13 +72,24 @@ def _read_schema(connection: Connection, schemas: Sequence[str] | None) -> Descr
     raw = read_pg_objects(connection, listed)
     present = set(raw["schemas"])
     default = dialect.default_schema_name
+    scopes = {s: DEFAULT_SCOPE if s == default else s for s in listed if s in present}
+    read = (
+        pg_tables.read_tables(connection, sorted(set(scopes.values())))
+        if pg_tables.supported(connection)
+        else None
+    )
+    typed = _pg_types(inspector, read, types) if read is not None else {}
 
     def one(schema: str, prefix: str) -> Description:
         if schema not in present:
             return {"tables": {}, "enums": {}, **pg_sections(raw, schema, home)}
-        tables, enums = _read_tables(
-            connection, inspector, None if schema == default else schema, prefix, types, render
-        )
+        if read is None:  # PostgreSQL before 12: SQLAlchemy's reflection, one schema at a time
+            tables, enums = _read_tables(
+                connection, inspector, scopes[schema] or None, prefix, types, render
+            )
+        else:
+            tables = _pg_schema_tables(read, scopes[schema], prefix, typed, render)
+            enums = _pg_enums(inspector, scopes[schema] or None)
         return {"tables": tables, "enums": enums, **pg_sections(raw, schema, home)}
 
     top = one(home, "")
@@ -111,10 +124,7 @@ def _read_tables(
         indexes = inspector.get_multi_indexes(schema=schema)
         uniques = inspector.get_multi_unique_constraints(schema=schema)
     checks = _multi_or_empty(partial(inspector.get_multi_check_constraints, schema=schema))
-    enums: dict[str, list[str]] = {}
-    if dialect.name == "postgresql":
-        listed = cast(Any, inspector).get_enums(schema=schema)  # PostgreSQL's inspector only
-        enums = {e["name"]: list(e["labels"]) for e in listed if e["visible"] or schema is not None}
+    enums = _pg_enums(inspector, schema) if dialect.name == "postgresql" else {}
     tables: dict[str, Any] = {}
     for key in columns:
         table = fold(key[1])
@@ -122,37 +132,100 @@ def _read_tables(
             continue
         described = [(c, types(c["type"])) for c in columns[key]]
         render[prefix + table] = {fold(c["name"]): python for c, (_text, python) in described}
-        tables[table] = {
-            "columns": [_column(c, text, fold) for c, (text, _python) in described],
-            "primary_key": _pk(pks.get(key), fold),
-            "foreign_keys": sorted((_fk(f, fold) for f in fks.get(key, [])), key=sort_key),
-            "unique_constraints": sorted(
-                (
-                    {
-                        "name": _name(u["name"], fold),
-                        "columns": [fold(c) for c in u["column_names"]],
-                    }
-                    for u in uniques.get(key, [])
-                ),
-                key=sort_key,
-            ),
-            "check_constraints": sorted(
-                (
-                    {"name": _name(c["name"], fold), "sqltext": _squash(c["sqltext"])}
-                    for c in checks.get(key, [])
-                ),
-                key=sort_key,
-            ),
-            "indexes": sorted(
-                (
-                    _index(i, fold)
-                    for i in indexes.get(key, [])
-                    if not i.get("duplicates_constraint")  # the index behind a unique constraint
-                ),
-                key=sort_key,
-            ),
-        }
+        tables[table] = _table(
+            [_column(c, text, fold) for c, (text, _python) in described],
+            pks.get(key),
+            fks.get(key, []),
+            uniques.get(key, []),
+            checks.get(key, []),
+            indexes.get(key, []),
+            fold,
+        )
     return tables, enums
+
+
+def _table(
+    columns: list[dict[str, Any]],
+    pk: Mapping[str, Any] | None,
+    fks: Sequence[Mapping[str, Any]],
+    uniques: Sequence[Mapping[str, Any]],
+    checks: Sequence[Mapping[str, Any]],
+    indexes: Sequence[Mapping[str, Any]],
+    fold: Any,
+) -> dict[str, Any]:
+    """One table's description from reflection's shapes (SQLAlchemy's, or pg_tables')."""
+    return {
+        "columns": columns,
+        "primary_key": _pk(pk, fold),
+        "foreign_keys": sorted((_fk(f, fold) for f in fks), key=sort_key),
+        "unique_constraints": sorted(
+            (
+                {"name": _name(u["name"], fold), "columns": [fold(c) for c in u["column_names"]]}
+                for u in uniques
+            ),
+            key=sort_key,
+        ),
+        "check_constraints": sorted(
+            ({"name": _name(c["name"], fold), "sqltext": _squash(c["sqltext"])} for c in checks),
+            key=sort_key,
+        ),
+        "indexes": sorted(
+            (
+                _index(i, fold)
+                for i in indexes
+                if not i.get("duplicates_constraint")  # the index behind a unique constraint
+            ),
+            key=sort_key,
+        ),
+    }
+
+
+def _pg_enums(inspector: Any, schema: str | None) -> dict[str, list[str]]:
+    listed = cast(Any, inspector).get_enums(schema=schema)  # PostgreSQL's inspector only
+    return {e["name"]: list(e["labels"]) for e in listed if e["visible"] or schema is not None}
+
+
+def _pg_types(
+    inspector: Any, read: dict[pg_tables.Key, dict[str, Any]], types: _Types
+) -> dict[tuple[str, Any], tuple[str, str]]:
+    """{(scope, type key): (DDL text, Alembic's text)}: SQLAlchemy reflects only the few
+    tables that show each distinct type first, so every type reads as it always did."""
+    out: dict[tuple[str, Any], tuple[str, str]] = {}
+    for scope, names in pg_tables.representatives(read).items():
+        reflected = inspector.get_multi_columns(schema=scope or None, filter_names=names)
+        for (_schema, table), columns in reflected.items():
+            keys = {c["name"]: c["type"] for c in read[(scope, table)]["columns"]}
+            for column in columns:
+                out.setdefault((scope, keys[column["name"]]), types(column["type"]))
+    return out
+
+
+def _pg_schema_tables(
+    read: dict[pg_tables.Key, dict[str, Any]],
+    scope: str,
+    prefix: str,
+    typed: dict[tuple[str, Any], tuple[str, str]],
+    render: dict[str, dict[str, str]],
+) -> dict[str, Any]:
+    same = _same
+    tables: dict[str, Any] = {}
+    for (where, table), raw in read.items():
+        if where != scope or excluded(table):
+            continue
+        columns = []
+        for column in raw["columns"]:
+            text, python = typed[(scope, column["type"])]
+            render.setdefault(prefix + table, {})[column["name"]] = python
+            columns.append(_column(column, text, same))
+        render.setdefault(prefix + table, {})
+        tables[table] = _table(
+            columns, raw["pk"], raw["fks"], raw["uniques"], raw["checks"], raw["indexes"], same
+        )
+    return tables
+
+
+def _same(name: str) -> str:
+    return name
 
 
 def _sqlite_details(connection: Connection, tables: dict[str, Any]) -> None:

@@ -198,7 +198,20 @@ def _grant_target(diff: Difference) -> str:
 
 
 def _grants(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
-    target = _grant_target(diff)
+    kind, _, name = diff.name.partition(" ")
+    column = ""
+    if kind == "column":  # GRANT SELECT (email) ON TABLE users
+        table, _, bare = _bare(diff, name).rpartition(".")
+        target, column = f"TABLE {qualified(diff.schema, table)}", f" ({ident(bare)})"
+    else:
+        target = _grant_target(diff)
+    return _execute(
+        *_grant_statements(diff, f"ON {target}", column, lambda verb, rest: f"{verb} {rest}")
+    )
+
+
+def _grant_statements(diff: Difference, on: str, column: str, wrap: Any) -> list[str]:
+    """GRANT what the reference had and the live schema lost, REVOKE what it gained."""
     before, after = diff.before or {}, diff.after or {}
     made = []
     for grantee in sorted(set(before) | set(after)):
@@ -209,12 +222,47 @@ def _grants(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
         lost = sorted(set(before.get(grantee, [])) - set(after.get(grantee, [])))
         for privilege in gained:
             plain = privilege.removesuffix(" WITH GRANT OPTION")
-            made.append(f"REVOKE {plain} ON {target} FROM {who}")
+            made.append(wrap("REVOKE", f"{plain}{column} {on} FROM {who}"))
         for privilege in lost:
             plain = privilege.removesuffix(" WITH GRANT OPTION")
             option = " WITH GRANT OPTION" if plain != privilege else ""
-            made.append(f"GRANT {plain} ON {target} TO {who}{option}")
-    return _execute(*made)
+            made.append(wrap("GRANT", f"{plain}{column} {on} TO {who}{option}"))
+    return made
+
+
+def _role(name: str) -> str:
+    """The deploy role is whoever runs the revision: SESSION_USER."""
+    return "SESSION_USER" if name == "(deploy role)" else ident(name)
+
+
+def _owner(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
+    from orchestrator.schema.objects import split_owned
+
+    kind, name = split_owned(diff.name)
+    bare = _bare(diff, name)
+    if kind in ("function", "procedure"):
+        fn, _, args = bare.partition("(")
+        target = f"{qualified(diff.schema, fn)}({args}"
+    else:
+        target = qualified(diff.schema, bare)
+    return _execute(f"ALTER {kind.upper()} {target} OWNER TO {_role(str(diff.before))}")
+
+
+def _default_privileges(diff: Difference, _ref: Any, _live: Any) -> list[Op]:
+    """`tables for app_owner in schema public` -> ALTER DEFAULT PRIVILEGES FOR ROLE app_owner
+    IN SCHEMA public REVOKE SELECT ON TABLES FROM reader."""
+    objects, _, rest = diff.name.partition(" for ")
+    if rest.endswith(" in every schema"):
+        role, where = rest.removesuffix(" in every schema"), ""
+    else:
+        role, _, schema = rest.rpartition(" in schema ")
+        where = f" IN SCHEMA {ident(schema)}"
+    head = f"ALTER DEFAULT PRIVILEGES FOR ROLE {_role(role)}{where}"
+    return _execute(
+        *_grant_statements(
+            diff, f"ON {objects.upper()}", "", lambda verb, body: f"{head} {verb} {body}"
+        )
+    )
 
 
 def _comment(diff: Difference, ref: Any, live: Any) -> list[Op]:
@@ -289,6 +337,8 @@ MAKERS: dict[str, Maker] = {
     "row level security": _row_security,
     "unlogged": _unlogged,
     "grants": _grants,
+    "owner": _owner,
+    "default privileges": _default_privileges,
     "comment": _comment,
     "extension": _extension,
     "schema": _schema,

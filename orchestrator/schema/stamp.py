@@ -16,8 +16,10 @@ from orchestrator.schema.catalog import home_schema
 # (a no-op migrate and `status` stay cheap on a 1,000-table schema). A stamp that moved for
 # another reason (TRUNCATE, VACUUM FULL, a dropped and re-created index) only costs the full
 # read and comparison: it can never hide a change. Stamps of an earlier release's format
-# (which watched fewer catalogs) never equal one of this format.
-STAMP_FORMAT = "2"
+# (which watched fewer catalogs) never equal one of this format. Owners and column grants
+# live in rows already stamped (pg_class, pg_proc, pg_attribute); default privileges in
+# pg_default_acl (format 3).
+STAMP_FORMAT = "3"
 _PG_STAMP = text(
     """
     WITH ns AS (SELECT oid, xmin FROM pg_namespace WHERE nspname = ANY(CAST(:schemas AS text[]))),
@@ -63,6 +65,8 @@ _PG_STAMP = text(
         FROM pg_rewrite w JOIN rels ON rels.oid = w.ev_class
       UNION ALL
       SELECT 'x' || oid::text || ' ' || xmin::text FROM pg_extension
+      UNION ALL
+      SELECT 'v' || oid::text || ' ' || xmin::text FROM pg_default_acl
       UNION ALL  -- comments, ownership of sequences, membership of extensions: user objects'
       SELECT 'm' || objoid::text || ' ' || objsubid::text || ' ' || xmin::text
         FROM pg_description WHERE objoid >= 16384

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from projectkit import Project
 
 from orchestrator.schema.description import compare, fingerprint
 from orchestrator.schema.reader import catalog_stamp, read_schema
@@ -229,3 +230,87 @@ def test_every_kind_of_hand_edit_moves_the_stamp(pg_db: str, edit: int) -> None:
     functions = after["functions"]
     assert list(functions) == ["touch()"]  # neither ours nor an extension's
     assert "orchestrator_no_change on orchestrator_ledger" not in after["triggers"]
+
+
+# Every construct the table part of a description records, for the catalog read (issue 33:
+# three pg_catalog queries) against SQLAlchemy's reflection, which wrote every record so far.
+RICH_DDL = [
+    "CREATE SCHEMA audit",
+    "CREATE TYPE mood AS ENUM ('happy', 'sad')",
+    "CREATE TYPE audit.level AS ENUM ('low', 'high')",
+    "CREATE DOMAIN posint AS integer NOT NULL DEFAULT 1 CHECK (VALUE > 0)",
+    "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)",
+    "CREATE TABLE users (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+    "email varchar(255) COLLATE ci NOT NULL, name text COLLATE \"C\", m mood DEFAULT 'happy', "
+    "score posint, rank posint DEFAULT 5, tags text[], at timestamp(3) with time zone, "
+    "span interval hour to minute, b bit varying(8), d double precision, r real, "
+    "j jsonb DEFAULT '{}'::jsonb, u uuid, c char(3), n numeric, n2 numeric(12, 4), "
+    "doubled int GENERATED ALWAYS AS (score * 2) STORED, lvl audit.level, "
+    "CONSTRAINT uq_users_email UNIQUE NULLS NOT DISTINCT (email) INCLUDE (name), "
+    "CONSTRAINT ck_named CHECK ((score > 0) AND (rank < 100)) NO INHERIT)",
+    "CREATE TABLE orders (id serial, k int, user_id bigint, other bigint, "
+    "note text, total numeric(10, 2) DEFAULT 0, PRIMARY KEY (id, k), "
+    "FOREIGN KEY (user_id) REFERENCES users (id) MATCH FULL ON UPDATE CASCADE "
+    "ON DELETE SET NULL (user_id) DEFERRABLE INITIALLY DEFERRED, "
+    "CONSTRAINT fk_other FOREIGN KEY (other) REFERENCES users (id) ON DELETE RESTRICT, "
+    "CHECK (total >= 0), UNIQUE (k, note))",
+    "ALTER TABLE orders ADD CONSTRAINT ck_late CHECK (k <> 7) NOT VALID",
+    "CREATE INDEX ix_expr ON orders (lower(note) DESC NULLS LAST, k NULLS FIRST) "
+    "WHERE note IS NOT NULL AND k > 2",
+    "CREATE UNIQUE INDEX ix_ops ON orders (note text_pattern_ops, (k + 1)) "
+    "INCLUDE (total) WITH (fillfactor = 70)",
+    "CREATE INDEX ix_hash ON orders USING hash (note)",
+    "CREATE INDEX ix_gin ON users USING gin (tags)",
+    "CREATE UNIQUE INDEX ix_nnd ON users (name) NULLS NOT DISTINCT",
+    "CREATE TABLE empty_one ()",
+    "CREATE TABLE parted (id int, at date, PRIMARY KEY (id, at)) PARTITION BY RANGE (at)",
+    "CREATE TABLE parted_2026 PARTITION OF parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01')",
+    "CREATE TABLE audit.events (id serial PRIMARY KEY, user_id bigint REFERENCES public.users, "
+    "lvl audit.level, m mood)",
+    "CREATE TABLE audit.links (id int REFERENCES audit.events ON DELETE CASCADE)",
+    "CREATE TABLE alembic_version (version_num varchar(32) PRIMARY KEY)",
+]
+
+
+@pytest.mark.parametrize("schemas", [None, ["public", "audit"], ["audit", "public"]])
+def test_the_catalog_read_is_what_reflection_read(
+    pg_db: str, schemas: list[str] | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.schema import pg_tables
+
+    _run(pg_db, *RICH_DDL)
+    engine = sa.create_engine(pg_db)
+    try:
+        with engine.connect() as connection:
+            catalog = read_schema(connection, schemas)
+            with monkeypatch.context() as patched:
+                patched.setattr(pg_tables, "supported", lambda _connection: False)
+                reflected = read_schema(connection, schemas)
+    finally:
+        engine.dispose()
+    public = catalog if schemas != ["audit", "public"] else catalog["schemas"]["public"]
+    assert len(public["tables"]["orders"]["indexes"]) == 3, "the rich schema was read"
+    assert catalog == reflected
+
+
+def test_the_catalog_read_is_what_reflection_read_after_the_shipped_history(
+    pg_project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The records runs have written so far (the shipped revisions, our own tables in the same
+    database) read the same: no description moves because of how it is read."""
+    from orchestrator.schema import pg_tables
+
+    assert pg_project.run("migrate", "dev").code == 0
+    engine = pg_project.engine("dev")
+    try:
+        with engine.connect() as connection:
+            catalog = read_schema(connection)
+            with monkeypatch.context() as patched:
+                patched.setattr(pg_tables, "supported", lambda _connection: False)
+                reflected = read_schema(connection)
+    finally:
+        engine.dispose()
+    assert "users" in catalog["tables"]
+    assert catalog == reflected
+    recorded = pg_project.query("dev", "SELECT fingerprint FROM orchestrator_schema ORDER BY id")
+    assert recorded[-1][0] == fingerprint(reflected)

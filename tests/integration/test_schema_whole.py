@@ -155,6 +155,34 @@ HAND_CHANGES = {
         ["ALTER TABLE audit.events ADD COLUMN note text"],
         "+ column audit.events.note TEXT",
     ),
+    "column granted": (
+        ["GRANT SELECT (email) ON users TO {role}"],
+        "~ grants on column users.email: + {role} SELECT",
+    ),
+    "default privileges": (
+        ["ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}"],
+        "~ default privileges on tables for (deploy role) in schema public: + {role} SELECT",
+    ),
+    "table owner": (
+        ["ALTER TABLE users OWNER TO {role}"],
+        "~ owner of table users: (deploy role) -> {role}",
+    ),
+    "view owner": (
+        ["ALTER VIEW big_orders OWNER TO {role}"],
+        "~ owner of view big_orders: (deploy role) -> {role}",
+    ),
+    "function owner": (
+        ["ALTER FUNCTION touch() OWNER TO {role}"],
+        "~ owner of function touch(): (deploy role) -> {role}",
+    ),
+    "sequence owner": (
+        ["ALTER SEQUENCE invoice_no OWNER TO {role}"],
+        "~ owner of sequence invoice_no: (deploy role) -> {role}",
+    ),
+    "second schema's owner": (
+        ["ALTER TABLE audit.events OWNER TO {role}"],
+        "~ owner of table audit.events: (deploy role) -> {role}",
+    ),
     "index options only": (
         [
             "DROP INDEX ix_orders_created_at",
@@ -173,7 +201,7 @@ def test_a_hand_change_is_drift_named_shown_refused_and_reverted(
     statements, expected = HAND_CHANGES[change]
     role = f"{ROLE}_{uuid.uuid4().hex[:6]}"
     names = {"role": role}
-    if change == "select granted":
+    if any("{role}" in s for s in statements):
         _sql(project, "dev", f"CREATE ROLE {role}")
     if change == "extension added":
         names["extension"] = _available(project, "pg_trgm", "citext", "hstore")
@@ -233,6 +261,11 @@ op.execute("GRANT USAGE ON SCHEMA public TO {role}")
 op.execute("COMMENT ON COLUMN {t}.qty IS 'how many'")
 op.execute("CREATE UNLOGGED TABLE {t}_scratch (id int)")
 op.execute("CREATE TABLE audit.{t}_log (id int PRIMARY KEY, at timestamptz DEFAULT now())")
+op.execute("GRANT SELECT (qty), UPDATE (qty) ON {t} TO {role}")
+op.execute("ALTER DEFAULT PRIVILEGES IN SCHEMA audit GRANT SELECT ON TABLES TO {role}")
+op.execute("ALTER DEFAULT PRIVILEGES REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC")
+op.execute("ALTER VIEW {t}_view OWNER TO {role}")
+op.execute("ALTER FUNCTION {t}_check() OWNER TO {role}")
 """
     downgrade = f"""\
 op.execute("DROP TABLE audit.{t}_log")
@@ -279,6 +312,16 @@ def test_no_false_drift_over_five_rounds_through_every_environment(pg_project: P
     assert description["grants"]["table item5"][role] == ["INSERT", "SELECT"]
     assert "item5_log" in description["schemas"]["audit"]["tables"]
     assert "orchestrator_audit_append_only()" not in description["functions"]
+    assert description["owners"]["view item5_view"] == role
+    assert "table item5" not in description["owners"]  # the deploy role's: not listed
+    assert description["column_grants"]["column item5.qty"] == {role: ["SELECT", "UPDATE"]}
+    assert description["schemas"]["audit"]["default_privileges"] == {
+        "tables for (deploy role) in schema audit": {role: ["SELECT"]}
+    }
+    assert (
+        "PUBLIC"
+        not in description["default_privileges"]["functions for (deploy role) in every schema"]
+    )
 
 
 # -- a record of the previous release ----------------------------------------------------------
@@ -382,3 +425,68 @@ def test_sqlite_views_and_triggers_are_watched(sqlite_project: Project) -> None:
     assert "+ trigger trg_users on users" in drift.stdout
     assert "DROP TRIGGER trg_users" in drift.stdout
     assert _status(project)["dev"] == "drifted"
+
+
+def _as_first_whole_schema_release(project: Project, env: str) -> None:
+    """Rewrite the newest recorded schema as the release before owners, column grants and
+    default privileges were watched recorded it: without those sections."""
+    from orchestrator.schema.description import fingerprint
+
+    rid, text = project.query(
+        env, "SELECT id, description FROM orchestrator_schema ORDER BY id DESC"
+    )[0]
+    old = json.loads(text)
+    later = ("owners", "column_grants", "default_privileges")
+    for described in [old, *(old.get("schemas") or {}).values()]:
+        for key in later:
+            (described or {}).pop(key, None)
+    engine = project.engine(env)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "UPDATE orchestrator_schema SET description = :d, fingerprint = :f, "
+                    "stamp = '2:1 2' WHERE id = :id"
+                ),
+                {"d": json.dumps(old), "f": fingerprint(old), "id": rid},
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_record_without_owners_and_privileges_reads_them_as_not_recorded(
+    watched: Project,
+) -> None:
+    project = watched
+    role = f"{ROLE}_{uuid.uuid4().hex[:6]}"
+    _sql(project, "dev", f"CREATE ROLE {role}")
+    _as_first_whole_schema_release(project, "dev")
+    assert _status(project)["dev"] == "ok"
+    clean = project.run("drift", "dev")
+    assert clean.code == 0, clean.stdout
+    assert "not recorded" in clean.stdout and "owners" in clean.stdout, clean.stdout
+    _sql(
+        project,
+        "dev",
+        f"ALTER TABLE users OWNER TO {role}",
+        f"GRANT SELECT (email) ON users TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO {role}",
+    )
+    assert project.run("drift", "dev").code == 0
+    assert _status(project)["dev"] == "ok"
+    # what it recorded still is drift
+    _sql(project, "dev", "CREATE OR REPLACE VIEW big_orders AS SELECT id, total FROM orders")
+    assert project.run("drift", "dev").code == 3
+    _sql(
+        project,
+        "dev",
+        "CREATE OR REPLACE VIEW big_orders AS SELECT id, total FROM orders WHERE total > 100",
+    )
+    # the next run records them: from then on a change of owner is drift
+    project.add_revision("f00000000002", WATCHED, "pass", "pass")
+    assert project.run("migrate", "dev").code == 0
+    assert project.run("drift", "dev").code == 0
+    _sql(project, "dev", "ALTER TABLE users OWNER TO SESSION_USER")
+    later = project.run("drift", "dev")
+    assert later.code == 3, later.stdout
+    assert f"~ owner of table users: {role} -> (deploy role)" in later.stdout

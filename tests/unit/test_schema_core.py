@@ -297,6 +297,9 @@ def _whole() -> dict[str, Any]:
         },
         "unlogged": [],
         "grants": {},
+        "owners": {},
+        "column_grants": {},
+        "default_privileges": {},
         "comments": {"table users": "people"},
         "extensions": {"plpgsql": {"version": "1.0", "schema": "pg_catalog"}},
         "schemas": {"audit": {"tables": {}, "enums": {}}},
@@ -373,6 +376,29 @@ WHOLE_CHANGES = [
         "- schema audit",
         "op.execute('CREATE SCHEMA audit')",
     ),
+    (
+        lambda d: d["owners"].update({"table users": "bob"}),
+        "~ owner of table users: (deploy role) -> bob",
+        "op.execute('ALTER TABLE users OWNER TO SESSION_USER')",
+    ),
+    (
+        lambda d: d["owners"].update({"function add_one(x integer)": "bob"}),
+        "~ owner of function add_one(x integer): (deploy role) -> bob",
+        "op.execute('ALTER FUNCTION add_one(x integer) OWNER TO SESSION_USER')",
+    ),
+    (
+        lambda d: d["column_grants"].update({"column users.phone": {"app_reader": ["SELECT"]}}),
+        "~ grants on column users.phone: + app_reader SELECT",
+        "op.execute('REVOKE SELECT (phone) ON TABLE users FROM app_reader')",
+    ),
+    (
+        lambda d: d["default_privileges"].update(
+            {"tables for (deploy role) in schema public": {"app_reader": ["SELECT"]}}
+        ),
+        "~ default privileges on tables for (deploy role) in schema public: + app_reader SELECT",
+        "op.execute('ALTER DEFAULT PRIVILEGES FOR ROLE SESSION_USER IN SCHEMA public "
+        "REVOKE SELECT ON TABLES FROM app_reader')",
+    ),
 ]
 
 
@@ -433,3 +459,31 @@ def test_schemas_is_a_list_of_distinct_names() -> None:
         with pytest.raises(UsageError) as error:
             parse_environment(base + bad, "prod.yaml")
         assert "schemas" in error.value.message and error.value.exit_code == 2
+
+
+def test_a_record_without_owners_and_privileges_reads_them_as_not_recorded() -> None:
+    from orchestrator.schema.description import not_recorded
+
+    record = _whole()
+    for key in ("owners", "column_grants", "default_privileges"):
+        record.pop(key)
+    live = _whole()
+    live["owners"]["table users"] = "bob"
+    live["column_grants"]["column users.phone"] = {"app_reader": ["SELECT"]}
+    assert compare(record, live) == []
+    assert not_recorded(record, live) == ["owners, column grants, default privileges"]
+
+
+def test_a_serial_sequence_moves_with_its_table_and_a_dropped_object_has_one_line() -> None:
+    record = _whole()
+    record["sequences"]["invoice_no"]["owned_by"] = "users.id"
+    live = copy.deepcopy(record)
+    live["owners"].update({"table users": "bob", "sequence invoice_no": "bob"})
+    assert [d.line for d in compare(record, live)] == [
+        "~ owner of table users: (deploy role) -> bob"
+    ]
+    record["owners"]["view big_orders"] = "bob"
+    gone = copy.deepcopy(record)
+    gone["views"].pop("big_orders")
+    gone["owners"].pop("view big_orders")
+    assert [d.line for d in compare(record, gone)] == ["- view big_orders"]
