@@ -146,29 +146,39 @@ def believed(
         proof = prove_audit(connection, evidence, None, live_run_ids(connection))
         if proof.problem is not None:
             problem = f"{env}'s audit trail does not verify: {proof.problem}"
-    proven = {
+    head = evidence.head()
+    return problem, proven_rows(evidence.verdict), head.as_dict() if head else None
+
+
+def proven_rows(verdict: Any) -> dict[str, tuple[str, str, str]]:
+    """Per revision, its newest ledger entry in a verified chain (checksum, direction,
+    run_id): what the gate believes (also of a release plan's chain segment)."""
+    from orchestrator.core import chain as pure
+
+    return {
         str(row.get("revision")): (
             str(row.get("checksum")),
             str(row.get("direction")),
             str(row.get("run_id")),
         )
-        for row in pure.ledger_rows(evidence.verdict)
+        for row in pure.ledger_rows(verdict)
         if row.get("direction") != "stamped"
     }
-    head = evidence.head()
-    return problem, proven, head.as_dict() if head else None
 
 
-def own_witnessed(app: App, env: EnvironmentConfig) -> dict[str, Any]:
+def own_witnessed(
+    app: App, env: EnvironmentConfig, targets: Sequence[Target] | None = None
+) -> dict[str, Any]:
     """Per predecessor database, the newest head `env`'s own signed end entries witnessed
-    (each entry's signature checked with `env`'s keys: a forged witness proves nothing)."""
+    (each entry's signature checked with `env`'s keys: a forged witness proves nothing);
+    `targets`: of these databases of `env` only (a plan's run: its own)."""
     from orchestrator.evidence import chain as store
 
     own_keys = app.public_keys(env.name)
     newest: dict[str, Any] = {}
     if not own_keys or env.promotes_from is None:
         return newest
-    for target in app.targets(env.name):
+    for target in app.targets(env.name) if targets is None else targets:
         with read_connection(target) as connection:
             rows = store.recent_ends(connection)
             database = store.database_identity(connection) if rows else ""
