@@ -16,13 +16,8 @@ from orchestrator.core.errors import Refused, UsageError
 from orchestrator.core.planning import refusal_message
 from orchestrator.evidence import ledger, plans
 from orchestrator.running.app import App
-from orchestrator.running.plan_gate import (
-    approver_keys,
-    chain_segment,
-    entry_of,
-    read_plan,
-    writer_keys,
-)
+from orchestrator.running.plan_chain import chain_segment
+from orchestrator.running.plan_gate import approver_keys, entry_of, read_plan, writer_keys
 from orchestrator.running.policies import lint_refusal, lint_revisions
 from orchestrator.running.predecessor import (
     judge,
