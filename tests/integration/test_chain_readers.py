@@ -113,7 +113,7 @@ def test_a_plan_applied_where_staging_cannot_be_read(signed: Project) -> None:
         "--approve",
         STAGING_DATABASE_URL="postgresql+psycopg://nobody:secret@127.0.0.1:9/nowhere",
     )
-    assert unreachable.code != 0, unreachable.output
+    assert unreachable.code == 1, unreachable.output
     assert "Cannot read staging" in unreachable.stderr and "secret" not in unreachable.output
     assert signed.version("prod") == []
 
@@ -156,6 +156,23 @@ def test_a_plan_whose_chain_segment_was_cut_or_left_out_is_refused(signed: Proje
     assert done.code == 3, done.output
     assert "carries no verified evidence chain of staging/staging" in done.stderr
     assert signed.version("prod") == []
+
+
+def test_no_plan_is_written_from_a_chain_rolled_back_below_what_prod_saw(
+    signed: Project,
+) -> None:
+    assert signed.run("migrate", "dev").code == 0
+    assert signed.run("migrate", "staging", "--to", SHIPPED[2]).code == 0
+    assert signed.run("migrate", "prod", "--approve", "--to", SHIPPED[2]).code == 0
+    seen = entries(signed, "prod")[-1][2]["witnessed"][0]["seq"]
+    execute(signed, "staging", f"DELETE FROM orchestrator_chain WHERE seq >= {seen}")
+    out = signed.path / "plan.json"
+    written = signed.run("plan", "prod", "--out", str(out))
+    assert written.code == 3, written.output
+    assert f"staging's evidence was rolled back below entry {seen}, which prod saw" in (
+        written.stderr
+    ), written.stderr
+    assert not out.exists()
 
 
 # -- keys repair is the key holder's ----------------------------------------------------------
