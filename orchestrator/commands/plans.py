@@ -247,6 +247,7 @@ def show(plan: plans.Plan, fmt: str, path: Path, approvers: str | None = None) -
             + (f"; {approvers}" if approvers else ""),
         ),
         ("waivers", ", ".join(body.get("waivers") or []) or "none"),
+        ("evidence", _chain_note(body)),
     ]
     for key, value in facts:
         lines.append(f"- **{key}**: {value}" if markdown else f"{key:<10} {value}")
@@ -283,6 +284,23 @@ def show(plan: plans.Plan, fmt: str, path: Path, approvers: str | None = None) -
             lines.append(f"  SQL could not be rendered offline: {step['sql_problem']}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _chain_note(body: dict[str, Any]) -> str:
+    """Which entries of the predecessor's evidence chains the plan carries."""
+    chains = body.get("evidence_chain") or {}
+    if not isinstance(chains, dict) or not chains:
+        return "no evidence chain (the predecessor does not sign, or nothing to run)"
+    parts = []
+    for name, segment in sorted(chains.items()):
+        head = segment.get("head") if isinstance(segment, dict) else None
+        start = segment.get("start") if isinstance(segment, dict) else None
+        if isinstance(head, dict) and isinstance(start, dict) and isinstance(start.get("seq"), int):
+            first = start["seq"] + 1
+            parts.append(f"{body.get('predecessor')}/{name} entries {first}-{head.get('seq')}")
+        else:
+            parts.append(f"{body.get('predecessor')}/{name}: not a chain segment")
+    return "chain " + ", ".join(parts) + " (verified with its key when applied)"
 
 
 # -- files ---------------------------------------------------------------------------------

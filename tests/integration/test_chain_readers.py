@@ -71,6 +71,8 @@ def plan_then_roll_back(project: Project) -> tuple[Path, int]:
     plan = make_plan(project)
     head = plan_body(plan)["evidence_chain"]["staging"]["head"]
     assert head["env"] == "staging" and head["seq"] == len(entries(project, "staging"))
+    shown = project.run("plan", "show", str(plan))
+    assert f"-{head['seq']} (verified with its key when applied)" in shown.stdout, shown.output
     first = min(s for s, kind, c in entries(project, "staging") if c.get("revision") == HEAD)
     execute(
         project,
