@@ -77,6 +77,8 @@ def _plan_one(out: Out, p: dict[str, Any]) -> None:
         )
     if p.get("env_py"):
         print(out.paint(f"  {p['env_py']}", "33"))
+    if p.get("evidence_chain") and p["blocker"] != "evidence":  # nothing to run: said, no refusal
+        print(out.paint(f"  evidence: {p['evidence_chain']}", "31"))
     if p.get("predecessor_evidence") == "unsigned" and p["steps"]:
         print(
             f"  evidence: {p['predecessor']}'s ledger is unsigned (no `signing:`): whoever "

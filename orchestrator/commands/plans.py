@@ -11,10 +11,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from orchestrator.commands.status import env_chain_advice, own_chain_problem
 from orchestrator.core.errors import Refused, UsageError
 from orchestrator.core.planning import refusal_message
 from orchestrator.evidence import ledger, plans
 from orchestrator.running.app import App
+from orchestrator.running.plan_chain import chain_segment
 from orchestrator.running.plan_gate import approver_keys, entry_of, read_plan, writer_keys
 from orchestrator.running.policies import lint_refusal, lint_revisions
 from orchestrator.running.predecessor import (
@@ -42,12 +44,19 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
     for target in app.targets(env.name):
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{env.name}/{target.name}")
+            broken = own_chain_problem(app, env, connection)
         targets.append({"name": target.name, "heads": list(state.heads)})
         if destination not in state.heads:
             path = upgrade_steps(app, state.heads, destination, env.name)
             revisions += [r for r in path if r not in revisions]
+            if broken is not None:  # its run would refuse before writing: nothing to review
+                raise Refused(f"Refused: {broken}. {env_chain_advice(env.name)}.")
+    # read fresh: the predecessor's chain is checked against the heads this environment's
+    # own runs witnessed, so a plan is never written from a chain rolled back below them
+    predecessors = (
+        predecessor_states(app, env, fresh=True) if env.promotes_from and revisions else []
+    )
     steps = judge(app, env, revisions)
-    predecessors = predecessor_states(app, env) if env.promotes_from and revisions else []
     if any(s.blocked for s in steps):
         raise Refused(refusal_message(env.name, env.promotes_from, steps))
     findings, problem = lint_revisions(app, env, revisions)
@@ -58,7 +67,7 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
         raise Refused(lint_refusal(app, env, blocking))
 
     rendered = app.project.offline_sql(revisions, "postgresql") if revisions else None
-    evidence = _evidence(app, env.promotes_from, revisions)
+    evidence, chains = _evidence(app, env.promotes_from, revisions)
     key = writer_key(app, env.name)
     body = plans.build(
         env=env.name,
@@ -76,6 +85,9 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
     )
     # the env.py each predecessor database last ran with: the applying job compares its own
     body["env_py"] = {s.name: s.env_py for s in predecessors if s.env_py is not None}
+    # per predecessor database, the segment of its evidence chain the steps' rows are in, up
+    # to the head witnessed now: the applying job verifies it with the predecessor's key
+    body["evidence_chain"] = chains
     envelope: dict[str, Any] = {
         "payloadType": plans.PLAN_TYPE,
         "payload": _b64(plans.canonical(body)),
@@ -146,18 +158,23 @@ def _finding(finding: Any) -> dict[str, Any]:
 
 def _evidence(
     app: App, predecessor: str | None, revisions: Sequence[str]
-) -> dict[str, list[dict[str, Any]]]:
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """Each predecessor database's ledger rows of the planned revisions, as stored there
-    (with their signature envelopes where the predecessor signs)."""
+    (with their signature envelopes where the predecessor signs), and where it signs the
+    segment of its verified evidence chain that holds them."""
     if predecessor is None or not revisions:
-        return {}
+        return {}, {}
     wanted = set(revisions)
-    evidence = {}
+    keys = app.public_keys(predecessor)
+    evidence, chains = {}, {}
     for target in app.targets(predecessor):
         with read_connection(target) as connection:
             latest = ledger.latest_ledger(connection)
+            segment = chain_segment(connection, keys, predecessor, revisions) if keys else None
         evidence[target.name] = [e.as_row() for rev, e in latest.items() if rev in wanted]
-    return evidence
+        if segment is not None:
+            chains[target.name] = segment
+    return evidence, chains
 
 
 def approve_plan(app: App, path: Path, key_env: str) -> dict[str, Any]:
@@ -230,6 +247,7 @@ def show(plan: plans.Plan, fmt: str, path: Path, approvers: str | None = None) -
             + (f"; {approvers}" if approvers else ""),
         ),
         ("waivers", ", ".join(body.get("waivers") or []) or "none"),
+        ("evidence", _chain_note(body)),
     ]
     for key, value in facts:
         lines.append(f"- **{key}**: {value}" if markdown else f"{key:<10} {value}")
@@ -266,6 +284,23 @@ def show(plan: plans.Plan, fmt: str, path: Path, approvers: str | None = None) -
             lines.append(f"  SQL could not be rendered offline: {step['sql_problem']}")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _chain_note(body: dict[str, Any]) -> str:
+    """Which entries of the predecessor's evidence chains the plan carries."""
+    chains = body.get("evidence_chain") or {}
+    if not isinstance(chains, dict) or not chains:
+        return "no evidence chain (the predecessor does not sign, or nothing to run)"
+    parts = []
+    for name, segment in sorted(chains.items()):
+        head = segment.get("head") if isinstance(segment, dict) else None
+        start = segment.get("start") if isinstance(segment, dict) else None
+        if isinstance(head, dict) and isinstance(start, dict) and isinstance(start.get("seq"), int):
+            first = start["seq"] + 1
+            parts.append(f"{body.get('predecessor')}/{name} entries {first}-{head.get('seq')}")
+        else:
+            parts.append(f"{body.get('predecessor')}/{name}: not a chain segment")
+    return "chain " + ", ".join(parts) + " (verified with its key when applied)"
 
 
 # -- files ---------------------------------------------------------------------------------

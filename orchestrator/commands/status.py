@@ -107,6 +107,27 @@ def _chain_state(app: App, env: EnvironmentConfig, connection: Any) -> str | Non
     return f"intact up to entry {head['seq']}" if head else "nothing recorded yet"
 
 
+def own_chain_problem(app: App, env: EnvironmentConfig, connection: Any) -> str | None:
+    """Why a signing database's own evidence cannot be believed (broken, missing, audit
+    rows no end entry covers), as its next run would find before writing; None when it can
+    (or the environment does not sign)."""
+    keys = app.public_keys(env.name)
+    if not keys:
+        return None
+    from orchestrator.running.predecessor import believed
+
+    return believed(connection, keys, env.name, whole=True)[0]
+
+
+def env_chain_advice(env: str) -> str:
+    """What to do about one's own broken chain (the words of `migrate`'s refusal)."""
+    return (
+        f"{env} signs nothing after evidence it cannot prove, so a run would change nothing. "
+        f"Find out what happened to its database; `orchestrator keys repair {env} --reason "
+        "...` (the key holder) records it and lets runs go on"
+    )
+
+
 def _unconfigured(env: str, target: str, why: str, heads: tuple[str, ...]) -> dict[str, Any]:
     return {
         "env": env,
@@ -243,6 +264,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, target.name)
             schema = planned_schema_drift(app, target, connection, state.heads)
+            own_chain = own_chain_problem(app, env, connection)
         revisions = upgrade_steps(app, state.heads, destination, env.name)
         steps = judge(app, env, revisions)
         env_py = env_py_note(app, env) if revisions else None  # the predecessor read just now
@@ -297,6 +319,14 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
             "verdict": verdict.text,
             "env_py": env_py,
         }
+        if own_chain is not None:
+            entry["evidence_chain"] = own_chain
+        if own_chain is not None and revisions:  # as `migrate` refuses before it writes
+            entry.update(
+                would_refuse=True,
+                blocker="evidence",
+                verdict=f"REFUSED: {own_chain}. {env_chain_advice(env.name)}",
+            )
         if env_py and env.policy.same_env_py == "refuse" and not entry["would_refuse"]:
             entry.update(
                 would_refuse=True,

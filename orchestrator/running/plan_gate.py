@@ -4,7 +4,7 @@ evidence it carries. Shared by `migrate --plan` and plain `alembic -x plan=FILE`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from orchestrator.core.planning import LedgerEntry, TargetState, refusal_message
 from orchestrator.evidence import ledger, plans
 from orchestrator.evidence.plans import Plan
 from orchestrator.running.app import App
-from orchestrator.running.predecessor import file_digest, judge
+from orchestrator.running.plan_chain import behind_the_plan, plan_chain
+from orchestrator.running.predecessor import file_digest, judge, own_witnessed
 from orchestrator.running.run import TargetRun
 
 
@@ -127,13 +128,30 @@ def check_against_plan(
             + ".",
             plan_refusals=causes,
         )
-    evidence = plan_evidence(app, plan)
-    if evidence is not None and revisions and _readable(app, run.env.promotes_from):
-        # this job can read the predecessor: its evidence must still hold there now (not
-        # rolled back, not edited since the plan was made), besides the plan's signed rows
+    predecessor = run.env.promotes_from
+    readable = _readable(app, predecessor)
+    # a job that cannot read the predecessor believes the plan's chain segment only as far
+    # as it is no older than what this database's own runs already saw of the predecessor
+    seen = None if readable else own_witnessed(app, run.env, run.reading)
+    evidence = plan_evidence(app, plan, seen)
+    if evidence is not None and revisions and readable:
+        # this job can read the predecessor: its chain must still extend the head the plan
+        # witnessed (not rolled back, not replaced), and its evidence hold there now
+        stale = behind_the_plan(app, plan)
+        if stale:
+            run.refuse(
+                f"Refused: {run.where} will not run the plan {plan.sha256[:12]}: "
+                + "; ".join(stale)
+                + ".",
+                plan_refusals=stale,
+            )
         live = judge(app, run.env, revisions, fresh=True, own=run.reading)
         if any(s.blocked for s in live):
-            run.refuse(refusal_message(run.where, run.env.promotes_from, live), live)
+            run.refuse(refusal_message(run.where, predecessor, live), live)
+    elif evidence is not None and predecessor is not None:
+        # what the gate relies on, and this run's end entry witnesses (run.witness reads
+        # the states the gate judged): the plan's verified chain heads
+        app.predecessor_cache[predecessor] = evidence
     return evidence
 
 
@@ -169,10 +187,17 @@ def _readable(app: App, env: str | None) -> bool:
     return True
 
 
-def plan_evidence(app: App, plan: plans.Plan) -> list[TargetState] | None:
-    """The predecessor's databases as the plan's signed rows show them, where the
-    predecessor signs (so its public key alone proves them); None where it does not sign
-    (the gate then reads the predecessor live, as without a plan)."""
+def plan_evidence(
+    app: App, plan: plans.Plan, witnessed: Mapping[str, Any] | None = None
+) -> list[TargetState] | None:
+    """The predecessor's databases as the plan shows them, where the predecessor signs (so
+    its public key alone proves them): its signed ledger rows, believed as far as the
+    segment of its evidence chain the plan carries verifies (every entry from the oldest
+    planned revision's to the head the plan witnessed, the newest signed by the
+    predecessor's key). `witnessed`: per predecessor database, the newest head this
+    database's own signed entries saw: a plan whose evidence ends below it or diverges
+    from it is refused. None where the predecessor does not sign (the gate then reads the
+    predecessor live, as without a plan)."""
     predecessor = app.envs.get(plan.env).promotes_from
     if predecessor is None:
         return []
@@ -188,7 +213,20 @@ def plan_evidence(app: App, plan: plans.Plan) -> list[TargetState] | None:
                 entries[entry.revision] = entry
         applied = frozenset(r for r, e in entries.items() if e.applied)
         env_py = plan.body.get("env_py", {}).get(name)
-        states.append(TargetState(name, applied, entries, keys, predecessor, env_py=env_py))
+        broken, proven, head = plan_chain(plan, name, predecessor, keys, witnessed or {})
+        states.append(
+            TargetState(
+                name,
+                applied,
+                entries,
+                keys,
+                predecessor,
+                env_py=env_py,
+                broken=broken,
+                proven=proven,
+                head=head,
+            )
+        )
     # every database the predecessor's configuration lists, as this checkout configures it:
     # one the plan's evidence leaves out has run nothing, as far as the plan proves
     listed = target_names(app.envs.get(predecessor), app.settings.project_dir)

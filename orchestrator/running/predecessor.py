@@ -179,18 +179,25 @@ def believed(
         proof = prove_audit(connection, evidence, None, live_run_ids(connection))
         if proof.problem is not None:
             problem = f"{env}'s audit trail does not verify: {proof.problem}"
-    proven = {
+    head = evidence.head()
+    snapshot = pure.snapshot(evidence.verdict) if head else None
+    return problem, proven_rows(evidence.verdict), head.as_dict() if head else None, snapshot
+
+
+def proven_rows(verdict: Any) -> dict[str, tuple[str, str, str]]:
+    """Per revision, its newest ledger entry in a verified chain (checksum, direction,
+    run_id): what the gate believes (also of a release plan's chain segment)."""
+    from orchestrator.core import chain as pure
+
+    return {
         str(row.get("revision")): (
             str(row.get("checksum")),
             str(row.get("direction")),
             str(row.get("run_id")),
         )
-        for row in pure.ledger_rows(evidence.verdict)
+        for row in pure.ledger_rows(verdict)
         if row.get("direction") != "stamped"
     }
-    head = evidence.head()
-    snapshot = pure.snapshot(evidence.verdict) if head else None
-    return problem, proven, head.as_dict() if head else None, snapshot
 
 
 def own_witnessed(app: App, env: EnvironmentConfig, own: OwnReading | None) -> dict[str, Any]:
