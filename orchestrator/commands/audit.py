@@ -264,7 +264,7 @@ def chain_verdict(
     entry proven; its ledger table matching what the chain says. Why not, else None."""
     from orchestrator.evidence import chain as store
     from orchestrator.evidence.audit_proof import prove_audit
-    from orchestrator.running.run import live_run_ids
+    from orchestrator.running.liveness import live_run_ids
 
     evidence = store.read_evidence(connection, keys, env)
     if evidence.problem is not None:

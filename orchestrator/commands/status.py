@@ -19,6 +19,7 @@ from orchestrator.db.database import keep_reads, safe_url
 from orchestrator.evidence import ledger
 from orchestrator.migrations.lint import blocking
 from orchestrator.running.app import App
+from orchestrator.running.liveness import live_run_ids, run_alive
 from orchestrator.running.policies import ahead_warnings, lint_for, waiver_lines
 from orchestrator.running.predecessor import (
     checksum_drift,
@@ -30,7 +31,6 @@ from orchestrator.running.predecessor import (
     read_state,
     upgrade_steps,
 )
-from orchestrator.running.run import live_run_ids, run_alive
 
 
 def status(app: App, names: list[str]) -> list[dict[str, Any]]:

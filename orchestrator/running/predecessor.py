@@ -166,7 +166,7 @@ def believed(
     from orchestrator.core import chain as pure
     from orchestrator.evidence import chain as store
     from orchestrator.evidence.audit_proof import prove_audit
-    from orchestrator.running.run import live_run_ids
+    from orchestrator.running.liveness import live_run_ids
 
     evidence = store.read_evidence(connection, keys, env, seen)
     # the ledger table against the chain: judged per revision by the gate (`proven`);

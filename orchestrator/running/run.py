@@ -4,10 +4,8 @@ revisions it applies; and which runs are still alive."""
 from __future__ import annotations
 
 import os
-import re
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,7 +26,8 @@ from orchestrator.core.errors import (
     Refused,
     UsageError,
 )
-from orchestrator.core.logging import console_active, utc_now
+from orchestrator.core.failures import failure_message
+from orchestrator.core.logging import utc_now
 from orchestrator.core.planning import Step, reads_refusal
 from orchestrator.core.results import RunResult
 from orchestrator.db.database import (
@@ -42,32 +41,22 @@ from orchestrator.db.database import (
     rides_with_commit,
     run_script,
     safe_url,
-    set_session,
 )
-from orchestrator.db.locks import DEFAULT_KEY, FENCE_SQL, Fence, migration_lock
+from orchestrator.db.locks import DEFAULT_KEY, Fence, migration_lock
 from orchestrator.evidence import ledger
 from orchestrator.evidence.audit import FINAL_WAIT, AuditTrail
 from orchestrator.evidence.keys import Signer
 from orchestrator.migrations import observe
 from orchestrator.migrations.revisions import reverts_nothing
-from orchestrator.running import cancel
+from orchestrator.running import cancel, connection_hooks
 from orchestrator.running.app import App, new_run_id
+from orchestrator.running.connection_hooks import AUTOCOMMITTED, BETWEEN, FENCE, FENCED
 from orchestrator.running.evidence_run import RunEvidence
+from orchestrator.running.liveness import application_name, live_run_ids, run_alive
 from orchestrator.running.predecessor import DbState, read_state
+from orchestrator.running.progress import RevisionTicker
 
 Executor = Callable[[Connection, Callable[..., None]], None]
-
-# Keys of the migration connection's `info` while a run applies revisions on it.
-FENCE = "orchestrator.fence"  # the Fence every commit on this connection must satisfy
-FENCED = "orchestrator.fenced"  # this transaction's ledger insert already proved the fence
-AUTOCOMMITTED = "orchestrator.autocommitted"  # the current revision ran an autocommit block
-BETWEEN = "orchestrator.between"  # a revision just ended: the next BEGIN starts another
-
-
-def application_name(env: str, run_id: str, actor: str) -> str:
-    """The run's sessions' name. The run id comes first: PostgreSQL keeps 63 bytes, and a
-    long environment name or actor must never cut off what `status` looks for."""
-    return f"orchestrator run={run_id} {env} {actor}"
 
 
 class TargetRun:
@@ -106,9 +95,7 @@ class TargetRun:
             )
         self.fence: Fence | None = None
         self.waited = False  # for the lock: another run held it when this one asked
-        event.listen(self.engine, "begin", _revision_boundary, insert=True)
-        event.listen(self.engine, "commit", _fence_commit)
-        event.listen(self.engine, "set_connection_execution_options", _note_autocommit)
+        connection_hooks.watch(self.engine)
         fleet = target.name != target.env
         self.audit = AuditTrail(
             env=self.env.name,
@@ -571,7 +558,7 @@ class TargetRun:
                 ticker.next(len(uncommitted))
 
         with self.engine.connect() as connection, ticker:
-            self._session_settings(connection)
+            connection_hooks.session_settings(connection, self.env.session)
             connection.info[FENCE] = fence
             connection.info[FENCED] = False
             connection.info[AUTOCOMMITTED] = False
@@ -749,43 +736,16 @@ class TargetRun:
             lock_lost=lost or None,
             autocommit_block=autocommitted or None,
         )
-        earlier = (
-            f"{len(self.applied)} earlier revision(s) of this run stay applied "
-            f"({', '.join(self.applied) or 'none'}); {self.where} is at {self._where_now()}."
+        message = failure_message(
+            where=self.where,
+            failed=failed,
+            error=error,
+            lost=lost,
+            per_run=self.per_run,
+            autocommitted=autocommitted,
+            applied=self.applied,
+            now=self._where_now(),
         )
-        if lost:
-            message = (
-                f"This run lost the migration lock on {self.where} while running {failed}: "
-                "its lock session ended (terminated, idle timeout, or network), so another run "
-                f"may hold the lock now. {failed} did not commit: it was rolled back"
-                + (
-                    ", except the statements of its autocommit block, which stay"
-                    if autocommitted
-                    else ""
-                )
-                + f". Nothing more runs. {earlier} Run again once no other run is migrating it."
-            )
-        elif self.per_run:
-            message = (
-                f"Revision {failed} failed on {self.where}: {error}. The run's single "
-                "transaction (transaction: per-run) was rolled back: none of its revisions "
-                f"stay applied, none is recorded; {self.where} is at {self._where_now()}."
-            )
-        elif autocommitted:
-            message = (
-                f"Revision {failed} failed on {self.where}, in or after its autocommit block: "
-                f"{error}. Its statements in a transaction were rolled back, but those of its "
-                "autocommit block (CREATE INDEX CONCURRENTLY and the like) run outside any "
-                "transaction and were NOT rolled back: what they created before the failure, "
-                "or what an earlier run killed after that block created, is still there. "
-                f"{earlier} To resume, make those statements re-runnable (CREATE INDEX "
-                "CONCURRENTLY IF NOT EXISTS) or drop what they left (DROP INDEX CONCURRENTLY "
-                "IF EXISTS ...), then run again."
-            )
-        else:
-            message = (
-                f"Revision {failed} failed on {self.where}: {error}. It was rolled back; {earlier}"
-            )
         self.audit.emit(
             "run.failed",
             outcome="failed",
@@ -801,155 +761,3 @@ class TargetRun:
             return ", ".join(self.read().heads) or "base"
         except OrchestratorError:
             return "a revision we could not read back"
-
-    def _session_settings(self, connection: Connection) -> None:
-        if not is_postgresql(connection):
-            return
-        # Each revision commits on its own; none of those commits waits for the disk. The
-        # run's last audit row is committed durably on another session, which flushes the
-        # WAL, theirs included, before we report success. A server crash mid-run can lose
-        # only whole revisions, ledger rows with them: never a half, never a reported one.
-        settings = {"synchronous_commit": "off"}
-        session = self.env.session
-        for name, value in (
-            ("lock_timeout", session.lock_timeout),
-            ("statement_timeout", session.statement_timeout),
-        ):
-            if value is not None:
-                settings[name] = value
-        # A runner killed mid-statement frees the lock at once (its lock session sees EOF), but
-        # the backend of its migration would go on running the statement, holding its locks,
-        # until it next talks to the dead client. Have it notice the dead client (PG >= 14).
-        if (connection.dialect.server_version_info or (0,)) >= (14,):
-            settings["client_connection_check_interval"] = "1s"
-        set_session(connection, settings)  # one round trip
-
-
-def _fence_commit(connection: Connection) -> None:
-    """Before a commit on the migration connection that no fenced ledger insert covers (the
-    work before an autocommit block, the block itself, the one COMMIT of a per-run
-    transaction), prove the lock is still held."""
-    fence = connection.info.get(FENCE)
-    if fence is None or connection.info.pop(FENCED, False):
-        return
-    dbapi = connection.connection.dbapi_connection
-    assert dbapi is not None
-    cursor = dbapi.cursor()
-    try:
-        cursor.execute(_FENCE_CHECK_RAW, fence.params())
-        row = cursor.fetchone()
-    finally:
-        cursor.close()
-    if not (row and row[0]):
-        dbapi.rollback()
-        raise LockLost("the migration lock was lost before this transaction could commit")
-
-
-_FENCE_CHECK_RAW = "SELECT " + re.sub(r":(fence_\w+)", r"%(\1)s", FENCE_SQL)  # DBAPI style
-
-
-def _revision_boundary(connection: Connection) -> None:
-    """The first BEGIN after a revision ended (or before the first): a SIGTERM or SIGINT
-    received meanwhile stops the run here, with nothing half-done."""
-    if connection.info.pop(BETWEEN, False):
-        cancel.check()
-
-
-def _note_autocommit(connection: Connection, options: Mapping[str, Any]) -> None:
-    """Remember that the current revision entered an autocommit block: a failure after it
-    cannot roll back what the block ran."""
-    if options.get("isolation_level") == "AUTOCOMMIT" and FENCE in connection.info:
-        connection.info[AUTOCOMMITTED] = True
-
-
-class RevisionTicker:
-    """Progress while revisions run: on a terminal a line as each revision starts (revision
-    i of n); everywhere, while one runs longer than `interval` seconds, a `migration.running`
-    line every `interval` seconds, so a long revision is never silence."""
-
-    def __init__(self, run: TargetRun, revisions: Sequence[str], interval: float) -> None:
-        self.run, self.revisions, self.interval = run, list(revisions), interval
-        self.index, self.since, self.told = 0, time.monotonic(), 0
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._tick, daemon=True, name="progress")
-
-    def __enter__(self) -> RevisionTicker:
-        self.next(0)
-        if self.interval > 0 and self.revisions:
-            self.thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stopped.set()
-        if self.thread.is_alive():
-            self.thread.join()
-
-    def next(self, index: int) -> None:
-        """Revision `index` (0-based) starts now."""
-        with self.lock:
-            self.index, self.since, self.told = index, time.monotonic(), 0
-        # after a signal, the next revision will not run: never announce it
-        if index < len(self.revisions) and console_active() and not cancel.requested():
-            self._say(0.0)
-
-    def _tick(self) -> None:
-        while not self.stopped.wait(min(self.interval, 0.25)):
-            with self.lock:
-                index, elapsed = self.index, time.monotonic() - self.since
-                due = elapsed >= (self.told + 1) * self.interval
-                if due:
-                    self.told += 1
-            if due and index < len(self.revisions):
-                self._say(elapsed, index)
-
-    def _say(self, elapsed: float, index: int | None = None) -> None:
-        index = self.index if index is None else index
-        revision = self.revisions[index]
-        graph = self.run.app.graph
-        fields = {
-            "env": self.run.env.name,
-            "target": self.run.audit.common.get("target"),
-            "run_id": self.run.run_id,
-            "revision": revision,
-            "step": f"{index + 1}/{len(self.revisions)}",
-            "doc": graph.get(revision).doc if revision in graph and not elapsed else None,
-            "elapsed": f"running for {elapsed:.0f} s" if elapsed else None,
-            "elapsed_s": round(elapsed, 1) if elapsed else None,
-        }
-        self.run.audit.log.info(
-            "migration.running", **{k: v for k, v in fields.items() if v is not None}
-        )
-
-
-_RUN_IN_APP = re.compile(r"run=(\w+)")
-
-
-def live_run_ids(connection: Connection) -> set[str] | None:
-    """Run ids with a live session (PostgreSQL); None where the database cannot tell."""
-    if not is_postgresql(connection):
-        return None
-    rows = connection.execute(
-        text(
-            "SELECT application_name FROM pg_stat_activity"
-            " WHERE application_name LIKE 'orchestrator%'"
-        )
-    )
-    return {m.group(1) for (name,) in rows if (m := _RUN_IN_APP.search(name or ""))}
-
-
-def run_alive(run: Mapping[str, Any], live: set[str] | None) -> bool:
-    if live is not None:
-        return run["run_id"] in live
-    pid = run.get("pid")
-    # another machine, or no process id (a hand-written row may hold anything): we cannot
-    # tell, assume alive
-    if run.get("host") != socket.gethostname() or type(pid) is not int or not 0 < pid < 2**31:
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
