@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import warmstart
 
 REPO = Path(__file__).resolve().parent.parent
 URL_VARS = {
@@ -66,16 +67,7 @@ class Project:
         return env
 
     def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
-        done = subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args],
-            cwd=self.path,
-            env=self.environ(**env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
+        return self._module("orchestrator", args, timeout, env)
 
     def popen(self, *args: str, module: str = "orchestrator", **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -89,16 +81,27 @@ class Project:
         )
 
     def alembic(self, *args: str, **env: str) -> Result:
-        done = subprocess.run(
-            [sys.executable, "-m", "alembic", *args],
+        return self._module("alembic", args, 120, env)
+
+    def _module(
+        self, module: str, args: tuple[str, ...], timeout: float, env: dict[str, str]
+    ) -> Result:
+        """`python -m module args` in the project; warm-started in the quick loop."""
+        environ = self.environ(**env)
+        if warmstart.enabled():
+            done = warmstart.run(module, list(args), self.path, environ, timeout)
+            if done is not None:
+                return Result(*done)
+        cold = subprocess.run(
+            [sys.executable, "-m", module, *args],
             cwd=self.path,
-            env=self.environ(**env),
+            env=environ,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-        return Result(done.returncode, done.stdout, done.stderr)
+        return Result(cold.returncode, cold.stdout, cold.stderr)
 
     # -- files --------------------------------------------------------------------------
 
