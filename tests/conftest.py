@@ -14,6 +14,7 @@ These tests never skip when PostgreSQL is missing: they fail loudly.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -112,9 +113,10 @@ def pg_db(pg_url_factory: Callable[[], str]) -> str:
 # Projects: a copy of this repo's Alembic project per test (tests/projectkit.py)
 #   - ``pg_project``      dev, staging, prod on three fresh PostgreSQL databases
 #   - ``sqlite_project``  dev, staging, prod on SQLite files in tmp_path
+#   - ``signed``          pg_project, staging and prod signing
 # --------------------------------------------------------------------------
 
-from projectkit import Project, make_project  # noqa: E402
+from projectkit import Project, make_project, sign_env  # noqa: E402
 
 
 @pytest.fixture
@@ -127,6 +129,32 @@ def pg_project(tmp_path: Path, pg_url_factory: Callable[[], str]) -> Project:
 def sqlite_project(tmp_path: Path) -> Project:
     urls = {name: f"sqlite:///{tmp_path / name}.db" for name in ("dev", "staging", "prod")}
     return make_project(tmp_path / "project", urls)
+
+
+@pytest.fixture
+def signed(pg_project: Project) -> Project:
+    """pg_project with staging and prod signing (keys in the project, private halves in
+    STAGING_KEY and PROD_KEY)."""
+    sign_env(pg_project, "staging")
+    sign_env(pg_project, "prod")
+    return pg_project
+
+
+# --------------------------------------------------------------------------
+# Processes a test starts
+#   - ``procs``  function: a list to append each Popen to; whatever is still alive at
+#                the end is killed
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[Any]]]:
+    started: list[subprocess.Popen[Any]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
 
 
 # --------------------------------------------------------------------------

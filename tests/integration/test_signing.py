@@ -13,25 +13,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from projectkit import HEAD, SHIPPED, Project
+from projectkit import HEAD, SHIPPED, Project, sign_env
 
 from orchestrator.core import signing, trust
 from orchestrator.evidence import ledger
-
-
-def sign_env(project: Project, name: str, key_name: str | None = None) -> Path:
-    """Give `name` a fresh key pair and a `signing:` section; its key goes in the variable."""
-    key_name = key_name or name
-    private = project.path / "secrets" / f"{key_name}.key"
-    made = project.run("keys", "generate", key_name, "--private-key-out", str(private))
-    assert made.code == 0, made.output
-    path = project.path / "environments" / f"{name}.yaml"
-    text = path.read_text().split("signing:")[0]
-    path.write_text(
-        text + f"signing:\n  public_key: keys/{key_name}.pub\n  key_env: {name.upper()}_KEY\n"
-    )
-    project.extra_env[f"{name.upper()}_KEY"] = str(private)
-    return private
 
 
 def public_key(project: Project, name: str) -> signing.PublicKey:
@@ -60,13 +45,6 @@ def checksum_now(project: Project, rev: str) -> str:
     from orchestrator.migrations.runner import AlembicProject
 
     return AlembicProject(project.path / "alembic.ini").graph.get(rev).checksum
-
-
-@pytest.fixture
-def signed(pg_project: Project) -> Project:
-    sign_env(pg_project, "staging")
-    sign_env(pg_project, "prod")
-    return pg_project
 
 
 def ran_to_staging(project: Project) -> None:
