@@ -79,7 +79,7 @@ test: lint
 # and SQLite's files live in memory (/dev/shm) where there is one. `make test` runs it all cold.
 FAST_TMP := $(if $(wildcard /dev/shm),--basetemp=/dev/shm/test-fast-$(shell echo '$(CURDIR)' | cksum | cut -d' ' -f1),)
 test-fast: install
-	PROJECTKIT_WARM=1 $(BIN)/python -m pytest -q -n 2 -m "not pg and not browser and not slow" $(FAST_TMP)
+	PROJECTKIT_WARM=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not pg and not browser and not slow" $(FAST_TMP)
 
 # The benchmark times the orchestrator as a user installs it: a plain `pip install .` into a
 # venv of its own (byte-code compiled by pip, no dev tools: mutmut's `rich`, for one, would

@@ -162,7 +162,7 @@ def procs() -> Iterator[list[subprocess.Popen[Any]]]:
 #   - ``pg``       needs the PostgreSQL cluster
 #   - ``browser``  opens headless Chromium
 #   - ``slow``     SQLite tests that start cold processes by design (a wheel, make, a shell,
-#                  a terminal) or repeat a path the quick loop already runs; `make test` runs them
+#                  the installed script) or repeat a path the quick loop already runs
 # --------------------------------------------------------------------------
 
 # (module, test, any parameters) -> what in the quick loop covers the same command
@@ -182,16 +182,23 @@ SLOW = {
     ("test_schema_drift.py", "test_no_false_drift_over_twenty_runs_of_a_fifty_revision_history"): (
         "twenty runs of fifty revisions; drift's SQLite paths run in test_schema_drift"
     ),
-    ("test_approval_prompt.py", "test_typing_the_name_approves_and_a_wrong_name_refuses"): (
-        "a terminal; the prompt runs in test_everyday::test_the_approval_prompt_lists_the_revisions"
-    ),
     ("test_locking.py", "test_second_sqlite_run_times_out_behind_a_running_one"): (
         "waits out a lock timeout; test_lock_timeout_names_the_process_holding_the_sqlite_file_lock"
     ),
     (
         "test_real_projects.py",
         "test_flask_migrate_project_is_found_handed_over_and_runs_outside_flask",
-    ): ("the installed console script, cold; init and env.py errors run in test_real_projects"),
+    ): "the installed script, cold; init and env.py errors run in test_real_projects",
+    ("test_approval_prompt.py", "test_typing_the_name_approves_and_a_wrong_name_refuses"): (
+        "a second terminal; test_everyday::test_the_approval_prompt_lists_the_revisions types it"
+    ),
+    ("test_real_projects.py", "test_init_keeps_the_dev_database_alembic_ini_names"): (
+        "the installed script, cold; init runs in test_adopt and test_real_projects"
+    ),
+    (
+        "test_real_projects.py",
+        "test_flask_migrate_env_py_that_cannot_import_outside_flask_is_never_plain_success",
+    ): "the installed script, cold; env.py errors run in test_real_projects",
 }
 
 

@@ -114,6 +114,7 @@ def become(request: dict[str, Any], fds: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     sys.path[0] = os.getcwd()  # what `python -m` puts first: the working directory
+    sys.stdout.reconfigure(line_buffering=os.isatty(1))  # as Python sets it up on a terminal
     if "random" in sys.modules:  # forks share the parent's state: reseed as a new process
         sys.modules["random"].seed()
     sys.argv = [request["module"], *request["argv"]]
@@ -162,41 +163,82 @@ def enabled() -> bool:
     return os.environ.get("PROJECTKIT_WARM") == "1"
 
 
-def run(
-    module: str, argv: list[str], cwd: Path, env: dict[str, str], timeout: float
-) -> tuple[int, str, str] | None:
-    """(code, stdout, stderr) of `python -m module argv`; None where a warm start cannot be
-    the same as a cold one (then the caller starts a cold process)."""
+class Warm:
+    """A warm-started command, as much of subprocess.Popen as the tests use."""
+
+    def __init__(self, conn: socket.socket, pid: int, args: list[str]) -> None:
+        self.conn, self.pid, self.args = conn, pid, args
+        self.returncode: int | None = None
+
+    def _status(self, message: bytes) -> int:
+        self.returncode = int(message.split()[1])
+        self.conn.close()
+        return self.returncode
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            self.conn.setblocking(False)
+            try:
+                return self._status(self.conn.recv(64))
+            except BlockingIOError:
+                return None
+            finally:
+                self.conn.setblocking(True)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self.conn.settimeout(timeout)
+            try:
+                return self._status(self.conn.recv(64))
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+        return self.returncode
+
+    def kill(self) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+
+
+def start(
+    module: str, argv: list[str], cwd: Path, env: dict[str, str], fds: list[int]
+) -> Warm | None:
+    """`python -m module argv` on these stdin, stdout, stderr; None where a warm start cannot
+    be the same as a cold one (then the caller starts a cold process)."""
     global _server
     with _starting:
         if _server is None:
             _server = _Server()
     if not _server.fits(env):
         return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    conn.connect(_server.path)
+    request = {"module": module, "argv": argv, "cwd": str(cwd), "env": env}
+    socket.send_fds(conn, [json.dumps(request).encode()], fds)
+    pid = int(conn.recv(64).split()[1])
+    return Warm(conn, pid, [sys.executable, "-m", module, *argv])
+
+
+def run(
+    module: str, argv: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> tuple[int, str, str] | None:
+    """(code, stdout, stderr) of `python -m module argv`, or None: see start."""
     with (
         open(os.devnull) as stdin,
         tempfile.TemporaryFile("w+") as out,
         tempfile.TemporaryFile("w+") as err,
-        socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as conn,
     ):
-        conn.connect(_server.path)
-        request = {"module": module, "argv": argv, "cwd": str(cwd), "env": env}
-        socket.send_fds(
-            conn, [json.dumps(request).encode()], [stdin.fileno(), out.fileno(), err.fileno()]
-        )
-        pid = int(conn.recv(64).split()[1])
-        conn.settimeout(timeout)
+        proc = start(module, argv, cwd, env, [stdin.fileno(), out.fileno(), err.fileno()])
+        if proc is None:
+            return None
         try:
-            code = int(conn.recv(64).split()[1])
-        except TimeoutError:
-            os.kill(pid, signal.SIGKILL)
-            conn.settimeout(30)
-            conn.recv(64)
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
             out.seek(0)
             err.seek(0)
-            raise subprocess.TimeoutExpired(
-                [sys.executable, "-m", module, *argv], timeout, out.read(), err.read()
-            ) from None
+            raise subprocess.TimeoutExpired(proc.args, timeout, out.read(), err.read()) from None
         out.seek(0)
         err.seek(0)
         return code, out.read(), err.read()
