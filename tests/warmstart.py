@@ -11,8 +11,8 @@ modules (app/, env.py, revisions) are never imported here, so each call loads th
 their own processes and never come here.
 
 Per call: the client sends argv, env and cwd with three file descriptors (stdin, stdout,
-stderr) over a SOCK_SEQPACKET socket; a waiter forked for the connection forks the command,
-sends back its pid, then its exit status.
+stderr) over a SOCK_SEQPACKET socket; the server forks the command and sends back its pid,
+then, once it ended, its exit status.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -70,37 +71,43 @@ def serve(path: str) -> None:
     server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     server.bind(path)
     server.listen(64)
-    server.settimeout(1.0)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the waiters are reaped by the kernel
+    # a child's end wakes the loop: SIGCHLD writes a byte to this pipe
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    running: dict[int, socket.socket] = {}  # pid -> the caller waiting for its status
     parent = os.getppid()
     print("ready", flush=True)
     while os.getppid() == parent:  # the test process is gone: so are we
-        try:
+        ready, _, _ = select.select([server, wake_r], [], [], 1.0)
+        if wake_r in ready:
+            os.read(wake_r, 512)
+        if server in ready:
             conn, _ = server.accept()
-        except TimeoutError:
-            continue
-        if os.fork() == 0:
-            server.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            wait_one(conn)  # the waiter never comes back; its command leaves by SystemExit
-            return
-        conn.close()
-
-
-def wait_one(conn: socket.socket) -> None:
-    message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-    request = json.loads(message)
-    pid = os.fork()
-    if pid == 0:
-        conn.close()
-        become(request, fds)
-        return  # SystemExit, raised in become, ends the interpreter as a cold run's would
-    for fd in fds:
-        os.close(fd)
-    conn.send(f"pid {pid}".encode())
-    _, status = os.waitpid(pid, 0)
-    conn.send(f"exit {os.waitstatus_to_exitcode(status)}".encode())
-    os._exit(0)
+            message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
+            pid = os.fork()
+            if pid == 0:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in (server.fileno(), conn.fileno(), wake_r, wake_w):
+                    os.close(fd)
+                for other in running.values():
+                    other.close()
+                become(json.loads(message), fds)
+                return  # SystemExit, raised in become, ends the interpreter as a cold run's would
+            for fd in fds:
+                os.close(fd)
+            conn.send(f"pid {pid}".encode())
+            running[pid] = conn
+        while running:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                break
+            conn = running.pop(pid)
+            with contextlib.suppress(OSError):  # the caller gave up on it
+                conn.send(f"exit {os.waitstatus_to_exitcode(status)}".encode())
+            conn.close()
 
 
 def become(request: dict[str, Any], fds: list[int]) -> None:

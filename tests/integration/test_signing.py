@@ -477,6 +477,21 @@ def test_baseline_refuses_an_edited_revision_and_accept_is_the_way(
     assert pg_project.run("promote", "prod", "--approve").code == 3
 
 
+def test_accept_on_sqlite_clears_the_drift_it_names(sqlite_project: Project) -> None:
+    """accept's SQLite path (the one `make test-fast` runs): drift until accepted, once."""
+    ran_to_staging(sqlite_project)
+    rev = SHIPPED[2]
+    edit_revision(sqlite_project, rev)
+    assert sqlite_project.run("status", "staging", "--json").json()[0]["drift"] == [rev]
+    accepted = sqlite_project.run("accept", "staging", "--revision", rev, "--reason", "hot-fix")
+    assert accepted.code == 0, accepted.output
+    assert sqlite_project.run("status", "staging", "--json").json()[0]["drift"] == []
+    events = sqlite_project.audit_events("staging")
+    (event,) = [e for e in events if e["event"] == "checksum.accepted"]
+    assert event["revision"] == rev and event["reason"] == "hot-fix"
+    assert sqlite_project.run("audit", "verify", "--env", "staging").code == 0
+
+
 def test_accept_needs_approval_where_required_and_a_reason(signed: Project) -> None:
     ran_to_staging(signed)
     assert signed.run("migrate", "prod", "--to", SHIPPED[1], "--approve").code == 0
