@@ -73,9 +73,13 @@ lint: install
 test: lint
 	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
-# The quick loop: the pure core and the SQLite paths, no PostgreSQL, no browser (under a minute).
+# The quick loop: the unit tests and the SQLite paths of every command, on both cores; no
+# PostgreSQL, no browser, none of the `slow` tests (tests/conftest.py says what covers each).
+# The CLI is warm-started (tests/warmstart.py: a fork of a process that imported it already)
+# and SQLite's files live in memory (/dev/shm) where there is one. `make test` runs it all cold.
+FAST_TMP := $(if $(wildcard /dev/shm),--basetemp=/dev/shm/test-fast-$(shell echo '$(CURDIR)' | cksum | cut -d' ' -f1),)
 test-fast: install
-	$(BIN)/python -m pytest -q -n 2 -m "not pg and not browser"
+	PROJECTKIT_WARM=1 $(BIN)/python -m pytest -q -n 2 --dist worksteal -m "not pg and not browser and not slow" $(FAST_TMP)
 
 # The benchmark times the orchestrator as a user installs it: a plain `pip install .` into a
 # venv of its own (byte-code compiled by pip, no dev tools: mutmut's `rich`, for one, would

@@ -12,11 +12,15 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import time
+import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+import warmstart
 
 REPO = Path(__file__).resolve().parent.parent
 URL_VARS = {
@@ -66,16 +70,7 @@ class Project:
         return env
 
     def run(self, *args: str, timeout: float = 120, **env: str) -> Result:
-        done = subprocess.run(
-            [sys.executable, "-m", "orchestrator", *args],
-            cwd=self.path,
-            env=self.environ(**env),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        return Result(done.returncode, done.stdout, done.stderr)
+        return self._module("orchestrator", args, timeout, env)
 
     def popen(self, *args: str, module: str = "orchestrator", **env: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -89,16 +84,27 @@ class Project:
         )
 
     def alembic(self, *args: str, **env: str) -> Result:
-        done = subprocess.run(
-            [sys.executable, "-m", "alembic", *args],
+        return self._module("alembic", args, 120, env)
+
+    def _module(
+        self, module: str, args: tuple[str, ...], timeout: float, env: dict[str, str]
+    ) -> Result:
+        """`python -m module args` in the project; warm-started in the quick loop."""
+        environ = self.environ(**env)
+        if warmstart.enabled():
+            done = warmstart.run(module, list(args), self.path, environ, timeout)
+            if done is not None:
+                return Result(*done)
+        cold = subprocess.run(
+            [sys.executable, "-m", module, *args],
             cwd=self.path,
-            env=self.environ(**env),
+            env=environ,
             capture_output=True,
             text=True,
-            timeout=120,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
-        return Result(done.returncode, done.stdout, done.stderr)
+        return Result(cold.returncode, cold.stdout, cold.stderr)
 
     # -- files --------------------------------------------------------------------------
 
@@ -217,3 +223,100 @@ def make_project(root: Path, urls: dict[str, str]) -> Project:
         else:
             shutil.copy(source, root / item)
     return Project(root, urls)
+
+
+# -- what the integration tests share: revisions, evidence, processes ------------------------
+
+
+def dbname(project: Project, env: str) -> str:
+    return project.urls[env].rsplit("/", 1)[1]
+
+
+def add_chain(project: Project, start: str, *bodies: str) -> list[str]:
+    """Revisions after `start`, one per upgrade body; returns their ids."""
+    revs, down = [], start
+    for i, body in enumerate(bodies):
+        rev = uuid.uuid4().hex[:12]
+        project.add_revision(rev, down, body, doc=f"test revision {i}")
+        revs.append(rev)
+        down = rev
+    return revs
+
+
+def waits_for_file(release: Path, seconds: int) -> str:
+    """An upgrade body that holds its run until `release` exists (never in offline SQL: the
+    lint renders every revision), failing after `seconds`."""
+    return f"""
+        import pathlib, time
+        deadline = time.monotonic() + {seconds}
+        while not op.get_context().as_sql and not pathlib.Path({str(release)!r}).exists():
+            assert time.monotonic() < deadline, "never released"
+            time.sleep(0.05)
+        """
+
+
+def events(
+    project: Project, env: str, name: str | None = None, run_id: str | None = None
+) -> list[dict[str, Any]]:
+    return [
+        e
+        for e in project.audit_events(env)
+        if (name is None or e["event"] == name) and (run_id is None or e["run_id"] == run_id)
+    ]
+
+
+def assert_consistent(project: Project, env: str) -> None:
+    """alembic_version and the ledger tell the same story, each revision applied once."""
+    ups = [r for r, d in project.ledger(env) if d == "up"]
+    assert len(ups) == len(set(ups)), f"a revision was recorded twice: {ups}"
+    version = project.version(env)
+    assert version == ([ups[-1]] if ups else []), (version, ups)
+
+
+def assert_audit_verifies(project: Project, env: str) -> None:
+    result = project.run("audit", "verify", "--env", env, timeout=30)
+    assert result.code == 0, result.output
+
+
+def sign_env(project: Project, name: str, key_name: str | None = None) -> Path:
+    """Give `name` a fresh key pair and a `signing:` section; its key goes in the variable."""
+    key_name = key_name or name
+    private = project.path / "secrets" / f"{key_name}.key"
+    made = project.run("keys", "generate", key_name, "--private-key-out", str(private))
+    assert made.code == 0, made.output
+    path = project.path / "environments" / f"{name}.yaml"
+    text = path.read_text().split("signing:")[0]
+    path.write_text(
+        text + f"signing:\n  public_key: keys/{key_name}.pub\n  key_env: {name.upper()}_KEY\n"
+    )
+    project.extra_env[f"{name.upper()}_KEY"] = str(private)
+    return private
+
+
+def wait_for(
+    what: str, predicate: Callable[[], Any], timeout: float = 20, every: float = 0.1
+) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = predicate()
+        except Exception:  # tables not created yet, and the like
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
+    """Wait for a CLI process; kill it (and fail) if it outlives `timeout`."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(
+            f"{proc.args} still running after {timeout}s:\n{err[-3000:]}"
+        ) from None
+    return proc.returncode, out, err

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import warmstart
 from projectkit import Project
 
 
@@ -24,7 +25,10 @@ class Terminal:
         environ.pop("ORCHESTRATOR_LOG_FORMAT", None)  # auto: what a person gets
         environ.setdefault("TERM", "xterm")
         environ.update(env)
-        self.process = subprocess.Popen(
+        warm = None
+        if warmstart.enabled():  # the quick loop: a warm start on the same terminal
+            warm = warmstart.start("orchestrator", args, project.path, environ, [follower] * 3)
+        self.process: subprocess.Popen[bytes] | warmstart.Warm = warm or subprocess.Popen(
             [sys.executable, "-m", "orchestrator", *args],
             cwd=project.path,
             env=environ,

@@ -8,11 +8,10 @@ from typing import Any
 import psycopg
 import pytest
 from pgcluster import PgCluster
-from projectkit import HEAD, SHIPPED, Project, Result
-from test_fencing import BLOCKING_BODY, blocker, procs, run_id_of, runs_waiting_on, wait_long
-from test_locking import add_chain, dbname, events, finish
+from projectkit import HEAD, SHIPPED, Project, Result, add_chain, dbname, events, finish
+from test_fencing import BLOCKING_BODY, blocker, run_id_of, runs_waiting_on, wait_long
 
-__all__ = ["blocker", "procs"]  # fixtures
+__all__ = ["blocker"]  # a fixture
 
 
 def assert_usage(result: Result, *names: str) -> None:

@@ -15,19 +15,25 @@ from typing import Any
 import psycopg
 import pytest
 from pgcluster import PgCluster
-from projectkit import SHIPPED, Project
+from projectkit import (
+    SHIPPED,
+    Project,
+    add_chain,
+    assert_audit_verifies,
+    assert_consistent,
+    events,
+    finish,
+)
 from test_fencing import (
     blocker,
     lock_holder_pid,
-    procs,
     run_id_of,
     runs_waiting_on,
     setup,
     wait_long,
 )
-from test_locking import assert_audit_verifies, assert_consistent, events, finish
 
-__all__ = ["blocker", "procs"]  # fixtures
+__all__ = ["blocker"]  # a fixture
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -138,8 +144,6 @@ if os.environ.get("TEST_BLOCK"):
 def test_after_a_kill_past_an_autocommit_block_the_message_says_what_stayed(
     pg_project: Project, blocker: psycopg.Connection[Any], procs: list
 ) -> None:
-    from test_locking import add_chain
-
     assert pg_project.run("migrate", "dev").code == 0
     quick, cic = add_chain(
         pg_project,

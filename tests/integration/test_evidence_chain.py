@@ -8,21 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import sqlalchemy as sa
-from projectkit import HEAD, SHIPPED, Project
-
-
-def sign_env(project: Project, name: str) -> None:
-    private = project.path / "secrets" / f"{name}.key"
-    made = project.run("keys", "generate", name, "--private-key-out", str(private))
-    assert made.code == 0, made.output
-    path = project.path / "environments" / f"{name}.yaml"
-    text = path.read_text().split("signing:")[0]
-    path.write_text(
-        text + f"signing:\n  public_key: keys/{name}.pub\n  key_env: {name.upper()}_KEY\n"
-    )
-    project.extra_env[f"{name.upper()}_KEY"] = str(private)
+from projectkit import HEAD, SHIPPED, Project, sign_env
 
 
 def execute(project: Project, env: str, *statements: str) -> None:
@@ -35,13 +22,6 @@ def execute(project: Project, env: str, *statements: str) -> None:
                 connection.execute(sa.text(statement))
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-def signed(pg_project: Project) -> Project:
-    sign_env(pg_project, "staging")
-    sign_env(pg_project, "prod")
-    return pg_project
 
 
 def entries(project: Project, env: str) -> list[tuple[int, str, dict]]:

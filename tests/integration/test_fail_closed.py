@@ -7,8 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 from pgcluster import PgCluster
-from projectkit import HEAD, SHIPPED, Project
-from test_locking import add_chain, dbname
+from projectkit import HEAD, SHIPPED, Project, add_chain, dbname
 
 
 @pytest.fixture

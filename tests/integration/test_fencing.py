@@ -15,18 +15,23 @@ from typing import Any
 import psycopg
 import pytest
 from pgcluster import PgCluster
-from projectkit import HEAD, SHIPPED, Project
-from test_evidence_chain import sign_env
-from test_locking import (
-    LOCK_ID,
+from projectkit import (
+    HEAD,
+    SHIPPED,
+    Project,
     add_chain,
     assert_audit_verifies,
     assert_consistent,
     dbname,
     events,
     finish,
+    sign_env,
     wait_for,
 )
+
+from orchestrator.db.locks import DEFAULT_KEY, lock_id
+
+LOCK_ID = lock_id(DEFAULT_KEY)
 
 
 def wait_long(what: str, predicate: Any) -> Any:
@@ -43,16 +48,6 @@ if os.environ.get("TEST_BLOCK"):
     op.execute("SELECT pg_advisory_xact_lock(424242)")
 op.execute("INSERT INTO side_effects VALUES (1)")
 """
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[Any]]]:
-    started: list[subprocess.Popen[Any]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 from pgcluster import PgCluster
-from projectkit import HEAD, Project
-from test_locking import add_chain, dbname, events, finish, procs, wait_for  # noqa: F401
+from projectkit import HEAD, Project, add_chain, dbname, events, finish, wait_for, waits_for_file
 
 
 @pytest.fixture
@@ -43,7 +42,7 @@ def test_a_run_of_another_role_names_the_run_holding_the_lock(
     pg_project: Project,
     pg_cluster: PgCluster,
     two_roles: tuple[str, str],
-    procs: list,  # noqa: F811
+    procs: list,
     tmp_path: Path,
 ) -> None:
     first_role, second_role = two_roles
@@ -52,13 +51,7 @@ def test_a_run_of_another_role_names_the_run_holding_the_lock(
     (held,) = add_chain(
         pg_project,
         HEAD,
-        f"""
-        import pathlib, time
-        deadline = time.monotonic() + 60
-        while not op.get_context().as_sql and not pathlib.Path({str(release)!r}).exists():
-            assert time.monotonic() < deadline, "never released"
-            time.sleep(0.05)
-        """,
+        waits_for_file(release, 60),
     )
     first = pg_project.popen("migrate", "dev", DEV_DATABASE_URL=pg_cluster.url(db, first_role))
     procs.append(first)

@@ -12,16 +12,26 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from pgcluster import PgCluster
-from projectkit import HEAD, SHIPPED, Project
+from projectkit import (
+    HEAD,
+    SHIPPED,
+    Project,
+    add_chain,
+    assert_audit_verifies,
+    assert_consistent,
+    dbname,
+    events,
+    finish,
+    wait_for,
+    waits_for_file,
+)
 
 from orchestrator.db.locks import DEFAULT_KEY, lock_id
 
@@ -32,90 +42,12 @@ CIC_REVISION = SHIPPED[1]  # 8f3b1c2d4e5a: CREATE INDEX CONCURRENTLY in an autoc
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def wait_for(
-    what: str, predicate: Callable[[], Any], timeout: float = 20, every: float = 0.1
-) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = predicate()
-        except Exception:  # tables not created yet, and the like
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
-
-
-def finish(proc: subprocess.Popen[str], timeout: float) -> tuple[int, str, str]:
-    """Wait for a CLI process; kill it (and fail) if it outlives `timeout`."""
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-        raise AssertionError(
-            f"{proc.args} still running after {timeout}s:\n{err[-3000:]}"
-        ) from None
-    return proc.returncode, out, err
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[Any]]]:
-    """Processes a test starts; whatever is still alive at the end is killed."""
-    started: list[subprocess.Popen[Any]] = []
-    yield started
-    for proc in started:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
-
-
-def dbname(project: Project, env: str) -> str:
-    return project.urls[env].rsplit("/", 1)[1]
-
-
-def events(
-    project: Project, env: str, name: str | None = None, run_id: str | None = None
-) -> list[dict[str, Any]]:
-    return [
-        e
-        for e in project.audit_events(env)
-        if (name is None or e["event"] == name) and (run_id is None or e["run_id"] == run_id)
-    ]
-
-
 def advisory_locks(project: Project, env: str) -> list[tuple[Any, ...]]:
     return project.query(
         env,
         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
         "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
     )
-
-
-def assert_consistent(project: Project, env: str) -> None:
-    """alembic_version and the ledger tell the same story, each revision applied once."""
-    ups = [r for r, d in project.ledger(env) if d == "up"]
-    assert len(ups) == len(set(ups)), f"a revision was recorded twice: {ups}"
-    version = project.version(env)
-    assert version == ([ups[-1]] if ups else []), (version, ups)
-
-
-def assert_audit_verifies(project: Project, env: str) -> None:
-    result = project.run("audit", "verify", "--env", env, timeout=30)
-    assert result.code == 0, result.output
-
-
-def add_chain(project: Project, start: str, *bodies: str) -> list[str]:
-    """Revisions after `start`, one per upgrade body; returns their ids."""
-    revs, down = [], start
-    for i, body in enumerate(bodies):
-        rev = uuid.uuid4().hex[:12]
-        project.add_revision(rev, down, body, doc=f"test revision {i}")
-        revs.append(rev)
-        down = rev
-    return revs
 
 
 # -- many runs at once -----------------------------------------------------------------------
@@ -274,13 +206,7 @@ def test_concurrent_index_does_not_wait_for_our_own_lock_or_a_waiting_run(
     slow, cic = add_chain(
         pg_project,
         HEAD,
-        f"""
-        import pathlib, time
-        deadline = time.monotonic() + 60
-        while not op.get_context().as_sql and not pathlib.Path({str(release)!r}).exists():
-            assert time.monotonic() < deadline, "never released"
-            time.sleep(0.05)
-        """,
+        waits_for_file(release, 60),
         """
         with op.get_context().autocommit_block():
             op.create_index("ix_orders_total", "orders", ["total"], postgresql_concurrently=True)
@@ -576,13 +502,7 @@ def test_second_sqlite_run_times_out_behind_a_running_one(
     (slow,) = add_chain(
         sqlite_project,
         HEAD,
-        f"""
-        import pathlib, time
-        deadline = time.monotonic() + 20
-        while not op.get_context().as_sql and not pathlib.Path({str(release)!r}).exists():
-            assert time.monotonic() < deadline, "never released"
-            time.sleep(0.05)
-        """,
+        waits_for_file(release, 20),
     )
     first = sqlite_project.popen("migrate", "dev")
     procs.append(first)

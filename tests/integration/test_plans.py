@@ -13,21 +13,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from projectkit import HEAD, SHIPPED, Project
+from projectkit import HEAD, SHIPPED, Project, sign_env
 
 from orchestrator.core import signing
-
-
-def sign_env(project: Project, name: str) -> None:
-    private = project.path / "secrets" / f"{name}.key"
-    made = project.run("keys", "generate", name, "--private-key-out", str(private))
-    assert made.code == 0, made.output
-    path = project.path / "environments" / f"{name}.yaml"
-    path.write_text(
-        path.read_text()
-        + f"signing:\n  public_key: keys/{name}.pub\n  key_env: {name.upper()}_KEY\n"
-    )
-    project.extra_env[f"{name.upper()}_KEY"] = str(private)
 
 
 def approver(project: Project, name: str) -> str:

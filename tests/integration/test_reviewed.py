@@ -13,12 +13,9 @@ from typing import Any
 
 import pytest
 from pgcluster import PgCluster
-from projectkit import HEAD, SHIPPED, Project
-from test_fencing import BLOCK, BLOCKING_BODY, procs
-from test_locking import add_chain, dbname, finish, wait_for
-from test_plans import apply, approve, approver, make_plan, resign, rewrite, set_policy, sign_env
-
-__all__ = ["procs"]  # fixture
+from projectkit import HEAD, SHIPPED, Project, add_chain, dbname, finish, sign_env, wait_for
+from test_fencing import BLOCK, BLOCKING_BODY
+from test_plans import apply, approve, approver, make_plan, resign, rewrite, set_policy
 
 READER = "0a0a0a0a0a0a"
 

@@ -13,25 +13,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from projectkit import HEAD, SHIPPED, Project
+from projectkit import HEAD, SHIPPED, Project, sign_env
 
 from orchestrator.core import signing, trust
 from orchestrator.evidence import ledger
-
-
-def sign_env(project: Project, name: str, key_name: str | None = None) -> Path:
-    """Give `name` a fresh key pair and a `signing:` section; its key goes in the variable."""
-    key_name = key_name or name
-    private = project.path / "secrets" / f"{key_name}.key"
-    made = project.run("keys", "generate", key_name, "--private-key-out", str(private))
-    assert made.code == 0, made.output
-    path = project.path / "environments" / f"{name}.yaml"
-    text = path.read_text().split("signing:")[0]
-    path.write_text(
-        text + f"signing:\n  public_key: keys/{key_name}.pub\n  key_env: {name.upper()}_KEY\n"
-    )
-    project.extra_env[f"{name.upper()}_KEY"] = str(private)
-    return private
 
 
 def public_key(project: Project, name: str) -> signing.PublicKey:
@@ -60,13 +45,6 @@ def checksum_now(project: Project, rev: str) -> str:
     from orchestrator.migrations.runner import AlembicProject
 
     return AlembicProject(project.path / "alembic.ini").graph.get(rev).checksum
-
-
-@pytest.fixture
-def signed(pg_project: Project) -> Project:
-    sign_env(pg_project, "staging")
-    sign_env(pg_project, "prod")
-    return pg_project
 
 
 def ran_to_staging(project: Project) -> None:
@@ -497,6 +475,21 @@ def test_baseline_refuses_an_edited_revision_and_accept_is_the_way(
     # a baseline now cannot launder `accepted` into evidence of a run
     assert pg_project.run("baseline", "staging", "--revision", HEAD, "--reason", "x").code == 0
     assert pg_project.run("promote", "prod", "--approve").code == 3
+
+
+def test_accept_on_sqlite_clears_the_drift_it_names(sqlite_project: Project) -> None:
+    """accept's SQLite path (the one `make test-fast` runs): drift until accepted, once."""
+    ran_to_staging(sqlite_project)
+    rev = SHIPPED[2]
+    edit_revision(sqlite_project, rev)
+    assert sqlite_project.run("status", "staging", "--json").json()[0]["drift"] == [rev]
+    accepted = sqlite_project.run("accept", "staging", "--revision", rev, "--reason", "hot-fix")
+    assert accepted.code == 0, accepted.output
+    assert sqlite_project.run("status", "staging", "--json").json()[0]["drift"] == []
+    events = sqlite_project.audit_events("staging")
+    (event,) = [e for e in events if e["event"] == "checksum.accepted"]
+    assert event["revision"] == rev and event["reason"] == "hot-fix"
+    assert sqlite_project.run("audit", "verify", "--env", "staging").code == 0
 
 
 def test_accept_needs_approval_where_required_and_a_reason(signed: Project) -> None:

@@ -8,19 +8,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from projectkit import HEAD, SHIPPED, Project
+from projectkit import HEAD, SHIPPED, Project, events, finish
 from test_console import waiting_revision
 from test_fencing import (  # noqa: F401 -- fixtures
     BLOCK,
     blocker,
-    procs,
     run_id_of,
     runs_waiting_on,
     setup,
     terminate_lock_session,
     wait_long,
 )
-from test_locking import events, finish
 
 FIRST, SECOND, THIRD = "a1000000000a", "b2000000000b", "c3000000000c"
 
