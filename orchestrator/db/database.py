@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import NullPool
 
-from orchestrator.core.errors import UsageError
+from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.secrets import redact, register_url
 
 VERSION_TABLE = "alembic_version"
@@ -64,6 +64,7 @@ def make_engine(
             "SQLAlchemy URLs start with the dialect: postgresql://, postgresql+psycopg://, "
             "sqlite:///path."
         ) from None
+    event.listen(engine, "handle_error", _ours_unwrapped)
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         _first_connect_in_one_round_trip(engine.dialect)
     if writer and parsed.get_backend_name() == "postgresql":
@@ -71,6 +72,13 @@ def make_engine(
         if engine.dialect.driver == "psycopg":
             event.listen(engine, "do_connect", _connect_committing_with)
     return engine
+
+
+def _ours_unwrapped(context: Any) -> BaseException | None:
+    """An error of ours raised while SQLAlchemy ran a statement (a SIGTERM's `Cancelled`, from
+    the signal handler; a lost fence) stays ours, with its exit code: not a StatementError."""
+    error = context.original_exception
+    return error if isinstance(error, OrchestratorError) else None
 
 
 _SERVER_FACTS = (
@@ -415,6 +423,7 @@ def _sqlite_engine(url: Any, writer: bool) -> Engine:
 
         Path(database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": 30})
+    event.listen(engine, "handle_error", _ours_unwrapped)
 
     # pysqlite's own transaction handling skips DDL; take it over so that DDL, the
     # version row and the ledger row of a revision commit or roll back together.
