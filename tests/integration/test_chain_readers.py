@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from projectkit import HEAD, SHIPPED, Project
-from test_evidence_chain import entries, execute, sign_env, signed
+from projectkit import HEAD, SHIPPED, Project, sign_env
+from test_evidence_chain import entries, execute
 from test_plans import apply, make_plan, resign, rewrite
-
-__all__ = ["signed"]  # fixture
 
 
 def test_plan_names_a_break_in_the_planned_envs_own_chain_and_refuses(signed: Project) -> None:
