@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from projectkit import HEAD, SHIPPED, Project, sign_env
@@ -483,26 +484,51 @@ def test_the_newest_end_deleted_and_the_last_run_rewritten_stops_the_next_run(
     assert verify.code == 1 and "intact" not in verify.stdout, verify.output
 
 
+def _slow_revision_running(project: Project) -> Any:
+    """staging migrating in another process, inside a revision that sleeps 12 s, once the
+    five shipped revisions (and their chain entries) committed."""
+    import time
+
+    assert project.run("migrate", "dev").code == 0
+    project.add_revision("f0000000slow", HEAD, "op.execute('SELECT pg_sleep(12)')")
+    assert project.run("migrate", "dev").code == 0
+    holder = project.popen("migrate", "staging")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if project.query("staging", "SELECT count(*) FROM orchestrator_chain")[0][0] >= 5:
+                break
+        except sa.exc.ProgrammingError:
+            pass
+        time.sleep(0.2)
+    return holder
+
+
+def test_an_entry_forged_while_a_revision_runs_rolls_the_revision_back(signed: Project) -> None:
+    """The deploy role puts an old entry at the place the slow revision's entry was sent for
+    with its COMMIT: the run catches up on the newer entries, finds the forgery, and neither
+    signs after it nor commits the revision."""
+    holder = _slow_revision_running(signed)
+    (count,) = signed.query("staging", "SELECT count(*) FROM orchestrator_chain")[0]
+    execute(
+        signed,
+        "staging",
+        "INSERT INTO orchestrator_chain (seq, kind, run_id, envelope)"
+        f" SELECT {count + 1}, kind, run_id, envelope FROM orchestrator_chain WHERE seq = 1",
+    )
+    _, err = holder.communicate(timeout=120)
+    assert holder.returncode == 1, err[-3000:]
+    assert f"broken at entry {count + 1}" in err and "Traceback" not in err
+    assert signed.version("staging") == [HEAD]
+    assert "f0000000slow" not in [r for r, _ in signed.ledger("staging")]
+
+
 def test_a_run_timing_out_on_the_lock_appends_its_end_beside_the_holder(
     signed: Project,
 ) -> None:
     """Two real processes: the holder writes entries while the other times out and signs its
     end; the chain stays gap-free and verifies."""
-    import time
-
-    assert signed.run("migrate", "dev").code == 0
-    signed.add_revision("f0000000slow", HEAD, "op.execute('SELECT pg_sleep(12)')")
-    assert signed.run("migrate", "dev").code == 0
-    holder = signed.popen("migrate", "staging")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            # the five shipped revisions committed: the slow one is running
-            if signed.query("staging", "SELECT count(*) FROM orchestrator_chain")[0][0] >= 5:
-                break
-        except sa.exc.ProgrammingError:
-            pass
-        time.sleep(0.2)
+    holder = _slow_revision_running(signed)
     waiter = signed.run("migrate", "staging", "--lock-timeout", "1")
     assert waiter.code == 4, waiter.output
     assert holder.wait(timeout=120) == 0
