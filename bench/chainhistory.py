@@ -23,7 +23,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
-from common import ORCH, clean_environ  # noqa: E402
+from common import ORCH, clean_environ, standalone  # noqa: E402
 from projects import make_project, rev_id  # noqa: E402
 
 ENTRIES = int(os.environ.get("BENCH_CHAIN_ENTRIES", "10000"))
@@ -139,20 +139,5 @@ def chain_bench(cluster: Any, log: Callable[[str], None]) -> tuple[str, list[str
     return "\n".join(lines) + "\n", summary
 
 
-def main() -> int:
-    from cluster import DurableCluster
-    from common import log
-
-    cluster = DurableCluster()
-    cluster.start()
-    try:
-        section, summary = chain_bench(cluster, log)
-    finally:
-        cluster.stop()
-    print(section)
-    print("\n".join(summary))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(standalone(chain_bench))

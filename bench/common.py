@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -26,3 +28,21 @@ def clean_environ() -> dict[str, str]:
         if not k.startswith(("ORCHESTRATOR_", "GITHUB_", "CI_", "GITLAB_"))
         and not k.endswith("_DATABASE_URL")
     }
+
+
+Section = Callable[[Any, Callable[[str], None]], tuple[str, list[str]]]
+
+
+def standalone(section: Section) -> int:
+    """Run one bench section alone, on a cluster of its own, and print what it found."""
+    from cluster import DurableCluster
+
+    cluster = DurableCluster()
+    cluster.start()
+    try:
+        text, summary = section(cluster, log)
+    finally:
+        cluster.stop()
+    print(text)
+    print("\n".join(summary))
+    return 0

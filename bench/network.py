@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
-from common import ALEMBIC, ORCH, clean_environ  # noqa: E402
+from common import ALEMBIC, ORCH, clean_environ, standalone  # noqa: E402
 from latencyproxy import Counts, LatencyProxy  # noqa: E402
 from projects import make_project, rev_id  # noqa: E402
 
@@ -258,20 +258,5 @@ def render(
     return "\n".join(lines) + "\n\n", summary
 
 
-def main() -> int:
-    from cluster import DurableCluster
-    from common import log
-
-    cluster = DurableCluster()
-    cluster.start()
-    try:
-        section, summary = network_bench(cluster, log)
-    finally:
-        cluster.stop()
-    print(section)
-    print("\n".join(summary))
-    return 0
-
-
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(standalone(network_bench))
