@@ -114,11 +114,13 @@ def read_evidence(
     keys: Sequence[signing.PublicKey],
     env: str,
     seen: Mapping[str, chain.Head] | None = None,
+    database: str | None = None,
 ) -> Evidence:
     """Read and verify a database's chain (one query, one signature when intact): from the
     head a successor witnessed with what the chain proved up to it (`seen`, per database),
-    so that a long history costs what its newest entries cost; else all of it."""
-    database = database_identity(connection)
+    so that a long history costs what its newest entries cost; else all of it. `database`:
+    its identity, where the caller read it already on this connection's database."""
+    database = database or database_identity(connection)
     witnessed = (seen or {}).get(database)
     if witnessed is not None and witnessed.snapshot:
         rows = read_rows(connection, after=witnessed.seq - 1)

@@ -132,7 +132,9 @@ class RunEvidence:
                 assert self.writer is not None
                 # again, as it is now: other runs may have ended meanwhile, and the audit
                 # rows since the last pin, ours among them, are what this entry signs over
-                evidence = store.read_evidence(connection, self.keys, self.env)
+                evidence = store.read_evidence(
+                    connection, self.keys, self.env, database=self.writer.database
+                )
                 if evidence.problem is not None:
                     return evidence.problem
                 self.writer.head = evidence.verdict.head
