@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
@@ -222,6 +222,16 @@ def read_at_once(
         raise
 
 
+def run_batch(
+    connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[dict]] | None:
+    """Several statements (psycopg's `%(name)s` parameters, bound on the client) in one round
+    trip: the rows (as dicts) of each one that returns rows, in order. Outside a transaction
+    they are one implicit transaction, unless they say BEGIN (and COMMIT in a later batch).
+    None where the driver cannot."""
+    return _script(connection, statements)
+
+
 def _script(
     connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> list[list[dict]] | None:
@@ -230,9 +240,10 @@ def _script(
     import psycopg
 
     dbapi: Any = connection.connection.dbapi_connection
-    alone = not connection.in_transaction()
-    autocommit = dbapi.autocommit
-    if alone:
+    # outside a transaction: in autocommit mode (set only where it is not: psycopg refuses
+    # to touch it while a batch's own BEGIN holds a transaction open)
+    switch = not connection.in_transaction() and not dbapi.autocommit
+    if switch:
         dbapi.autocommit = True
     script = ""
     try:
@@ -251,8 +262,8 @@ def _script(
     except psycopg.Error as exc:  # what every caller catches: SQLAlchemy's error
         raise DBAPIError.instance(script, None, exc, psycopg.Error) from None
     finally:
-        if alone:
-            dbapi.autocommit = autocommit
+        if switch:
+            dbapi.autocommit = False
 
 
 def commit_with(
@@ -504,6 +515,14 @@ def memoise_tables(engine: Engine) -> Callable[[], None]:
 
     event.listen(engine, "checkout", checkout)
     return forget
+
+
+def remember_tables(connection: Connection, names: Iterable[str]) -> None:
+    """The tables of the connection's default schema, listed by the caller: where the
+    connection memoises, its next `has_table` answers from them."""
+    memo = connection.info.get(_TABLES)
+    if memo is not None:
+        memo.names = set(names)
 
 
 def forget_tables(connection: Connection) -> None:

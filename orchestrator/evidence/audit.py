@@ -175,19 +175,13 @@ class AuditTrail:
                         f"PRAGMA busy_timeout = {int(wait * 1000)}"
                     )
                 try:
-                    if not self.tables_ready and len(self.actor) > NARROW_ACTOR:
-                        with connection.begin():  # its own transaction: see widen_actor
-                            ledger.widen_actor(connection)
-                    if not self.tables_ready:
-                        with connection.begin():
-                            ledger.ensure_tables(connection)
-                    if sqlite:
-                        with connection.begin():
-                            written = ledger.append_audit(connection, self._pending)
-                    else:  # one round trip where the driver can (ledger.append_audit)
-                        written = ledger.append_audit(connection, self._pending)
-                        if connection.in_transaction():
-                            connection.commit()
+                    # where our tables are there (every run but a database's first): the
+                    # check and the append in one round trip
+                    written = None
+                    if not self.tables_ready and len(self.actor) <= NARROW_ACTOR:
+                        written = ledger.append_audit_if_ready(connection, self._pending)
+                    if written is None:
+                        written = self._set_up_and_append(connection, sqlite)
                     self.tables_ready = True
                     self.head = written["hash"] if written else self.head
                 finally:
@@ -206,6 +200,22 @@ class AuditTrail:
                 of=[r["event"] for r in self._pending],
             )
             self._pending.clear()
+
+    def _set_up_and_append(self, connection: Connection, sqlite: bool) -> dict[str, Any] | None:
+        if not self.tables_ready and len(self.actor) > NARROW_ACTOR:
+            with connection.begin():  # its own transaction: see widen_actor
+                ledger.widen_actor(connection)
+        if not self.tables_ready:
+            with connection.begin():
+                ledger.ensure_tables(connection)
+        if sqlite:
+            with connection.begin():
+                return ledger.append_audit(connection, self._pending)
+        # one round trip where the driver can (ledger.append_audit)
+        written = ledger.append_audit(connection, self._pending)
+        if connection.in_transaction():
+            connection.commit()
+        return written
 
     def durable(self, wait: float | None) -> str | None:
         """Flush; why the records so far are not in the database, or None when they are.

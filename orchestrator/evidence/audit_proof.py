@@ -3,7 +3,9 @@ signed over them (SPEC Part 3, "The audit trail is covered")."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
@@ -26,15 +28,19 @@ def prove_audit(
     evidence: Evidence,
     own_run: str | None,
     live: set[str] | None,
+    read: Sequence[Mapping[str, Any]] | None = None,
 ) -> AuditProof:
     """Check the audit rows written since the newest entry that pinned the audit chain:
     linked to the pinned row, and each run in them accounted for (its own end entry, alive,
     or dead before its end). A run that ended (a terminal event) without a signed end entry
-    did not happen: its rows are forged, or its end entry was deleted."""
+    did not happen: its rows are forged, or its end entry was deleted. `read`: the audit rows
+    from some row at or before the pinned one, read already (the table is there)."""
     pin = chain.last_end(evidence.verdict)
     pinned_id = int(pin.content.get("audit_id") or 0) if pin else 0
     pinned_hash = str(pin.content.get("audit_hash") or ledger.GENESIS) if pin else ledger.GENESIS
-    if not has_table(connection, ledger.AUDIT_TABLE):
+    if read is not None:
+        rows_ = [dict(r) for r in read if r["id"] >= max(pinned_id, 1)]
+    elif not has_table(connection, ledger.AUDIT_TABLE):
         if pinned_id:
             return AuditProof(
                 f"the audit table is gone: entry {pin.seq if pin else '?'} pinned its row "
@@ -42,11 +48,14 @@ def prove_audit(
                 None,
             )
         return AuditProof(None, None)
-    rows = connection.execute(
-        text(f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= :a ORDER BY id"),
-        {"a": max(pinned_id, 1)},
-    ).all()
-    rows_ = [dict(r._mapping) for r in rows]
+    else:
+        rows_ = [
+            dict(r._mapping)
+            for r in connection.execute(
+                text(f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= :a ORDER BY id"),
+                {"a": max(pinned_id, 1)},
+            )
+        ]
     prev, expected = pinned_hash, pinned_id + 1
     if pinned_id:
         first = rows_[0] if rows_ else None

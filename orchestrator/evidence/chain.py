@@ -26,24 +26,36 @@ EVIDENCE_LOCK_KEY = 0x6F72657669646E63  # "orevidnc": serialises appends to the 
 _COLUMNS = "seq, kind, run_id, envelope"
 
 
+_IDENTITY = "orchestrator_database_identity"
+_PG_IDENTITY = (
+    "(SELECT 'postgresql:' || system_identifier || '/' || current_database()"
+    " FROM pg_catalog.pg_control_system())"
+)
+
+
 def database_identity(connection: Connection) -> str:
     """Who this database is, in terms the deploy role does not choose. PostgreSQL: the
     cluster's system_identifier (fixed at initdb) and the database's name. SQLite: the
-    database file's real path (a copy elsewhere is another database)."""
+    database file's real path (a copy elsewhere is another database). Asked once per
+    connection (a connection is to one database for its life)."""
+    known = connection.info.get(_IDENTITY)
+    if known is not None:
+        return str(known)
     if connection.dialect.name == "postgresql":
-        row = connection.execute(
-            text(
-                "SELECT system_identifier::text, current_database()"
-                " FROM pg_catalog.pg_control_system()"
-            )
-        ).one()
-        return f"postgresql:{row[0]}/{row[1]}"
+        identity = connection.execute(text(f"SELECT {_PG_IDENTITY}")).scalar_one()
+        connection.info[_IDENTITY] = identity
+        return str(identity)
     files = connection.exec_driver_sql("PRAGMA database_list").all()
     path = next((row[2] for row in files if row[1] == "main"), "") or ":memory:"
     return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
 
 
-_NEWER = f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"
+NEWER = f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"
+# an entry appended by a writer that holds the chain's lock (psycopg parameters)
+INSERT_ENTRY = (
+    f"INSERT INTO {ledger.CHAIN_TABLE} ({_COLUMNS})"
+    " VALUES (%(seq)s, %(kind)s, %(run_id)s, %(envelope)s)"
+)
 _LOCK_AT_COMMIT = "SELECT pg_advisory_xact_lock(%(k)s)"
 # an entry sent with its transaction's COMMIT: it fails, rather than write nothing, where
 # another entry holds its place or the lock session lost the lock (the COMMIT never runs)
@@ -61,7 +73,7 @@ def read_rows(connection: Connection, after: int = 0) -> list[dict[str, Any]]:
     """Stored entries with seq > `after`, oldest first ([] when there is no chain table)."""
     if not has_table(connection, ledger.CHAIN_TABLE):
         return []
-    rows = connection.execute(text(_NEWER), {"s": after})
+    rows = connection.execute(text(NEWER), {"s": after})
     return [dict(row._mapping) for row in rows]
 
 
@@ -137,14 +149,19 @@ def recent_ends(connection: Connection, limit: int = 20) -> list[dict[str, Any]]
     """The newest end entries, newest first (where a successor's witnesses are)."""
     if not has_table(connection, ledger.CHAIN_TABLE):
         return []
+    # the database's identity in the same round trip, where the caller will ask it next
+    identity = f", {_PG_IDENTITY} AS identity" if connection.dialect.name == "postgresql" else ""
     rows = connection.execute(
         text(
-            f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE kind = 'end'"
+            f"SELECT {_COLUMNS}{identity} FROM {ledger.CHAIN_TABLE} WHERE kind = 'end'"
             " ORDER BY seq DESC LIMIT :n"
         ),
         {"n": limit},
     )
-    return [dict(row._mapping) for row in rows]
+    ends = [dict(row._mapping) for row in rows]
+    if ends and identity:
+        connection.info[_IDENTITY] = ends[0]["identity"]
+    return [{k: v for k, v in end.items() if k != "identity"} for end in ends]
 
 
 def signed_witnesses(
@@ -332,7 +349,7 @@ class Writer:
                     raise Broken("the migration lock was lost before the revision could commit")
                 cursor.execute(_LOCK_AT_COMMIT, {"k": EVIDENCE_LOCK_KEY})
                 after = before[0] if before else 0
-                cursor.execute(psycopg_style(_NEWER), {"s": after})
+                cursor.execute(psycopg_style(NEWER), {"s": after})
                 names = [c.name for c in cursor.description or ()]
                 newer = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
             self.head = before

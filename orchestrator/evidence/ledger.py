@@ -28,6 +28,7 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateIndex, CreateTable
 
 from orchestrator.core import trust
@@ -37,7 +38,8 @@ from orchestrator.db.database import (
     forget_tables,
     has_table,
     psycopg_style,
-    run_script,
+    remember_tables,
+    run_batch,
     table_names,
 )
 from orchestrator.db.locks import FENCE_SQL, Fence
@@ -652,17 +654,66 @@ FROM ((SELECT id, hash FROM {AUDIT_TABLE} ORDER BY id DESC LIMIT 1)
 def _append_in_one_round_trip(
     connection: Connection, records: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any] | None:
+    done = run_batch(connection, _append_statements(records))
+    return None if done is None else _written(records, done[-1][0])
+
+
+def _append_statements(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
     rows = chain_rows(records, 0, GENESIS)  # the columns; id and hashes come from the server
-    statements: list[tuple[str, Mapping[str, Any]]] = [
+    statements: list[tuple[str, Any]] = [
         ("SELECT pg_advisory_xact_lock(%(k)s)", {"k": CHAIN_LOCK_KEY})
     ]
     statements += [(_PG_APPEND, row) for row in rows]
     statements[-1] = (statements[-1][0] + " RETURNING id, prev_hash, hash", statements[-1][1])
-    done = run_script(connection, statements)
+    return statements
+
+
+def _written(records: Sequence[Mapping[str, Any]], returned: Mapping[str, Any]) -> dict[str, Any]:
+    last = chain_rows(records[-1:], 0, GENESIS)[0]
+    return {
+        **last,
+        "id": returned["id"],
+        "prev_hash": returned["prev_hash"],
+        "hash": returned["hash"],
+    }
+
+
+# Our tables listed, where they are all there in this release's shape; else an error (a
+# malformed array; not a constant, which the server would cast on reading the query), which
+# stops the statements sent after it in the same round trip.
+_LISTED_IF_READY = f"""WITH t AS (
+  SELECT c.oid, c.relname::text AS name FROM pg_catalog.pg_class c
+  WHERE c.relkind IN ('r', 'p') AND c.relnamespace = current_schema()::regnamespace)
+SELECT CASE WHEN
+  (SELECT count(*) FROM t WHERE name IN ({", ".join(f"'{n}'" for n in sorted(OWN_TABLES))}))
+    = {len(OWN_TABLES)}
+  AND (SELECT count(*) FROM t JOIN pg_catalog.pg_attribute a
+       ON a.attrelid = t.oid AND NOT a.attisdropped
+       WHERE (t.name, a.attname::text) IN ({
+    ", ".join(f"('{t}', '{c}')" for t, c, _ in _ADDED_COLUMNS)
+})) = {len(_ADDED_COLUMNS)}
+THEN (SELECT array_agg(name) FROM t)
+ELSE ('orchestrator: our tables need setting up in ' || current_database())::text[]
+END AS tables"""
+
+
+def append_audit_if_ready(
+    connection: Connection, records: Sequence[Mapping[str, Any]]
+) -> dict[str, Any] | None:
+    """`append_audit` outside a transaction, in the round trip that checks our tables are
+    there in this release's shape (and lists the tables, for `has_table`); the last row
+    written, or None where they may not be, or the driver cannot: nothing was written, and
+    the caller sets up (ensure_tables) and appends."""
+    if not records or connection.dialect.driver != "psycopg" or connection.in_transaction():
+        return None
+    try:
+        done = run_batch(connection, [(_LISTED_IF_READY, {}), *_append_statements(records)])
+    except DBAPIError:
+        return None
     if done is None:
         return None
-    row_id, prev_hash, digest = done[0]
-    return {**rows[-1], "id": row_id, "prev_hash": prev_hash, "hash": digest}
+    remember_tables(connection, done[0][0]["tables"])
+    return _written(records, done[-1][0])
 
 
 def _lock_chain(connection: Connection) -> None:
@@ -689,26 +740,62 @@ def write_checkpoint(
     head = connection.execute(_CHECKPOINT_HEAD).first()  # one round trip for the three
     if head is None:
         return None
-    ledger_id, signed_from = head.ledger_id or 0, head.signed_from
+    row = checkpoint_row(
+        key=key,
+        env=env,
+        target=target,
+        run_id=run_id,
+        at=at,
+        audit=(head.id, head.hash),
+        ledger_id=head.ledger_id or 0,
+        signed_from=head.signed_from,
+    )
+    connection.execute(insert(checkpoint), row)
+    return row
+
+
+def checkpoint_row(
+    *,
+    key: signing.PrivateKey,
+    env: str,
+    target: str,
+    run_id: str,
+    at: str,
+    audit: tuple[int, str],
+    ledger_id: int,
+    signed_from: int | None,
+) -> dict[str, Any]:
+    """The signed checkpoint over the audit chain's head `audit` (id, hash) and the ledger's
+    extent (its last row, its first signed row)."""
     payload = trust.checkpoint_payload(
         env=env,
         target=target,
         run_id=run_id,
-        audit_id=head.id,
-        audit_hash=head.hash,
+        audit_id=audit[0],
+        audit_hash=audit[1],
         ledger_id=ledger_id,
         ledger_signed_from=signed_from,
         at=at,
     )
-    row = {
+    return {
         "run_id": run_id,
-        "audit_id": head.id,
-        "audit_hash": head.hash,
+        "audit_id": audit[0],
+        "audit_hash": audit[1],
         "at": at,
         "envelope": _envelope(trust.CHECKPOINT_TYPE, payload, key),
     }
-    connection.execute(insert(checkpoint), row)
-    return row
+
+
+# the same row as a statement of its own (psycopg parameters), for a script
+INSERT_CHECKPOINT = (
+    f"INSERT INTO {CHECKPOINT_TABLE} (run_id, audit_id, audit_hash, at, envelope)"
+    " VALUES (%(run_id)s, %(audit_id)s, %(audit_hash)s, %(at)s, %(envelope)s)"
+)
+# the ledger's extent a checkpoint signs (its last row, its first signed row)
+LEDGER_EXTENT = (
+    f"SELECT max(id) AS ledger_id, min(id) FILTER (WHERE envelope IS NOT NULL) AS signed_from"
+    f" FROM {LEDGER_TABLE}"
+)
 
 
 _CHECKPOINT_HEAD = (

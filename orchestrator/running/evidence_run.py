@@ -3,18 +3,21 @@ per ledger row, and a signed end entry over the audit rows it proved (SPEC Part 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator.core import chain
 from orchestrator.core.errors import Refused
-from orchestrator.db.database import Recover, describe_error
+from orchestrator.db.database import Recover, describe_error, psycopg_style, run_batch
 from orchestrator.db.locks import Fence
 from orchestrator.evidence import chain as store
 from orchestrator.evidence import ledger
-from orchestrator.evidence.audit_proof import prove_audit
+from orchestrator.evidence.audit_proof import AuditProof, prove_audit
+from orchestrator.running.liveness import LIVE_SESSIONS, run_ids_of
 
 if TYPE_CHECKING:
     from orchestrator.core import signing
@@ -141,20 +144,7 @@ class RunEvidence:
                 proof = prove_audit(connection, evidence, self.run_id, live)
                 if proof.problem is not None:
                     return proof.problem
-                content: dict[str, Any] = {
-                    "run_id": self.run_id,
-                    "outcome": outcome,
-                    "target": self.target,
-                    "at": at,
-                    "audit_id": proof.head[0] if proof.head else 0,
-                    "audit_hash": proof.head[1] if proof.head else ledger.GENESIS,
-                    "witnessed": self.witnessed,
-                }
-                if proof.killed:
-                    content["killed"] = list(proof.killed)
-                if proof.open:
-                    content["open"] = list(proof.open)
-                self.writer.append(connection, "end", content)
+                self.writer.append(connection, "end", self._end_content(outcome, at, proof))
                 self.audit_head = proof.head
         except Refused as exc:
             return exc.message
@@ -163,6 +153,128 @@ class RunEvidence:
         except SQLAlchemyError as exc:
             return describe_error(exc)
         return ""
+
+    def end_at_once(
+        self,
+        connection: Connection,
+        outcome: str | None,
+        checkpoint: Callable[..., dict[str, Any]],
+        at: str,
+    ) -> str | None:
+        """The run's end in one transaction of two round trips, on PostgreSQL: BEGIN, the
+        locks and every read (the entries since the chain verified, the audit rows since its
+        pin, the ledger's extent, the live sessions); then the checkpoint (`checkpoint`
+        signs it, given the audit head and the ledger's extent), the signed end entry and
+        COMMIT. '' when written, else why not; None where it cannot be done this way (not
+        psycopg, or the chain did not verify at the start): the caller ends step by step.
+        `checkpoint(audit=, ledger_id=, signed_from=)`: the checkpoint row to write."""
+        if (
+            connection.dialect.driver != "psycopg"
+            or self.writer is None
+            or self.evidence is None
+            or self.problem is not None
+        ):
+            return None
+        verified = self.evidence.verdict
+        pin = chain.last_end(verified)
+        since = int(pin.content.get("audit_id") or 0) if pin else 0
+        reads = run_batch(
+            connection,
+            [
+                ("BEGIN", {}),
+                # the audit chain's lock, then the evidence chain's: the order of a revision's
+                # transaction (its audit rows, then its entry at COMMIT)
+                ("SELECT pg_advisory_xact_lock(%(a)s), pg_advisory_xact_lock(%(e)s)",
+                 {"a": ledger.CHAIN_LOCK_KEY, "e": store.EVIDENCE_LOCK_KEY}),
+                (psycopg_style(store.NEWER), {"s": verified.head[0] if verified.head else 0}),
+                (f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= %(a)s ORDER BY id",
+                 {"a": max(since, 1)}),
+                (ledger.LEDGER_EXTENT, {}),
+                (LIVE_SESSIONS, {}),
+            ],
+        )  # fmt: skip
+        if reads is None:
+            return None
+        try:
+            _locks, newer, audit_rows, (extent,), sessions = reads
+            problem = self._end_rows(connection, newer, audit_rows, outcome, at, sessions)
+            if isinstance(problem, str):
+                connection.exec_driver_sql("ROLLBACK")
+                return problem
+            end_row, head = problem
+            statements = [(store.INSERT_ENTRY, end_row)]
+            if head is not None:
+                row = checkpoint(
+                    audit=head,
+                    ledger_id=int(extent["ledger_id"] or 0),
+                    signed_from=extent["signed_from"],
+                )
+                statements.insert(0, (ledger.INSERT_CHECKPOINT, row))
+            run_batch(connection, [*statements, ("COMMIT", {})])
+        except BaseException:
+            with suppress(SQLAlchemyError):
+                connection.exec_driver_sql("ROLLBACK")
+            raise
+        assert self.writer is not None
+        self.writer.head = (end_row["seq"], end_row["hash"])
+        self.audit_head = head
+        return ""
+
+    def _end_rows(
+        self,
+        connection: Connection,
+        newer: Sequence[Mapping[str, Any]],
+        audit_rows: Sequence[Mapping[str, Any]],
+        outcome: str | None,
+        at: str,
+        sessions: Sequence[Mapping[str, Any]],
+    ) -> str | tuple[dict[str, Any], tuple[int, str] | None]:
+        """The end entry's row over what was read, and the audit head it pins; or why none
+        may be signed."""
+        assert self.writer is not None and self.evidence is not None
+        verified = self.evidence.verdict
+        database = self.writer.database
+        since = chain.verify_chain(
+            newer, self.keys, env=self.env, database=database, start=verified.head
+        )
+        if since.broken is not None:
+            return f"{self.env}'s evidence is broken at entry {since.broken[0]}: {since.broken[1]}"
+        whole = store.Evidence(
+            self.env,
+            database,
+            chain.Verdict([*verified.entries, *since.entries], head=since.head or verified.head),
+        )
+        live = run_ids_of(s["application_name"] for s in sessions)
+        proof = prove_audit(connection, whole, self.run_id, live, read=audit_rows)
+        if proof.problem is not None:
+            return proof.problem
+        last, prev = whole.verdict.head or (0, chain.GENESIS)
+        row = chain.build_entry(
+            self.key,
+            env=self.env,
+            database=database,
+            seq=last + 1,
+            prev=prev,
+            kind="end",
+            content=self._end_content(outcome, at, proof),
+        )
+        return row, proof.head
+
+    def _end_content(self, outcome: str | None, at: str, proof: AuditProof) -> dict[str, Any]:
+        content: dict[str, Any] = {
+            "run_id": self.run_id,
+            "outcome": outcome,
+            "target": self.target,
+            "at": at,
+            "audit_id": proof.head[0] if proof.head else 0,
+            "audit_hash": proof.head[1] if proof.head else ledger.GENESIS,
+            "witnessed": self.witnessed,
+        }
+        if proof.killed:
+            content["killed"] = list(proof.killed)
+        if proof.open:
+            content["open"] = list(proof.open)
+        return content
 
     def head(self) -> dict[str, Any] | None:
         """The `evidence_head` of the run's --json result."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -23,17 +23,22 @@ def application_name(env: str, run_id: str, actor: str) -> str:
 _RUN_IN_APP = re.compile(r"run=(\w+)")
 
 
+# the sessions of runs: their application_name says run=<id>
+LIVE_SESSIONS = (
+    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'orchestrator%'"
+)
+
+
 def live_run_ids(connection: Connection) -> set[str] | None:
     """Run ids with a live session (PostgreSQL); None where the database cannot tell."""
     if not is_postgresql(connection):
         return None
-    rows = connection.execute(
-        text(
-            "SELECT application_name FROM pg_stat_activity"
-            " WHERE application_name LIKE 'orchestrator%'"
-        )
-    )
-    return {m.group(1) for (name,) in rows if (m := _RUN_IN_APP.search(name or ""))}
+    return run_ids_of(name for (name,) in connection.execute(text(LIVE_SESSIONS)))
+
+
+def run_ids_of(application_names: Iterable[str | None]) -> set[str]:
+    """The run ids in sessions' application names (LIVE_SESSIONS' rows)."""
+    return {m.group(1) for name in application_names if (m := _RUN_IN_APP.search(name or ""))}
 
 
 def run_alive(run: Mapping[str, Any], live: set[str] | None) -> bool:

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +162,7 @@ class TargetRun:
                     duration_ms=self.elapsed_ms(),
                 )
         self.audit.flush(wait=FINAL_WAIT)  # records a busy SQLite database could not take yet
-        if self.started and self.signer is not None:
+        if self.started and self.signer is not None and not self._end_at_once(exc):
             self._checkpoint()
             self._end_evidence(exc)
         if self.result is not None:
@@ -175,6 +176,39 @@ class TargetRun:
         self.close()
         exc.details.setdefault("run_id", self.run_id)
         exc.details.setdefault("audit_head", self.audit.head)
+
+    def _outcome(self, exc: BaseException | None) -> str | None:
+        outcome = self.result.outcome if self.result is not None else None
+        if outcome is None and exc is not None:
+            outcome = getattr(exc, "outcome", "failed")
+        return outcome
+
+    def _end_at_once(self, exc: BaseException | None) -> bool:
+        """The checkpoint and the signed end entry in one transaction of two round trips
+        (RunEvidence.end_at_once); False where that cannot be done: then one by one."""
+        if self.evidence is None or not self.audit.tables_ready:
+            return False
+        assert self.signer is not None
+        checkpoint = partial(
+            ledger.checkpoint_row,
+            key=self.signer.key,
+            env=self.env.name,
+            target=self.target.name,
+            run_id=self.run_id,
+            at=utc_now(),
+        )
+        try:
+            with self.reading() as connection:
+                problem = self.evidence.end_at_once(
+                    connection, self._outcome(exc), checkpoint, utc_now()
+                )
+        except SQLAlchemyError as error:
+            problem = describe_error(error)
+        if problem is None:
+            return False
+        if problem:
+            self.audit.log.error("evidence.end_not_signed", env=self.env.name, error=problem)
+        return True
 
     def _checkpoint(self) -> None:
         assert self.signer is not None
@@ -195,15 +229,12 @@ class TargetRun:
         """The run's signed end entry, over the audit rows it can prove; never over others."""
         if self.evidence is None:
             return
-        outcome = self.result.outcome if self.result is not None else None
-        if outcome is None and exc is not None:
-            outcome = getattr(exc, "outcome", "failed")
         try:
             with self.reading() as connection:
                 live = live_run_ids(connection)
         except SQLAlchemyError:
             live = None
-        problem = self.evidence.end(self.engine, utc_now(), outcome, live)
+        problem = self.evidence.end(self.engine, utc_now(), self._outcome(exc), live)
         if problem:
             self.audit.log.error("evidence.end_not_signed", env=self.env.name, error=problem)
 
