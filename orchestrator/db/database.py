@@ -209,9 +209,8 @@ def read_at_once(
     transaction, or a table is missing: then the caller reads step by step."""
     if connection.in_transaction() or connection.dialect.driver != "psycopg":
         return None
-    memo = connection.info.get(_TABLES)
-    if memo is not None and memo.names is not None and not memo.names.issuperset(tables):
-        return None  # listed already, and one is not there: no need to try
+    if listed_without(connection, tables):
+        return None  # no need to try
     import psycopg
 
     try:
@@ -515,6 +514,13 @@ def memoise_tables(engine: Engine) -> Callable[[], None]:
 
     event.listen(engine, "checkout", checkout)
     return forget
+
+
+def listed_without(connection: Connection, tables: Iterable[str]) -> bool:
+    """The connection listed its tables already (it memoises), and one of `tables` is not
+    there."""
+    memo = connection.info.get(_TABLES)
+    return memo is not None and memo.names is not None and not memo.names.issuperset(tables)
 
 
 def remember_tables(connection: Connection, names: Iterable[str]) -> None:

@@ -37,6 +37,7 @@ from orchestrator.db.database import (
     commit_with,
     forget_tables,
     has_table,
+    listed_without,
     psycopg_style,
     remember_tables,
     run_batch,
@@ -704,7 +705,12 @@ def append_audit_if_ready(
     there in this release's shape (and lists the tables, for `has_table`); the last row
     written, or None where they may not be, or the driver cannot: nothing was written, and
     the caller sets up (ensure_tables) and appends."""
-    if not records or connection.dialect.driver != "psycopg" or connection.in_transaction():
+    if (
+        not records
+        or connection.dialect.driver != "psycopg"
+        or connection.in_transaction()
+        or listed_without(connection, OWN_TABLES)
+    ):
         return None
     try:
         done = run_batch(connection, [(_LISTED_IF_READY, {}), *_append_statements(records)])
