@@ -543,3 +543,24 @@ def test_a_run_timing_out_on_the_lock_appends_its_end_beside_the_holder(
     verify = signed.run("audit", "verify", "--env", "staging")
     assert verify.code == 0, verify.output
     assert signed.run("migrate", "prod", "--approve").code == 0
+
+
+def test_audit_rows_forged_while_a_run_runs_are_not_signed_over(signed: Project) -> None:
+    """The deploy role appends correctly chained rows of a made-up run that "succeeded" while
+    a signing run's revision runs: the run's end (its reads and its entry in one
+    transaction) signs nothing over them and says why; prod refuses to promote from that
+    trail, and `audit verify` fails."""
+    holder = _slow_revision_running(signed)
+    forge_run(signed, "staging", "forged0000000002")
+    _, err = holder.communicate(timeout=120)
+    assert holder.returncode == 0, err[-3000:]  # the revision itself was the run's
+    assert "evidence.end_not_signed" in err and "forged0000000002" in err, err[-3000:]
+    # staging's first run: no end entry at all, none signed over the forged rows
+    assert [kind for _, kind, _ in entries(signed, "staging")].count("end") == 0
+    run = signed.run("migrate", "prod", "--approve")
+    assert run.code == 3, run.output
+    # the first run it cannot prove: the holder's, whose end could not be signed
+    assert "no signed end entry" in run.stderr and "audit trail does not verify" in run.stderr
+    assert signed.version("prod") == []
+    verify = signed.run("audit", "verify", "--env", "staging")
+    assert verify.code == 1 and "intact" not in verify.stdout, verify.output
