@@ -17,12 +17,12 @@ from orchestrator.running.run import TargetRun
 def accept(
     app: App, env_name: str, revision: str, reason: str, options: Options
 ) -> list[RunResult]:
-    env = app.envs.get(env_name)
+    env = app.environment(env_name)
     if not reason.strip():
         raise UsageError("accept needs --reason TEXT: it goes on the audit trail.")
     rev = app.resolve(revision)
-    targets = app.targets(env.name)
-    app.signer(env.name)
+    targets = env.targets
+    env.signer  # noqa: B018 -- its key first: exit 2, nothing written
     return [_accept_target(app, target, rev, reason, options) for target in targets]
 
 

@@ -57,7 +57,7 @@ def audit(app: App, flt: ledger.AuditFilter) -> tuple[list[dict[str, Any]], list
     unreachable: list[str] = []
     for name in names:
         try:
-            targets = app.targets(app.envs.get(name).name)
+            targets = app.environment(name).targets
         except UsageError as exc:
             if flt.env:
                 raise
@@ -118,7 +118,7 @@ def _chains(
     found: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     for name in names:
         try:
-            targets = app.targets(app.envs.get(name).name)
+            targets = app.environment(name).targets
         except UsageError as exc:
             if env_name:
                 raise
@@ -135,7 +135,7 @@ def _chains(
                 )
             )
             continue
-        keys = app.public_keys(name)
+        keys = app.environment(name).public_keys
         for target in targets:
             try:
                 with read_connection(target) as connection:

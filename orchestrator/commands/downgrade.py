@@ -22,12 +22,12 @@ from orchestrator.running.run import TargetRun
 def downgrade(
     app: App, env_name: str, to: str, reason: str, force: bool, options: Options
 ) -> list[RunResult]:
-    env = app.envs.get(env_name)
+    env = app.environment(env_name)
     if not reason.strip():
         raise UsageError("A downgrade needs --reason TEXT: it goes on the audit trail.")
-    app.signer(env.name)
+    env.signer  # noqa: B018 -- its key first: exit 2, nothing written
     results: list[RunResult] = []
-    for target in app.targets(env.name):
+    for target in env.targets:
         try:
             results.append(_downgrade_target(app, target, to, reason, force, options))
         except OrchestratorError as exc:
@@ -105,13 +105,13 @@ def _revert_path(app: App, heads: Sequence[str], destination: str) -> list[str]:
 
 
 def baseline(app: App, env_name: str, revision: str, reason: str) -> list[RunResult]:
-    env = app.envs.get(env_name)
+    env = app.environment(env_name)
     if not reason.strip():
         raise UsageError("A baseline needs --reason TEXT: it goes on the audit trail.")
     rev = app.resolve(revision)
-    app.signer(env.name)
+    env.signer  # noqa: B018 -- its key first: exit 2, nothing written
     results = []
-    for target in app.targets(env.name):
+    for target in env.targets:
         run = TargetRun(app, target, "baseline", reason=reason)
         try:
             run.start(to_revision=rev)

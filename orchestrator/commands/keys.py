@@ -40,16 +40,16 @@ def generate(name: str, out_dir: Path, private_out: Path | None, force: bool) ->
 def adopt(app: App, env_name: str, reason: str, options: Options) -> list[RunResult]:
     """Sign the evidence an environment already holds: each applied revision's latest
     ledger row, once its checksum is checked against the file as it is now."""
-    env = app.envs.get(env_name)
-    if env.signing is None:
+    env = app.environment(env_name)
+    if env.config.signing is None:
         raise UsageError(
-            f"{env.name} does not sign ({env.source} has no `signing:` section): add "
+            f"{env.name} does not sign ({env.config.source} has no `signing:` section): add "
             "`signing: {public_key: keys/NAME.pub, key_env: VARIABLE}` first."
         )
     if not reason.strip():
         raise UsageError("keys adopt needs --reason TEXT: it goes on the audit trail.")
-    targets = app.targets(env.name)
-    app.signer(env.name)
+    targets = env.targets
+    env.signer  # noqa: B018 -- its key first: exit 2, nothing written
     return [_adopt_target(app, target, reason, options) for target in targets]
 
 
@@ -65,7 +65,7 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
     try:
         run.start()
         check_approval(app, run, options.approve)
-        keys = app.public_keys(run.env.name) or ()
+        keys = app.environment(run.env.name).public_keys or ()
         run.may_start_chain = True  # adopting is how an install's evidence enters the chain
         with run.locked():
             run.close_dead_runs()
@@ -173,13 +173,13 @@ def _adopt_target(app: App, target: Target, reason: str, options: Options) -> Ru
 def repair(app: App, env_name: str, reason: str, options: Options) -> list[RunResult]:
     """Append a signed `repair` entry to each database of `env_name` whose evidence chain is
     broken or missing (or whose audit rows since the last end do not verify)."""
-    env = app.envs.get(env_name)
-    if env.signing is None:
+    env = app.environment(env_name)
+    if env.config.signing is None:
         raise UsageError(f"{env.name} does not sign: it has no evidence chain to repair.")
     if not reason.strip():
         raise UsageError("keys repair needs --reason TEXT: it goes on the audit trail.")
-    app.signer(env.name)
-    return [_repair_target(app, target, reason, options) for target in app.targets(env.name)]
+    env.signer  # noqa: B018 -- its key first: exit 2, nothing written
+    return [_repair_target(app, target, reason, options) for target in env.targets]
 
 
 def _repair_target(app: App, target: Target, reason: str, options: Options) -> RunResult:

@@ -16,13 +16,13 @@ from orchestrator.commands.drift import (
     drift_since_recorded,
     schema_check,
 )
-from orchestrator.core.config import EnvironmentConfig, Target
+from orchestrator.core.config import Target
 from orchestrator.core.errors import OrchestratorError, Refused, UsageError
 from orchestrator.core.planning import refusal_message
 from orchestrator.core.results import RunResult, attach_results, error_result
 from orchestrator.db.database import current_heads, keep_reads
 from orchestrator.evidence import ledger
-from orchestrator.running.app import App, new_run_id
+from orchestrator.running.app import App, Environment, new_run_id
 from orchestrator.running.fleet import FleetOptions, fan_out, select_shard
 from orchestrator.running.plan_gate import check_against_plan, plan_approvals, refuse_plan
 from orchestrator.running.policies import (
@@ -72,7 +72,7 @@ class Options:
 def migrate(
     app: App, env_name: str, to: str | None, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
 ) -> list[RunResult]:
-    env = app.envs.get(env_name)
+    env = app.environment(env_name)
     if options.plan is not None:  # judged first: a plan for another env says so, whatever else
         if to is not None:
             raise UsageError("--to and --plan: a plan names its own target revision; drop --to.")
@@ -80,8 +80,8 @@ def migrate(
         destination = options.plan.to
     else:
         destination = app.resolve(to or "head")
-    targets = select_shard(app.targets(env.name), fleet.shard)
-    app.signer(env.name)  # a signing environment without its key: exit 2, nothing written
+    targets = select_shard(env.targets, fleet.shard)
+    env.signer  # noqa: B018 -- a signing environment without its key: exit 2, nothing written
     return migrate_each(app, env, targets, destination, options, fleet)
 
 
@@ -127,7 +127,7 @@ def settled_targets(app: App, targets: Sequence[Target], destination: str) -> se
 
 def migrate_each(
     app: App,
-    env: EnvironmentConfig,
+    env: Environment,
     targets: list[Target],
     destination: str,
     options: Options,
@@ -145,7 +145,7 @@ def migrate_each(
 
 def each_target(
     app: App,
-    env: EnvironmentConfig,
+    env: Environment,
     targets: list[Target],
     work: Callable[[Target], RunResult],
     fleet: FleetOptions,
@@ -153,10 +153,10 @@ def each_target(
     """One database: run it here, errors propagate. A fleet: fan out, collect outcomes."""
     if len(targets) == 1 and fleet == ONE_AT_A_TIME:
         return [work(targets[0])]
-    if env.promotes_from is None or app.public_keys(env.promotes_from) is None:
+    if env.predecessor is None or env.predecessor.public_keys is None:
         # read the predecessor once, before forking workers; a signing predecessor's
         # evidence may come from a plan instead, and then its database is never opened
-        predecessor_states(app, env)
+        predecessor_states(app, env.config)
     return fan_out(targets, work, fleet)
 
 
@@ -278,30 +278,31 @@ def same_env_py(app: App, run: TargetRun, evidence: list[TargetState] | None) ->
 def promote(
     app: App, env_name: str, options: Options, fleet: FleetOptions = ONE_AT_A_TIME
 ) -> list[RunResult]:
-    env = app.envs.get(env_name)
-    if env.promotes_from is None:
+    env = app.environment(env_name)
+    predecessor = env.predecessor
+    if predecessor is None:
         raise UsageError(
             f"{env.name} promotes from nothing: it is the first environment. Use migrate."
         )
     if options.plan is not None:  # the plan says how far, from the predecessor's evidence
         return migrate(app, env_name, None, options, fleet)
     heads: set[tuple[str, ...]] = set()
-    for target in app.targets(env.promotes_from):
+    for target in predecessor.targets:
         with read_connection(target) as connection:
             heads.add(current_heads(connection))
     if len(heads) != 1:
         raise Refused(
-            f"Refused: the databases of {env.promotes_from} are at different revisions "
+            f"Refused: the databases of {predecessor.name} are at different revisions "
             f"({', '.join(sorted(','.join(h) or 'base' for h in heads))}); "
-            f"finish {env.promotes_from} first."
+            f"finish {predecessor.name} first."
         )
     (pred_heads,) = heads
     if not pred_heads:
-        raise Refused(f"Refused: {env.promotes_from} has run nothing yet; nothing to promote.")
+        raise Refused(f"Refused: {predecessor.name} has run nothing yet; nothing to promote.")
     if len(pred_heads) > 1:
-        raise UsageError(f"{env.promotes_from} has several heads ({', '.join(pred_heads)}).")
-    targets = select_shard(app.targets(env.name), fleet.shard)
-    app.signer(env.name)
+        raise UsageError(f"{predecessor.name} has several heads ({', '.join(pred_heads)}).")
+    targets = select_shard(env.targets, fleet.shard)
+    env.signer  # noqa: B018 -- its key first: exit 2, nothing written
     return migrate_each(app, env, targets, pred_heads[0], options, fleet)
 
 
@@ -313,9 +314,10 @@ def rollout(
     destination = app.resolve(to or "head")
     # every environment's databases resolved first: a missing variable for the last one
     # must not show up after the first ones have been migrated
-    path = [(app.envs.get(name), app.targets(name)) for name in app.envs.path_to(through)]
-    for env, _ in path:  # and every signing key, for the same reason
-        app.signer(env.name)
+    envs = [app.environment(name) for name in app.envs.path_to(through)]
+    path = [(env, env.targets) for env in envs]
+    for env in envs:  # and every signing key, for the same reason
+        env.signer  # noqa: B018
     # and every approval asked for before anything runs: a rollout refused at prod must not
     # have migrated dev and staging first
     path = [(env, select_shard(targets, fleet.shard)) for env, targets in path]
@@ -333,14 +335,14 @@ def rollout(
 
 
 def approve_path(
-    app: App, path: list[tuple[EnvironmentConfig, list[Target]]], destination: str, options: Options
+    app: App, path: list[tuple[Environment, list[Target]]], destination: str, options: Options
 ) -> dict[str, str]:
     """Approval for each environment of the path that requires it, before the first run:
     --approve, or its name typed on a terminal after seeing what it would run. A refusal is
     recorded on that environment's databases (run.refused), nothing runs anywhere."""
     given: dict[str, str] = {}
     for env, targets in path:
-        if not env.policy.require_approval or options.approve:
+        if not env.config.policy.require_approval or options.approve:
             continue
         pending = {t.name: _pending(app, t, destination) for t in targets}
         if not any(pending.values()):

@@ -41,7 +41,7 @@ def make_plan(app: App, env_name: str, to: str | None, ttl: str, out: Path) -> d
     destination = app.resolve(to or "head")
     targets: list[dict[str, Any]] = []
     revisions: list[str] = []
-    for target in app.targets(env.name):
+    for target in app.environment(env.name).targets:
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, f"{env.name}/{target.name}")
             broken = own_chain_problem(app, env, connection)
@@ -116,7 +116,7 @@ def writer_key(app: App, env_name: str) -> Any:
     names = list(writer_keys(app, env_name))
     for name in names:
         try:
-            signer = app.signer(name)
+            signer = app.environment(name).signer
         except UsageError:
             continue
         if signer is not None:
@@ -165,9 +165,9 @@ def _evidence(
     if predecessor is None or not revisions:
         return {}, {}
     wanted = set(revisions)
-    keys = app.public_keys(predecessor)
+    keys = app.environment(predecessor).public_keys
     evidence, chains = {}, {}
-    for target in app.targets(predecessor):
+    for target in app.environment(predecessor).targets:
         with read_connection(target) as connection:
             latest = ledger.latest_ledger(connection)
             segment = chain_segment(connection, keys, predecessor, revisions) if keys else None

@@ -83,7 +83,7 @@ def positions(app: App, envs: Sequence[str]) -> dict[str, dict[str, Any]]:
             continue
         try:
             found = set()
-            for target in app.targets(env):
+            for target in app.environment(env).targets:
                 with read_connection(target) as connection:
                     found.add(current_heads(connection))
             heads[env] = found

@@ -46,7 +46,7 @@ def _status(app: App, names: list[str]) -> list[dict[str, Any]]:
     for name in names:
         env = app.envs.get(name)
         try:
-            targets = app.targets(env.name)
+            targets = app.environment(env.name).targets
         except UsageError as exc:
             row = _unconfigured(env.name, env.name, str(exc), heads)
             # a variable that is set but holds no usable URL is a database we cannot read
@@ -96,7 +96,7 @@ def evidence_kind(env: EnvironmentConfig) -> str:
 def _chain_state(app: App, env: EnvironmentConfig, connection: Any) -> str | None:
     """A signing database's evidence, verified: `intact up to entry N`, `nothing recorded
     yet`, or why it cannot be believed (`evidence missing`, `broken at entry N: ...`)."""
-    keys = app.public_keys(env.name)
+    keys = app.environment(env.name).public_keys
     if not keys:
         return None
     from orchestrator.running.predecessor import believed
@@ -111,7 +111,7 @@ def own_chain_problem(app: App, env: EnvironmentConfig, connection: Any) -> str 
     """Why a signing database's own evidence cannot be believed (broken, missing, audit
     rows no end entry covers), as its next run would find before writing; None when it can
     (or the environment does not sign)."""
-    keys = app.public_keys(env.name)
+    keys = app.environment(env.name).public_keys
     if not keys:
         return None
     from orchestrator.running.predecessor import believed
@@ -260,7 +260,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
     env = app.envs.get(env_name)
     destination = app.resolve(to or "head")
     plans = []
-    for target in app.targets(env.name):
+    for target in app.environment(env.name).targets:
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, target.name)
             schema = planned_schema_drift(app, target, connection, state.heads)
@@ -347,7 +347,7 @@ def plan(app: App, env_name: str, to: str | None, sql: bool) -> list[dict[str, A
 
 def current(app: App, env_name: str) -> list[dict[str, Any]]:
     rows = []
-    for target in app.targets(app.envs.get(env_name).name):
+    for target in app.environment(env_name).targets:
         with read_connection(target) as connection:
             state = read_state(connection, app.graph, target.name)
         rows.append({"env": env_name, "target": target.name, "current": list(state.heads)})

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from orchestrator.core.config import (
     MAX_TEXT,
+    EnvironmentConfig,
     Environments,
     Settings,
     Target,
@@ -38,7 +39,7 @@ class App:
     interactive: bool = False
     predecessor_cache: dict[str, list[TargetState]] = field(default_factory=dict)
     schema_cache: dict[str, list[Any]] = field(default_factory=dict)  # commands/drift.py
-    _signers: dict[str, Signer | None] = field(default_factory=dict)
+    _environments: dict[str, Environment] = field(default_factory=dict)
 
     @classmethod
     def load(cls, settings: Settings | None = None, interactive: bool = False) -> App:
@@ -76,25 +77,62 @@ class App:
     def git_dirty(self) -> bool:
         return detect_git_dirty(self.settings.project_dir)
 
+    def environment(self, name: str) -> Environment:
+        """The environment called `name`, resolved once (an unknown name: exit 2, named)."""
+        if name not in self._environments:
+            self._environments[name] = Environment(self, self.envs.get(name))
+        return self._environments[name]
+
     def signer(self, env: str) -> Signer | None:
-        """The environment's private key where it signs (exit 2 when it is missing or wrong)."""
-        if env not in self._signers:
-            config = self.envs.get(env)
-            self._signers[env] = load_signer(config, self.environ, self.settings.project_dir)
-        return self._signers[env]
+        return self.environment(env).signer
 
     def public_keys(self, env: str) -> tuple[PublicKey, ...] | None:
-        """The keys whose signatures count as `env`'s; None where it does not sign."""
-        return public_keys(self.envs.get(env), self.settings.project_dir)
+        return self.environment(env).public_keys
 
     def targets(self, env: str) -> list[Target]:
-        return resolve_targets(self.envs.get(env), self.environ, self.settings.project_dir)
+        return self.environment(env).targets
 
     def resolve(self, ref: str) -> str:
         try:
             return self.graph.resolve(ref)
         except RevisionsError as exc:
             raise UsageError(revision_error(exc)) from None
+
+
+class Environment:
+    """One environment as commands and runs need it, resolved from its name once: its
+    settings, its databases, its keys, and the environment it promotes from. Each part is
+    worked out when first asked (a missing variable or key is an error only where needed)."""
+
+    def __init__(self, app: App, config: EnvironmentConfig) -> None:
+        self._app, self.config = app, config
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def predecessor(self) -> Environment | None:
+        """The environment this one promotes from, if any."""
+        name = self.config.promotes_from
+        return self._app.environment(name) if name is not None else None
+
+    @cached_property
+    def targets(self) -> list[Target]:
+        """Its databases (exit 2 naming a variable that is not set)."""
+        app = self._app
+        return resolve_targets(self.config, app.environ, app.settings.project_dir)
+
+    @cached_property
+    def public_keys(self) -> tuple[PublicKey, ...] | None:
+        """The keys whose signatures count as its own; None where it does not sign."""
+        return public_keys(self.config, self._app.settings.project_dir)
+
+    @cached_property
+    def signer(self) -> Signer | None:
+        """Its private key where it signs (exit 2 when it is missing or wrong)."""
+        app = self._app
+        return load_signer(self.config, app.environ, app.settings.project_dir)
 
 
 def revision_error(exc: Exception) -> str:

@@ -37,7 +37,7 @@ def _plain_env(context: Any) -> tuple[App, Target]:
     settings = load_settings()
     app = App.load(settings, interactive=True)
     name = context.get_x_argument(as_dictionary=True).get("env") or settings.env
-    targets = app.targets(app.envs.get(name).name)
+    targets = app.environment(name).targets
     wanted = context.get_x_argument(as_dictionary=True).get("target")
     if wanted:
         targets = [t for t in targets if t.name == wanted]

@@ -20,11 +20,11 @@ def behind_the_plan(app: App, plan: Plan) -> list[str]:
     from orchestrator.running.predecessor import believed, read_connection
 
     predecessor = app.envs.get(plan.env).promotes_from
-    keys = app.public_keys(predecessor) if predecessor else None
+    keys = app.environment(predecessor).public_keys if predecessor else None
     if predecessor is None or not keys:
         return []
     causes = []
-    for target in app.targets(predecessor):
+    for target in app.environment(predecessor).targets:
         witnessed = _plan_head(plan, target.name, predecessor)
         if witnessed is None:  # not in the plan: plan_evidence refuses it already
             continue

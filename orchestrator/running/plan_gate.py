@@ -60,7 +60,7 @@ def writer_keys(app: App, env_name: str) -> dict[str, tuple[Any, ...]]:
     the job that writes it; itself), with their public keys, where they sign."""
     env = app.envs.get(env_name)
     names = [n for n in (env.promotes_from, env.name) if n is not None]
-    return {n: keys for n in names if (keys := app.public_keys(n)) is not None}
+    return {n: keys for n in names if (keys := app.environment(n).public_keys) is not None}
 
 
 def check_plan(app: App, plan: plans.Plan, env_name: str) -> list[str]:
@@ -181,7 +181,7 @@ def _readable(app: App, env: str | None) -> bool:
     if env is None:
         return False
     try:
-        app.targets(env)
+        app.environment(env).targets  # noqa: B018 -- resolvable here?
     except UsageError:
         return False
     return True
@@ -201,7 +201,7 @@ def plan_evidence(
     predecessor = app.envs.get(plan.env).promotes_from
     if predecessor is None:
         return []
-    keys = app.public_keys(predecessor)
+    keys = app.environment(predecessor).public_keys
     if keys is None:
         return None
     states = []
