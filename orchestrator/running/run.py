@@ -74,7 +74,8 @@ class TargetRun:
         lock_timeout: float | None = None,
     ) -> None:
         self.app, self.target, self.command = app, target, command
-        self.env = app.envs.get(target.env)
+        self.environment = app.environment(target.env)
+        self.env = self.environment.config
         self.run_id = new_run_id()
         self.lock_timeout = self.env.lock.timeout if lock_timeout is None else lock_timeout
         self.lock_key = self.env.lock.key or DEFAULT_KEY
@@ -293,9 +294,9 @@ class TargetRun:
 
     def start(self, **fields: Any) -> None:
         # fail closed: a signing environment without its key writes nothing, not even this
-        self.signer = self.app.signer(self.env.name)
+        self.signer = self.environment.signer
         if self.signer is not None:
-            keys = self.app.public_keys(self.env.name) or ()
+            keys = self.environment.public_keys or ()
             self.evidence = RunEvidence(
                 self.signer.key, keys, self.env.name, self.target.name, self.run_id
             )
