@@ -30,12 +30,9 @@ from orchestrator.core.config import given_url
 from orchestrator.core.errors import MigrationFailed, UsageError
 from orchestrator.core.logging import quiet_alembic
 from orchestrator.db.database import describe_error
-from orchestrator.migrations.revisions import (
-    RevisionFile,
-    RevisionsError,
-    does_nothing,
-    find_function,
-)
+from orchestrator.migrations.revisions.errors import RevisionsError
+from orchestrator.migrations.revisions.functions import does_nothing, find_function
+from orchestrator.migrations.revisions.static import RevisionFile
 
 if TYPE_CHECKING:
     from orchestrator.core.config import EnvironmentConfig

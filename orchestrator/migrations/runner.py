@@ -25,12 +25,10 @@ from orchestrator.core.logging import kept_over_project_logging, quiet_alembic
 from orchestrator.core.secrets import redact
 from orchestrator.migrations import observe
 from orchestrator.migrations.project_modules import ProjectModules, source_only
-from orchestrator.migrations.revisions import (
-    RevisionFile,
-    RevisionGraph,
-    current_checksums,
-    read_versions,
-)
+from orchestrator.migrations.revisions.checksums import current_checksums
+from orchestrator.migrations.revisions.graph import RevisionGraph
+from orchestrator.migrations.revisions.script_dirs import read_versions
+from orchestrator.migrations.revisions.static import RevisionFile
 
 if TYPE_CHECKING:
     from alembic.config import Config
