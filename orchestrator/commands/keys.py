@@ -23,9 +23,9 @@ from orchestrator.running.run import TargetRun
 
 
 def generate(name: str, out_dir: Path, private_out: Path | None, force: bool) -> dict[str, Any]:
-    from orchestrator.core.config import _NAME
+    from orchestrator.core.config.models import NAME_PATTERN
 
-    if not _NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise UsageError(f"{name!r} is not a key name (letters, digits, _ . - only).")
     public_path, private_pem, keyid = write_key_pair(name, out_dir, private_out, force)
     return {
