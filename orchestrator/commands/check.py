@@ -407,11 +407,12 @@ def strictest_env(app: App) -> EnvironmentConfig | None:
 
 
 def check_lint(app: App, head: str) -> list[Finding]:
-    from orchestrator.migrations import lint
+    from orchestrator.core.lint_rules import DEFAULT_EXCLUDE
+    from orchestrator.migrations.lint.findings import blocking
     from orchestrator.running.policies import lint_findings
 
     env = strictest_env(app)
-    exclude = [*lint.DEFAULT_EXCLUDE, *(env.policy.lint_exclude if env else [])]
+    exclude = [*DEFAULT_EXCLUDE, *(env.policy.lint_exclude if env else [])]
     policy = f" (the lint policy of {env.name})" if env else ""
     revisions = app.graph.upgrade_path((), head)
     if not revisions:
@@ -433,5 +434,5 @@ def check_lint(app: App, head: str) -> list[Finding]:
                 f"`# orchestrator: allow {f.rule}` in its file, saying why."
             ).replace("  ", " "),
         }
-        for f in lint.blocking(findings)
+        for f in blocking(findings)
     ]
