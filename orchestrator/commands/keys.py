@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.commands.drift import drift_since_recorded, schema_check
+from orchestrator.commands.live_schema import schema_check
 from orchestrator.commands.migrate import Options
+from orchestrator.commands.schema_drift import drift_since_recorded
 from orchestrator.core import trust
 from orchestrator.core.config import Target
 from orchestrator.core.errors import OrchestratorError, UsageError

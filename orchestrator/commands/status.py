@@ -7,11 +7,8 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.commands.drift import (
-    planned_schema_drift,
-    predecessor_schemas,
-    schema_status,
-)
+from orchestrator.commands.live_schema import predecessor_schemas
+from orchestrator.commands.schema_drift import planned_schema_drift, schema_status
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.planning import TargetState, env_py_difference, ledger_heads, plan_verdict
