@@ -115,8 +115,8 @@ MUTANTS := \
 	'orchestrator.evidence.ledger.x_verify_chain*' \
 	'orchestrator.evidence.ledger.x_check_chain*' \
 	'orchestrator.db.locks.*' \
-	'orchestrator.migrations.revisions.x_checksum_*' \
-	'orchestrator.migrations.revisions.x_combined_checksum*'
+	'orchestrator.migrations.revisions.checksums.x_checksum_*' \
+	'orchestrator.migrations.revisions.checksums.x_combined_checksum*'
 
 mutants: install
 	$(BIN)/mutmut run $(MUTANTS) > mutants-run.log 2>&1 || true  # progress: tail -f mutants-run.log

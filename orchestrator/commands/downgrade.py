@@ -13,7 +13,7 @@ from orchestrator.core.logging import utc_now
 from orchestrator.core.planning import LedgerEntry
 from orchestrator.core.results import RunResult, attach_results, error_result
 from orchestrator.evidence import ledger
-from orchestrator.migrations.revisions import RevisionsError
+from orchestrator.migrations.revisions.errors import RevisionsError
 from orchestrator.running.app import App, revision_error
 from orchestrator.running.policies import check_approval
 from orchestrator.running.run import TargetRun

@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.commands.drift import drift_since_recorded, schema_check
+from orchestrator.commands.live_schema import schema_check
 from orchestrator.commands.migrate import Options
+from orchestrator.commands.schema_drift import drift_since_recorded
 from orchestrator.core import trust
 from orchestrator.core.config import Target
 from orchestrator.core.errors import OrchestratorError, UsageError
@@ -23,9 +24,9 @@ from orchestrator.running.run import TargetRun
 
 
 def generate(name: str, out_dir: Path, private_out: Path | None, force: bool) -> dict[str, Any]:
-    from orchestrator.core.config import _NAME
+    from orchestrator.core.config.models import NAME_PATTERN
 
-    if not _NAME.match(name):
+    if not NAME_PATTERN.match(name):
         raise UsageError(f"{name!r} is not a key name (letters, digits, _ . - only).")
     public_path, private_pem, keyid = write_key_pair(name, out_dir, private_out, force)
     return {

@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.commands.drift import (
+from orchestrator.commands.live_schema import schema_check
+from orchestrator.commands.schema_drift import (
     check_before_run,
     check_divergence,
     drift_since_recorded,
-    schema_check,
 )
 from orchestrator.core.config import Target
 from orchestrator.core.errors import OrchestratorError, Refused, UsageError

@@ -7,17 +7,14 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from orchestrator.commands.drift import (
-    planned_schema_drift,
-    predecessor_schemas,
-    schema_status,
-)
+from orchestrator.commands.live_schema import predecessor_schemas
+from orchestrator.commands.schema_drift import planned_schema_drift, schema_status
 from orchestrator.core.config import EnvironmentConfig, Target
 from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.planning import TargetState, env_py_difference, ledger_heads, plan_verdict
 from orchestrator.db.database import keep_reads, safe_url
 from orchestrator.evidence import ledger
-from orchestrator.migrations.lint import blocking
+from orchestrator.migrations.lint.findings import blocking
 from orchestrator.running.app import App
 from orchestrator.running.liveness import live_run_ids, run_alive
 from orchestrator.running.policies import ahead_warnings, lint_for, waiver_lines

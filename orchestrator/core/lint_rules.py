@@ -1,4 +1,5 @@
-"""The names a lint policy may use: squawk's rules (2.70) and the orchestrator's own.
+"""The names a lint policy may use: squawk's rules (2.70) and the orchestrator's own; and the
+squawk rules never enforced (`DEFAULT_EXCLUDE`).
 
 An environment file that excludes or waives a name outside this list is a configuration
 error (a typo would silently enforce the rule, or make squawk refuse every run).
@@ -102,3 +103,29 @@ KNOWN_RULES: frozenset[str] = SQUAWK_RULES | {UNLINTABLE} | set(RULE_ALIASES)
 def unknown_rules(rules: Iterable[str]) -> list[str]:
     """The names in `rules` that are neither squawk's nor ours, in their order."""
     return [r for r in rules if r.strip().lower() not in KNOWN_RULES]
+
+
+# Rules of squawk 2.70 that are NOT enforced by default. Everything else stays enforced: the
+# rules about locks and table rewrites that hurt a live database (require-concurrent-index-
+# creation/-deletion, constraint-missing-not-valid, adding-foreign-key-constraint,
+# changing-column-type, adding-field-with-default, adding-not-nullable-field,
+# adding-required-field, disallowed-unique-constraint, adding-serial-primary-key-field, ...)
+# and the ones about changes that break the running application or lose data (ban-drop-*,
+# renaming-*): those are never style, and a deliberate one is acknowledged with a waiver.
+# Names are the ones squawk reports in its JSON output (``--exclude`` rejects unknown names).
+DEFAULT_EXCLUDE: tuple[str, ...] = (
+    # Column-type taste / capacity planning, no lock or rewrite involved:
+    "prefer-bigint-over-int",  # int vs bigint is a capacity choice for the team, not a lock
+    "prefer-bigint-over-smallint",  # same for smallint
+    "prefer-identity",  # serial vs identity is schema style; both are safe to create
+    "prefer-text-field",  # varchar(n) is fine; widening it later no longer rewrites the table
+    "prefer-timestamp-tz",  # timestamp vs timestamptz is a data-modelling choice, not locking
+    "ban-char-field",  # char(n) is a (bad) style choice, not a locking hazard
+    # Re-runnability: each revision runs in its own transaction, a failure rolls it back whole,
+    # so IF [NOT] EXISTS guards are noise (squawk still asks for them in autocommit blocks):
+    "prefer-robust-stmts",
+    # The orchestrator sets lock_timeout / statement_timeout on the migration session itself,
+    # so revisions must not repeat SET statements (these two replace require-timeout-settings):
+    "require-lock-timeout",
+    "require-statement-timeout",
+)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.migrations.project_modules import foreign_dirs
-from orchestrator.migrations.revisions import checksum_file
+from orchestrator.migrations.revisions.checksums import checksum_file
 
 __all__ = ["restart", "take", "watching"]
 

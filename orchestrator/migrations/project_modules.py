@@ -1,7 +1,7 @@
 """Which of the project's own modules a Python file runs when imported: found statically.
 
-A revision's checksum covers these modules too (see `revisions.combined_checksum`), so that
-changing a helper a revision imports is drift like editing the revision itself.
+A revision's checksum covers these modules too (see `revisions.checksums.combined_checksum`),
+so that changing a helper a revision imports is drift like editing the revision itself.
 
 Nothing is imported or executed. Every `import` / `from ... import` statement of a file (at
 any depth: inside functions too) is resolved the way Python's path finder would resolve it

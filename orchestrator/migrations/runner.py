@@ -1,36 +1,32 @@
 """The only module that drives Alembic's runtime.
 
 Alembic is imported lazily: `status` and a no-op `migrate` read the revision graph from
-the files (orchestrator.migrations.revisions) and never need it. When something runs, the script
-directory is loaded once per process and handed the exact steps the gate approved.
+the files (`layout.ProjectFiles`, which this builds on) and never need it. When something
+runs, the script directory is loaded once per process and handed the exact steps the gate
+approved.
 """
 
 from __future__ import annotations
 
-import configparser
 import io
-import os
-import re
-import sys
-import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
+from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.logging import kept_over_project_logging, quiet_alembic
-from orchestrator.core.secrets import redact
 from orchestrator.migrations import observe
-from orchestrator.migrations.project_modules import ProjectModules, source_only
-from orchestrator.migrations.revisions import (
-    RevisionFile,
-    RevisionGraph,
-    current_checksums,
-    read_versions,
+from orchestrator.migrations.failures import (
+    EnvPyFailed,
+    env_py_message,
+    line_in_revision,
+    one_line,
+    revision_file_of,
 )
+from orchestrator.migrations.layout import ProjectFiles
+from orchestrator.migrations.project_modules import source_only
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -51,134 +47,8 @@ class OfflineSql:
     failed: dict[str, str] = field(default_factory=dict)  # revision -> why it cannot render
 
 
-class AlembicProject:
-    def __init__(self, ini_path: Path) -> None:
-        if not ini_path.is_file():
-            raise UsageError(
-                f"{ini_path} does not exist: point ORCHESTRATOR_ALEMBIC_INI at your alembic.ini."
-            )
-        self.ini_path = ini_path.resolve()
-
-    # -- cheap: no Alembic import ----------------------------------------------------------
-
-    @cached_property
-    def toml_path(self) -> Path | None:
-        """`alembic init -t pyproject` keeps the options in pyproject.toml's [tool.alembic]."""
-        path = self.ini_path.parent / "pyproject.toml"
-        return path if "alembic" in self._toml(path) else None
-
-    @staticmethod
-    def _toml(path: Path) -> dict[str, Any]:
-        import tomllib
-
-        if not path.is_file():
-            return {}
-        try:
-            return tomllib.loads(path.read_text(encoding="utf-8")).get("tool", {})
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise UsageError(f"{path} cannot be read: {exc}.") from None
-
-    @cached_property
-    def _options(self) -> dict[str, Any]:
-        """[tool.alembic] of pyproject.toml under [alembic] of alembic.ini (ini wins, as in
-        Alembic itself); `%(here)s` is each file's own directory."""
-        options: dict[str, Any] = {}
-        if self.toml_path is not None:
-            here = str(self.toml_path.parent)
-            for key, value in self._toml(self.toml_path)["alembic"].items():
-                options[key] = (
-                    [str(v).replace("%(here)s", here) for v in value]
-                    if isinstance(value, list)
-                    else str(value).replace("%(here)s", here)
-                )
-        parser = configparser.ConfigParser(defaults={"here": str(self.ini_path.parent)})
-        parser.read(self.ini_path, encoding="utf-8")
-        if parser.has_section("alembic"):
-            options.update({k: v for k, v in parser["alembic"].items() if k != "here"})
-        if "script_location" not in options and (self.ini_path.parent / "env.py").is_file():
-            # Flask-Migrate's layout: its alembic.ini has no script_location, Flask-Migrate
-            # sets it to the ini's own directory, where env.py and versions/ are
-            options["script_location"] = str(self.ini_path.parent)
-            options["script_location_implied"] = "yes"
-        if "script_location" not in options:
-            raise UsageError(
-                f"{self.ini_path}: script_location is set neither in [alembic] nor in "
-                "pyproject.toml's [tool.alembic]."
-            )
-        return options
-
-    @property
-    def script_location(self) -> Path:
-        return self._resolve(self._options["script_location"])
-
-    @property
-    def versions_dirs(self) -> list[Path]:
-        locations = self._options.get("version_locations")
-        if not locations:
-            return [self.script_location / "versions"]
-        if isinstance(locations, list):
-            return [self._resolve(p) for p in locations]
-        separator = {"os": None, "space": None, "newline": "\n", ":": ":", ";": ";"}.get(
-            self._options.get("path_separator", "space")
-        )
-        return [self._resolve(p) for p in locations.split(separator) if p.strip()]
-
-    @property
-    def import_roots(self) -> list[Path]:
-        """Where the project's own modules are imported from: Alembic's `prepend_sys_path`
-        entries (relative to the working directory, as Alembic puts them on sys.path), the
-        process's own `sys.path` (the working directory, PYTHONPATH, an editable install's
-        path: a `pkg/migrations/` layout imports `pkg.migrations.utils` from there), then
-        the project directory. Installed packages are left out by `ProjectModules`."""
-        value = self._options.get("prepend_sys_path") or ""
-        separator = self._options.get("path_separator")
-        if isinstance(value, list):  # pyproject.toml: a list already
-            entries = [str(v) for v in value]
-        elif separator is None:  # Alembic's legacy splitting
-            entries = re.split(r", *| +|:", value)
-        else:
-            sep = {"os": os.pathsep, "space": " ", "newline": "\n"}.get(separator, separator)
-            entries = value.split(sep)
-        prepended = [self._resolve(e) for e in entries if e.strip()]
-        running = [Path(p) if p else Path.cwd() for p in sys.path if isinstance(p, str)]
-        return [*prepended, *running, self.ini_path.parent]
-
-    def _resolve(self, value: str) -> Path:
-        path = Path(value.strip())
-        return (path if path.is_absolute() else Path.cwd() / path).resolve()  # `%(here)s/..`
-
-    @cached_property
-    def graph(self) -> RevisionGraph:
-        return RevisionGraph(read_versions(self.versions_dirs, modules=self.modules))
-
-    @property
-    def modules(self) -> ProjectModules:
-        return ProjectModules(self.ini_path.parent, self.import_roots)
-
-    @cached_property
-    def env_py_checksum(self) -> str | None:
-        """env.py's checksum, covering the project modules it imports (not installed
-        packages, not the orchestrator): part of every run's evidence."""
-        path = self.script_location / "env.py"
-        if not path.is_file():
-            return None
-        script = RevisionFile("env.py", (), (), (), path, "", "")
-        return current_checksums([script], self.modules)["env.py"]
-
-    def check_unchanged(self, revisions: Sequence[str]) -> None:
-        """Refuse to run revisions whose files (or modules) changed since they were judged:
-        called once Alembic has loaded them, so what runs is what the gate checked."""
-        graph = self.graph
-        now = current_checksums([graph.get(r) for r in revisions], self.modules)
-        changed = [r for r in revisions if now[r] != graph.get(r).checksum]
-        if changed:
-            raise MigrationFailed(
-                f"{', '.join(changed)} changed on disk after the gate checked it "
-                "(file or a module it imports): nothing of it ran. Run again to judge "
-                "the files as they are now."
-            )
-
-    # -- Alembic proper ----------------------------------------------------------------------
+class AlembicProject(ProjectFiles):
+    """The project's Alembic runtime: its config, script directory and env.py, driven."""
 
     @cached_property
     def config(self) -> Config:
@@ -205,12 +75,12 @@ class AlembicProject:
                 files = {r.path.resolve(): r.revision for r in self.graph}
             except Exception:
                 files = {}
-            path = _revision_file_of(exc, files)
+            path = revision_file_of(exc, files)
             if path is None:
                 raise
             file, revision = path
             raise UsageError(
-                f"Revision {revision} ({file.name}) failed to import: {_one_line(exc)}. "
+                f"Revision {revision} ({file.name}) failed to import: {one_line(exc)}. "
                 "Fix the file, or install what it imports."
             ) from None
         return script
@@ -292,7 +162,7 @@ class AlembicProject:
             except EnvPyFailed:
                 raise  # env.py's own error: said once, never charged to each revision
             except Exception as exc:  # whatever the revision does offline, it is named
-                out.failed[revision] = _one_line(exc) + _where(exc, script_revision.path)
+                out.failed[revision] = one_line(exc) + line_in_revision(exc, script_revision.path)
             else:
                 out.sql[revision] = buffer.getvalue()
         return out
@@ -406,60 +276,6 @@ class AlembicProject:
             self.config.attributes.pop(HANDED_OVER, None)
 
 
-class EnvPyFailed(UsageError):
-    """env.py (or a module it imports) raised before any revision ran (exit 2)."""
-
-
-def env_py_message(exc: BaseException, env_py: Path) -> str:
-    """`env.py failed ...: the error (line N of env.py[, raised at line M of FILE])`, with
-    what to do; Flask's "outside of application context" gets its own advice."""
-    frames = _frames(exc)
-    target = env_py.resolve()
-    lines = [f.lineno for f in frames if Path(f.filename).resolve() == target and f.lineno]
-    where = f"line {lines[-1]} of {_shown(target)}" if lines else _shown(target)
-    deepest = frames[-1] if frames else None
-    if (
-        deepest is not None
-        and Path(deepest.filename).resolve() != target
-        and _is_project_file(Path(deepest.filename))
-    ):
-        where += f", raised at line {deepest.lineno} of {_shown(Path(deepest.filename))}"
-    elif isinstance(exc, SyntaxError) and exc.filename and Path(exc.filename).resolve() != target:
-        where += f", line {exc.lineno} of {_shown(Path(exc.filename))}"
-    text = str(exc)
-    if "application context" in text or "current_app" in text:
-        advice = (
-            "env.py reads Flask's `current_app`, which exists only under `flask db ...`: "
-            "`orchestrator init` prints the change that lets it run outside Flask (take the "
-            "models' MetaData from the module that defines `db`)."
-        )
-    else:
-        advice = (
-            "No revision is at fault and none ran. Fix env.py or the module it imports "
-            "(`python -c 'import <that module>'` from the project's directory shows the "
-            "traceback), then run again."
-        )
-    return f"{_shown(target)} failed before any revision ran: {_one_line(exc)} ({where}). {advice}"
-
-
-def _shown(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def _is_project_file(path: Path) -> bool:
-    """Not the standard library or an installed package: a file of the project."""
-    import sysconfig
-
-    text = str(path)
-    if text.startswith("<") or "site-packages" in path.parts or "dist-packages" in path.parts:
-        return False
-    stdlib = sysconfig.get_paths()["stdlib"]
-    return not text.startswith(stdlib)
-
-
 @contextmanager
 def outer_alembic_kept() -> Iterator[None]:
     """An Alembic run nested in another one (linting from inside env.py, under plain
@@ -478,36 +294,3 @@ def outer_alembic_kept() -> Iterator[None]:
         for proxy in outer:
             if proxy is not None:
                 proxy._install_proxy()
-
-
-def _one_line(exc: BaseException) -> str:
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    return redact(text)
-
-
-def _frames(exc: BaseException) -> list[traceback.FrameSummary]:
-    return list(traceback.extract_tb(exc.__traceback__)) if exc.__traceback__ else []
-
-
-def _where(exc: BaseException, path: str | None) -> str:
-    """` (line N of FILE)`: the last line of the revision's own file the error went through."""
-    if not path:
-        return ""
-    target = Path(path).resolve()
-    lines = [f.lineno for f in _frames(exc) if Path(f.filename).resolve() == target]
-    return f" (line {lines[-1]} of {target.name})" if lines and lines[-1] else ""
-
-
-def _revision_file_of(exc: BaseException, files: dict[Path, str]) -> tuple[Path, str] | None:
-    """The revision file an import error came from: the outermost frame in one of `files`,
-    or the file a SyntaxError names."""
-    candidates = [Path(f.filename) for f in _frames(exc)]
-    filename = getattr(exc, "filename", None)
-    if isinstance(filename, str):
-        candidates.append(Path(filename))
-    for candidate in candidates:
-        resolved = candidate.resolve()
-        if resolved in files:
-            return resolved, files[resolved]
-    return None

@@ -28,6 +28,7 @@ from orchestrator.migrations.revisions import (
     checksum_file,
     read_revision_file,
     read_versions,
+    script_dirs,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -438,13 +439,13 @@ def test_non_plain_falls_back_and_agrees(
         read_revision_file(path)
 
     calls: list[object] = []
-    real = R.read_versions_with_alembic
+    real = script_dirs.read_versions_with_alembic
 
     def spy(*args: object, **kw: object) -> list[RevisionFile]:
         calls.append(args)
         return real(*args, **kw)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(R, "read_versions_with_alembic", spy)
+    monkeypatch.setattr(script_dirs, "read_versions_with_alembic", spy)
     files, graph, _ = assert_agrees([v])
     assert calls, "expected the Alembic fallback to be used"
     odd = graph.get("bbbbbbbbbbbb")
@@ -458,15 +459,12 @@ def test_plain_file_does_not_use_alembic(tmp_path: Path) -> None:
     v = tmp_path / "versions"
     write_rev(v, "aaaaaaaaaaaa", None)
     write_rev(v, "bbbbbbbbbbbb", "aaaaaaaaaaaa", annotated=True)
-    # load the module from its file, bypassing the package __init__ (owned by others)
+    # a fresh interpreter: whether reading imports Alembic, with nothing imported before
     code = (
-        "import importlib.util, sys\nfrom pathlib import Path\n"
-        f"spec = importlib.util.spec_from_file_location('revs', {str(R.__file__)!r})\n"
-        "mod = importlib.util.module_from_spec(spec)\n"
-        "sys.modules['revs'] = mod\n"
-        "spec.loader.exec_module(mod)\n"
-        f"files = mod.read_versions([Path({str(v)!r})])\n"
-        "g = mod.RevisionGraph(files)\n"
+        "import sys\nfrom pathlib import Path\n"
+        "from orchestrator.migrations.revisions import RevisionGraph, read_versions\n"
+        f"files = read_versions([Path({str(v)!r})])\n"
+        "g = RevisionGraph(files)\n"
         "assert g.heads() == ('bbbbbbbbbbbb',), g.heads()\n"
         "assert g.resolve('bbbb') == 'bbbbbbbbbbbb'\n"
         "assert not any(m.startswith('alembic') for m in sys.modules), 'alembic imported'\n"
