@@ -222,6 +222,44 @@ def read_at_once(
         raise
 
 
+def read_all(
+    connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[dict]] | None:
+    """Several statements (psycopg's `%(name)s` parameters) in one round trip outside any
+    transaction (one implicit one): each SELECT's rows, as dicts. None where the driver
+    cannot, the connection is in a transaction, or one of them fails (a table missing, a row
+    that does not cast): then the caller reads step by step, as it would have anyway."""
+    if connection.in_transaction() or connection.dialect.driver != "psycopg":
+        return None
+    try:
+        return _script(connection, statements)
+    except DBAPIError:
+        return None
+
+
+# Reads made ahead, in one round trip, for the steps that follow (a run under its lock):
+# each step takes its own once (`prefetched`), or reads for itself where nothing was made.
+_PREFETCHED = "orchestrator_prefetched"
+
+
+def memoise_reads(engine: Engine) -> dict[str, Any]:
+    """A dict every connection of `engine` sees as its reads made ahead: the caller fills it
+    and clears it when what it holds may no longer be true."""
+    memo: dict[str, Any] = {}
+
+    def checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_PREFETCHED] = memo
+
+    event.listen(engine, "checkout", checkout)
+    return memo
+
+
+def prefetched(connection: Connection, name: str) -> Any:
+    """What was read ahead under `name` for this step (taken: a second ask reads), or None."""
+    memo = connection.info.get(_PREFETCHED)
+    return memo.pop(name, None) if memo else None
+
+
 def _script(
     connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> list[list[dict]] | None:
@@ -461,6 +499,21 @@ class _Tables:
     names: set[str] | None = None
 
 
+# pg_class, not the pg_tables view: half the cost in a new session
+PG_TABLES = (
+    "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
+    " AND relnamespace = current_schema()::regnamespace"
+)
+
+
+def listed_tables(connection: Connection, names: set[str]) -> None:
+    """The default schema's tables, listed by the caller just now: `has_table` answers
+    from them (where the connection memoises)."""
+    memo = connection.info.get(_TABLES)
+    if memo is not None:
+        memo.names = set(names)
+
+
 def has_table(connection: Connection, name: str) -> bool:
     """Whether the table exists in the connection's default schema. A connection that
     memoises (`read_only`, or an engine given to `memoise_tables`) lists them all with its
@@ -470,9 +523,8 @@ def has_table(connection: Connection, name: str) -> bool:
     if memo is None:
         return inspect(connection).has_table(name)
     if memo.names is None:
-        listing = (  # pg_class, not the pg_tables view: half the cost in a new session
-            "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
-            " AND relnamespace = current_schema()::regnamespace"
+        listing = (
+            PG_TABLES
             if connection.dialect.name == "postgresql"
             else "SELECT name FROM sqlite_master WHERE type = 'table'"
         )

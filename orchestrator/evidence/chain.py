@@ -15,7 +15,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, text
 
 from orchestrator.core import chain
-from orchestrator.db.database import VERSION_TABLE, Recover, has_table, psycopg_style
+from orchestrator.db.database import (
+    VERSION_TABLE,
+    Recover,
+    has_table,
+    prefetched,
+    psycopg_style,
+)
 from orchestrator.db.locks import FENCE_SQL, Fence
 from orchestrator.evidence import ledger
 
@@ -31,18 +37,15 @@ def database_identity(connection: Connection) -> str:
     cluster's system_identifier (fixed at initdb) and the database's name. SQLite: the
     database file's real path (a copy elsewhere is another database)."""
     if connection.dialect.name == "postgresql":
-        row = connection.execute(
-            text(
-                "SELECT system_identifier::text, current_database()"
-                " FROM pg_catalog.pg_control_system()"
-            )
-        ).one()
+        found = prefetched(connection, "identity")
+        row = tuple(found[0].values()) if found else connection.execute(text(IDENTITY)).one()
         return f"postgresql:{row[0]}/{row[1]}"
     files = connection.exec_driver_sql("PRAGMA database_list").all()
     path = next((row[2] for row in files if row[1] == "main"), "") or ":memory:"
     return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
 
 
+IDENTITY = "SELECT system_identifier::text, current_database() FROM pg_catalog.pg_control_system()"
 _NEWER = f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"
 _LOCK_AT_COMMIT = "SELECT pg_advisory_xact_lock(%(k)s)"
 # an entry sent with its transaction's COMMIT: it fails, rather than write nothing, where
@@ -57,10 +60,16 @@ _APPEND_AT_COMMIT = psycopg_style(
 )
 
 
+ALL_ROWS = psycopg_style(_NEWER), {"s": 0}  # what read_rows reads ahead of a whole chain
+
+
 def read_rows(connection: Connection, after: int = 0) -> list[dict[str, Any]]:
     """Stored entries with seq > `after`, oldest first ([] when there is no chain table)."""
     if not has_table(connection, ledger.CHAIN_TABLE):
         return []
+    found = prefetched(connection, "chain") if after == 0 else None
+    if found is not None:
+        return list(found)
     rows = connection.execute(text(_NEWER), {"s": after})
     return [dict(row._mapping) for row in rows]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from orchestrator.db.database import is_postgresql
+from orchestrator.db.database import is_postgresql, prefetched
 
 
 def application_name(env: str, run_id: str, actor: str) -> str:
@@ -27,13 +27,18 @@ def live_run_ids(connection: Connection) -> set[str] | None:
     """Run ids with a live session (PostgreSQL); None where the database cannot tell."""
     if not is_postgresql(connection):
         return None
-    rows = connection.execute(
-        text(
-            "SELECT application_name FROM pg_stat_activity"
-            " WHERE application_name LIKE 'orchestrator%'"
-        )
+    found = prefetched(connection, "live")
+    rows = (
+        [(row["application_name"],) for row in found]
+        if found is not None
+        else connection.execute(text(LIVE_SESSIONS))
     )
     return {m.group(1) for (name,) in rows if (m := _RUN_IN_APP.search(name or ""))}
+
+
+LIVE_SESSIONS = (
+    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'orchestrator%'"
+)
 
 
 def run_alive(run: Mapping[str, Any], live: set[str] | None) -> bool:

@@ -37,9 +37,9 @@ from orchestrator.db.database import (
     has_table,
     is_postgresql,
     make_engine,
+    memoise_reads,
     memoise_tables,
     rides_with_commit,
-    run_script,
     safe_url,
 )
 from orchestrator.db.locks import DEFAULT_KEY, Fence, migration_lock
@@ -48,7 +48,7 @@ from orchestrator.evidence.audit import FINAL_WAIT, AuditTrail
 from orchestrator.evidence.keys import Signer
 from orchestrator.migrations import observe
 from orchestrator.migrations.revisions import reverts_nothing
-from orchestrator.running import cancel, connection_hooks
+from orchestrator.running import cancel, connection_hooks, read_ahead
 from orchestrator.running.app import App, new_run_id
 from orchestrator.running.connection_hooks import AUTOCOMMITTED, BETWEEN, FENCE, FENCED
 from orchestrator.running.evidence_run import RunEvidence
@@ -81,6 +81,7 @@ class TargetRun:
         self.engine: Engine = make_engine(target.url, name)
         # one catalog listing serves every "is this table there?" until tables may have come
         self.forget_tables = memoise_tables(self.engine)
+        self.read_ahead = memoise_reads(self.engine)  # under the lock: read_ahead.under_lock
         self.per_run = self.env.transaction == "per-run"
         self._rows_to_commit: list[dict[str, Any]] = []  # per-run: the ledger rows of its COMMIT
         self._unrecorded = 0  # ledger rows still to come in `apply`
@@ -224,6 +225,9 @@ class TargetRun:
                 )
         except Refused as exc:
             self.refuse(exc.message)
+        finally:
+            for name in read_ahead.EVIDENCE:  # read for this check alone
+                self.read_ahead.pop(name, None)
 
     def witness(self, states: Sequence[Any]) -> None:
         """The gate passed on these predecessor states: their chain heads go into this run's
@@ -347,6 +351,7 @@ class TargetRun:
                     yield
                 finally:
                     self.fence = None
+                    self.read_ahead.clear()
         except LockTimeout as exc:
             self.audit.emit(
                 "run.failed",
@@ -370,12 +375,25 @@ class TargetRun:
             return
         lock = f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"
         with self.engine.connect() as connection:
-            # the audit trail just wrote: our tables are there, and one round trip does it
-            if self.audit.tables_ready and run_script(connection, [(lock, {}), ("SELECT 1", {})]):
+            # the audit trail just wrote: our tables are there, and one round trip does it,
+            # with the reads of the steps that follow
+            if self.audit.tables_ready and self._read_ahead(connection, lock):
                 return
             if has_table(connection, ledger.LEDGER_TABLE):
                 connection.execute(text(lock))
             connection.rollback()
+
+    def _read_ahead(self, connection: Connection, lock: str) -> bool:
+        return read_ahead.under_lock(
+            connection,
+            self.read_ahead,
+            lock,
+            evidence=self.evidence is not None,
+            migrate=self.command == "migrate",
+            drift=self.env.policy.schema_drift != "off",
+            signed=self.app.public_keys(self.env.name) is not None,
+            schemas=self.env.schemas,
+        )
 
     def record_schema(self) -> str | None:
         """Under the lock, after a run that changed the database: record the schema it left
@@ -494,6 +512,7 @@ class TargetRun:
         COMMIT (a deferred constraint), after the hook ran.
         """
         graph = self.app.graph
+        self.read_ahead.clear()  # what the revisions change is read again after them
         self._unrecorded = len(revisions)
         if self.per_run:
             self._no_autocommit_blocks(revisions)

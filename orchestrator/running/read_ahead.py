@@ -1,0 +1,78 @@
+"""What a run reads under its lock before it writes, read ahead in one round trip.
+
+Once it holds the lock, a run waits for the ledger commits in flight, then reads its
+evidence (the chain, the ledger, the audit rows since the last pin, the live sessions, the
+database's identity), the runs left open, the database's state and its recorded schema,
+each a round trip of its own on a real network. All of them go in the round trip of that
+wait instead; each step then takes what was read for it (`db.database.prefetched`) and
+checks it is what it would have read (the same pin, the same heads, the same schemas), else
+reads for itself. Where anything is missing or does not decode, nothing is read ahead and
+every step reads as before: the read ahead never decides anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+
+from orchestrator.db.database import PG_TABLES, listed_tables, read_all
+from orchestrator.evidence import ledger
+from orchestrator.evidence.audit_proof import AUDIT_SINCE_PIN
+from orchestrator.evidence.chain import ALL_ROWS, IDENTITY
+from orchestrator.running.liveness import LIVE_SESSIONS
+from orchestrator.running.predecessor import STATE_QUERIES
+from orchestrator.schema.stamp import pg_stamp_read, stamp_of
+
+# what only the evidence check reads: dropped once it ran, used or not
+EVIDENCE = ("live", "identity", "chain", "ledger", "audit")
+
+
+def under_lock(
+    connection: Connection,
+    memo: MutableMapping[str, Any],
+    lock: str,
+    *,
+    evidence: bool,
+    migrate: bool,
+    drift: bool,
+    signed: bool,
+    schemas: Sequence[str] | None,
+) -> bool:
+    """`lock` (the wait for commits in flight), then the reads of the steps that follow, in
+    one round trip outside any transaction; False where that cannot be (nothing is kept)."""
+    statements: list[tuple[str, Mapping[str, Any]]] = [(lock, {}), (PG_TABLES, {})]
+    if evidence:
+        statements += [(LIVE_SESSIONS, {}), (IDENTITY, {}), ALL_ROWS]
+        statements += [(ledger.LEDGER_ROWS, {}), *((sql, {}) for sql in AUDIT_SINCE_PIN)]
+    if migrate:
+        statements += [(ledger.open_runs_sql(connection), {})]
+        statements += [(sql, {}) for sql in STATE_QUERIES]
+        if drift:
+            statements += [(sql, {}) for sql in ledger.newest_schema_sql(signed)]
+            statements += [pg_stamp_read(connection, schemas)]
+    found = read_all(connection, statements)
+    if found is None:
+        return False
+    results = iter(found)  # one result per SELECT (the LOCK has none)
+    listed_tables(connection, {row["relname"] for row in next(results)})
+    memo.clear()
+    if evidence:
+        memo["live"], memo["identity"], memo["chain"], rows = (next(results) for _ in range(4))
+        memo["ledger"] = rows
+        start, since = next(results), next(results)
+        memo["audit"] = (start[0]["start"], since)
+    if migrate:
+        memo["open_runs"] = next(results)
+        versions, rows = next(results), next(results)
+        memo["state"] = [versions, rows]
+        if drift:
+            key, newest = next(results), next(results)
+            memo["recorded_schema"] = (key[0]["key"], False, signed, newest)
+            stamped = next(results)
+            memo["stamp"] = (
+                pg_stamp_read(connection, schemas)[1]["schemas"],
+                stamp_of(next(iter(stamped[0].values()))),
+            )
+    return True
