@@ -68,6 +68,7 @@ def make_engine(
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         _first_connect_in_one_round_trip(engine.dialect)
     if writer and parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "do_connect", _no_idle_timeouts_at_startup)
         event.listen(engine, "connect", no_idle_timeouts)
         if engine.dialect.driver == "psycopg":
             event.listen(engine, "do_connect", _connect_committing_with)
@@ -138,14 +139,34 @@ def _committing_with_class() -> Any:
     global _COMMITTING_WITH
     if _COMMITTING_WITH is None:
         import psycopg
-        from psycopg.pq import TransactionStatus
+        from psycopg import generators
+        from psycopg.pq import ExecStatus, TransactionStatus
 
-        INERROR = TransactionStatus.INERROR
+        INERROR, IDLE = TransactionStatus.INERROR, TransactionStatus.IDLE
 
         class CommittingWith(psycopg.Connection):  # type: ignore[type-arg]
             orchestrator_with_commit: list[tuple[str, Mapping[str, Any]]] | None = None
             orchestrator_begin_next = False
             orchestrator_recover: Recover | None = None
+            orchestrator_before_begin: str | None = None
+
+            def _start_query(self) -> Any:
+                """The BEGIN of the next transaction, with what `before_next_begin` queued
+                (committed on its own first) in the same round trip."""
+                before = self.orchestrator_before_begin
+                if before is None or self.autocommit or self._pipeline:
+                    return (yield from super()._start_query())
+                if self.pgconn.transaction_status != IDLE:
+                    return None
+                self.orchestrator_before_begin = None
+                begin = self._get_tx_start_command()
+                self.pgconn.send_query(f"{before};\nCOMMIT;\n".encode() + begin)
+                for result in (yield from generators.execute(self.pgconn)):
+                    if result.status == ExecStatus.FATAL_ERROR:
+                        raise psycopg.errors.error_from_result(
+                            result, encoding=self.pgconn._encoding
+                        )
+                return None
 
             def commit(self) -> None:
                 queued, self.orchestrator_with_commit = self.orchestrator_with_commit, None
@@ -334,7 +355,23 @@ NO_IDLE_TIMEOUTS = (
 )
 
 
-def no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
+_IDLE_OFF = "orchestrator_idle_off"  # on a connection record: its startup packet said so
+
+
+def _no_idle_timeouts_at_startup(dialect: Any, record: Any, _cargs: Any, cparams: Any) -> None:
+    """Where the engine knows the server (after its first connection), the settings go in
+    the startup packet (libpq `options`), which outranks the role's and the database's: no
+    round trip. idle_session_timeout is PostgreSQL 14+; before, the query below does it."""
+    if (dialect.server_version_info or (0,)) < (14,) or "options" not in cparams:
+        return
+    off = " -c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"
+    cparams["options"] = cparams["options"] + off
+    record.info[_IDLE_OFF] = True
+
+
+def no_idle_timeouts(dbapi_connection: Any, record: Any) -> None:
+    if record is not None and record.info.get(_IDLE_OFF):
+        return
     _outside_transaction(dbapi_connection, NO_IDLE_TIMEOUTS)
 
 
@@ -348,6 +385,25 @@ def set_session(connection: Connection, settings: Mapping[str, str]) -> None:
     calls = ", ".join(["set_config(%s, %s, false)"] * len(settings))
     params = [part for item in settings.items() for part in item]
     _outside_transaction(connection.connection.dbapi_connection, f"SELECT {calls}", params)
+
+
+_BEFORE_BEGIN = "orchestrator_before_begin"
+
+
+def set_session_at_begin(connection: Connection, settings: Mapping[str, str]) -> None:
+    """`set_session`, sent with the connection's next BEGIN (no round trip of its own) where
+    the driver can, and committed on its own before it: a first transaction that rolls
+    back keeps them. Else at once."""
+    dbapi: Any = connection.connection.dbapi_connection
+    if not settings or connection.in_transaction() or not hasattr(dbapi, _BEFORE_BEGIN):
+        set_session(connection, settings)
+        return
+    calls = ", ".join(["set_config(%s, %s, false)"] * len(settings))
+    import psycopg
+
+    with psycopg.ClientCursor(dbapi) as cursor:
+        bound = cursor.mogrify(f"SELECT {calls}", [p for item in settings.items() for p in item])
+    setattr(dbapi, _BEFORE_BEGIN, bound)
 
 
 def _outside_transaction(dbapi_connection: Any, sql: str, params: Any = None) -> None:
