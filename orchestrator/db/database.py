@@ -245,7 +245,7 @@ def read_at_once(
 
 def read_all(
     connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
-) -> list[list[dict]] | None:
+) -> list[list[Any]] | None:
     """Several statements (psycopg's `%(name)s` parameters) in one round trip outside any
     transaction (one implicit one): each SELECT's rows, as dicts. None where the driver
     cannot, the connection is in a transaction, or one of them fails (a table missing, a row
@@ -256,6 +256,21 @@ def read_all(
         return _script(connection, statements)
     except DBAPIError:
         return None
+
+
+def as_rows(found: list[Any]) -> list[tuple[Any, ...]]:
+    """`read_all`'s rows as tuples, every column in order (several may share a name)."""
+    return [row.in_order for row in found]
+
+
+class _Row(dict):  # type: ignore[type-arg]
+    """A row by column name; `in_order`: all its values, in the order of the columns."""
+
+    __slots__ = ("in_order",)
+
+    def __init__(self, names: Sequence[str], row: Sequence[Any]) -> None:
+        super().__init__(zip(names, row, strict=True))
+        self.in_order = tuple(row)
 
 
 # Reads made ahead, in one round trip, for the steps that follow (a run under its lock):
@@ -304,7 +319,7 @@ def _script(
             while True:
                 if cursor.description is not None:
                     names = [column.name for column in cursor.description]
-                    results.append([dict(zip(names, row, strict=True)) for row in cursor])
+                    results.append([_Row(names, row) for row in cursor])
                 if not cursor.nextset():
                     return results
     except psycopg.Error as exc:  # what every caller catches: SQLAlchemy's error

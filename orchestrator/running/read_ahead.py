@@ -76,3 +76,25 @@ def under_lock(
                 stamp_of(next(iter(stamped[0].values()))),
             )
     return True
+
+
+def after_run(
+    connection: Connection, memo: MutableMapping[str, Any], schemas: Sequence[str] | None
+) -> tuple[tuple[str, ...], str] | None:
+    """The schema a run left, to record: the catalogs `read_schema` reads (kept in `memo`
+    for it), the tables, the heads and the catalog stamp, in one round trip; the heads and
+    the stamp. None where that cannot be: each is read on its own."""
+    from orchestrator.schema import reader  # only a run that changed the schema needs it
+
+    statements, keep = reader.reads(connection, schemas)
+    if not statements:
+        return None
+    stamp = pg_stamp_read(connection, schemas)
+    found = read_all(connection, [*statements, (PG_TABLES, {}), (STATE_QUERIES[0], {}), stamp])
+    if found is None:
+        return None
+    memo.update(keep(found[: len(statements)]))
+    tables, versions, stamped = found[len(statements) :]
+    listed_tables(connection, {row["relname"] for row in tables})
+    heads = tuple(sorted(row["version_num"] for row in versions))
+    return heads, stamp_of(next(iter(stamped[0].values())))

@@ -114,6 +114,7 @@ class TargetRun:
         # set by the caller once the gate passed; a revision reading otherwise is refused
         self.expected_reads: dict[str, list[dict[str, str]]] = {}
         self.schema_fingerprint: str | None = None
+        self.schema_heads: tuple[str, ...] | None = None  # where record_schema read them
         self.started = False
         self.started_at = time.monotonic()
         self.signer: Signer | None = None  # loaded by start(), before anything is written
@@ -408,14 +409,21 @@ class TargetRun:
         postgres = self.engine.dialect.name == "postgresql"
         try:
             with self.reading() if postgres else self.engine.begin() as connection:
-                description = read_schema(connection, self.env.schemas)
+                # PostgreSQL: the catalogs, the heads and the stamp in one round trip
+                try:
+                    ahead = read_ahead.after_run(connection, self.read_ahead, self.env.schemas)
+                    description = read_schema(connection, self.env.schemas)
+                finally:
+                    self.read_ahead.clear()
                 self.schema_fingerprint = fingerprint(description)
+                heads, stamp = ahead or (current_heads(connection), None)
+                self.schema_heads = heads
                 ledger.record_schema(
                     connection,
-                    heads=current_heads(connection),
+                    heads=heads,
                     fingerprint=self.schema_fingerprint,
                     description=description,
-                    stamp=catalog_stamp(connection, self.env.schemas),
+                    stamp=stamp or catalog_stamp(connection, self.env.schemas),
                     run_id=self.run_id,
                     env=self.env.name,
                     actor=self.app.actor,

@@ -17,6 +17,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from orchestrator.db.database import as_rows, prefetched, psycopg_style
+
 DEFAULT_SCOPE = ""  # the scope of the search path's tables (SQLAlchemy's schema=None)
 
 _RELS = """
@@ -124,26 +126,48 @@ def read_tables(connection: Connection, scopes: list[str]) -> dict[Key, dict[str
             }
         return found
 
-    for row in connection.execute(_COLUMNS, params).all():
+    ahead = prefetched(connection, "pg_tables")
+    if ahead is not None and ahead[0] == scopes:
+        column_rows, constraint_rows, opclass_rows, index_rows = (as_rows(r) for r in ahead[1])
+    else:
+        column_rows = connection.execute(_COLUMNS, params).all()
+        constraint_rows = connection.execute(_CONSTRAINTS, params).all()
+        opclass_rows = connection.execute(_OPCLASSES).all()
+        index_rows = connection.execute(_indexes(connection), params).all()
+    for row in column_rows:
         described = table(row[0], row[1])
         if row[4] is not None:
             names[(row[2], row[3])] = row[4]
             described["columns"].append(_column(row[0], row[4:]))
-    for row in connection.execute(_CONSTRAINTS, params).all():
+    for row in constraint_rows:
         # a check's columns are not needed (and may name a system column: tableoid)
         columns = [names[(row[5], n)] for n in row[6] or []] if row[2] != "c" else []
         _constraint(table(row[0], row[1]), row, columns)
-    version = connection.dialect.server_version_info or (0,)
-    nulls = "i.indnullsnotdistinct" if version >= (15,) else "false"
-    indexes = text(str(_INDEXES).replace("{nulls_not_distinct}", nulls))
-    opclasses: dict[int, str] = {oid: name for oid, name in connection.execute(_OPCLASSES)}
-    for row in connection.execute(indexes, params).all():
+    opclasses: dict[int, str] = {oid: name for oid, name in opclass_rows}
+    for row in index_rows:
         elements = [
             expression if n == 0 else names[(row[10], n)]
             for n, expression in zip(row[11], row[12] or [None] * len(row[11]), strict=True)
         ]
         table(row[0], row[1])["indexes"].append(_index(row, elements, opclasses))
     return tables
+
+
+def _indexes(connection: Connection) -> Any:
+    version = connection.dialect.server_version_info or (0,)
+    nulls = "i.indnullsnotdistinct" if version >= (15,) else "false"
+    return text(str(_INDEXES).replace("{nulls_not_distinct}", nulls))
+
+
+def reads(connection: Connection, scopes: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """What `read_tables` reads, to read ahead (psycopg's parameters), in its order."""
+    params = {"scopes": scopes}
+    return [
+        (psycopg_style(str(_COLUMNS)), params),
+        (psycopg_style(str(_CONSTRAINTS)), params),
+        (str(_OPCLASSES), {}),
+        (psycopg_style(str(_indexes(connection))), params),
+    ]
 
 
 def _column(scope: str, row: Any) -> dict[str, Any]:

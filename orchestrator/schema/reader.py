@@ -25,6 +25,7 @@ from orchestrator.schema.catalog import (
     acl_defaults,
     home_schema,
     pg_extensions,
+    pg_objects_read,
     pg_sections,
     read_pg_objects,
     sqlite_sections,
@@ -37,6 +38,26 @@ __all__ = ["catalog_stamp", "excluded", "read_schema"]
 
 VERSION_TABLE = "alembic_version"
 OWN_PREFIX = "orchestrator_"
+
+
+def reads(connection: Connection, schemas: Sequence[str] | None) -> tuple[list[Any], Any]:
+    """PostgreSQL 12+: what `read_schema` reads of the catalogs, to read ahead (psycopg's
+    parameters); and what to keep of their results for `read_schema` (`prefetched`).
+    ([], None) where it reads otherwise."""
+    if connection.dialect.name != "postgresql" or not pg_tables.supported(connection):
+        return [], None
+    home = home_schema(connection, schemas) or "public"
+    listed = list(dict.fromkeys([home, *(schemas or [])]))
+    default = connection.dialect.default_schema_name
+    # every listed schema's scope: one that does not exist has no rows (and then read_schema,
+    # asking for fewer scopes, reads again)
+    scopes = sorted({DEFAULT_SCOPE if s == default else s for s in listed})
+    statements = [pg_objects_read(listed), *pg_tables.reads(connection, scopes)]
+
+    def keep(found: list[Any]) -> dict[str, Any]:
+        return {"pg_objects": (listed, found[0]), "pg_tables": (scopes, found[1:5])}
+
+    return statements, keep
 
 
 def excluded(table: str) -> bool:
