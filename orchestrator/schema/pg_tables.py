@@ -90,6 +90,23 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_constraint o WHERE o.conrelid = i.indrelid
 """
 )
 
+# Each scope's enums as SQLAlchemy's inspector lists them (get_enums): the search path's
+# visible ones outside pg_catalog, or a named schema's; labels in their order.
+_ENUMS = text(
+    """
+WITH scopes AS (SELECT unnest(CAST(:scopes AS text[])) AS scope)
+SELECT s.scope, t.typname, pg_type_is_visible(t.oid),
+       ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid
+             ORDER BY e.enumsortorder)
+FROM pg_type t
+JOIN pg_namespace n ON n.oid = t.typnamespace
+JOIN scopes s ON (s.scope = '' AND pg_type_is_visible(t.oid) AND n.nspname <> 'pg_catalog')
+              OR n.nspname = s.scope
+WHERE t.typtype = 'e'
+ORDER BY s.scope, n.nspname, t.typname
+"""
+)
+
 _OPCLASSES = text("SELECT oid, opcname FROM pg_opclass WHERE NOT opcdefault")
 
 _ACTIONS = {"r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
@@ -167,7 +184,22 @@ def reads(connection: Connection, scopes: list[str]) -> list[tuple[str, dict[str
         (psycopg_style(str(_CONSTRAINTS)), params),
         (str(_OPCLASSES), {}),
         (psycopg_style(str(_indexes(connection))), params),
+        (psycopg_style(str(_ENUMS)), params),
     ]
+
+
+def read_enums(connection: Connection, scopes: list[str]) -> dict[str, dict[str, list[str]]]:
+    """{scope: {enum: labels}} for every scope, in one query."""
+    ahead = prefetched(connection, "pg_enums")
+    if ahead is not None and ahead[0] == scopes:
+        rows: Any = as_rows(ahead[1])
+    else:
+        rows = connection.execute(_ENUMS, {"scopes": scopes}).all()
+    out: dict[str, dict[str, list[str]]] = {scope: {} for scope in scopes}
+    for scope, name, visible, labels in rows:
+        if visible or scope != DEFAULT_SCOPE:
+            out[scope][name] = list(labels or [])
+    return out
 
 
 def _column(scope: str, row: Any) -> dict[str, Any]:
