@@ -21,6 +21,7 @@ from orchestrator.db.database import (
     has_table,
     prefetched,
     psycopg_style,
+    table_names,
 )
 from orchestrator.db.locks import FENCE_SQL, Fence
 from orchestrator.evidence import ledger
@@ -81,9 +82,7 @@ def holds_a_schema(connection: Connection) -> bool:
         and connection.execute(text(f"SELECT 1 FROM {VERSION_TABLE} LIMIT 1")).first()
     ):
         return True
-    from sqlalchemy import inspect
-
-    names = set(inspect(connection).get_table_names()) - ledger.OWN_TABLES - {VERSION_TABLE}
+    names = table_names(connection) - ledger.OWN_TABLES - {VERSION_TABLE}
     return bool(names)
 
 

@@ -551,14 +551,16 @@ def _newest_rows(
         yield dict(row._mapping)
 
 
-def newest_schema_sql(signed: bool) -> list[str]:
-    """The newest recorded schema at the heads the database is at now, without its
-    description (what a run's drift check reads first), as SQL to read ahead; its first
-    statement gives the heads' key it was read for."""
+def newest_schema_sql(signed: bool, versioned: bool = True) -> list[str]:
+    """The newest recorded schema at the heads the database is at now (`versioned`: as its
+    version table says; else at none), without its description (what a run's drift check
+    reads first), as SQL to read ahead; its first statement gives the heads' key."""
     columns = "heads, fingerprint, stamp, run_id, env, actor, at" + (", envelope" if signed else "")
     key = (
         f"SELECT coalesce(string_agg(version_num, ',' ORDER BY version_num COLLATE \"C\"), '')"
         f" FROM {VERSION_TABLE}"
+        if versioned
+        else "SELECT ''"
     )
     return [
         f"SELECT ({key}) AS key",

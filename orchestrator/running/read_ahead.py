@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from orchestrator.db.database import PG_TABLES, listed_tables, read_all
+from orchestrator.db.database import PG_TABLES, VERSION_TABLE, listed_tables, read_all
 from orchestrator.evidence import ledger
 from orchestrator.evidence.audit_proof import AUDIT_SINCE_PIN
 from orchestrator.evidence.chain import ALL_ROWS, IDENTITY
@@ -36,6 +36,7 @@ def under_lock(
     *,
     evidence: bool,
     migrate: bool,
+    versioned: bool,
     drift: bool,
     signed: bool,
     schemas: Sequence[str] | None,
@@ -46,17 +47,22 @@ def under_lock(
     if evidence:
         statements += [(LIVE_SESSIONS, {}), (IDENTITY, {}), ALL_ROWS]
         statements += [(ledger.LEDGER_ROWS, {}), *((sql, {}) for sql in AUDIT_SINCE_PIN)]
+    # where the version table may not be there (nothing was at a version), not its reads
+    # (one missing table and nothing is read ahead): what holds where it is not there, which
+    # the listing read with them says
     if migrate:
         statements += [(ledger.open_runs_sql(connection), {})]
-        statements += [(sql, {}) for sql in STATE_QUERIES]
+        statements += [(sql, {}) for sql in STATE_QUERIES[0 if versioned else 1 :]]
         if drift:
-            statements += [(sql, {}) for sql in ledger.newest_schema_sql(signed)]
+            statements += [(sql, {}) for sql in ledger.newest_schema_sql(signed, versioned)]
             statements += [pg_stamp_read(connection, schemas)]
     found = read_all(connection, statements)
     if found is None:
         return False
     results = iter(found)  # one result per SELECT (the LOCK has none)
-    listed_tables(connection, {row["relname"] for row in next(results)})
+    tables = {row["relname"] for row in next(results)}
+    listed_tables(connection, tables)
+    known = versioned or VERSION_TABLE not in tables  # else what was read assumed no version
     memo.clear()
     if evidence:
         memo["live"], memo["identity"], memo["chain"], rows = (next(results) for _ in range(4))
@@ -65,11 +71,14 @@ def under_lock(
         memo["audit"] = (start[0]["start"], since)
     if migrate:
         memo["open_runs"] = next(results)
-        versions, rows = next(results), next(results)
-        memo["state"] = [versions, rows]
+        versions = next(results) if versioned else []
+        rows = next(results)
+        if known:
+            memo["state"] = [versions, rows]
         if drift:
             key, newest = next(results), next(results)
-            memo["recorded_schema"] = (key[0]["key"], False, signed, newest)
+            if known:
+                memo["recorded_schema"] = (key[0]["key"], False, signed, newest)
             stamped = next(results)
             memo["stamp"] = (
                 pg_stamp_read(connection, schemas)[1]["schemas"],

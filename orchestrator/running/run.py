@@ -115,6 +115,7 @@ class TargetRun:
         self.expected_reads: dict[str, list[dict[str, str]]] = {}
         self.schema_fingerprint: str | None = None
         self.schema_heads: tuple[str, ...] | None = None  # where record_schema read them
+        self.versioned = False  # the last read found a version: worth reading it ahead
         self.started = False
         self.started_at = time.monotonic()
         self.signer: Signer | None = None  # loaded by start(), before anything is written
@@ -391,6 +392,7 @@ class TargetRun:
             lock,
             evidence=self.evidence is not None,
             migrate=self.command == "migrate",
+            versioned=self.versioned,
             drift=self.env.policy.schema_drift != "off",
             signed=self.app.public_keys(self.env.name) is not None,
             schemas=self.env.schemas,
@@ -453,9 +455,11 @@ class TargetRun:
     def read(self) -> DbState:
         try:
             with self.reading() as connection:
-                return read_state(connection, self.app.graph, self.where)
+                state = read_state(connection, self.app.graph, self.where)
         except SQLAlchemyError as exc:
             raise MigrationFailed(f"Cannot read {self.where}: {describe_error(exc)}") from None
+        self.versioned = bool(state.heads)
+        return state
 
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
