@@ -315,7 +315,7 @@ def _script(
                 cursor.mogrify(sql, params) if params else sql for sql, params in statements
             )
             cursor.execute(script)
-            results = []
+            results: list[list[dict]] = []
             while True:
                 if cursor.description is not None:
                     names = [column.name for column in cursor.description]

@@ -12,7 +12,7 @@ column types as SQLAlchemy reflects them. A type is reflected once per distinct
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -144,6 +144,10 @@ def read_tables(connection: Connection, scopes: list[str]) -> dict[Key, dict[str
         return found
 
     ahead = prefetched(connection, "pg_tables")
+    column_rows: Sequence[Any]
+    constraint_rows: Sequence[Any]
+    opclass_rows: Sequence[Any]
+    index_rows: Sequence[Any]
     if ahead is not None and ahead[0] == scopes:
         column_rows, constraint_rows, opclass_rows, index_rows = (as_rows(r) for r in ahead[1])
     else:

@@ -256,7 +256,7 @@ def _type_reflector(connection: Connection, inspector: Any) -> Any:
     step = getattr(dialect, "_reflect_type", None)
     if step is None:
         return None
-    loader = _NamedTypeLoader(dialect, connection, {"info_cache": inspector.info_cache})
+    loader = _NamedTypeLoader(cast(Any, dialect), connection, {"info_cache": inspector.info_cache})
 
     def reflect(format_type: str, column: str) -> TypeEngine[Any]:
         return cast(Any, step)(format_type, loader, f"column '{column}'", collation=None)

@@ -84,7 +84,7 @@ _SQLITE_STAMP = text(
 )
 
 
-def stamped_schemas(connection: Connection, schemas: Sequence[str] | None) -> list[str]:
+def stamped_schemas(connection: Connection, schemas: Sequence[str] | None) -> list[Any]:
     home = home_schema(connection, schemas)
     return list(dict.fromkeys([home, *(schemas or [])]))
 
