@@ -154,8 +154,12 @@ def _committing_with_class() -> Any:
                 """The BEGIN of the next transaction, with what `before_next_begin` queued
                 (committed on its own first) in the same round trip."""
                 before = self.orchestrator_before_begin
-                if before is None or self.autocommit or self._pipeline:
+                if before is None or self._pipeline:
                     return (yield from super()._start_query())
+                if self.autocommit:  # no BEGIN to ride with (env.py's choice): on their own
+                    self.orchestrator_before_begin = None
+                    yield from self._exec_command(before)
+                    return None
                 if self.pgconn.transaction_status != IDLE:
                     return None
                 self.orchestrator_before_begin = None
