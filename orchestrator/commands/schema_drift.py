@@ -129,8 +129,10 @@ def check_divergence(app: App, run: TargetRun) -> None:
     if run.record_schema() is None:
         return
     try:
-        with run.reading() as connection:
-            heads = current_heads(connection)
+        heads = run.schema_heads  # as the record read them, under the same lock
+        if heads is None:
+            with run.reading() as connection:
+                heads = current_heads(connection)
         app.schema_cache.pop(run.env.promotes_from, None)  # it may have moved since
         preds = comparable(predecessor_schemas(app, run.env), heads, run.engine.dialect.name)
         if not preds or any(p.fingerprint == run.schema_fingerprint for p in preds):

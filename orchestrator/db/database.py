@@ -68,6 +68,7 @@ def make_engine(
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
         _first_connect_in_one_round_trip(engine.dialect)
     if writer and parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "do_connect", _no_idle_timeouts_at_startup)
         event.listen(engine, "connect", no_idle_timeouts)
         if engine.dialect.driver == "psycopg":
             event.listen(engine, "do_connect", _connect_committing_with)
@@ -138,14 +139,38 @@ def _committing_with_class() -> Any:
     global _COMMITTING_WITH
     if _COMMITTING_WITH is None:
         import psycopg
-        from psycopg.pq import TransactionStatus
+        from psycopg import generators
+        from psycopg.pq import ExecStatus, TransactionStatus
 
-        INERROR = TransactionStatus.INERROR
+        INERROR, IDLE = TransactionStatus.INERROR, TransactionStatus.IDLE
 
         class CommittingWith(psycopg.Connection):  # type: ignore[type-arg]
             orchestrator_with_commit: list[tuple[str, Mapping[str, Any]]] | None = None
             orchestrator_begin_next = False
             orchestrator_recover: Recover | None = None
+            orchestrator_before_begin: str | None = None
+
+            def _start_query(self) -> Any:
+                """The BEGIN of the next transaction, with what `before_next_begin` queued
+                (committed on its own first) in the same round trip."""
+                before = self.orchestrator_before_begin
+                if before is None or self._pipeline:
+                    return (yield from super()._start_query())
+                if self.autocommit:  # no BEGIN to ride with (env.py's choice): on their own
+                    self.orchestrator_before_begin = None
+                    yield from self._exec_command(before)
+                    return None
+                if self.pgconn.transaction_status != IDLE:
+                    return None
+                self.orchestrator_before_begin = None
+                begin = self._get_tx_start_command()
+                self.pgconn.send_query(f"{before};\nCOMMIT;\n".encode() + begin)
+                for result in (yield from generators.execute(self.pgconn)):
+                    if result.status == ExecStatus.FATAL_ERROR:
+                        raise psycopg.errors.error_from_result(
+                            result, encoding=self.pgconn._encoding
+                        )
+                return None
 
             def commit(self) -> None:
                 queued, self.orchestrator_with_commit = self.orchestrator_with_commit, None
@@ -231,6 +256,59 @@ def run_batch(
     return _script(connection, statements)
 
 
+def read_all(
+    connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
+) -> list[list[Any]] | None:
+    """Several statements (psycopg's `%(name)s` parameters) in one round trip outside any
+    transaction (one implicit one): each SELECT's rows, as dicts. None where the driver
+    cannot, the connection is in a transaction, or one of them fails (a table missing, a row
+    that does not cast): then the caller reads step by step, as it would have anyway."""
+    if connection.in_transaction() or connection.dialect.driver != "psycopg":
+        return None
+    try:
+        return _script(connection, statements)
+    except DBAPIError:
+        return None
+
+
+def as_rows(found: list[Any]) -> list[tuple[Any, ...]]:
+    """`read_all`'s rows as tuples, every column in order (several may share a name)."""
+    return [row.in_order for row in found]
+
+
+class _Row(dict):  # type: ignore[type-arg]
+    """A row by column name; `in_order`: all its values, in the order of the columns."""
+
+    __slots__ = ("in_order",)
+
+    def __init__(self, names: Sequence[str], row: Sequence[Any]) -> None:
+        super().__init__(zip(names, row, strict=True))
+        self.in_order = tuple(row)
+
+
+# Reads made ahead, in one round trip, for the steps that follow (a run under its lock):
+# each step takes its own once (`prefetched`), or reads for itself where nothing was made.
+_PREFETCHED = "orchestrator_prefetched"
+
+
+def memoise_reads(engine: Engine) -> dict[str, Any]:
+    """A dict every connection of `engine` sees as its reads made ahead: the caller fills it
+    and clears it when what it holds may no longer be true."""
+    memo: dict[str, Any] = {}
+
+    def checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        record.info[_PREFETCHED] = memo
+
+    event.listen(engine, "checkout", checkout)
+    return memo
+
+
+def prefetched(connection: Connection, name: str) -> Any:
+    """What was read ahead under `name` for this step (taken: a second ask reads), or None."""
+    memo = connection.info.get(_PREFETCHED)
+    return memo.pop(name, None) if memo else None
+
+
 def _script(
     connection: Connection, statements: Sequence[tuple[str, Mapping[str, Any]]]
 ) -> list[list[dict]] | None:
@@ -251,11 +329,11 @@ def _script(
                 cursor.mogrify(sql, params) if params else sql for sql, params in statements
             )
             cursor.execute(script)
-            results = []
+            results: list[list[dict]] = []
             while True:
                 if cursor.description is not None:
                     names = [column.name for column in cursor.description]
-                    results.append([dict(zip(names, row, strict=True)) for row in cursor])
+                    results.append([_Row(names, row) for row in cursor])
                 if not cursor.nextset():
                     return results
     except psycopg.Error as exc:  # what every caller catches: SQLAlchemy's error
@@ -306,7 +384,23 @@ NO_IDLE_TIMEOUTS = (
 )
 
 
-def no_idle_timeouts(dbapi_connection: Any, _record: Any) -> None:
+_IDLE_OFF = "orchestrator_idle_off"  # on a connection record: its startup packet said so
+
+
+def _no_idle_timeouts_at_startup(dialect: Any, record: Any, _cargs: Any, cparams: Any) -> None:
+    """Where the engine knows the server (after its first connection), the settings go in
+    the startup packet (libpq `options`), which outranks the role's and the database's: no
+    round trip. idle_session_timeout is PostgreSQL 14+; before, the query below does it."""
+    if (dialect.server_version_info or (0,)) < (14,) or "options" not in cparams:
+        return
+    off = " -c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"
+    cparams["options"] = cparams["options"] + off
+    record.info[_IDLE_OFF] = True
+
+
+def no_idle_timeouts(dbapi_connection: Any, record: Any) -> None:
+    if record is not None and record.info.get(_IDLE_OFF):
+        return
     _outside_transaction(dbapi_connection, NO_IDLE_TIMEOUTS)
 
 
@@ -320,6 +414,25 @@ def set_session(connection: Connection, settings: Mapping[str, str]) -> None:
     calls = ", ".join(["set_config(%s, %s, false)"] * len(settings))
     params = [part for item in settings.items() for part in item]
     _outside_transaction(connection.connection.dbapi_connection, f"SELECT {calls}", params)
+
+
+_BEFORE_BEGIN = "orchestrator_before_begin"
+
+
+def set_session_at_begin(connection: Connection, settings: Mapping[str, str]) -> None:
+    """`set_session`, sent with the connection's next BEGIN (no round trip of its own) where
+    the driver can, and committed on its own before it: a first transaction that rolls
+    back keeps them. Else at once."""
+    dbapi: Any = connection.connection.dbapi_connection
+    if not settings or connection.in_transaction() or not hasattr(dbapi, _BEFORE_BEGIN):
+        set_session(connection, settings)
+        return
+    calls = ", ".join(["set_config(%s, %s, false)"] * len(settings))
+    import psycopg
+
+    with psycopg.ClientCursor(dbapi) as cursor:
+        bound = cursor.mogrify(f"SELECT {calls}", [p for item in settings.items() for p in item])
+    setattr(dbapi, _BEFORE_BEGIN, bound)
 
 
 def _outside_transaction(dbapi_connection: Any, sql: str, params: Any = None) -> None:
@@ -471,6 +584,21 @@ class _Tables:
     names: set[str] | None = None
 
 
+# pg_class, not the pg_tables view: half the cost in a new session
+PG_TABLES = (
+    "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
+    " AND relnamespace = current_schema()::regnamespace"
+)
+
+
+def listed_tables(connection: Connection, names: set[str]) -> None:
+    """The default schema's tables, listed by the caller just now: `has_table` answers
+    from them (where the connection memoises)."""
+    memo = connection.info.get(_TABLES)
+    if memo is not None:
+        memo.names = set(names)
+
+
 def has_table(connection: Connection, name: str) -> bool:
     """Whether the table exists in the connection's default schema. A connection that
     memoises (`read_only`, or an engine given to `memoise_tables`) lists them all with its
@@ -480,9 +608,8 @@ def has_table(connection: Connection, name: str) -> bool:
     if memo is None:
         return inspect(connection).has_table(name)
     if memo.names is None:
-        listing = (  # pg_class, not the pg_tables view: half the cost in a new session
-            "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
-            " AND relnamespace = current_schema()::regnamespace"
+        listing = (
+            PG_TABLES
             if connection.dialect.name == "postgresql"
             else "SELECT name FROM sqlite_master WHERE type = 'table'"
         )

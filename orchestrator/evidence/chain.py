@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, text
 
 from orchestrator.core import chain
-from orchestrator.db.database import VERSION_TABLE, Recover, has_table, psycopg_style
+from orchestrator.db.database import (
+    VERSION_TABLE,
+    Recover,
+    has_table,
+    prefetched,
+    psycopg_style,
+    table_names,
+)
 from orchestrator.db.locks import FENCE_SQL, Fence
 from orchestrator.evidence import ledger
 
@@ -42,7 +49,12 @@ def database_identity(connection: Connection) -> str:
     if known is not None:
         return str(known)
     if connection.dialect.name == "postgresql":
-        identity = connection.execute(text(f"SELECT {_PG_IDENTITY}")).scalar_one()
+        found = prefetched(connection, "identity")
+        if found:
+            system, name = tuple(found[0].values())
+            identity = f"postgresql:{system}/{name}"
+        else:
+            identity = connection.execute(text(f"SELECT {_PG_IDENTITY}")).scalar_one()
         connection.info[_IDENTITY] = identity
         return str(identity)
     files = connection.exec_driver_sql("PRAGMA database_list").all()
@@ -50,6 +62,7 @@ def database_identity(connection: Connection) -> str:
     return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
 
 
+IDENTITY = "SELECT system_identifier::text, current_database() FROM pg_catalog.pg_control_system()"
 NEWER = f"SELECT {_COLUMNS} FROM {ledger.CHAIN_TABLE} WHERE seq > :s ORDER BY seq"
 # an entry appended by a writer that holds the chain's lock (psycopg parameters)
 INSERT_ENTRY = (
@@ -69,10 +82,16 @@ _APPEND_AT_COMMIT = psycopg_style(
 )
 
 
+ALL_ROWS = psycopg_style(NEWER), {"s": 0}  # what read_rows reads ahead of a whole chain
+
+
 def read_rows(connection: Connection, after: int = 0) -> list[dict[str, Any]]:
     """Stored entries with seq > `after`, oldest first ([] when there is no chain table)."""
     if not has_table(connection, ledger.CHAIN_TABLE):
         return []
+    found = prefetched(connection, "chain") if after == 0 else None
+    if found is not None:
+        return list(found)
     rows = connection.execute(text(NEWER), {"s": after})
     return [dict(row._mapping) for row in rows]
 
@@ -84,9 +103,7 @@ def holds_a_schema(connection: Connection) -> bool:
         and connection.execute(text(f"SELECT 1 FROM {VERSION_TABLE} LIMIT 1")).first()
     ):
         return True
-    from sqlalchemy import inspect
-
-    names = set(inspect(connection).get_table_names()) - ledger.OWN_TABLES - {VERSION_TABLE}
+    names = table_names(connection) - ledger.OWN_TABLES - {VERSION_TABLE}
     return bool(names)
 
 

@@ -34,10 +34,12 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from orchestrator.core import trust
 from orchestrator.core.planning import LedgerEntry
 from orchestrator.db.database import (
+    VERSION_TABLE,
     commit_with,
     forget_tables,
     has_table,
     listed_without,
+    prefetched,
     psycopg_style,
     remember_tables,
     run_batch,
@@ -394,8 +396,14 @@ def ledger_table_rows(connection: Connection) -> list[dict[str, Any]]:
     the rows."""
     if not has_table(connection, LEDGER_TABLE):
         return []
-    rows = connection.exec_driver_sql(f"SELECT * FROM {LEDGER_TABLE} ORDER BY id")
+    found = prefetched(connection, "ledger")
+    if found is not None:
+        return list(found)
+    rows = connection.exec_driver_sql(LEDGER_ROWS)
     return [dict(row._mapping) for row in rows]
+
+
+LEDGER_ROWS = f"SELECT * FROM {LEDGER_TABLE} ORDER BY id"
 
 
 def latest_ledger(connection: Connection) -> dict[str, LedgerEntry]:
@@ -524,18 +532,43 @@ def _newest_rows(
     columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id]
     columns += [schema.c.env, schema.c.actor, schema.c.at]
     columns += [schema.c.description] if with_description else []
-    if signed:
+    first = 0
+    found = prefetched(connection, "recorded_schema")
+    if found is not None and found[:3] == (key, with_description, signed):
+        if not found[3]:
+            return
+        yield dict(found[3][0])  # read ahead: the newest, and that the table is as expected
+        first = 1
+    elif signed:
         # a table made by an earlier release has no envelope column: nothing in it is signed
         named = connection.execute(text(f"SELECT * FROM {SCHEMA_TABLE} WHERE 1 = 0")).keys()
         if "envelope" not in named:
             return
+    if signed:
         columns.append(schema.c.envelope)
     query = select(*columns).where(schema.c.heads == key).order_by(schema.c.id.desc())
-    for n in range(_SIGNED_LOOKBACK if signed else 1):
+    for n in range(first, _SIGNED_LOOKBACK if signed else 1):
         row = connection.execute(query.limit(1).offset(n)).first()
         if row is None:
             return
         yield dict(row._mapping)
+
+
+def newest_schema_sql(signed: bool, versioned: bool = True) -> list[str]:
+    """The newest recorded schema at the heads the database is at now (`versioned`: as its
+    version table says; else at none), without its description (what a run's drift check
+    reads first), as SQL to read ahead; its first statement gives the heads' key."""
+    columns = "heads, fingerprint, stamp, run_id, env, actor, at" + (", envelope" if signed else "")
+    key = (
+        f"SELECT coalesce(string_agg(version_num, ',' ORDER BY version_num COLLATE \"C\"), '')"
+        f" FROM {VERSION_TABLE}"
+        if versioned
+        else "SELECT ''"
+    )
+    return [
+        f"SELECT ({key}) AS key",
+        f"SELECT {columns} FROM {SCHEMA_TABLE} WHERE heads = ({key}) ORDER BY id DESC LIMIT 1",
+    ]
 
 
 def history_of(rows: Sequence[Mapping[str, Any]]) -> tuple[tuple[str, str, str], ...]:
@@ -914,13 +947,26 @@ def runs_without_end(connection: Connection) -> list[dict[str, Any]]:
     """`run.started` events with no terminal event: runs still going, or dead."""
     if not has_table(connection, AUDIT_TABLE):
         return []
+    found = prefetched(connection, "open_runs")
+    if found is not None:
+        return [record_of(row) for row in found]
+    rows = connection.execute(_open_runs())
+    return [record_of(row._mapping) for row in rows]
+
+
+def _open_runs() -> Select[Any]:
     ended = select(audit.c.run_id).where(audit.c.event.in_(TERMINAL_EVENTS))
-    rows = connection.execute(
+    return (
         select(audit.c.payload, *_INDEXED_COLUMNS)
         .where(audit.c.event == "run.started", audit.c.run_id.not_in(ended))
         .order_by(audit.c.id)
     )
-    return [record_of(row._mapping) for row in rows]
+
+
+def open_runs_sql(connection: Connection) -> str:
+    """What runs_without_end reads, as SQL to read ahead (values inline)."""
+    compiled = _open_runs().compile(connection, compile_kwargs={"literal_binds": True})
+    return str(compiled)
 
 
 def acquired_runs(connection: Connection, run_ids: Iterable[str]) -> set[str]:

@@ -12,7 +12,7 @@ from sqlalchemy import Connection, Engine, event
 
 from orchestrator.core.config import SessionConfig
 from orchestrator.core.errors import LockLost
-from orchestrator.db.database import is_postgresql, set_session
+from orchestrator.db.database import is_postgresql, set_session_at_begin
 from orchestrator.db.locks import FENCE_SQL
 from orchestrator.running import cancel
 
@@ -68,7 +68,7 @@ def _note_autocommit(connection: Connection, options: Mapping[str, Any]) -> None
 
 
 def session_settings(connection: Connection, session: SessionConfig) -> None:
-    """The migration session's settings, in one round trip (PostgreSQL)."""
+    """The migration session's settings, sent with its first BEGIN (PostgreSQL)."""
     if not is_postgresql(connection):
         return
     # Each revision commits on its own; none of those commits waits for the disk. The
@@ -87,4 +87,4 @@ def session_settings(connection: Connection, session: SessionConfig) -> None:
     # until it next talks to the dead client. Have it notice the dead client (PG >= 14).
     if (connection.dialect.server_version_info or (0,)) >= (14,):
         settings["client_connection_check_interval"] = "1s"
-    set_session(connection, settings)  # one round trip
+    set_session_at_begin(connection, settings)  # in the first revision's BEGIN round trip

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
-from orchestrator.db.database import is_postgresql
+from orchestrator.db.database import is_postgresql, prefetched
 
 
 def application_name(env: str, run_id: str, actor: str) -> str:
@@ -33,6 +33,9 @@ def live_run_ids(connection: Connection) -> set[str] | None:
     """Run ids with a live session (PostgreSQL); None where the database cannot tell."""
     if not is_postgresql(connection):
         return None
+    found = prefetched(connection, "live")
+    if found is not None:
+        return run_ids_of(row["application_name"] for row in found)
     return run_ids_of(name for (name,) in connection.execute(text(LIVE_SESSIONS)))
 
 

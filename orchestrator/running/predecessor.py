@@ -28,6 +28,7 @@ from orchestrator.db.database import (
     VERSION_TABLE,
     current_heads,
     describe_error,
+    prefetched,
     read_at_once,
     read_only,
     safe_url,
@@ -45,15 +46,13 @@ class DbState:
     history: tuple[tuple[str, str, str], ...]  # every ledger row: (revision, direction, run_id)
 
 
+STATE_QUERIES = [f"SELECT version_num FROM {VERSION_TABLE}", ledger.LEDGER_ROWS]
+
+
 def read_state(connection: Connection, graph: RevisionGraph, where: str) -> DbState:
     # one round trip where the tables are there (the usual case), three where they may not be
-    found = read_at_once(
-        connection,
-        [
-            f"SELECT version_num FROM {VERSION_TABLE}",
-            f"SELECT * FROM {ledger.LEDGER_TABLE} ORDER BY id",
-        ],
-        [VERSION_TABLE, ledger.LEDGER_TABLE],
+    found = prefetched(connection, "state") or read_at_once(
+        connection, STATE_QUERIES, [VERSION_TABLE, ledger.LEDGER_TABLE]
     )
     if found is not None:
         versions, rows = found

@@ -38,9 +38,9 @@ from orchestrator.db.database import (
     has_table,
     is_postgresql,
     make_engine,
+    memoise_reads,
     memoise_tables,
     rides_with_commit,
-    run_script,
     safe_url,
 )
 from orchestrator.db.locks import DEFAULT_KEY, Fence, migration_lock
@@ -49,7 +49,7 @@ from orchestrator.evidence.audit import FINAL_WAIT, AuditTrail
 from orchestrator.evidence.keys import Signer
 from orchestrator.migrations import observe
 from orchestrator.migrations.revisions import reverts_nothing
-from orchestrator.running import cancel, connection_hooks
+from orchestrator.running import cancel, connection_hooks, read_ahead
 from orchestrator.running.app import App, new_run_id
 from orchestrator.running.connection_hooks import AUTOCOMMITTED, BETWEEN, FENCE, FENCED
 from orchestrator.running.evidence_run import RunEvidence
@@ -83,6 +83,7 @@ class TargetRun:
         self.engine: Engine = make_engine(target.url, name)
         # one catalog listing serves every "is this table there?" until tables may have come
         self.forget_tables = memoise_tables(self.engine)
+        self.read_ahead = memoise_reads(self.engine)  # under the lock: read_ahead.under_lock
         self.per_run = self.env.transaction == "per-run"
         self._rows_to_commit: list[dict[str, Any]] = []  # per-run: the ledger rows of its COMMIT
         self._unrecorded = 0  # ledger rows still to come in `apply`
@@ -115,6 +116,8 @@ class TargetRun:
         # set by the caller once the gate passed; a revision reading otherwise is refused
         self.expected_reads: dict[str, list[dict[str, str]]] = {}
         self.schema_fingerprint: str | None = None
+        self.schema_heads: tuple[str, ...] | None = None  # where record_schema read them
+        self.versioned = False  # the last read found a version: worth reading it ahead
         self.started = False
         self.started_at = time.monotonic()
         self.signer: Signer | None = None  # loaded by start(), before anything is written
@@ -256,6 +259,9 @@ class TargetRun:
                 )
         except Refused as exc:
             self.refuse(exc.message)
+        finally:
+            for name in read_ahead.EVIDENCE:  # read for this check alone
+                self.read_ahead.pop(name, None)
 
     def witness(self, states: Sequence[Any]) -> None:
         """The gate passed on these predecessor states: their chain heads go into this run's
@@ -379,6 +385,7 @@ class TargetRun:
                     yield
                 finally:
                     self.fence = None
+                    self.read_ahead.clear()
         except LockTimeout as exc:
             self.audit.emit(
                 "run.failed",
@@ -402,12 +409,26 @@ class TargetRun:
             return
         lock = f"LOCK TABLE {ledger.LEDGER_TABLE} IN SHARE MODE"
         with self.engine.connect() as connection:
-            # the audit trail just wrote: our tables are there, and one round trip does it
-            if self.audit.tables_ready and run_script(connection, [(lock, {}), ("SELECT 1", {})]):
+            # the audit trail just wrote: our tables are there, and one round trip does it,
+            # with the reads of the steps that follow
+            if self.audit.tables_ready and self._read_ahead(connection, lock):
                 return
             if has_table(connection, ledger.LEDGER_TABLE):
                 connection.execute(text(lock))
             connection.rollback()
+
+    def _read_ahead(self, connection: Connection, lock: str) -> bool:
+        return read_ahead.under_lock(
+            connection,
+            self.read_ahead,
+            lock,
+            evidence=self.evidence is not None,
+            migrate=self.command == "migrate",
+            versioned=self.versioned,
+            drift=self.env.policy.schema_drift != "off",
+            signed=self.app.public_keys(self.env.name) is not None,
+            schemas=self.env.schemas,
+        )
 
     def record_schema(self) -> str | None:
         """Under the lock, after a run that changed the database: record the schema it left
@@ -422,14 +443,21 @@ class TargetRun:
         postgres = self.engine.dialect.name == "postgresql"
         try:
             with self.reading() if postgres else self.engine.begin() as connection:
-                description = read_schema(connection, self.env.schemas)
+                # PostgreSQL: the catalogs, the heads and the stamp in one round trip
+                try:
+                    ahead = read_ahead.after_run(connection, self.read_ahead, self.env.schemas)
+                    description = read_schema(connection, self.env.schemas)
+                finally:
+                    self.read_ahead.clear()
                 self.schema_fingerprint = fingerprint(description)
+                heads, stamp = ahead or (current_heads(connection), None)
+                self.schema_heads = heads
                 ledger.record_schema(
                     connection,
-                    heads=current_heads(connection),
+                    heads=heads,
                     fingerprint=self.schema_fingerprint,
                     description=description,
-                    stamp=catalog_stamp(connection, self.env.schemas),
+                    stamp=stamp or catalog_stamp(connection, self.env.schemas),
                     run_id=self.run_id,
                     env=self.env.name,
                     actor=self.app.actor,
@@ -459,9 +487,11 @@ class TargetRun:
     def read(self) -> DbState:
         try:
             with self.reading() as connection:
-                return read_state(connection, self.app.graph, self.where)
+                state = read_state(connection, self.app.graph, self.where)
         except SQLAlchemyError as exc:
             raise MigrationFailed(f"Cannot read {self.where}: {describe_error(exc)}") from None
+        self.versioned = bool(state.heads)
+        return state
 
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
@@ -526,6 +556,7 @@ class TargetRun:
         COMMIT (a deferred constraint), after the hook ran.
         """
         graph = self.app.graph
+        self.read_ahead.clear()  # what the revisions change is read again after them
         self._unrecorded = len(revisions)
         if self.per_run:
             self._no_autocommit_blocks(revisions)

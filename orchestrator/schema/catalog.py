@@ -15,6 +15,8 @@ from typing import Any
 
 from sqlalchemy import Connection, text
 
+from orchestrator.db.database import prefetched, psycopg_style
+
 OWN = "orchestrator\\_%"
 
 _PG_OBJECTS = text(
@@ -221,8 +223,16 @@ def home_schema(connection: Connection, schemas: Sequence[str] | None) -> str | 
 
 def read_pg_objects(connection: Connection, schemas: Sequence[str]) -> dict[str, Any]:
     """The raw rows of every object kind above, each naming its schema."""
+    ahead = prefetched(connection, "pg_objects")
+    if ahead is not None and ahead[0] == list(schemas):
+        return dict(next(iter(ahead[1][0].values())))
     row = connection.execute(_PG_OBJECTS, {"schemas": list(schemas), "own": OWN}).scalar_one()
     return dict(row)
+
+
+def pg_objects_read(schemas: Sequence[str]) -> tuple[str, dict[str, Any]]:
+    """What `read_pg_objects` reads, to read ahead (psycopg's parameters)."""
+    return psycopg_style(str(_PG_OBJECTS)), {"schemas": list(schemas), "own": OWN}
 
 
 # -- shaping: rows -> the sections of one schema's description ---------------------------------

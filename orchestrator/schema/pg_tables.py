@@ -12,10 +12,12 @@ column types as SQLAlchemy reflects them. A type is reflected once per distinct
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, text
+
+from orchestrator.db.database import as_rows, prefetched, psycopg_style
 
 DEFAULT_SCOPE = ""  # the scope of the search path's tables (SQLAlchemy's schema=None)
 
@@ -88,6 +90,23 @@ WHERE NOT EXISTS (SELECT 1 FROM pg_constraint o WHERE o.conrelid = i.indrelid
 """
 )
 
+# Each scope's enums as SQLAlchemy's inspector lists them (get_enums): the search path's
+# visible ones outside pg_catalog, or a named schema's; labels in their order.
+_ENUMS = text(
+    """
+WITH scopes AS (SELECT unnest(CAST(:scopes AS text[])) AS scope)
+SELECT s.scope, t.typname, pg_type_is_visible(t.oid),
+       ARRAY(SELECT e.enumlabel::text FROM pg_enum e WHERE e.enumtypid = t.oid
+             ORDER BY e.enumsortorder)
+FROM pg_type t
+JOIN pg_namespace n ON n.oid = t.typnamespace
+JOIN scopes s ON (s.scope = '' AND pg_type_is_visible(t.oid) AND n.nspname <> 'pg_catalog')
+              OR n.nspname = s.scope
+WHERE t.typtype = 'e'
+ORDER BY s.scope, n.nspname, t.typname
+"""
+)
+
 _OPCLASSES = text("SELECT oid, opcname FROM pg_opclass WHERE NOT opcdefault")
 
 _ACTIONS = {"r": "RESTRICT", "c": "CASCADE", "n": "SET NULL", "d": "SET DEFAULT"}
@@ -124,26 +143,67 @@ def read_tables(connection: Connection, scopes: list[str]) -> dict[Key, dict[str
             }
         return found
 
-    for row in connection.execute(_COLUMNS, params).all():
+    ahead = prefetched(connection, "pg_tables")
+    column_rows: Sequence[Any]
+    constraint_rows: Sequence[Any]
+    opclass_rows: Sequence[Any]
+    index_rows: Sequence[Any]
+    if ahead is not None and ahead[0] == scopes:
+        column_rows, constraint_rows, opclass_rows, index_rows = (as_rows(r) for r in ahead[1])
+    else:
+        column_rows = connection.execute(_COLUMNS, params).all()
+        constraint_rows = connection.execute(_CONSTRAINTS, params).all()
+        opclass_rows = connection.execute(_OPCLASSES).all()
+        index_rows = connection.execute(_indexes(connection), params).all()
+    for row in column_rows:
         described = table(row[0], row[1])
         if row[4] is not None:
             names[(row[2], row[3])] = row[4]
             described["columns"].append(_column(row[0], row[4:]))
-    for row in connection.execute(_CONSTRAINTS, params).all():
+    for row in constraint_rows:
         # a check's columns are not needed (and may name a system column: tableoid)
         columns = [names[(row[5], n)] for n in row[6] or []] if row[2] != "c" else []
         _constraint(table(row[0], row[1]), row, columns)
-    version = connection.dialect.server_version_info or (0,)
-    nulls = "i.indnullsnotdistinct" if version >= (15,) else "false"
-    indexes = text(str(_INDEXES).replace("{nulls_not_distinct}", nulls))
-    opclasses: dict[int, str] = {oid: name for oid, name in connection.execute(_OPCLASSES)}
-    for row in connection.execute(indexes, params).all():
+    opclasses: dict[int, str] = {oid: name for oid, name in opclass_rows}
+    for row in index_rows:
         elements = [
             expression if n == 0 else names[(row[10], n)]
             for n, expression in zip(row[11], row[12] or [None] * len(row[11]), strict=True)
         ]
         table(row[0], row[1])["indexes"].append(_index(row, elements, opclasses))
     return tables
+
+
+def _indexes(connection: Connection) -> Any:
+    version = connection.dialect.server_version_info or (0,)
+    nulls = "i.indnullsnotdistinct" if version >= (15,) else "false"
+    return text(str(_INDEXES).replace("{nulls_not_distinct}", nulls))
+
+
+def reads(connection: Connection, scopes: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """What `read_tables` reads, to read ahead (psycopg's parameters), in its order."""
+    params = {"scopes": scopes}
+    return [
+        (psycopg_style(str(_COLUMNS)), params),
+        (psycopg_style(str(_CONSTRAINTS)), params),
+        (str(_OPCLASSES), {}),
+        (psycopg_style(str(_indexes(connection))), params),
+        (psycopg_style(str(_ENUMS)), params),
+    ]
+
+
+def read_enums(connection: Connection, scopes: list[str]) -> dict[str, dict[str, list[str]]]:
+    """{scope: {enum: labels}} for every scope, in one query."""
+    ahead = prefetched(connection, "pg_enums")
+    if ahead is not None and ahead[0] == scopes:
+        rows: Any = as_rows(ahead[1])
+    else:
+        rows = connection.execute(_ENUMS, {"scopes": scopes}).all()
+    out: dict[str, dict[str, list[str]]] = {scope: {} for scope in scopes}
+    for scope, name, visible, labels in rows:
+        if visible or scope != DEFAULT_SCOPE:
+            out[scope][name] = list(labels or [])
+    return out
 
 
 def _column(scope: str, row: Any) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from orchestrator.schema.catalog import (
     acl_defaults,
     home_schema,
     pg_extensions,
+    pg_objects_read,
     pg_sections,
     read_pg_objects,
     sqlite_sections,
@@ -37,6 +38,30 @@ __all__ = ["catalog_stamp", "excluded", "read_schema"]
 
 VERSION_TABLE = "alembic_version"
 OWN_PREFIX = "orchestrator_"
+
+
+def reads(connection: Connection, schemas: Sequence[str] | None) -> tuple[list[Any], Any]:
+    """PostgreSQL 12+: what `read_schema` reads of the catalogs, to read ahead (psycopg's
+    parameters); and what to keep of their results for `read_schema` (`prefetched`).
+    ([], None) where it reads otherwise."""
+    if connection.dialect.name != "postgresql" or not pg_tables.supported(connection):
+        return [], None
+    home = home_schema(connection, schemas) or "public"
+    listed = list(dict.fromkeys([home, *(schemas or [])]))
+    default = connection.dialect.default_schema_name
+    # every listed schema's scope: one that does not exist has no rows (and then read_schema,
+    # asking for fewer scopes, reads again)
+    scopes = sorted({DEFAULT_SCOPE if s == default else s for s in listed})
+    statements = [pg_objects_read(listed), *pg_tables.reads(connection, scopes)]
+
+    def keep(found: list[Any]) -> dict[str, Any]:
+        return {
+            "pg_objects": (listed, found[0]),
+            "pg_tables": (scopes, found[1:5]),
+            "pg_enums": (scopes, found[5]),
+        }
+
+    return statements, keep
 
 
 def excluded(table: str) -> bool:
@@ -78,7 +103,10 @@ def _read_schema(connection: Connection, schemas: Sequence[str] | None) -> Descr
         if pg_tables.supported(connection)
         else None
     )
-    typed = _pg_types(inspector, read, types) if read is not None else {}
+    typed = _pg_types(connection, inspector, read, types) if read is not None else {}
+    enums_of = (
+        pg_tables.read_enums(connection, sorted(set(scopes.values()))) if read is not None else {}
+    )
 
     def one(schema: str, prefix: str) -> Description:
         if schema not in present:
@@ -89,7 +117,7 @@ def _read_schema(connection: Connection, schemas: Sequence[str] | None) -> Descr
             )
         else:
             tables = _pg_schema_tables(read, scopes[schema], prefix, typed, render)
-            enums = _pg_enums(inspector, scopes[schema] or None)
+            enums = enums_of[scopes[schema]]
         return {"tables": tables, "enums": enums, **pg_sections(raw, schema, home)}
 
     top = one(home, "")
@@ -186,18 +214,54 @@ def _pg_enums(inspector: Any, schema: str | None) -> dict[str, list[str]]:
 
 
 def _pg_types(
-    inspector: Any, read: dict[pg_tables.Key, dict[str, Any]], types: _Types
+    connection: Connection,
+    inspector: Any,
+    read: dict[pg_tables.Key, dict[str, Any]],
+    types: _Types,
 ) -> dict[tuple[str, Any], tuple[str, str]]:
-    """{(scope, type key): (DDL text, Alembic's text)}: SQLAlchemy reflects only the few
-    tables that show each distinct type first, so every type reads as it always did."""
+    """{(scope, type key): (DDL text, Alembic's text)}: each type as SQLAlchemy's reflection
+    makes it from its `format_type` (its own step, no query for a built-in type); a column
+    with a collation of its own, by SQLAlchemy reflecting only the few tables that show each
+    such type first. Either way every type reads as it always did."""
     out: dict[tuple[str, Any], tuple[str, str]] = {}
-    for scope, names in pg_tables.representatives(read).items():
+    reflect = _type_reflector(connection, inspector)
+    collated: dict[pg_tables.Key, dict[str, Any]] = {}
+    for (scope, table), described in read.items():
+        for column in described["columns"]:
+            format_type, collation = column["type"]
+            if (scope, column["type"]) in out:
+                continue
+            if collation is None and reflect is not None:
+                out[(scope, column["type"])] = types(reflect(format_type, column["name"]))
+            else:
+                collated.setdefault((scope, table), {"columns": []})["columns"].append(column)
+    for scope, names in pg_tables.representatives(collated).items():
         reflected = inspector.get_multi_columns(schema=scope or None, filter_names=names)
         for (_schema, table), columns in reflected.items():
             keys = {c["name"]: c["type"] for c in read[(scope, table)]["columns"]}
             for column in columns:
                 out.setdefault((scope, keys[column["name"]]), types(column["type"]))
     return out
+
+
+def _type_reflector(connection: Connection, inspector: Any) -> Any:
+    """SQLAlchemy's own `format_type` -> type step of its column reflection (enums and
+    domains loaded, as it does, only when a type names one); None where this SQLAlchemy
+    has no such step (then the tables are reflected)."""
+    try:
+        from sqlalchemy.dialects.postgresql.base import _NamedTypeLoader
+    except ImportError:
+        return None
+    dialect = connection.dialect
+    step = getattr(dialect, "_reflect_type", None)
+    if step is None:
+        return None
+    loader = _NamedTypeLoader(cast(Any, dialect), connection, {"info_cache": inspector.info_cache})
+
+    def reflect(format_type: str, column: str) -> TypeEngine[Any]:
+        return cast(Any, step)(format_type, loader, f"column '{column}'", collation=None)
+
+    return reflect
 
 
 def _pg_schema_tables(

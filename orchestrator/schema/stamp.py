@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import Connection, text
 
+from orchestrator.db.database import prefetched, psycopg_style
 from orchestrator.schema.catalog import home_schema
 
 # One cheap statement over the catalog rows a description comes from: each row's identity and
@@ -82,14 +84,32 @@ _SQLITE_STAMP = text(
 )
 
 
+def stamped_schemas(connection: Connection, schemas: Sequence[str] | None) -> list[Any]:
+    home = home_schema(connection, schemas)
+    return list(dict.fromkeys([home, *(schemas or [])]))
+
+
+def pg_stamp_read(
+    connection: Connection, schemas: Sequence[str] | None
+) -> tuple[str, dict[str, Any]]:
+    """The stamp's statement to read ahead (psycopg's parameters): `stamp_of` its row."""
+    return psycopg_style(str(_PG_STAMP)), {"schemas": stamped_schemas(connection, schemas)}
+
+
+def stamp_of(found: Any) -> str:
+    return f"{STAMP_FORMAT}:{found}"
+
+
 def catalog_stamp(connection: Connection, schemas: Sequence[str] | None = None) -> str | None:
     """A digest of the schema's catalog rows in one query (None: no such shortcut here).
     Only ever compared with a stamp of the same database: equal stamps, same schema."""
     if connection.dialect.name == "postgresql":
-        home = home_schema(connection, schemas)
-        listed = list(dict.fromkeys([home, *(schemas or [])]))
+        listed = stamped_schemas(connection, schemas)
+        ahead = prefetched(connection, "stamp")
+        if ahead is not None and ahead[0] == listed:
+            return str(ahead[1])
         found = connection.execute(_PG_STAMP, {"schemas": listed}).scalar_one()
-        return f"{STAMP_FORMAT}:{found}"
+        return stamp_of(found)
     if connection.dialect.name == "sqlite":
         rows = connection.execute(_SQLITE_STAMP).all()
         digest = repr([STAMP_FORMAT, *(tuple(r) for r in rows)])
