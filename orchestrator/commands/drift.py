@@ -134,16 +134,25 @@ def read_live(
 
 def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
     """The live schemas of the predecessor's databases (read once per process, per env;
-    `status` has read them already when it showed the predecessor first)."""
+    `status` has read them already when it showed the predecessor first, the gate's read
+    of the predecessor where it found each as its last run recorded it)."""
     if env.promotes_from is None:
         return []
     cache = app.schema_cache
     if env.promotes_from not in cache:
         targets = app.targets(env.promotes_from)
         seen = {s.where: s for s in cache.get(f"seen:{env.promotes_from}", [])}
+        gated = {
+            s.name: LiveSchema(_where(t), *s.schema, None)
+            for s in app.predecessor_cache.get(env.promotes_from, [])
+            for t in targets
+            if s.name == t.name and s.schema is not None
+        }
         schemas = app.envs.get(env.promotes_from).schemas
         cache[env.promotes_from] = [
-            seen.get(_where(t)) or read_live(t, check=schema_check(app, t), schemas=schemas)
+            seen.get(_where(t))
+            or gated.get(t.name)
+            or read_live(t, check=schema_check(app, t), schemas=schemas)
             for t in targets
         ]
     return cache[env.promotes_from]
@@ -264,7 +273,8 @@ def check_divergence(app: App, run: TargetRun) -> None:
     try:
         with run.reading() as connection:
             heads = current_heads(connection)
-        app.schema_cache.pop(run.env.promotes_from, None)  # it may have moved since
+        # read again unless the gate's read of it (the one read of the predecessor) has it
+        app.schema_cache.pop(run.env.promotes_from, None)
         preds = comparable(predecessor_schemas(app, run.env), heads, run.engine.dialect.name)
         if not preds or any(p.fingerprint == run.schema_fingerprint for p in preds):
             return

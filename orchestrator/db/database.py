@@ -202,11 +202,15 @@ def run_script(
 
 
 def read_at_once(
-    connection: Connection, queries: Sequence[str], tables: Sequence[str]
+    connection: Connection,
+    queries: Sequence[str | tuple[str, Mapping[str, Any]]],
+    tables: Sequence[str],
 ) -> list[list[dict]] | None:
     """Reads of `tables`, most likely there, in one round trip, outside any transaction:
-    each query's rows (as dicts). None where the driver cannot, the connection is in a
-    transaction, or a table is missing: then the caller reads step by step."""
+    each query's rows (as dicts); a query with parameters is given as (sql, psycopg's
+    `%(name)s` parameters), bound on the client. None where the driver cannot, the
+    connection is in a transaction, or a table is missing: then the caller reads step by
+    step."""
     if connection.in_transaction() or connection.dialect.driver != "psycopg":
         return None
     memo = connection.info.get(_TABLES)
@@ -215,7 +219,7 @@ def read_at_once(
     import psycopg
 
     try:
-        return _script(connection, [(sql, {}) for sql in queries])
+        return _script(connection, [(q, {}) if isinstance(q, str) else q for q in queries])
     except DBAPIError as exc:
         if isinstance(exc.orig, psycopg.errors.UndefinedTable):
             return None
@@ -470,14 +474,27 @@ def has_table(connection: Connection, name: str) -> bool:
     if memo is None:
         return inspect(connection).has_table(name)
     if memo.names is None:
-        listing = (  # pg_class, not the pg_tables view: half the cost in a new session
-            "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
-            " AND relnamespace = current_schema()::regnamespace"
+        listing = (
+            TABLE_LISTING
             if connection.dialect.name == "postgresql"
             else "SELECT name FROM sqlite_master WHERE type = 'table'"
         )
         memo.names = {r[0] for r in connection.exec_driver_sql(listing)}
     return name in memo.names
+
+
+def remember_tables(connection: Connection, names: set[str]) -> None:
+    """The tables of the connection's default schema, listed by the caller (in a batch of
+    reads): a memoising connection's next `has_table` answers from them."""
+    memo = connection.info.get(_TABLES)
+    if memo is not None:
+        memo.names = set(names)
+
+
+TABLE_LISTING = (  # pg_class, not the pg_tables view: half the cost in a new session
+    "SELECT relname FROM pg_catalog.pg_class WHERE relkind IN ('r', 'p')"
+    " AND relnamespace = current_schema()::regnamespace"
+)
 
 
 def table_names(connection: Connection) -> set[str]:

@@ -3,7 +3,9 @@ signed over them (SPEC Part 3, "The audit trail is covered")."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, bindparam, text
 
@@ -26,11 +28,14 @@ def prove_audit(
     evidence: Evidence,
     own_run: str | None,
     live: set[str] | None,
+    stored: tuple[int, Sequence[dict[str, Any]]] | None = None,
 ) -> AuditProof:
     """Check the audit rows written since the newest entry that pinned the audit chain:
     linked to the pinned row, and each run in them accounted for (its own end entry, alive,
     or dead before its end). A run that ended (a terminal event) without a signed end entry
-    did not happen: its rows are forged, or its end entry was deleted."""
+    did not happen: its rows are forged, or its end entry was deleted. `stored`: (n, the
+    audit rows with id >= n) where the caller read them already (in a batch of reads), used
+    where they reach back to the pinned row; else the rows are read here."""
     pin = chain.last_end(evidence.verdict)
     pinned_id = int(pin.content.get("audit_id") or 0) if pin else 0
     pinned_hash = str(pin.content.get("audit_hash") or ledger.GENESIS) if pin else ledger.GENESIS
@@ -42,11 +47,14 @@ def prove_audit(
                 None,
             )
         return AuditProof(None, None)
-    rows = connection.execute(
-        text(f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= :a ORDER BY id"),
-        {"a": max(pinned_id, 1)},
-    ).all()
-    rows_ = [dict(r._mapping) for r in rows]
+    start = max(pinned_id, 1)
+    if stored is not None and stored[0] <= start:
+        rows_ = [row for row in stored[1] if row["id"] >= start]
+    else:
+        rows = connection.execute(
+            text(f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= :a ORDER BY id"), {"a": start}
+        ).all()
+        rows_ = [dict(r._mapping) for r in rows]
     prev, expected = pinned_hash, pinned_id + 1
     if pinned_id:
         first = rows_[0] if rows_ else None

@@ -26,18 +26,22 @@ EVIDENCE_LOCK_KEY = 0x6F72657669646E63  # "orevidnc": serialises appends to the 
 _COLUMNS = "seq, kind, run_id, envelope"
 
 
+IDENTITY_SQL = (
+    "SELECT system_identifier::text, current_database() FROM pg_catalog.pg_control_system()"
+)
+
+
+def identity_of(row: Sequence[Any]) -> str:
+    """A PostgreSQL database's identity from IDENTITY_SQL's row (read in a batch, too)."""
+    return f"postgresql:{row[0]}/{row[1]}"
+
+
 def database_identity(connection: Connection) -> str:
     """Who this database is, in terms the deploy role does not choose. PostgreSQL: the
     cluster's system_identifier (fixed at initdb) and the database's name. SQLite: the
     database file's real path (a copy elsewhere is another database)."""
     if connection.dialect.name == "postgresql":
-        row = connection.execute(
-            text(
-                "SELECT system_identifier::text, current_database()"
-                " FROM pg_catalog.pg_control_system()"
-            )
-        ).one()
-        return f"postgresql:{row[0]}/{row[1]}"
+        return identity_of(connection.execute(text(IDENTITY_SQL)).one())
     files = connection.exec_driver_sql("PRAGMA database_list").all()
     path = next((row[2] for row in files if row[1] == "main"), "") or ":memory:"
     return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
@@ -115,19 +119,28 @@ def read_evidence(
     env: str,
     seen: Mapping[str, chain.Head] | None = None,
     database: str | None = None,
+    stored: tuple[int, Sequence[dict[str, Any]]] | None = None,
 ) -> Evidence:
     """Read and verify a database's chain (one query, one signature when intact): from the
     head a successor witnessed with what the chain proved up to it (`seen`, per database),
     so that a long history costs what its newest entries cost; else all of it. `database`:
-    its identity, where the caller read it already on this connection's database."""
+    its identity, where the caller read it already on this connection's database.
+    `stored`: (n, the stored entries with seq > n) where the caller read them already (in a
+    batch of reads); what it lacks is read here."""
     database = database or database_identity(connection)
+
+    def rows_after(after: int) -> list[dict[str, Any]]:
+        if stored is not None and stored[0] <= after:
+            return [row for row in stored[1] if row["seq"] > after]
+        return read_rows(connection, after)
+
     witnessed = (seen or {}).get(database)
     if witnessed is not None and witnessed.snapshot:
-        rows = read_rows(connection, after=witnessed.seq - 1)
+        rows = rows_after(witnessed.seq - 1)
         verdict = chain.continue_chain(rows, keys, env=env, database=database, witnessed=witnessed)
         if verdict is not None:
             return Evidence(env, database, verdict, False, rows)
-    rows = read_rows(connection)
+    rows = rows_after(0)
     verdict = chain.verify_chain(rows, keys, env=env, database=database)
     missing = not rows and holds_a_schema(connection)
     return Evidence(env, database, verdict, missing, rows)

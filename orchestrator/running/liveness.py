@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -27,13 +27,17 @@ def live_run_ids(connection: Connection) -> set[str] | None:
     """Run ids with a live session (PostgreSQL); None where the database cannot tell."""
     if not is_postgresql(connection):
         return None
-    rows = connection.execute(
-        text(
-            "SELECT application_name FROM pg_stat_activity"
-            " WHERE application_name LIKE 'orchestrator%'"
-        )
-    )
-    return {m.group(1) for (name,) in rows if (m := _RUN_IN_APP.search(name or ""))}
+    return live_of(name for (name,) in connection.execute(text(SESSIONS_SQL)))
+
+
+SESSIONS_SQL = (
+    "SELECT application_name FROM pg_stat_activity WHERE application_name LIKE 'orchestrator%'"
+)
+
+
+def live_of(names: Iterable[str | None]) -> set[str]:
+    """Pure: the run ids in SESSIONS_SQL's application names (read in a batch, too)."""
+    return {m.group(1) for name in names if (m := _RUN_IN_APP.search(name or ""))}
 
 
 def run_alive(run: Mapping[str, Any], live: set[str] | None) -> bool:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import Connection, text
 
+from orchestrator.db.database import psycopg_style
 from orchestrator.schema.catalog import home_schema
 
 # One cheap statement over the catalog rows a description comes from: each row's identity and
@@ -82,14 +83,27 @@ _SQLITE_STAMP = text(
 )
 
 
+def stamp_query(connection: Connection, schemas: Sequence[str] | None) -> tuple[str, dict]:
+    """`catalog_stamp`'s query on PostgreSQL, as (SQL, psycopg parameters) for a batch of
+    reads (db.database.read_at_once); `stamp_of` makes its one value the stamp."""
+    return psycopg_style(str(_PG_STAMP)), {"schemas": _listed(connection, schemas)}
+
+
+def stamp_of(found: str) -> str:
+    return f"{STAMP_FORMAT}:{found}"
+
+
+def _listed(connection: Connection, schemas: Sequence[str] | None) -> list[str | None]:
+    home = home_schema(connection, schemas)
+    return list(dict.fromkeys([home, *(schemas or [])]))
+
+
 def catalog_stamp(connection: Connection, schemas: Sequence[str] | None = None) -> str | None:
     """A digest of the schema's catalog rows in one query (None: no such shortcut here).
     Only ever compared with a stamp of the same database: equal stamps, same schema."""
     if connection.dialect.name == "postgresql":
-        home = home_schema(connection, schemas)
-        listed = list(dict.fromkeys([home, *(schemas or [])]))
-        found = connection.execute(_PG_STAMP, {"schemas": listed}).scalar_one()
-        return f"{STAMP_FORMAT}:{found}"
+        found = connection.execute(_PG_STAMP, {"schemas": _listed(connection, schemas)})
+        return stamp_of(found.scalar_one())
     if connection.dialect.name == "sqlite":
         rows = connection.execute(_SQLITE_STAMP).all()
         digest = repr([STAMP_FORMAT, *(tuple(r) for r in rows)])
