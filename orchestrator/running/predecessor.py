@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ProgrammingError, SQLAlchemyError
 
 from orchestrator.core import trust
 from orchestrator.core.config import EnvironmentConfig, Target
@@ -210,6 +210,9 @@ _RECORDED = (
 )
 
 
+_RECORDED_KEYS = {*trust.SCHEMA_FIELDS, "id"}
+
+
 @dataclass(frozen=True)
 class Batch:
     """One predecessor database as read in one round trip (PostgreSQL): the rows `read_state`,
@@ -233,8 +236,13 @@ class Batch:
         its heads (commands/drift.py's live_fingerprint without reflecting); else None."""
         if self.recorded is None or not self.stamp:
             return None
-        if any(row.get("heads") != ledger.heads_key(self.heads) for row in self.recorded):
-            return None  # alembic_version moved between two reads: read it again if asked
+        if any(
+            row.get("heads") != ledger.heads_key(self.heads) or not _RECORDED_KEYS.issubset(row)
+            for row in self.recorded
+        ):
+            # alembic_version moved between two reads, or a table not as we made it: the
+            # schema check reads it again if it asks
+            return None
         check = (
             partial(trust.schema_row_problem, keys=keys, env=target.env, target=target.name)
             if keys
@@ -288,7 +296,12 @@ def read_batch(
     if with_schema:
         queries += [_RECORDED, stamp_query(connection, schemas)]
         tables.append(ledger.SCHEMA_TABLE)
-    found = read_at_once(connection, queries, tables)
+    try:
+        found = read_at_once(connection, queries, tables)
+    except ProgrammingError:
+        # what the batch cannot read (a column gone, a permission): the step-by-step reads
+        # meet it where they would without the batch, and say so as they would
+        return None
     if found is None:
         return None
     remember_tables(connection, {row["relname"] for row in found[0]})

@@ -211,3 +211,21 @@ def test_a_first_run_reads_its_predecessor_in_two_round_trips(world: World) -> N
     dev = _predecessor_read(world, "migrate", "staging")
     assert dev.connections == 1
     assert dev.round_trips == PREDECESSOR_ROUND_TRIPS["first"], dev
+
+
+def test_a_predecessor_table_not_as_made_is_read_step_by_step(world: World) -> None:
+    """dev's recorded schemas without the column the batch orders by: the batch cannot be
+    read, the gate reads dev step by step as it would without it, and the run goes on."""
+    from sqlalchemy import create_engine, text
+
+    world.orchestrator("migrate", "dev")
+    world.orchestrator("migrate", "staging", "--to", rev_id(5))
+    engine = create_engine(world.env["DEV_DATABASE_URL"])
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE orchestrator_schema RENAME COLUMN id TO row_id"))
+    finally:
+        engine.dispose()
+    dev = _predecessor_read(world, "migrate", "staging")
+    assert dev.connections == 1
+    assert dev.round_trips > PREDECESSOR_ROUND_TRIPS["witnessed"], dev
