@@ -142,19 +142,17 @@ def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
     if env.promotes_from not in cache:
         targets = app.targets(env.promotes_from)
         seen = {s.where: s for s in cache.get(f"seen:{env.promotes_from}", [])}
-        gated = {
-            s.name: LiveSchema(_where(t), *s.schema, None)
-            for s in app.predecessor_cache.get(env.promotes_from, [])
-            for t in targets
-            if s.name == t.name and s.schema is not None
-        }
+        gated = {s.name: s.schema for s in app.predecessor_cache.get(env.promotes_from, [])}
         schemas = app.envs.get(env.promotes_from).schemas
-        cache[env.promotes_from] = [
-            seen.get(_where(t))
-            or gated.get(t.name)
-            or read_live(t, check=schema_check(app, t), schemas=schemas)
-            for t in targets
-        ]
+
+        def live(target: Target) -> LiveSchema:
+            found, schema = seen.get(_where(target)), gated.get(target.name)
+            if found is None and schema is not None:
+                heads, dialect, digest = schema
+                found = LiveSchema(_where(target), heads, dialect, digest, None)
+            return found or read_live(target, check=schema_check(app, target), schemas=schemas)
+
+        cache[env.promotes_from] = [live(t) for t in targets]
     return cache[env.promotes_from]
 
 

@@ -26,22 +26,18 @@ EVIDENCE_LOCK_KEY = 0x6F72657669646E63  # "orevidnc": serialises appends to the 
 _COLUMNS = "seq, kind, run_id, envelope"
 
 
-IDENTITY_SQL = (
-    "SELECT system_identifier::text, current_database() FROM pg_catalog.pg_control_system()"
-)
-
-
-def identity_of(row: Sequence[Any]) -> str:
-    """A PostgreSQL database's identity from IDENTITY_SQL's row (read in a batch, too)."""
-    return f"postgresql:{row[0]}/{row[1]}"
-
-
 def database_identity(connection: Connection) -> str:
     """Who this database is, in terms the deploy role does not choose. PostgreSQL: the
     cluster's system_identifier (fixed at initdb) and the database's name. SQLite: the
     database file's real path (a copy elsewhere is another database)."""
     if connection.dialect.name == "postgresql":
-        return identity_of(connection.execute(text(IDENTITY_SQL)).one())
+        row = connection.execute(
+            text(
+                "SELECT system_identifier::text, current_database()"
+                " FROM pg_catalog.pg_control_system()"
+            )
+        ).one()
+        return f"postgresql:{row[0]}/{row[1]}"
     files = connection.exec_driver_sql("PRAGMA database_list").all()
     path = next((row[2] for row in files if row[1] == "main"), "") or ":memory:"
     return f"sqlite:{os.path.realpath(path) if path != ':memory:' else path}"
