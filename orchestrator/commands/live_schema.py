@@ -111,18 +111,25 @@ def read_live(
 
 def predecessor_schemas(app: App, env: EnvironmentConfig) -> list[LiveSchema]:
     """The live schemas of the predecessor's databases (read once per process, per env;
-    `status` has read them already when it showed the predecessor first)."""
+    `status` has read them already when it showed the predecessor first, the gate's read
+    of the predecessor where it found each as its last run recorded it)."""
     if env.promotes_from is None:
         return []
     cache = app.schema_cache
     if env.promotes_from not in cache:
-        targets = app.targets(env.promotes_from)
+        predecessor = app.environment(env.promotes_from)
         seen = {s.where: s for s in cache.get(f"seen:{env.promotes_from}", [])}
-        schemas = app.envs.get(env.promotes_from).schemas
-        cache[env.promotes_from] = [
-            seen.get(where_of(t)) or read_live(t, check=schema_check(app, t), schemas=schemas)
-            for t in targets
-        ]
+        gated = {s.name: s.schema for s in app.predecessor_cache.get(env.promotes_from, [])}
+        schemas = predecessor.config.schemas
+
+        def live(target: Target) -> LiveSchema:
+            found, schema = seen.get(where_of(target)), gated.get(target.name)
+            if found is None and schema is not None:
+                heads, dialect, digest = schema
+                found = LiveSchema(where_of(target), heads, dialect, digest, None)
+            return found or read_live(target, check=schema_check(app, target), schemas=schemas)
+
+        cache[env.promotes_from] = [live(t) for t in predecessor.targets]
     return cache[env.promotes_from]
 
 

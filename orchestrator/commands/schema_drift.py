@@ -133,7 +133,8 @@ def check_divergence(app: App, run: TargetRun) -> None:
         if heads is None:
             with run.reading() as connection:
                 heads = current_heads(connection)
-        app.schema_cache.pop(run.env.promotes_from, None)  # it may have moved since
+        # read again unless the gate's read of it (the one read of the predecessor) has it
+        app.schema_cache.pop(run.env.promotes_from, None)
         preds = comparable(predecessor_schemas(app, run.env), heads, run.engine.dialect.name)
         if not preds or any(p.fingerprint == run.schema_fingerprint for p in preds):
             return

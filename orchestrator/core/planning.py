@@ -75,6 +75,9 @@ class TargetState:
     snapshot: Mapping[str, Any] | None = None  # what the chain proved up to it (chain.snapshot)
     # checksum of env.py and the project modules it imports, at its last successful run
     env_py: str | None = None
+    # (heads, dialect, fingerprint) of its live schema, where the read showed it as its last
+    # run recorded it (the catalog stamp unchanged): the successor's schema check reads no more
+    schema: tuple[tuple[str, ...], str, str] | None = None
 
 
 @dataclass(frozen=True)

@@ -227,11 +227,15 @@ def run_script(
 
 
 def read_at_once(
-    connection: Connection, queries: Sequence[str], tables: Sequence[str]
+    connection: Connection,
+    queries: Sequence[str | tuple[str, Mapping[str, Any]]],
+    tables: Sequence[str],
 ) -> list[list[dict]] | None:
     """Reads of `tables`, most likely there, in one round trip, outside any transaction:
-    each query's rows (as dicts). None where the driver cannot, the connection is in a
-    transaction, or a table is missing: then the caller reads step by step."""
+    each query's rows (as dicts); a query with parameters is given as (sql, psycopg's
+    `%(name)s` parameters), bound on the client. None where the driver cannot, the
+    connection is in a transaction, or a table is missing: then the caller reads step by
+    step."""
     if connection.in_transaction() or connection.dialect.driver != "psycopg":
         return None
     if listed_without(connection, tables):
@@ -239,7 +243,7 @@ def read_at_once(
     import psycopg
 
     try:
-        return _script(connection, [(sql, {}) for sql in queries])
+        return _script(connection, [(q, {}) if isinstance(q, str) else q for q in queries])
     except DBAPIError as exc:
         if isinstance(exc.orig, psycopg.errors.UndefinedTable):
             return None

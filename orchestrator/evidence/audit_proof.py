@@ -3,7 +3,7 @@ signed over them (SPEC Part 3, "The audit trail is covered")."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,19 +43,18 @@ def prove_audit(
     evidence: Evidence,
     own_run: str | None,
     live: set[str] | None,
-    read: Sequence[Mapping[str, Any]] | None = None,
+    stored: tuple[int, Sequence[dict[str, Any]]] | None = None,
 ) -> AuditProof:
     """Check the audit rows written since the newest entry that pinned the audit chain:
     linked to the pinned row, and each run in them accounted for (its own end entry, alive,
     or dead before its end). A run that ended (a terminal event) without a signed end entry
-    did not happen: its rows are forged, or its end entry was deleted. `read`: the audit rows
-    from some row at or before the pinned one, read already (the table is there)."""
+    did not happen: its rows are forged, or its end entry was deleted. `stored`: (n, the
+    audit rows with id >= n) where the caller read them already (in a batch of reads), used
+    where they reach back to the pinned row; else the rows are read here."""
     pin = chain.last_end(evidence.verdict)
     pinned_id = int(pin.content.get("audit_id") or 0) if pin else 0
     pinned_hash = str(pin.content.get("audit_hash") or ledger.GENESIS) if pin else ledger.GENESIS
-    if read is not None:
-        rows_ = [dict(r) for r in read if r["id"] >= max(pinned_id, 1)]
-    elif not has_table(connection, ledger.AUDIT_TABLE):
+    if not has_table(connection, ledger.AUDIT_TABLE):
         if pinned_id:
             return AuditProof(
                 f"the audit table is gone: entry {pin.seq if pin else '?'} pinned its row "
@@ -65,9 +64,9 @@ def prove_audit(
         return AuditProof(None, None)
     else:
         start = max(pinned_id, 1)
-        found = prefetched(connection, "audit")
+        found = stored if stored is not None else prefetched(connection, "audit")
         if found is not None and found[0] <= start:  # read ahead from no later a row
-            rows_ = [row for row in found[1] if row["id"] >= start]
+            rows_ = [dict(row) for row in found[1] if row["id"] >= start]
         else:
             rows = connection.execute(
                 text(f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= :a ORDER BY id"),

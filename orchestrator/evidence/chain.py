@@ -144,19 +144,28 @@ def read_evidence(
     env: str,
     seen: Mapping[str, chain.Head] | None = None,
     database: str | None = None,
+    stored: tuple[int, Sequence[dict[str, Any]]] | None = None,
 ) -> Evidence:
     """Read and verify a database's chain (one query, one signature when intact): from the
     head a successor witnessed with what the chain proved up to it (`seen`, per database),
     so that a long history costs what its newest entries cost; else all of it. `database`:
-    its identity, where the caller read it already on this connection's database."""
+    its identity, where the caller read it already on this connection's database.
+    `stored`: (n, the stored entries with seq > n) where the caller read them already (in a
+    batch of reads); what it lacks is read here."""
     database = database or database_identity(connection)
+
+    def rows_after(after: int) -> list[dict[str, Any]]:
+        if stored is not None and stored[0] <= after:
+            return [row for row in stored[1] if row["seq"] > after]
+        return read_rows(connection, after)
+
     witnessed = (seen or {}).get(database)
     if witnessed is not None and witnessed.snapshot:
-        rows = read_rows(connection, after=witnessed.seq - 1)
+        rows = rows_after(witnessed.seq - 1)
         verdict = chain.continue_chain(rows, keys, env=env, database=database, witnessed=witnessed)
         if verdict is not None:
             return Evidence(env, database, verdict, False, rows)
-    rows = read_rows(connection)
+    rows = rows_after(0)
     verdict = chain.verify_chain(rows, keys, env=env, database=database)
     missing = not rows and holds_a_schema(connection)
     return Evidence(env, database, verdict, missing, rows)

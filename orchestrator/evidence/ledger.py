@@ -489,7 +489,7 @@ def record_schema(
 RowCheck = Callable[[Mapping[str, Any]], str | None]
 # Rows read at one heads when looking for one that verifies: a signing environment skips rows
 # written by hand after the last run's (they cannot hide it), up to this many.
-_SIGNED_LOOKBACK = 20
+SIGNED_LOOKBACK = 20
 
 
 def recorded_schema(
@@ -503,7 +503,17 @@ def recorded_schema(
     description is the one its signed fingerprint names."""
     if not has_table(connection, SCHEMA_TABLE):
         return None
-    for fields in _newest_rows(connection, heads_key(heads), with_description, check is not None):
+    rows = _newest_rows(connection, heads_key(heads), with_description, check is not None)
+    return first_recorded(rows, with_description, check)
+
+
+def first_recorded(
+    rows: Iterable[Mapping[str, Any]], with_description: bool, check: RowCheck | None
+) -> RecordedSchema | None:
+    """Pure: `recorded_schema`'s choice among the rows recorded at one heads, newest first
+    (read by `_newest_rows`, or in a batch: SIGNED_LOOKBACK of them, each with an
+    `envelope` key where the table has that column)."""
+    for fields in rows:
         if check is not None and check(fields) is not None:
             continue
         description = json.loads(fields["description"]) if with_description else None
@@ -528,7 +538,7 @@ def _newest_rows(
     connection: Connection, key: str, with_description: bool, signed: bool
 ) -> Iterator[dict[str, Any]]:
     """The rows recorded at heads `key`, newest first: the newest alone, or where they must be
-    signed, up to _SIGNED_LOOKBACK of them, read one at a time (most often one is enough)."""
+    signed, up to SIGNED_LOOKBACK of them, read one at a time (most often one is enough)."""
     columns = [schema.c.heads, schema.c.fingerprint, schema.c.stamp, schema.c.run_id]
     columns += [schema.c.env, schema.c.actor, schema.c.at]
     columns += [schema.c.description] if with_description else []
@@ -547,7 +557,7 @@ def _newest_rows(
     if signed:
         columns.append(schema.c.envelope)
     query = select(*columns).where(schema.c.heads == key).order_by(schema.c.id.desc())
-    for n in range(first, _SIGNED_LOOKBACK if signed else 1):
+    for n in range(first, SIGNED_LOOKBACK if signed else 1):
         row = connection.execute(query.limit(1).offset(n)).first()
         if row is None:
             return

@@ -177,7 +177,7 @@ class RunEvidence:
             return None
         verified = self.evidence.verdict
         pin = chain.last_end(verified)
-        since = int(pin.content.get("audit_id") or 0) if pin else 0
+        audit_from = max(int(pin.content.get("audit_id") or 0) if pin else 0, 1)
         reads = run_batch(
             connection,
             [
@@ -188,7 +188,7 @@ class RunEvidence:
                  {"a": ledger.CHAIN_LOCK_KEY, "e": store.EVIDENCE_LOCK_KEY}),
                 (psycopg_style(store.NEWER), {"s": verified.head[0] if verified.head else 0}),
                 (f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= %(a)s ORDER BY id",
-                 {"a": max(since, 1)}),
+                 {"a": audit_from}),
                 (ledger.LEDGER_EXTENT, {}),
                 (LIVE_SESSIONS, {}),
             ],
@@ -197,7 +197,9 @@ class RunEvidence:
             return None
         try:
             _locks, newer, audit_rows, (extent,), sessions = reads
-            problem = self._end_rows(connection, newer, audit_rows, outcome, at, sessions)
+            problem = self._end_rows(
+                connection, newer, (audit_from, audit_rows), outcome, at, sessions
+            )
             if isinstance(problem, str):
                 connection.exec_driver_sql("ROLLBACK")
                 return problem
@@ -224,7 +226,7 @@ class RunEvidence:
         self,
         connection: Connection,
         newer: Sequence[Mapping[str, Any]],
-        audit_rows: Sequence[Mapping[str, Any]],
+        audit_rows: tuple[int, Sequence[dict[str, Any]]],
         outcome: str | None,
         at: str,
         sessions: Sequence[Mapping[str, Any]],
@@ -245,7 +247,7 @@ class RunEvidence:
             chain.Verdict([*verified.entries, *since.entries], head=since.head or verified.head),
         )
         live = run_ids_of(s["application_name"] for s in sessions)
-        proof = prove_audit(connection, whole, self.run_id, live, read=audit_rows)
+        proof = prove_audit(connection, whole, self.run_id, live, audit_rows)
         if proof.problem is not None:
             return proof.problem
         last, prev = whole.verdict.head or (0, chain.GENESIS)

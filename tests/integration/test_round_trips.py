@@ -39,6 +39,10 @@ N = 10
 # what a run adds to bare Alembic's round trips today, beyond one per revision (the ledger row)
 FIXED_OVER_BARE = {"empty": 41, "release": 40}
 NOOP_OVER_CURRENT = 5  # SPEC: a no-op at most `alembic current`'s + 5
+# the gate's one read of the predecessor: the SSL question, the startup, SQLAlchemy's
+# first-connection query, every read in one batch, closing; where the successor witnessed
+# nothing of it yet, the audit rows since its chain's last pin after the batch
+PREDECESSOR_ROUND_TRIPS = {"witnessed": 5, "first": 6}
 
 
 @dataclass
@@ -206,3 +210,48 @@ def test_the_spec_budget_for_an_upgrade(world: World) -> None:
     world.orchestrator("migrate", "dev")
     ours = world.orchestrator("migrate", "staging")
     assert ours.round_trips <= bare.round_trips + N + 20
+
+
+def _predecessor_read(world: World, *args: str) -> Counts:
+    """`orchestrator ARGS` with dev (the predecessor) behind a proxy of its own: its counts."""
+    with LatencyProxy(world.proxy.upstream[1], 0.0, lifetime=600) as dev:
+        env = {**world.env, "DEV_DATABASE_URL": dev.url(world.env["DEV_DATABASE_URL"])}
+        world.count([sys.executable, "-m", "orchestrator", *args], world.orch, env)
+        return dev.counts()
+
+
+def test_a_release_reads_its_predecessor_in_one_round_trip(world: World) -> None:
+    """The gate, the freshness check, the audit proof, the env.py note and the schema check
+    after the run read dev once: one connection, every read in one round trip."""
+    world.orchestrator("migrate", "dev")
+    world.orchestrator("migrate", "staging", "--to", rev_id(5))
+    dev = _predecessor_read(world, "migrate", "staging")
+    assert dev.connections == 1
+    assert dev.round_trips == PREDECESSOR_ROUND_TRIPS["witnessed"], dev
+
+
+def test_a_first_run_reads_its_predecessor_in_two_round_trips(world: World) -> None:
+    """Nothing of dev witnessed yet: its whole chain in the batch, and the audit rows since
+    the chain's last pin (known once the chain is read) after it."""
+    world.orchestrator("migrate", "dev")
+    dev = _predecessor_read(world, "migrate", "staging")
+    assert dev.connections == 1
+    assert dev.round_trips == PREDECESSOR_ROUND_TRIPS["first"], dev
+
+
+def test_a_predecessor_table_not_as_made_is_read_step_by_step(world: World) -> None:
+    """dev's recorded schemas without the column the batch orders by: the batch cannot be
+    read, the gate reads dev step by step as it would without it, and the run goes on."""
+    from sqlalchemy import create_engine, text
+
+    world.orchestrator("migrate", "dev")
+    world.orchestrator("migrate", "staging", "--to", rev_id(5))
+    engine = create_engine(world.env["DEV_DATABASE_URL"])
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE orchestrator_schema RENAME COLUMN id TO row_id"))
+    finally:
+        engine.dispose()
+    dev = _predecessor_read(world, "migrate", "staging")
+    assert dev.connections == 1
+    assert dev.round_trips > PREDECESSOR_ROUND_TRIPS["witnessed"], dev
