@@ -662,6 +662,14 @@ def remember_tables(connection: Connection, names: Iterable[str]) -> None:
         memo.names = set(names)
 
 
+def add_tables(connection: Connection, names: Iterable[str]) -> None:
+    """Tables the caller created: where the connection memoises and has listed them, its
+    next `has_table` knows them without listing again."""
+    memo = connection.info.get(_TABLES)
+    if memo is not None and memo.names is not None:
+        memo.names |= set(names)
+
+
 def forget_tables(connection: Connection) -> None:
     """Tables were created on `connection`: its next `has_table` lists them again."""
     memo = connection.info.get(_TABLES)

@@ -34,7 +34,9 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 from orchestrator.core import trust
 from orchestrator.core.planning import LedgerEntry
 from orchestrator.db.database import (
+    PG_TABLES,
     VERSION_TABLE,
+    add_tables,
     commit_with,
     forget_tables,
     has_table,
@@ -224,8 +226,14 @@ def ensure_tables(connection: Connection) -> None:
         return
     postgres = connection.dialect.name == "postgresql"
     if postgres:
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SETUP_LOCK_KEY})
-        forget_tables(connection)  # listed again now that we hold the set-up lock
+        # the tables listed again now that we hold the set-up lock, in its round trip
+        lock = ("SELECT pg_advisory_xact_lock(%(k)s)", {"k": SETUP_LOCK_KEY})
+        done = run_batch(connection, [lock, (PG_TABLES, {})])
+        if done is not None:
+            remember_tables(connection, (row["relname"] for row in done[-1]))
+        else:
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), lock[1])
+            forget_tables(connection)
         # Another run may have created them while we waited: then leave them alone. Re-doing
         # the triggers would lock the audit table against runs appending to it (a deadlock).
         if tables_exist(connection):
@@ -235,7 +243,8 @@ def ensure_tables(connection: Connection) -> None:
         setup = ";\n".join(_pg_setup(connection))
         if not commit_with(connection, [(setup, {})], begin_next=False):
             connection.exec_driver_sql(setup)
-        forget_tables(connection)
+        # there once the caller commits (its one caller commits next): no need to list again
+        add_tables(connection, OWN_TABLES)
         return
     metadata.create_all(connection, checkfirst=True)
     for table, name, kind in _missing_columns(connection):
