@@ -9,30 +9,25 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from functools import partial
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, event, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.config import Target
 from orchestrator.core.errors import (
     AuditUnavailable,
     Cancelled,
-    LockLost,
     LockTimeout,
     MigrationFailed,
     OrchestratorError,
     Refused,
     UsageError,
 )
-from orchestrator.core.failures import failure_message
 from orchestrator.core.logging import utc_now
-from orchestrator.core.planning import Step, reads_refusal
+from orchestrator.core.planning import Step
 from orchestrator.core.results import RunResult
 from orchestrator.db.database import (
-    commit_with,
     current_heads,
     describe_error,
     has_table,
@@ -40,22 +35,18 @@ from orchestrator.db.database import (
     make_engine,
     memoise_reads,
     memoise_tables,
-    rides_with_commit,
     safe_url,
 )
 from orchestrator.db.locks import DEFAULT_KEY, Fence, migration_lock
 from orchestrator.evidence import ledger
 from orchestrator.evidence.audit import FINAL_WAIT, AuditTrail
 from orchestrator.evidence.keys import Signer
-from orchestrator.migrations import observe
-from orchestrator.migrations.revisions import reverts_nothing
-from orchestrator.running import cancel, connection_hooks, read_ahead
+from orchestrator.running import connection_hooks, read_ahead, run_end
 from orchestrator.running.app import App, new_run_id
-from orchestrator.running.connection_hooks import AUTOCOMMITTED, BETWEEN, FENCE, FENCED
+from orchestrator.running.apply import Applying
 from orchestrator.running.evidence_run import RunEvidence
 from orchestrator.running.liveness import application_name, live_run_ids, run_alive
 from orchestrator.running.predecessor import DbState, read_state
-from orchestrator.running.progress import RevisionTicker
 
 Executor = Callable[[Connection, Callable[..., None]], None]
 
@@ -85,8 +76,6 @@ class TargetRun:
         self.forget_tables = memoise_tables(self.engine)
         self.read_ahead = memoise_reads(self.engine)  # under the lock: read_ahead.under_lock
         self.per_run = self.env.transaction == "per-run"
-        self._rows_to_commit: list[dict[str, Any]] = []  # per-run: the ledger rows of its COMMIT
-        self._unrecorded = 0  # ledger rows still to come in `apply`
         if self.per_run and self.engine.dialect.name != "postgresql":
             self.engine.dispose()
             raise UsageError(
@@ -166,9 +155,8 @@ class TargetRun:
                     duration_ms=self.elapsed_ms(),
                 )
         self.audit.flush(wait=FINAL_WAIT)  # records a busy SQLite database could not take yet
-        if self.started and self.signer is not None and not self._end_at_once(exc):
-            self._checkpoint()
-            self._end_evidence(exc)
+        if self.started and self.signer is not None:
+            run_end.sign_end(self, exc)
         if self.result is not None:
             self.result.audit_head = self.audit.head
             if self.evidence is not None:
@@ -180,67 +168,6 @@ class TargetRun:
         self.close()
         exc.details.setdefault("run_id", self.run_id)
         exc.details.setdefault("audit_head", self.audit.head)
-
-    def _outcome(self, exc: BaseException | None) -> str | None:
-        outcome = self.result.outcome if self.result is not None else None
-        if outcome is None and exc is not None:
-            outcome = getattr(exc, "outcome", "failed")
-        return outcome
-
-    def _end_at_once(self, exc: BaseException | None) -> bool:
-        """The checkpoint and the signed end entry in one transaction of two round trips
-        (RunEvidence.end_at_once); False where that cannot be done: then one by one."""
-        if self.evidence is None or not self.audit.tables_ready:
-            return False
-        assert self.signer is not None
-        checkpoint = partial(
-            ledger.checkpoint_row,
-            key=self.signer.key,
-            env=self.env.name,
-            target=self.target.name,
-            run_id=self.run_id,
-            at=utc_now(),
-        )
-        try:
-            with self.reading() as connection:
-                problem = self.evidence.end_at_once(
-                    connection, self._outcome(exc), checkpoint, utc_now()
-                )
-        except SQLAlchemyError as error:
-            problem = describe_error(error)
-        if problem is None:
-            return False
-        if problem:
-            self.audit.log.error("evidence.end_not_signed", env=self.env.name, error=problem)
-        return True
-
-    def _checkpoint(self) -> None:
-        assert self.signer is not None
-        try:
-            with self.engine.begin() as connection:
-                ledger.write_checkpoint(
-                    connection,
-                    key=self.signer.key,
-                    env=self.env.name,
-                    target=self.target.name,
-                    run_id=self.run_id,
-                    at=utc_now(),
-                )
-        except SQLAlchemyError as exc:  # the next run's checkpoint covers these rows
-            self.audit.log.error("audit.checkpoint_failed", error=describe_error(exc))
-
-    def _end_evidence(self, exc: BaseException | None) -> None:
-        """The run's signed end entry, over the audit rows it can prove; never over others."""
-        if self.evidence is None:
-            return
-        try:
-            with self.reading() as connection:
-                live = live_run_ids(connection)
-        except SQLAlchemyError:
-            live = None
-        problem = self.evidence.end(self.engine, utc_now(), self._outcome(exc), live)
-        if problem:
-            self.audit.log.error("evidence.end_not_signed", env=self.env.name, error=problem)
 
     def verify_evidence(self) -> None:
         """Under the lock, before any evidence is written: the chain and the audit rows
@@ -548,278 +475,11 @@ class TargetRun:
     # -- applying ----------------------------------------------------------------------------
 
     def apply(self, revisions: Sequence[str], direction: str, executor: Executor) -> None:
-        """Run `executor` (one transaction per revision) with our hook in each transaction.
+        """Run `executor` over `revisions`, each recorded as it commits (running/apply.py)."""
+        Applying(self, revisions).apply(executor)
 
-        The hook writes the revision's ledger row inside its transaction. A revision counts
-        as applied, and its audit event is queued, only once that transaction committed:
-        when the next one begins, or when the executor returns. A revision can still fail at
-        COMMIT (a deferred constraint), after the hook ran.
-        """
-        graph = self.app.graph
-        self.read_ahead.clear()  # what the revisions change is read again after them
-        self._unrecorded = len(revisions)
-        if self.per_run:
-            self._no_autocommit_blocks(revisions)
-        last = [time.monotonic()]
-        fence = self.fence
-        ticker = RevisionTicker(self, revisions, self.app.settings.progress_seconds)
-        uncommitted: list[tuple[str, dict[str, Any]]] = []
-
-        def committed() -> None:
-            if not uncommitted:
-                return
-            for revision, record in uncommitted:
-                self.audit.emit(
-                    record.pop("event"),
-                    defer=True,  # the ledger row is the in-transaction record; this waits
-                    # for the next write, so a run of many revisions writes its audit rows once
-                    **record,
-                )
-                self.applied.append(revision)
-            uncommitted.clear()
-            ticker.next(len(self.applied))  # the next revision starts now
-
-        def on_version_apply(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
-            if step.is_stamp:
-                uncommitted.extend(self._record_stamp(ctx.connection, step))
-                return
-            revision = step.up_revision_id
-            checksum = graph.get(revision).checksum if revision in graph else ""
-            now = time.monotonic()
-            duration_ms = round((now - last[0]) * 1000)
-            last[0] = now
-            up = step.is_upgrade
-            reads = observe.take()  # the project files its code opened while it ran
-            refusal = self._reads_refusal(revision, reads) if up else None
-            if refusal is not None:  # raised before its COMMIT: the revision rolls back
-                raise Refused(refusal, revision=revision)
-            self._record(ctx.connection, revision, checksum, "up" if up else "down", reads)
-            # a downgrade() that is `pass`: marked undone, its changes stay (said, not hidden)
-            hollow = not up and revision in graph and reverts_nothing(graph.get(revision).path)
-            if hollow:
-                self.audit.log.warning(
-                    "downgrade.reverts_nothing",
-                    env=self.env.name,
-                    revision=revision,
-                    message=(
-                        f"{revision}'s downgrade() does nothing: it is marked reverted on "
-                        f"{self.where}, but the changes its upgrade() made stay in the database"
-                    ),
-                )
-            record = {
-                "event": "migration.applied" if up else "migration.reverted",
-                "revision": revision,
-                "checksum": checksum,
-                "from_revision": ",".join(step.source_revision_ids) or None,
-                "to_revision": ",".join(step.destination_revision_ids) or None,
-                "duration_ms": duration_ms,
-                "reverted_nothing": True if hollow else None,
-                "reads": reads or None,
-            }
-            uncommitted.append((revision, record))
-            if self.per_run:  # no COMMIT until the end: progress moves as each one has run
-                ticker.next(len(uncommitted))
-
-        with self.engine.connect() as connection, ticker:
-            connection_hooks.session_settings(connection, self.env.session)
-            connection.info[FENCE] = fence
-            connection.info[FENCED] = False
-            connection.info[AUTOCOMMITTED] = False
-            connection.info[BETWEEN] = True
-            # a new transaction begins only after the previous one committed
-            event.listen(connection, "begin", lambda _conn: committed())
-            try:
-                with cancel.revisions_running(), self._watch_reads():
-                    if self.per_run:  # one transaction: every revision and ledger row, or none
-                        with connection.begin():
-                            executor(connection, on_version_apply)
-                            for row in self._rows_to_commit:
-                                if self.evidence is not None:
-                                    self.evidence.record(connection, row)
-                            ledger.record_rows(connection, self._rows_to_commit)
-                            self._rows_to_commit.clear()
-                    else:
-                        executor(connection, on_version_apply)
-                committed()
-            except Cancelled:
-                committed()  # raised as the next transaction began: the previous one committed
-                raise cancel.cancelled(self._done()) from None
-            except cancel.StatementCancelled:  # a second Ctrl-C: its statement was cancelled
-                uncommitted.clear()  # and its transaction rolled back
-                stopped = " (its running statement cancelled)" + self._done()
-                raise cancel.cancelled(stopped) from None
-            except UsageError:  # a revision file that cannot be imported: nothing ran
-                raise
-            except Refused as exc:  # a file a revision read differs from the predecessor's
-                uncommitted.clear()
-                self.audit.emit(
-                    "run.refused", outcome="refused", error=exc.message, applied=self.applied
-                )
-                raise
-            except Exception as exc:
-                failed: str | None
-                if self.per_run:  # the ones that ran rolled back with it: the next one failed
-                    failed = revisions[min(len(uncommitted), len(revisions) - 1)]
-                else:
-                    failed = next((r for r in revisions if r not in self.applied), None)
-                uncommitted.clear()  # its transaction failed, at COMMIT or before
-                lost = isinstance(exc, LockLost) or (
-                    fence is not None and not self._fence_holds(fence)
-                )
-                autocommitted = bool(connection.info.get(AUTOCOMMITTED))
-                self._fail(failed, exc, lost, autocommitted)
-            finally:
-                self.forget_tables()  # the revisions (and Alembic) may have created tables
-                for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN):
-                    connection.info.pop(key, None)
-        if cancel.requested():  # came during the last revision: stop here all the same
-            cancel.check(self._done())  # (the message reads the database: only when needed)
-
-    def _watch_reads(self) -> Any:
-        """Observe the project files each revision opens (not the revision files)."""
-        project = self.app.project
-        return observe.watching(self.app.settings.project_dir, project.versions_dirs)
-
-    def _reads_refusal(self, revision: str, reads: Mapping[str, str] | None) -> str | None:
-        expected = self.expected_reads.get(revision)
-        if reads is None or expected is None or self.env.promotes_from is None:
-            return None
-        return reads_refusal(revision, self.env.promotes_from, expected, reads)
-
-    def _done(self) -> str:
-        return (
-            f" between revisions on {self.where}: {len(self.applied)} revision(s) of this run "
-            f"committed ({', '.join(self.applied) or 'none'}), none half-way; {self.where} is "
-            f"at {self._where_now()}. Run again to go on"
-        )
-
-    def _no_autocommit_blocks(self, revisions: Sequence[str]) -> None:
-        """`transaction: per-run` cannot hold a revision with an autocommit block: Alembic
-        commits the run's transaction to enter it. Refused before anything runs."""
-        graph = self.app.graph
-        with_block = [
-            r
-            for r in revisions
-            if r in graph and "autocommit_block" in Path(graph.get(r).path).read_text()
-        ]
-        if with_block:
-            raise UsageError(
-                f"{', '.join(with_block)} use an autocommit block (CREATE INDEX CONCURRENTLY "
-                f"and the like), which cannot run inside the single transaction that "
-                f"`transaction: per-run` gives {self.env.name}'s runs: nothing was run. Use "
-                "`transaction: per-revision` (the default) for this environment."
-            )
-
-    def _record(
-        self,
-        connection: Connection,
-        revision: str,
-        checksum: str,
-        direction: str,
-        reads: Mapping[str, str] | None = None,
-    ) -> None:
-        """The ledger row of one revision, in its transaction; fenced on PostgreSQL. Under
-        `transaction: per-run` the rows are not fenced one by one: the one COMMIT is, by
-        `_fence_commit`. Each row's check would read pg_locks while this transaction holds
-        a lock per table it created, thousands by the end: quadratic in the run's length.
-        They are written together just before that COMMIT's fence check, and hold the
-        ledger in ROW EXCLUSIVE mode until the COMMIT, so the next lock holder still waits
-        for it (`_wait_for_commits_in_flight`)."""
-        row = ledger.revision_row(
-            revision=revision,
-            checksum=checksum,
-            direction=direction,
-            run_id=self.run_id,
-            env=self.env.name,
-            actor=self.app.actor,
-            at=utc_now(),
-            key=self.key,
-            target=self.target.name,
-            reads=reads,
-        )
-        self._unrecorded -= 1
-        if self.per_run:  # written in one round trip just before that COMMIT, not 1 per row
-            self._rows_to_commit.append(row)
-        elif self.fence is not None and rides_with_commit(connection):
-            self._ride_with_commit(connection, row, self.fence)
-        elif not self.record_row(connection, row, fence=self.fence):
-            raise LockLost(f"the migration lock was lost before {revision} could commit")
-        connection.info[FENCED] = not self.per_run and self.fence is not None
-        connection.info[AUTOCOMMITTED] = False
-        connection.info[BETWEEN] = True
-
-    def _ride_with_commit(self, connection: Connection, row: dict[str, Any], fence: Fence) -> None:
-        """The ledger row, and its chain entry where the env signs, sent with the revision's
-        COMMIT, which opens the next revision's transaction too: one round trip, not four.
-        Either fails, so the COMMIT never runs, where the fence does not hold."""
-        statements = [ledger.fenced_at_commit(row, fence)]
-        recover = None
-        if self.evidence is not None:
-            entry, recover_entry = self.evidence.at_commit(row, fence)
-            statements = [*entry, *statements]
-
-            def recover(raw: Any) -> list[tuple[str, Mapping[str, Any]]]:
-                return [*recover_entry(raw), ledger.fenced_at_commit(row, fence)]
-
-        commit_with(connection, statements, begin_next=self._unrecorded > 0, recover=recover)
-
-    def _record_stamp(self, connection: Connection, step: Any) -> list[tuple[str, dict[str, Any]]]:
-        """`alembic stamp`: a `stamped` ledger row per revision it leaves as a head; the
-        audit events to emit once the stamp committed."""
-        events = []
-        for revision in step.destination_revision_ids or ("base",):
-            node = self.app.graph.get(revision) if revision in self.app.graph else None
-            checksum = node.checksum if node else ""
-            self._record(connection, revision, checksum, "stamped")
-            record = {
-                "event": "migration.stamped",
-                "revision": revision,
-                "checksum": checksum or None,
-                "from_revision": ",".join(step.source_revision_ids) or None,
-            }
-            events.append((revision, record))
-        return events
-
-    def _fence_holds(self, fence: Fence) -> bool:
-        try:
-            with self.engine.connect() as connection:
-                return fence.held(connection)
-        except SQLAlchemyError:
-            return False
-
-    def _fail(
-        self, failed: str | None, exc: BaseException, lost: bool, autocommitted: bool
-    ) -> None:
-        error = describe_error(exc)
-        self.audit.emit(
-            "migration.failed",
-            outcome="failed",
-            revision=failed,
-            error=error,
-            lock_lost=lost or None,
-            autocommit_block=autocommitted or None,
-        )
-        message = failure_message(
-            where=self.where,
-            failed=failed,
-            error=error,
-            lost=lost,
-            per_run=self.per_run,
-            autocommitted=autocommitted,
-            applied=self.applied,
-            now=self._where_now(),
-        )
-        self.audit.emit(
-            "run.failed",
-            outcome="failed",
-            revision=failed,
-            error=message,
-            lock_lost=lost or None,
-            duration_ms=self.elapsed_ms(),
-        )
-        raise (LockLost if lost else MigrationFailed)(message, revision=failed) from None
-
-    def _where_now(self) -> str:
+    def where_now(self) -> str:
+        """The database's revision as it is now, for a message."""
         try:
             return ", ".join(self.read().heads) or "base"
         except OrchestratorError:
