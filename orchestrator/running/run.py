@@ -28,7 +28,6 @@ from orchestrator.core.logging import utc_now
 from orchestrator.core.planning import Step
 from orchestrator.core.results import RunResult
 from orchestrator.db.database import (
-    current_heads,
     describe_error,
     has_table,
     is_postgresql,
@@ -41,11 +40,11 @@ from orchestrator.db.locks import DEFAULT_KEY, Fence, migration_lock
 from orchestrator.evidence import ledger
 from orchestrator.evidence.audit import FINAL_WAIT, AuditTrail
 from orchestrator.evidence.keys import Signer
-from orchestrator.running import connection_hooks, read_ahead, run_end
+from orchestrator.running import connection_hooks, dead_runs, read_ahead, run_end, schema_record
 from orchestrator.running.app import App, new_run_id
 from orchestrator.running.apply import Applying
 from orchestrator.running.evidence_run import RunEvidence
-from orchestrator.running.liveness import application_name, live_run_ids, run_alive
+from orchestrator.running.liveness import application_name, live_run_ids
 from orchestrator.running.predecessor import DbState, read_state
 
 Executor = Callable[[Connection, Callable[..., None]], None]
@@ -359,43 +358,8 @@ class TargetRun:
 
     def record_schema(self) -> str | None:
         """Under the lock, after a run that changed the database: record the schema it left
-        at the revision it left (what `status` and `drift` compare with later)."""
-        if self.schema_fingerprint is not None:
-            return self.schema_fingerprint
-        from orchestrator.schema.description import fingerprint
-        from orchestrator.schema.reader import catalog_stamp, read_schema
-
-        # PostgreSQL: outside a transaction (we hold the lock; a transaction would give these
-        # reads no common snapshot under READ COMMITTED): no BEGIN and COMMIT round trips
-        postgres = self.engine.dialect.name == "postgresql"
-        try:
-            with self.reading() if postgres else self.engine.begin() as connection:
-                # PostgreSQL: the catalogs, the heads and the stamp in one round trip
-                try:
-                    ahead = read_ahead.after_run(connection, self.read_ahead, self.env.schemas)
-                    description = read_schema(connection, self.env.schemas)
-                finally:
-                    self.read_ahead.clear()
-                self.schema_fingerprint = fingerprint(description)
-                heads, stamp = ahead or (current_heads(connection), None)
-                self.schema_heads = heads
-                ledger.record_schema(
-                    connection,
-                    heads=heads,
-                    fingerprint=self.schema_fingerprint,
-                    description=description,
-                    stamp=stamp or catalog_stamp(connection, self.env.schemas),
-                    run_id=self.run_id,
-                    env=self.env.name,
-                    actor=self.app.actor,
-                    at=utc_now(),
-                    key=self.key,
-                    target=self.target.name,
-                )
-        except SQLAlchemyError as exc:  # the run itself succeeded: say so, and why not this
-            self.schema_fingerprint = None
-            self.audit.emit("schema.not_recorded", error=describe_error(exc))
-        return self.schema_fingerprint
+        (running/schema_record.py); its fingerprint, or None where it could not."""
+        return schema_record.record_schema(self)
 
     # -- state under the lock ----------------------------------------------------------------
 
@@ -422,55 +386,7 @@ class TargetRun:
 
     def close_dead_runs(self) -> list[str]:
         """Under the lock: runs that started and never ended are dead; record them."""
-        with self.reading() as connection:
-            open_runs = [
-                r for r in ledger.runs_without_end(connection) if r["run_id"] != self.run_id
-            ]
-            if not open_runs:
-                return []
-            held = ledger.acquired_runs(connection, [r["run_id"] for r in open_runs])
-            live = live_run_ids(connection)
-        # Without a live view (SQLite), a run that took the lock we now hold is dead: a file
-        # lock ends only with its process. On PostgreSQL a live run may have lost its lock
-        # (its lock session ended); it cannot commit any more and records its own end.
-        dead = [
-            r for r in open_runs if not run_alive(r, live) or (live is None and r["run_id"] in held)
-        ]
-        for run in dead:
-            self._close_dead_run(run)
-        return [r["run_id"] for r in dead]
-
-    def _close_dead_run(self, run: Mapping[str, Any]) -> None:
-        """Record a dead run's end on its own behalf (its run id, its actor), first writing
-        the audit events of the revisions its ledger shows it committed: a run killed
-        mid-way had them queued, not yet written."""
-        trail = AuditTrail(
-            env=self.env.name,
-            run_id=run["run_id"],
-            actor=run.get("actor") or "unknown",
-            engine=self.engine,
-            file=self.app.settings.audit_file,
-            target=run.get("target"),
-            command=run.get("command"),
-            noticed_by=self.run_id,
-        )
-        with self.reading() as connection:
-            rows = ledger.ledger_rows(connection, run["run_id"])
-            known = ledger.audited_revisions(connection, run["run_id"]) if rows else set()
-        for row in rows:
-            if row["revision"] not in known and row["direction"] != "baseline":
-                trail.emit(
-                    "migration.applied" if row["direction"] == "up" else "migration.reverted",
-                    defer=True,
-                    revision=row["revision"],
-                    checksum=row["checksum"],
-                    applied_at=row["at"],
-                )
-        trail.emit(
-            "run.interrupted",
-            outcome="interrupted",
-            reason=f"started {run['timestamp']} by pid {run.get('pid')} and never finished",
-        )
+        return dead_runs.close_dead_runs(self)
 
     # -- applying ----------------------------------------------------------------------------
 
