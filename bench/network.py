@@ -6,7 +6,8 @@ and 50 ms) and counts each command's connections and round trips (tests/latencyp
     .venv/bin/python bench/network.py        # standalone (BENCH_NET_RTTS, BENCH_NET_FLEET)
 
 Work: 10 revisions onto an empty database; a release of 5 onto a database that has our
-tables; 100 revisions onto an empty database; a no-op (`alembic current` / `migrate` at
+tables; 100 revisions onto an empty database (one transaction per revision, and
+`transaction: per-run`); a no-op (`alembic current` / `migrate` at
 head); `status` of dev, staging and prod; a fleet's full upgrade of the 10 revisions
 (bare: `alembic upgrade head` once per database). Counts do not depend on the machine;
 tests/integration/test_round_trips.py pins them.
@@ -107,6 +108,26 @@ class Worlds:
 
         return bare, ours
 
+    def upgrade_per_run(self, n: int) -> tuple[Callable[[], Measured], Callable[[], Measured]]:
+        """`n` revisions onto an empty database, staging set to `transaction: per-run` (one
+        transaction around the run, as bare Alembic's stock env.py runs them)."""
+        project = self.projects[n]
+        envs = project.orch / "net_per_run_environments"
+        envs.mkdir(exist_ok=True)
+        for source in (project.orch / "environments").glob("*.yaml"):
+            text = source.read_text(encoding="utf-8")
+            if source.stem == "staging":
+                text += "transaction: per-run\n"
+            (envs / source.name).write_text(text, encoding="utf-8")
+        bare, _ = self.upgrade(n)
+
+        def ours() -> Measured:
+            self.recreate(f"net_staging_{n}")
+            env = self.orch_env(n, ORCHESTRATOR_ENVIRONMENTS_DIR=str(envs))
+            return measure(self.proxy, [ORCH, "migrate", "staging"], project.orch, env)
+
+        return bare, ours
+
     def release(self) -> tuple[Callable[[], Measured], Callable[[], Measured]]:
         project, middle = self.projects[10], rev_id(5)
 
@@ -200,6 +221,7 @@ def network_bench(cluster: Any, log: Callable[[str], None]) -> tuple[str, list[s
             ("10 revisions onto an empty database", *worlds.upgrade(10)),
             ("a release: 5 revisions onto a database with our tables", *worlds.release()),
             ("100 revisions onto an empty database", *worlds.upgrade(100)),
+            ("100 revisions, `transaction: per-run`", *worlds.upgrade_per_run(100)),
             ("no-op (`alembic current` / `migrate dev` at head)", *worlds.noop()),
             ("`status` of dev, staging, prod", None, worlds.status()),
             (f"a fleet of {FLEET}: the 10 revisions on each", *worlds.fleet_upgrade()),
