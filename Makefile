@@ -100,7 +100,7 @@ bench-record: install bench-venv  # the report kept in the repository, stamped w
 
 # Mutation testing of the modules that carry the promises (not part of `make test`). One
 # pattern per line: a module (`orchestrator.db.locks.*`) or some of its functions
-# (`orchestrator.evidence.ledger.x_chain_hash*`; mutmut names a function f's mutants x_f__mutmut_N).
+# (`orchestrator.evidence.ledger.audit_chain.x_chain_hash*`; mutmut names f's mutants x_f__mutmut_N).
 MUTANTS := \
 	'orchestrator.core.planning.xǁ*' \
 	'orchestrator.core.planning.x_gate*' \
@@ -109,11 +109,11 @@ MUTANTS := \
 	'orchestrator.core.planning.x_drift*' \
 	'orchestrator.core.planning.x_ledger_heads*' \
 	'orchestrator.core.planning.x_refusal_message*' \
-	'orchestrator.evidence.ledger.x_canonical*' \
-	'orchestrator.evidence.ledger.x_chain_hash*' \
-	'orchestrator.evidence.ledger.x_chain_rows*' \
-	'orchestrator.evidence.ledger.x_verify_chain*' \
-	'orchestrator.evidence.ledger.x_check_chain*' \
+	'orchestrator.evidence.ledger.audit_chain.x_canonical*' \
+	'orchestrator.evidence.ledger.audit_chain.x_chain_hash*' \
+	'orchestrator.evidence.ledger.audit_chain.x_chain_rows*' \
+	'orchestrator.evidence.ledger.audit_chain.x_verify_chain*' \
+	'orchestrator.evidence.ledger.audit_chain.x_check_chain*' \
 	'orchestrator.db.locks.*' \
 	'orchestrator.migrations.revisions.checksums.x_checksum_*' \
 	'orchestrator.migrations.revisions.checksums.x_combined_checksum*'

@@ -1,0 +1,108 @@
+"""Read-only connections: one engine per server, one connection per database kept while
+`keep_reads` lasts."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from contextvars import ContextVar
+from typing import Any
+
+from sqlalchemy import Connection, Engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from orchestrator.core.errors import UsageError
+from orchestrator.core.secrets import register_url
+from orchestrator.db.database.engines import make_engine
+from orchestrator.db.database.tables import _TABLES, _Tables
+
+# Reads go through one engine per server: a fleet of 500 databases on one server pays for
+# SQLAlchemy's dialect set-up (its queries on a first connection) once, not 500 times. No pool
+# (each connection is for one database, closed after use); the database is chosen when the
+# connection is opened, from this variable.
+_readers: dict[tuple[str, str], Engine] = {}
+_readers_lock = threading.Lock()
+_database: ContextVar[str | None] = ContextVar("orchestrator_read_database", default=None)
+
+
+# Within `keep_reads()`, one connection per database serves every `read_only` of it: a run
+# reads its predecessor before the lock, again under it, and its schema after, over one.
+_kept: ContextVar[dict[str, Connection] | None] = ContextVar("orchestrator_kept", default=None)
+
+
+@contextmanager
+def keep_reads() -> Iterator[None]:
+    """`read_only` keeps its connections open until the block ends (this thread only)."""
+    kept: dict[str, Connection] = {}
+    token = _kept.set(kept)
+    try:
+        yield
+    finally:
+        _kept.reset(token)
+        for connection in kept.values():
+            with suppress(Exception):
+                connection.close()
+
+
+@contextmanager
+def read_only(url: str, application_name: str) -> Iterator[Connection]:
+    """A connection for reading one database; safe to use from several threads at once."""
+    register_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise UsageError("A database URL does not parse as a SQLAlchemy URL.") from None
+    if parsed.get_backend_name() != "postgresql":
+        engine = make_engine(url, application_name, writer=False)
+        try:
+            with engine.connect() as connection:
+                connection.info[_TABLES] = _Tables()
+                yield connection
+        finally:
+            engine.dispose()
+        return
+    kept = _kept.get()
+    found = kept.get(url) if kept is not None else None
+    if found is None:
+        engine = _server_engine(parsed, application_name)
+        token = _database.set(parsed.database)
+        try:
+            # autocommit: under READ COMMITTED each statement reads its own snapshot anyway,
+            # and a read needs no BEGIN and ROLLBACK round trips around it
+            found = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        finally:
+            _database.reset(token)
+        if kept is not None:
+            kept[url] = found
+    connection = found
+    connection.info[_TABLES] = _Tables()  # a session that creates nothing: may memoise
+    try:
+        yield connection
+    finally:
+        if kept is None:
+            connection.close()
+
+
+def _server_engine(url: Any, application_name: str) -> Engine:
+    key = (url._replace(database=None).render_as_string(hide_password=False), application_name)
+    with _readers_lock:
+        if key not in _readers:
+            engine = make_engine(
+                url.render_as_string(hide_password=False),
+                application_name,
+                writer=False,
+                poolclass=NullPool,
+                use_native_hstore=False,  # a read binds no hstore: no look-up of its type
+            )
+            event.listen(engine, "do_connect", _choose_database)
+            _readers[key] = engine
+        return _readers[key]
+
+
+def _choose_database(_dialect: Any, _record: Any, _args: Any, params: dict[str, Any]) -> None:
+    database = _database.get()
+    if database is not None:
+        params["dbname"] = database
