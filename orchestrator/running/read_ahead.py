@@ -22,7 +22,7 @@ from orchestrator.evidence import ledger
 from orchestrator.evidence.audit_proof import AUDIT_SINCE_PIN
 from orchestrator.evidence.chain import ALL_ROWS, IDENTITY
 from orchestrator.running.liveness import LIVE_SESSIONS
-from orchestrator.running.predecessor import STATE_QUERIES
+from orchestrator.running.predecessor_batch import STATE_QUERIES
 from orchestrator.schema.stamp import pg_stamp_read, stamp_of
 
 # what only the evidence check reads: dropped once it ran, used or not

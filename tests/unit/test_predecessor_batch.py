@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from orchestrator.core.config import Target
-from orchestrator.running.predecessor import Batch
+from orchestrator.running.predecessor_batch import Batch
 
 DEV = Target("dev", "dev", "postgresql+psycopg://127.0.0.1/dev")
 
