@@ -128,9 +128,8 @@ class Applying:
                     if self.run.per_run:  # one transaction: every revision and ledger row, or none
                         with connection.begin():
                             executor(connection, on_version_apply)
-                            for row in self._rows_to_commit:
-                                if self.run.evidence is not None:
-                                    self.run.evidence.record(connection, row)
+                            if self.run.evidence is not None:
+                                self.run.evidence.record_all(connection, self._rows_to_commit)
                             ledger.record_rows(connection, self._rows_to_commit)
                             self._rows_to_commit.clear()
                     else:

@@ -118,6 +118,13 @@ class RunEvidence:
         content = store.ledger_content(row, self.target)
         return self.writer.append(connection, "ledger", content, fence)
 
+    def record_all(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """The entries of a run's ledger rows, in its one transaction (`transaction: per-run`),
+        in two round trips (chain.Writer.append_all)."""
+        assert self.writer is not None
+        contents = [store.ledger_content(row, self.target) for row in rows]
+        self.writer.append_all(connection, "ledger", contents)
+
     def at_commit(
         self, row: Mapping[str, Any], fence: Fence
     ) -> tuple[list[tuple[str, dict[str, Any]]], Recover]:

@@ -38,6 +38,8 @@ N = 10
 SPEC_BUDGET = 20  # SPEC Part 3: an upgrade of N revisions, at most bare + N + 20
 # what a run adds to bare Alembic's round trips today, beyond one per revision (the ledger row)
 FIXED_OVER_BARE = {"empty": 19, "release": 14}
+# `transaction: per-run` onto an empty database: beyond bare Alembic, none per revision
+PER_RUN_OVER_BARE = 24
 NOOP_OVER_CURRENT = 5  # SPEC: a no-op at most `alembic current`'s + 5
 # the gate's one read of the predecessor: the SSL question, the startup, SQLAlchemy's
 # first-connection query, every read in one batch, closing; where the successor witnessed
@@ -145,6 +147,22 @@ def test_a_release_onto_a_database_with_our_tables(world: World) -> None:
     ours = world.orchestrator("migrate", "staging")
     assert ours.connections <= 3
     assert ours.round_trips <= bare.round_trips + 5 + FIXED_OVER_BARE["release"], (ours, bare)
+
+
+def test_a_run_in_one_transaction_pays_no_round_trip_per_revision(world: World) -> None:
+    """`transaction: per-run`, one transaction as stock Alembic runs them: its chain entries
+    and ledger rows are written together before its COMMIT (a few round trips, not some per
+    revision), and the chain they make verifies."""
+    staging = world.orch / "environments" / "staging.yaml"
+    staging.write_text(staging.read_text(encoding="utf-8") + "transaction: per-run\n")
+    bare = world.alembic("upgrade", "head")
+    world.orchestrator("migrate", "dev")
+    ours = world.orchestrator("migrate", "staging")
+    assert ours.connections <= 3
+    assert ours.round_trips <= bare.round_trips + PER_RUN_OVER_BARE, (ours, bare)
+    assert PER_RUN_OVER_BARE <= N + SPEC_BUDGET
+    world.orchestrator("audit", "verify", "--env", "staging")  # exit 0: intact
+    world.orchestrator("migrate", "prod")  # the gate believes what staging signed
 
 
 def test_a_no_op_costs_at_most_alembic_current_and_five(world: World) -> None:
