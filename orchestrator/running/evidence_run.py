@@ -185,24 +185,24 @@ class RunEvidence:
         verified = self.evidence.verdict
         pin = chain.last_end(verified)
         audit_from = max(int(pin.content.get("audit_id") or 0) if pin else 0, 1)
-        reads = run_batch(
-            connection,
-            [
-                ("BEGIN", {}),
-                # the audit chain's lock, then the evidence chain's: the order of a revision's
-                # transaction (its audit rows, then its entry at COMMIT)
-                ("SELECT pg_advisory_xact_lock(%(a)s), pg_advisory_xact_lock(%(e)s)",
-                 {"a": ledger.CHAIN_LOCK_KEY, "e": store.EVIDENCE_LOCK_KEY}),
-                (psycopg_style(store.NEWER), {"s": verified.head[0] if verified.head else 0}),
-                (f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= %(a)s ORDER BY id",
-                 {"a": audit_from}),
-                (ledger.LEDGER_EXTENT, {}),
-                (LIVE_SESSIONS, {}),
-            ],
-        )  # fmt: skip
-        if reads is None:
-            return None
         try:
+            reads = run_batch(
+                connection,
+                [
+                    ("BEGIN", {}),
+                    # the audit chain's lock, then the evidence chain's: the order of a revision's
+                    # transaction (its audit rows, then its entry at COMMIT)
+                    ("SELECT pg_advisory_xact_lock(%(a)s), pg_advisory_xact_lock(%(e)s)",
+                     {"a": ledger.CHAIN_LOCK_KEY, "e": store.EVIDENCE_LOCK_KEY}),
+                    (psycopg_style(store.NEWER), {"s": verified.head[0] if verified.head else 0}),
+                    (f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= %(a)s ORDER BY id",
+                     {"a": audit_from}),
+                    (ledger.LEDGER_EXTENT, {}),
+                    (LIVE_SESSIONS, {}),
+                ],
+            )  # fmt: skip
+            if reads is None:
+                return None
             _locks, newer, audit_rows, (extent,), sessions = reads
             problem = self._end_rows(
                 connection, newer, (audit_from, audit_rows), outcome, at, sessions
