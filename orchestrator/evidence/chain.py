@@ -309,16 +309,7 @@ class Writer:
         if postgres:
             connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": EVIDENCE_LOCK_KEY})
         for _ in range(3):
-            last, prev = self.head if self.head else (0, chain.GENESIS)
-            row = chain.build_entry(
-                self.key,
-                env=self.env,
-                database=self.database,
-                seq=seq if seq is not None else last + 1,
-                prev=prev,
-                kind=kind,
-                content=content,
-            )
+            row = self._entry(kind, content, seq)
             fenced = f" AND {FENCE_SQL}" if fence is not None else ""
             written = connection.execute(
                 text(
@@ -339,6 +330,21 @@ class Writer:
                 return False
             self._catch_up(connection)  # another run's end entry came first
         raise Broken(f"{self.env}'s evidence chain kept moving while this run appended to it")
+
+    def _entry(
+        self, kind: str, content: Mapping[str, Any], seq: int | None = None
+    ) -> dict[str, Any]:
+        """The stored row of the entry after this writer's head (at `seq`: a repair's place)."""
+        last, prev = self.head if self.head else (0, chain.GENESIS)
+        return chain.build_entry(
+            self.key,
+            env=self.env,
+            database=self.database,
+            seq=seq if seq is not None else last + 1,
+            prev=prev,
+            kind=kind,
+            content=content,
+        )
 
     def append_all(
         self, connection: Connection, kind: str, contents: Sequence[Mapping[str, Any]]
@@ -365,16 +371,7 @@ class Writer:
         self._believe(batch[-1])  # another run's end entry may have come first
         rows = []
         for content in contents:
-            last, prev = self.head if self.head else (0, chain.GENESIS)
-            row = chain.build_entry(
-                self.key,
-                env=self.env,
-                database=self.database,
-                seq=last + 1,
-                prev=prev,
-                kind=kind,
-                content=content,
-            )
+            row = self._entry(kind, content)
             rows.append((INSERT_ENTRY, row))
             self.head = (row["seq"], row["hash"])
         run_batch(connection, rows)
@@ -389,16 +386,7 @@ class Writer:
         them. Fails (so the caller's COMMIT never runs) where the fence does not hold."""
 
         def statements() -> list[tuple[str, dict[str, Any]]]:
-            last, prev = self.head if self.head else (0, chain.GENESIS)
-            row = chain.build_entry(
-                self.key,
-                env=self.env,
-                database=self.database,
-                seq=last + 1,
-                prev=prev,
-                kind=kind,
-                content=content,
-            )
+            row = self._entry(kind, content)
             self.head = (row["seq"], row["hash"])  # the run's end re-reads it if this fails
             entry = {k: row[k] for k in ("seq", "kind", "run_id", "envelope")}
             return [
