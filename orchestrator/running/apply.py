@@ -22,13 +22,24 @@ from orchestrator.core.errors import (
 from orchestrator.core.failures import failure_message
 from orchestrator.core.logging import utc_now
 from orchestrator.core.planning import reads_refusal
-from orchestrator.db.database import commit_with, describe_error, rides_with_commit
+from orchestrator.db.database import (
+    VERSION_TABLE,
+    commit_with,
+    describe_error,
+    rides_with_commit,
+)
 from orchestrator.db.locks import Fence
 from orchestrator.evidence import ledger
 from orchestrator.migrations import observe
 from orchestrator.migrations.revisions import reverts_nothing
 from orchestrator.running import cancel, connection_hooks
-from orchestrator.running.connection_hooks import AUTOCOMMITTED, BETWEEN, FENCE, FENCED
+from orchestrator.running.connection_hooks import (
+    AUTOCOMMITTED,
+    BETWEEN,
+    FENCE,
+    FENCED,
+    VERSION_RIDES,
+)
 from orchestrator.running.progress import RevisionTicker
 
 if TYPE_CHECKING:
@@ -75,6 +86,8 @@ class Applying:
             ticker.next(len(self.run.applied))  # the next revision starts now
 
         def on_version_apply(ctx: Any, step: Any, heads: Any, run_args: Any) -> None:
+            if VERSION_RIDES in ctx.connection.info:  # env.py may name its own version table
+                ctx.connection.info[VERSION_RIDES] = (ctx.version_table, ctx.version_table_schema)
             if step.is_stamp:
                 uncommitted.extend(self._record_stamp(ctx.connection, step))
                 return
@@ -121,6 +134,8 @@ class Applying:
             connection.info[FENCED] = False
             connection.info[AUTOCOMMITTED] = False
             connection.info[BETWEEN] = True
+            if fence is not None and not self.run.per_run and rides_with_commit(connection):
+                connection.info[VERSION_RIDES] = (VERSION_TABLE, None)
             # a new transaction begins only after the previous one committed
             event.listen(connection, "begin", lambda _conn: committed())
             try:
@@ -164,7 +179,7 @@ class Applying:
                 self._fail(failed, exc, lost, autocommitted)
             finally:
                 self.run.forget_tables()  # the revisions (and Alembic) may have created tables
-                for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN):
+                for key in (FENCE, FENCED, AUTOCOMMITTED, BETWEEN, VERSION_RIDES):
                     connection.info.pop(key, None)
         if cancel.requested():  # came during the last revision: stop here all the same
             cancel.check(self._done())  # (the message reads the database: only when needed)

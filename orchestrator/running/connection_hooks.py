@@ -21,6 +21,8 @@ FENCE = "orchestrator.fence"  # the Fence every commit on this connection must s
 FENCED = "orchestrator.fenced"  # this transaction's ledger insert already proved the fence
 AUTOCOMMITTED = "orchestrator.autocommitted"  # the current revision ran an autocommit block
 BETWEEN = "orchestrator.between"  # a revision just ended: the next BEGIN starts another
+# the version table's (name, schema): Alembic's statements on it ride with the COMMIT
+VERSION_RIDES = "orchestrator.version_rides"
 
 
 def watch(engine: Engine) -> None:
@@ -28,6 +30,39 @@ def watch(engine: Engine) -> None:
     event.listen(engine, "begin", _revision_boundary, insert=True)
     event.listen(engine, "commit", _fence_commit)
     event.listen(engine, "set_connection_execution_options", _note_autocommit)
+    event.listen(engine, "do_execute", _version_rides_with_commit)
+
+
+def _version_rides_with_commit(cursor: Any, statement: str, parameters: Any, context: Any) -> bool:
+    """Alembic's UPDATE (or DELETE) of the version table at a revision's end, held and
+    sent in the round trip of that revision's COMMIT (ahead of the ledger row riding there):
+    a revision costs Alembic's round trips and no more. Alembic's check that an UPDATE or
+    DELETE matched one row is then made in SQL, where a mismatch fails the transaction. Any
+    other statement sends what is held first: the order of statements never changes."""
+    connection = context.root_connection
+    version_table = connection.info.get(VERSION_RIDES)
+    if version_table is None:
+        return False
+    dbapi = connection.connection.dbapi_connection
+    table = getattr(context.compiled, "statement", None)
+    table = getattr(table, "table", None)
+    ours = (getattr(table, "name", None), getattr(table, "schema", None)) == version_table
+    # (an INSERT, a revision's first from base, may return its key: it goes as it comes)
+    if not ours or parameters or not (context.isupdate or context.isdelete):
+        dbapi.orchestrator_send_held()
+        return False
+    dbapi.orchestrator_hold(_one_row(statement))
+    context._rowcount = 1  # what Alembic checks; `_one_row` makes it so, or fails
+    return True
+
+
+def _one_row(statement: str) -> str:
+    """`statement` (an UPDATE or DELETE) failing unless it changed exactly one row."""
+    return (
+        f"WITH changed AS ({statement} RETURNING 1) SELECT CASE WHEN count(*) = 1 THEN true"
+        " ELSE ('orchestrator: the version table has ' || count(*) || ' rows where Alembic"
+        " expected to change one')::boolean END FROM changed"
+    )
 
 
 def _fence_commit(connection: Connection) -> None:

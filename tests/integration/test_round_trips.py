@@ -36,8 +36,10 @@ from projects import (  # noqa: E402  # noqa: E402
 BIN = Path(sys.executable).parent
 N = 10
 SPEC_BUDGET = 20  # SPEC Part 3: an upgrade of N revisions, at most bare + N + 20
-# what a run adds to bare Alembic's round trips today, beyond one per revision (the ledger row)
-FIXED_OVER_BARE = {"empty": 19, "release": 14}
+# what a run adds to bare Alembic's round trips today, whatever the number of revisions: a
+# revision costs what it costs Alembic (its ledger row and COMMIT ride with the version row;
+# not the first from an empty database: Alembic's INSERT of that row waits for its RETURNING)
+FIXED_OVER_BARE = {"empty": 20, "release": 14}
 # `transaction: per-run` onto an empty database: beyond bare Alembic, none per revision
 PER_RUN_OVER_BARE = 24
 NOOP_OVER_CURRENT = 5  # SPEC: a no-op at most `alembic current`'s + 5
@@ -134,7 +136,7 @@ def test_an_upgrade_onto_an_empty_database_costs_alembics_round_trips_and_a_boun
     ours = world.orchestrator("migrate", "staging")
     assert bare.connections == 1
     assert ours.connections <= 3
-    assert ours.round_trips <= bare.round_trips + N + FIXED_OVER_BARE["empty"], (ours, bare)
+    assert ours.round_trips <= bare.round_trips + FIXED_OVER_BARE["empty"], (ours, bare)
 
 
 def test_a_release_onto_a_database_with_our_tables(world: World) -> None:
@@ -146,7 +148,7 @@ def test_a_release_onto_a_database_with_our_tables(world: World) -> None:
     world.orchestrator("migrate", "staging", "--to", middle)
     ours = world.orchestrator("migrate", "staging")
     assert ours.connections <= 3
-    assert ours.round_trips <= bare.round_trips + 5 + FIXED_OVER_BARE["release"], (ours, bare)
+    assert ours.round_trips <= bare.round_trips + FIXED_OVER_BARE["release"], (ours, bare)
 
 
 def test_a_run_in_one_transaction_pays_no_round_trip_per_revision(world: World) -> None:
@@ -183,8 +185,9 @@ def test_status_opens_one_connection_per_database(world: World) -> None:
 def test_a_run_over_one_connection_commits_each_revision_with_its_ledger_row(
     world: World,
 ) -> None:
-    """Per revision a run sends what Alembic sends and one round trip more: its ledger row,
-    sent with the revision's COMMIT, which also opens the next revision's transaction."""
+    """Per revision a run sends what Alembic sends and no round trip more: the version row's
+    UPDATE, its ledger row (and chain entry), the COMMIT and the next revision's BEGIN go in
+    one round trip."""
     world.orchestrator("migrate", "dev")
     world.reset("staging")
     ten = world.orchestrator("migrate", "staging")
@@ -193,16 +196,19 @@ def test_a_run_over_one_connection_commits_each_revision_with_its_ledger_row(
     world.reset("staging")
     five = world.orchestrator("migrate", "staging", "--to", rev_id(5))
     # Alembic sends 3 per revision here (CREATE TABLE, CREATE INDEX, the version row)
-    assert ten.round_trips - five.round_trips == 5 * (3 + 1)
+    assert ten.round_trips - five.round_trips == 5 * 3
+    world.orchestrator("audit", "verify", "--env", "staging")  # exit 0: the chain holds
+    world.orchestrator("migrate", "staging")
+    world.orchestrator("migrate", "prod")  # the gate believes what staging signed
 
 
-# On the connection the revisions run on, beyond their 4 round trips each (Alembic's 3 and
-# the COMMIT that carries the ledger row): what bare Alembic pays too (the TLS question,
-# the startup, the BEGIN with the session's settings, Alembic's look for its table and its
-# version, the goodbye: 6) and ours (7): the run's start on record, everything it reads
-# under the lock in one round trip, gate.passed, the schema it left in one round trip and
-# its record, run.succeeded, lock.released. (Its end entry and checkpoint are written in
-# one transaction of two round trips on the lock's connection.)
+# On the connection the revisions run on, beyond their 3 round trips each (Alembic's: the
+# last, the version row, carries the ledger row and the COMMIT): what bare Alembic pays too
+# (the TLS question, the startup, the BEGIN with the session's settings, Alembic's look for
+# its table and its version, the goodbye: 6) and ours (7): the run's start on record,
+# everything it reads under the lock in one round trip, gate.passed, the schema it left in
+# one round trip and its record, run.succeeded, lock.released. (Its end entry and
+# checkpoint are written in one transaction of two round trips on the lock's connection.)
 TARGET_BEYOND_REVISIONS = 6 + 7
 
 
@@ -218,7 +224,7 @@ def test_the_connection_the_revisions_run_on_costs_alembics_and_seven_more(
         c for c in world.proxy.transcript() if any("CREATE TABLE t_" in m for rt in c for m in rt)
     ]
     assert len(target) == 1, [len(c) for c in world.proxy.transcript()]
-    assert len(target[0]) - 5 * 4 == TARGET_BEYOND_REVISIONS, "\n".join(
+    assert len(target[0]) - 5 * 3 == TARGET_BEYOND_REVISIONS, "\n".join(
         " | ".join(rt)[:160] for rt in target[0]
     )
 

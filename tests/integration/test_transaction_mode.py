@@ -97,6 +97,30 @@ def test_per_revision_failing_third_revision_keeps_the_first_two(
     assert _tables(pg_project) == ["first_t", "second_t"]
 
 
+def test_a_revision_that_moves_the_version_row_itself_fails_whole(pg_project: Project) -> None:
+    """The version row's UPDATE rides with the ledger row and the COMMIT (one round trip):
+    Alembic's check that it matched one row is made in that SQL. A revision that deletes
+    the row itself fails there, as under bare Alembic, and nothing of it commits."""
+    _env(pg_project, None)
+    for path in pg_project.versions.glob("*.py"):
+        path.unlink()
+    pg_project.add_revision(FIRST, None, "op.execute('CREATE TABLE first_t (id int)')")
+    pg_project.add_revision(
+        SECOND,
+        FIRST,
+        "op.execute('CREATE TABLE second_t (id int)')\nop.execute('DELETE FROM alembic_version')",
+    )
+    result = pg_project.run("migrate", "dev")
+    assert result.code == 1, result.output
+    assert f"Revision {SECOND} failed" in result.stderr
+    assert "the version table has 0 rows where Alembic expected to change one" in result.stderr
+    assert "Traceback" not in result.output
+    assert pg_project.version("dev") == [FIRST]
+    assert pg_project.ledger("dev") == [(FIRST, "up")]
+    assert _tables(pg_project) == ["first_t"]
+    assert pg_project.run("audit", "verify", "--env", "dev").code == 0
+
+
 def test_per_run_success_commits_every_revision_and_ledger_row(pg_project: Project) -> None:
     _env(pg_project, "per-run")
     _history_failing_at_third(pg_project)

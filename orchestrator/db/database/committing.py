@@ -72,6 +72,7 @@ def _committing_with_class() -> Any:
 
         class CommittingWith(psycopg.Connection):  # type: ignore[type-arg]
             orchestrator_with_commit: list[tuple[str, Mapping[str, Any]]] | None = None
+            orchestrator_held: list[str] | None = None  # sent first, before a savepoint
             orchestrator_begin_next = False
             orchestrator_recover: Recover | None = None
             orchestrator_before_begin: str | None = None
@@ -99,27 +100,40 @@ def _committing_with_class() -> Any:
                 return None
 
             def commit(self) -> None:
+                held, self.orchestrator_held = self.orchestrator_held or [], None
                 queued, self.orchestrator_with_commit = self.orchestrator_with_commit, None
                 recover, self.orchestrator_recover = self.orchestrator_recover, None
-                if not queued:
+                begin_next, self.orchestrator_begin_next = self.orchestrator_begin_next, False
+                if not queued and not held:
                     return super().commit()
-                # each queued statement raises where it must stop the commit: then neither
-                # COMMIT nor BEGIN runs, and the transaction is left failed, to roll back;
-                # or, with `recover`, back to the savepoint before them, to try its way
-                script = [self._bind(sql, params) for sql, params in queued]
+                # each statement raises where it must stop the commit: then neither COMMIT
+                # nor BEGIN runs, and the transaction is left failed, to roll back; or, with
+                # `recover`, back to the savepoint before the queued ones, to try its way
+                end = ["COMMIT", "BEGIN"] if begin_next else ["COMMIT"]
+                script = [self._bind(sql, params) for sql, params in queued or []]
                 if recover is not None:
                     script.insert(0, f"SAVEPOINT {_RIDING}")
                 try:
-                    self._run([*script, *self._commit()])
-                except psycopg.Error:
+                    self._run([*held, *script, *end])
+                except psycopg.Error as failed:
                     if recover is None or self.info.transaction_status != INERROR:
                         raise
-                    self._run([f"ROLLBACK TO SAVEPOINT {_RIDING}"])
+                    try:
+                        self._run([f"ROLLBACK TO SAVEPOINT {_RIDING}"])
+                    except psycopg.Error:  # a held statement failed, before the savepoint
+                        raise failed from None
                     again = [self._bind(sql, params) for sql, params in recover(self)]
-                    self._run([*again, *self._commit()])
+                    self._run([*again, *end])
 
-            def _commit(self) -> list[str]:
-                return ["COMMIT", "BEGIN"] if self.orchestrator_begin_next else ["COMMIT"]
+            def orchestrator_hold(self, sql: str) -> None:
+                """`sql` sent in the COMMIT's round trip, ahead of what rides with it."""
+                self.orchestrator_held = [*(self.orchestrator_held or []), sql]
+
+            def orchestrator_send_held(self) -> None:
+                """What was held, sent now (another statement must come after it)."""
+                held, self.orchestrator_held = self.orchestrator_held, None
+                if held:
+                    self._run(held)
 
             def _run(self, script: list[str]) -> None:
                 with psycopg.ClientCursor(self) as cursor:
@@ -127,6 +141,7 @@ def _committing_with_class() -> Any:
 
             def rollback(self) -> None:
                 self.orchestrator_with_commit = self.orchestrator_recover = None
+                self.orchestrator_held, self.orchestrator_begin_next = None, False
                 return super().rollback()
 
             def _bind(self, sql: str, params: Mapping[str, Any]) -> str:
