@@ -28,6 +28,7 @@ from orchestrator.db.database import (
     VERSION_TABLE,
     current_heads,
     describe_error,
+    open_read_ahead,
     prefetched,
     read_at_once,
     read_only,
@@ -93,11 +94,14 @@ def read_each(targets: Sequence[Target], read: Callable[[Target], T]) -> list[T]
         return list(pool.map(read, targets))
 
 
+READER_NAME = "orchestrator status"  # the application_name of our read-only sessions
+
+
 @contextmanager
 def read_connection(target: Target) -> Iterator[Connection]:
     """A read-only look at one database; failures become one clear error."""
     try:
-        with read_only(target.url, "orchestrator status") as connection:
+        with read_only(target.url, READER_NAME) as connection:
             yield connection
     except SQLAlchemyError as exc:
         raise MigrationFailed(
@@ -175,6 +179,16 @@ def predecessor_states(
         )
     app.predecessor_cache[env.promotes_from] = states
     return states
+
+
+def open_predecessor_ahead(app: App, env: EnvironmentConfig) -> None:
+    """The connections the gate will read `env`'s predecessor over, opened now in threads:
+    their round trips go by while the run reads its own database."""
+    name = env.promotes_from
+    if name is None or name in app.predecessor_cache or per_developer(app, name) is not None:
+        return
+    for target in app.targets(name):
+        open_read_ahead(target.url, READER_NAME)
 
 
 def believed(

@@ -28,12 +28,14 @@ from orchestrator.core.logging import utc_now
 from orchestrator.core.planning import Step
 from orchestrator.core.results import RunResult
 from orchestrator.db.database import (
+    close_ahead,
     describe_error,
     has_table,
     is_postgresql,
     make_engine,
     memoise_reads,
     memoise_tables,
+    open_ahead,
     safe_url,
 )
 from orchestrator.db.locks import DEFAULT_KEY, Fence, migration_lock
@@ -45,7 +47,7 @@ from orchestrator.running.app import App, new_run_id
 from orchestrator.running.apply import Applying
 from orchestrator.running.evidence_run import RunEvidence
 from orchestrator.running.liveness import application_name, live_run_ids
-from orchestrator.running.predecessor import DbState, read_state
+from orchestrator.running.predecessor import DbState, open_predecessor_ahead, read_state
 
 Executor = Callable[[Connection, Callable[..., None]], None]
 
@@ -160,6 +162,7 @@ class TargetRun:
             self.result.audit_head = self.audit.head
             if self.evidence is not None:
                 self.result.evidence_head = self.evidence.head()
+        close_ahead(self.engine)
         self.engine.dispose()
 
     def fail_details(self, exc: OrchestratorError) -> None:
@@ -223,6 +226,12 @@ class TargetRun:
         return self.signer.key if self.signer is not None else None
 
     # -- events ----------------------------------------------------------------------------
+
+    def open_ahead(self) -> None:
+        """A run with revisions to apply: its migration connection and the predecessor's,
+        opened in threads while it reads and judges (their round trips pass meanwhile)."""
+        open_ahead(self.engine)
+        open_predecessor_ahead(self.app, self.env)
 
     def start(self, **fields: Any) -> None:
         # fail closed: a signing environment without its key writes nothing, not even this

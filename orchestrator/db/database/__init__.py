@@ -1,6 +1,7 @@
 """Engines and the few queries every command needs (SQLAlchemy Core only).
 In parts: engines, committing, batches, session, readers, tables."""
 
+from orchestrator.db.database.ahead import close_ahead, open_ahead
 from orchestrator.db.database.batches import (
     as_rows,
     memoise_reads,
@@ -27,6 +28,7 @@ from orchestrator.db.database.engines import (
 from orchestrator.db.database.readers import (
     _readers,
     keep_reads,
+    open_read_ahead,
     read_only,
 )
 from orchestrator.db.database.session import (
@@ -56,8 +58,11 @@ __all__ = [
     "VERSION_TABLE",
     "_readers",
     "add_tables",
+    "close_ahead",
     "as_rows",
     "commit_with",
+    "open_ahead",
+    "open_read_ahead",
     "current_heads",
     "describe_error",
     "forget_tables",

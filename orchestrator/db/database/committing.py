@@ -8,26 +8,34 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from orchestrator.db.database.session import IDLE_OFF, NO_IDLE_TIMEOUTS_COUNTED
+
 _SERVER_FACTS = (
     "SELECT current_schema(), current_setting('transaction_isolation'),"
     " current_setting('standard_conforming_strings')"
 )
 
 
-def _first_connect_in_one_round_trip(dialect: Any) -> None:
+def _first_connect_in_one_round_trip(dialect: Any, idle_off: bool) -> None:
     """SQLAlchemy's first connection of an engine asks the server four things, each in its
     own round trip inside a transaction (six in all): the version (psycopg has it from the
     handshake), the schema, the default isolation level and standard_conforming_strings. One
-    query outside a transaction answers the last three; SQLAlchemy's own set-up does the rest."""
+    query outside a transaction answers the last three; SQLAlchemy's own set-up does the rest.
+    With `idle_off`, it turns the session's idle timeouts off too (session.no_idle_timeouts:
+    the first connection cannot have them in its startup packet, the version unknown yet)."""
     initialize = dialect.initialize
 
     def in_one(connection: Connection) -> None:
         dbapi: Any = connection.connection.dbapi_connection
+        fold = idle_off and hasattr(dbapi, "__dict__")  # where it can say so on the connection
+        query = f"{_SERVER_FACTS}, ({NO_IDLE_TIMEOUTS_COUNTED})" if fold else _SERVER_FACTS
         autocommit, dbapi.autocommit = dbapi.autocommit, True
         try:
-            schema, isolation, conforming = dbapi.execute(_SERVER_FACTS).fetchone()
+            schema, isolation, conforming, *_ = dbapi.execute(query).fetchone()
         finally:
             dbapi.autocommit = autocommit
+        if fold:
+            setattr(dbapi, IDLE_OFF, True)
         number = dbapi.info.server_version  # 160002 for 16.2; 90624 for 9.6.24
         version = (
             (number // 10000, number % 10000)

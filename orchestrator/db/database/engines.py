@@ -10,6 +10,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from orchestrator.core.errors import OrchestratorError, UsageError
 from orchestrator.core.secrets import redact, register_url
+from orchestrator.db.database.ahead import hand_over
 from orchestrator.db.database.committing import (
     _connect_committing_with,
     _first_connect_in_one_round_trip,
@@ -65,12 +66,14 @@ def make_engine(
         ) from None
     event.listen(engine, "handle_error", _ours_unwrapped)
     if engine.dialect.name == "postgresql" and engine.dialect.driver == "psycopg":
-        _first_connect_in_one_round_trip(engine.dialect)
+        _first_connect_in_one_round_trip(engine.dialect, idle_off=writer)
     if writer and parsed.get_backend_name() == "postgresql":
         event.listen(engine, "do_connect", _no_idle_timeouts_at_startup)
         event.listen(engine, "connect", no_idle_timeouts)
-        if engine.dialect.driver == "psycopg":
-            event.listen(engine, "do_connect", _connect_committing_with)
+    if parsed.get_backend_name() == "postgresql":
+        event.listen(engine, "do_connect", hand_over)  # a connection opened ahead, if any
+    if writer and engine.dialect.driver == "psycopg":
+        event.listen(engine, "do_connect", _connect_committing_with)
     return engine
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.pool import NullPool
 
 from orchestrator.core.errors import UsageError
 from orchestrator.core.secrets import register_url
+from orchestrator.db.database.ahead import close_ahead, open_ahead
 from orchestrator.db.database.engines import make_engine
 from orchestrator.db.database.tables import _TABLES, _Tables
 
@@ -45,6 +46,27 @@ def keep_reads() -> Iterator[None]:
         for connection in kept.values():
             with suppress(Exception):
                 connection.close()
+        for engine in list(_readers.values()):
+            close_ahead(engine)  # opened for a read that did not come (a refusal came first)
+
+
+def open_read_ahead(url: str, application_name: str) -> None:
+    """The connection `read_only(url, application_name)` will open, opened now in a thread
+    (PostgreSQL; not where this thread keeps one open already)."""
+    kept = _kept.get()
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return  # read_only says so, when it comes
+    if parsed.get_backend_name() != "postgresql" or (kept is not None and url in kept):
+        return
+    register_url(url)
+    database = parsed.database
+
+    def choose() -> None:
+        _database.set(database)
+
+    open_ahead(_server_engine(parsed, application_name), database, before=choose)
 
 
 @contextmanager
@@ -97,7 +119,7 @@ def _server_engine(url: Any, application_name: str) -> Engine:
                 poolclass=NullPool,
                 use_native_hstore=False,  # a read binds no hstore: no look-up of its type
             )
-            event.listen(engine, "do_connect", _choose_database)
+            event.listen(engine, "do_connect", _choose_database, insert=True)
             _readers[key] = engine
         return _readers[key]
 

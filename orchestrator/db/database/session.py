@@ -11,13 +11,16 @@ from sqlalchemy import Connection
 # A run's sessions sit idle at times (the lock session for the whole run, pooled ones between
 # events): an idle timeout set on the role or the database must not end them under it.
 # Settings the server lacks (idle_session_timeout is PostgreSQL 14+) are skipped.
-NO_IDLE_TIMEOUTS = (
-    "SELECT set_config(name, '0', false) FROM pg_settings"
-    " WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')"
+_IDLE = (
+    "FROM pg_settings WHERE name IN ('idle_session_timeout', 'idle_in_transaction_session_timeout')"
 )
+NO_IDLE_TIMEOUTS = f"SELECT set_config(name, '0', false) {_IDLE}"
+NO_IDLE_TIMEOUTS_COUNTED = f"SELECT count(set_config(name, '0', false)) {_IDLE}"  # one value
 
 
-_IDLE_OFF = "orchestrator_idle_off"  # on a connection record: its startup packet said so
+IDLE_OFF = (
+    "orchestrator_idle_off"  # on a connection record: its startup packet (or first query) said so
+)
 
 
 def _no_idle_timeouts_at_startup(dialect: Any, record: Any, _cargs: Any, cparams: Any) -> None:
@@ -28,11 +31,11 @@ def _no_idle_timeouts_at_startup(dialect: Any, record: Any, _cargs: Any, cparams
         return
     off = " -c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0"
     cparams["options"] = cparams["options"] + off
-    record.info[_IDLE_OFF] = True
+    record.info[IDLE_OFF] = True
 
 
 def no_idle_timeouts(dbapi_connection: Any, record: Any) -> None:
-    if record is not None and record.info.get(_IDLE_OFF):
+    if getattr(dbapi_connection, IDLE_OFF, False) or (record and record.info.get(IDLE_OFF)):
         return
     _outside_transaction(dbapi_connection, NO_IDLE_TIMEOUTS)
 
