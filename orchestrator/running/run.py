@@ -37,6 +37,7 @@ from orchestrator.db.database import (
     memoise_tables,
     open_ahead,
     safe_url,
+    version_table_known,
 )
 from orchestrator.db.locks import DEFAULT_KEY, Fence, migration_lock
 from orchestrator.evidence import ledger
@@ -75,6 +76,7 @@ class TargetRun:
         self.engine: Engine = make_engine(target.url, name)
         # one catalog listing serves every "is this table there?" until tables may have come
         self.forget_tables = memoise_tables(self.engine)
+        version_table_known(self.engine)  # Alembic's look for its table: from that listing
         self.read_ahead = memoise_reads(self.engine)  # under the lock: read_ahead.under_lock
         self.per_run = self.env.transaction == "per-run"
         if self.per_run and self.engine.dialect.name != "postgresql":

@@ -48,6 +48,7 @@ from orchestrator.db.database.tables import (
     memoise_tables,
     remember_tables,
     table_names,
+    version_table_known,
 )
 
 __all__ = [
@@ -88,4 +89,5 @@ __all__ = [
     "set_session",
     "set_session_at_begin",
     "table_names",
+    "version_table_known",
 ]

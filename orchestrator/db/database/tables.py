@@ -78,6 +78,23 @@ def memoise_tables(engine: Engine) -> Callable[[], None]:
     return forget
 
 
+def version_table_known(engine: Engine) -> None:
+    """SQLAlchemy's `has_table` of the version table (Alembic asks it before it runs) on
+    `engine` says yes from the tables `memoise_tables` listed, where they list it: no round
+    trip. Any other question, or a listing without it, goes to the server as before."""
+    dialect: Any = engine.dialect
+    ask = dialect.has_table
+
+    def has_table(connection: Connection, name: str, schema: str | None = None, **kw: Any) -> bool:
+        memo = connection.info.get(_TABLES)
+        listed = memo is not None and memo.names is not None and VERSION_TABLE in memo.names
+        if name == VERSION_TABLE and schema is None and listed:
+            return True
+        return bool(ask(connection, name, schema=schema, **kw))
+
+    dialect.has_table = has_table
+
+
 def listed_without(connection: Connection, tables: Iterable[str]) -> bool:
     """The connection listed its tables already (it memoises), and one of `tables` is not
     there."""
