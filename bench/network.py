@@ -5,8 +5,8 @@ and 50 ms) and counts each command's connections and round trips (tests/latencyp
 
     .venv/bin/python bench/network.py        # standalone (BENCH_NET_RTTS, BENCH_NET_FLEET)
 
-Work: 10 revisions onto an empty database; a release of 5 onto a database that has our
-tables; 100 revisions onto an empty database (one transaction per revision, and
+Work: 10 revisions onto an empty database; a release of 10 onto a database that has our
+tables and 10 before them; 100 revisions onto an empty database (one transaction per revision, and
 `transaction: per-run`); a no-op (`alembic current` / `migrate` at
 head); `status` of dev, staging and prod; a fleet's full upgrade of the 10 revisions
 (bare: `alembic upgrade head` once per database). Counts do not depend on the machine;
@@ -129,18 +129,21 @@ class Worlds:
         return bare, ours
 
     def release(self) -> tuple[Callable[[], Measured], Callable[[], Measured]]:
-        project, middle = self.projects[10], rev_id(5)
+        """The SPEC's release: 10 revisions (the 11th to the 20th of the long history) onto
+        a database that has our tables and the 10 before."""
+        project, before, after = self.projects[100], rev_id(10), rev_id(20)
 
         def bare() -> Measured:
-            self.recreate("net_bare_10")
-            self.quiet([ALEMBIC, "upgrade", middle], project.bare, self.base)
-            return measure(self.proxy, [ALEMBIC, "upgrade", "head"], project.bare, self.base)
+            self.recreate("net_bare_100")
+            self.quiet([ALEMBIC, "upgrade", before], project.bare, self.base)
+            return measure(self.proxy, [ALEMBIC, "upgrade", after], project.bare, self.base)
 
         def ours() -> Measured:
-            self.recreate("net_staging_10")
-            env = self.orch_env(10)
-            self.quiet([ORCH, "migrate", "staging", "--to", middle], project.orch, env)
-            return measure(self.proxy, [ORCH, "migrate", "staging"], project.orch, env)
+            self.recreate("net_staging_100")
+            env = self.orch_env(100)
+            self.quiet([ORCH, "migrate", "staging", "--to", before], project.orch, env)
+            argv = [ORCH, "migrate", "staging", "--to", after]
+            return measure(self.proxy, argv, project.orch, env)
 
         return bare, ours
 
@@ -219,7 +222,7 @@ def network_bench(cluster: Any, log: Callable[[str], None]) -> tuple[str, list[s
         worlds.quiet([ALEMBIC, "upgrade", "head"], worlds.projects[10].bare, worlds.base)
         work: list[tuple[str, Any, Any]] = [
             ("10 revisions onto an empty database", *worlds.upgrade(10)),
-            ("a release: 5 revisions onto a database with our tables", *worlds.release()),
+            ("a release: 10 revisions onto a database with our tables", *worlds.release()),
             ("100 revisions onto an empty database", *worlds.upgrade(100)),
             ("100 revisions, `transaction: per-run`", *worlds.upgrade_per_run(100)),
             ("no-op (`alembic current` / `migrate dev` at head)", *worlds.noop()),

@@ -197,7 +197,9 @@ def _migrate(app: App, run: TargetRun, destination: str, options: Options) -> Ru
         done.message = "nothing to do"
         return done
     if revisions:
-        run.open_ahead()  # what it will connect to, connected while it reads and judges
+        # what it will connect to, connected while it reads and judges (a plan's evidence
+        # stands for the predecessor: not read)
+        run.open_ahead(predecessor=options.plan is None)
         app.project.script  # noqa: B018 -- a revision that fails to import: named, exit 2
     # lint first, so that the waivers in force are on every event of the run, run.started too
     linted = lint_for(app, run.env, revisions)

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,17 @@ class AuditTrail:
         if connection.in_transaction():
             connection.commit()
         return written
+
+    @property
+    def pending(self) -> list[dict[str, Any]]:
+        """The records not yet written, oldest first (a copy)."""
+        return list(self._pending)
+
+    def written_with(self, records: Sequence[Mapping[str, Any]], last: Mapping[str, Any]) -> None:
+        """`records` (the first of `pending`) were written in the caller's transaction,
+        which committed; `last`: the last of them as written."""
+        del self._pending[: len(records)]
+        self.head = last["hash"]
 
     def durable(self, wait: float | None) -> str | None:
         """Flush; why the records so far are not in the database, or None when they are.

@@ -38,6 +38,7 @@ class RunEvidence:
         self.writer: store.Writer | None = None
         self.witnessed: list[dict[str, Any]] = []  # predecessor heads the gate relied on
         self.audit_head: tuple[int, str] | None = None
+        self.appended: dict[str, Any] | None = None  # end_at_once's last pending record
         self.problem: str | None = None  # what verify found (kept for keys repair)
         self.evidence: store.Evidence | None = None
 
@@ -167,14 +168,18 @@ class RunEvidence:
         outcome: str | None,
         checkpoint: Callable[..., dict[str, Any]],
         at: str,
+        pending: Sequence[Mapping[str, Any]] = (),
     ) -> str | None:
         """The run's end in one transaction of two round trips, on PostgreSQL: BEGIN, the
-        locks and every read (the entries since the chain verified, the audit rows since its
-        pin, the ledger's extent, the live sessions); then the checkpoint (`checkpoint`
-        signs it, given the audit head and the ledger's extent), the signed end entry and
-        COMMIT. '' when written, else why not; None where it cannot be done this way (not
-        psycopg, or the chain did not verify at the start): the caller ends step by step.
-        `checkpoint(audit=, ledger_id=, signed_from=)`: the checkpoint row to write."""
+        locks, the audit records still `pending` (the run's last: lock.released) appended,
+        and every read (the entries since the chain verified, the audit rows since its pin,
+        the ledger's extent, the live sessions); then the checkpoint (`checkpoint` signs it,
+        given the audit head and the ledger's extent), the signed end entry and COMMIT. ''
+        when written (then `self.appended` is the last pending record as written), else why
+        not; None where it cannot be done this way (not psycopg, or the chain did not
+        verify at the start): the caller ends step by step. Either way, pending records not
+        written are the caller's to write. `checkpoint(audit=, ledger_id=, signed_from=)`:
+        the checkpoint row to write."""
         if (
             connection.dialect.driver != "psycopg"
             or self.writer is None
@@ -185,6 +190,7 @@ class RunEvidence:
         verified = self.evidence.verdict
         pin = chain.last_end(verified)
         audit_from = max(int(pin.content.get("audit_id") or 0) if pin else 0, 1)
+        appends = ledger.append_statements(pending) if pending else []
         try:
             reads = run_batch(
                 connection,
@@ -194,6 +200,7 @@ class RunEvidence:
                     # transaction (its audit rows, then its entry at COMMIT)
                     ("SELECT pg_advisory_xact_lock(%(a)s), pg_advisory_xact_lock(%(e)s)",
                      {"a": ledger.CHAIN_LOCK_KEY, "e": store.EVIDENCE_LOCK_KEY}),
+                    *appends,
                     (psycopg_style(store.NEWER), {"s": verified.head[0] if verified.head else 0}),
                     (f"SELECT * FROM {ledger.AUDIT_TABLE} WHERE id >= %(a)s ORDER BY id",
                      {"a": audit_from}),
@@ -203,7 +210,10 @@ class RunEvidence:
             )  # fmt: skip
             if reads is None:
                 return None
-            _locks, newer, audit_rows, (extent,), sessions = reads
+            # rows come back from the statements that return some: the locks, the appends'
+            # lock and their last INSERT, then each read
+            written = ledger.appended(pending, reads[2][0]) if pending else None
+            newer, audit_rows, (extent,), sessions = reads[3 if pending else 1 :]
             problem = self._end_rows(
                 connection, newer, (audit_from, audit_rows), outcome, at, sessions
             )
@@ -227,6 +237,7 @@ class RunEvidence:
         assert self.writer is not None
         self.writer.head = (end_row["seq"], end_row["hash"])
         self.audit_head = head
+        self.appended = written
         return ""
 
     def _end_rows(

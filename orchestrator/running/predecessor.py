@@ -15,7 +15,7 @@ from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.core.config import EnvironmentConfig, Target
-from orchestrator.core.errors import MigrationFailed, UsageError
+from orchestrator.core.errors import MigrationFailed, OrchestratorError, UsageError
 from orchestrator.core.planning import (
     LedgerEntry,
     Step,
@@ -187,7 +187,11 @@ def open_predecessor_ahead(app: App, env: EnvironmentConfig) -> None:
     name = env.promotes_from
     if name is None or name in app.predecessor_cache or per_developer(app, name) is not None:
         return
-    for target in app.targets(name):
+    try:
+        targets = app.targets(name)
+    except OrchestratorError:  # (a variable unset) said by the read itself, where it comes
+        return
+    for target in targets:
         open_read_ahead(target.url, READER_NAME)
 
 

@@ -157,9 +157,10 @@ class TargetRun:
                     error=error,
                     duration_ms=self.elapsed_ms(),
                 )
-        self.audit.flush(wait=FINAL_WAIT)  # records a busy SQLite database could not take yet
         if self.started and self.signer is not None:
-            run_end.sign_end(self, exc)
+            run_end.sign_end(self, exc)  # with the records still pending, in one transaction
+        else:
+            self.audit.flush(wait=FINAL_WAIT)  # those a busy SQLite database could not take
         if self.result is not None:
             self.result.audit_head = self.audit.head
             if self.evidence is not None:
@@ -229,11 +230,12 @@ class TargetRun:
 
     # -- events ----------------------------------------------------------------------------
 
-    def open_ahead(self) -> None:
-        """A run with revisions to apply: its migration connection and the predecessor's,
-        opened in threads while it reads and judges (their round trips pass meanwhile)."""
+    def open_ahead(self, predecessor: bool) -> None:
+        """A run with revisions to apply: its migration connection and (where the gate will
+        read it) the predecessor's, opened in threads while it reads and judges."""
         open_ahead(self.engine)
-        open_predecessor_ahead(self.app, self.env)
+        if predecessor:
+            open_predecessor_ahead(self.app, self.env)
 
     def start(self, **fields: Any) -> None:
         # fail closed: a signing environment without its key writes nothing, not even this
@@ -335,7 +337,12 @@ class TargetRun:
         finally:
             if held is not None:
                 lost = held.lost
-                self.audit.emit("lock.lost" if lost else "lock.released", lock_key=self.lock_key)
+                # where the run signs, written with its end entry (run_end: one transaction)
+                self.audit.emit(
+                    "lock.lost" if lost else "lock.released",
+                    lock_key=self.lock_key,
+                    defer=self.signer is not None,
+                )
 
     def _wait_for_commits_in_flight(self) -> None:
         """A run whose lock session ended may be committing a revision that passed its fence

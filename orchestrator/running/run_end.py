@@ -13,6 +13,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from orchestrator.core.logging import utc_now
 from orchestrator.db.database import describe_error
 from orchestrator.evidence import ledger
+from orchestrator.evidence.audit import FINAL_WAIT
 from orchestrator.running.liveness import live_run_ids
 
 if TYPE_CHECKING:
@@ -20,8 +21,11 @@ if TYPE_CHECKING:
 
 
 def sign_end(run: TargetRun, exc: BaseException | None) -> None:
-    """The end of a run that started, where its environment signs (TargetRun.close)."""
+    """The end of a run that started, where its environment signs (TargetRun.close): the
+    audit records still pending (its lock.released) go in the end's own transaction, or
+    are written first where that cannot be."""
     if not _end_at_once(run, exc):
+        run.audit.flush(wait=FINAL_WAIT)
         _checkpoint(run)
         _end_evidence(run, exc)
 
@@ -47,17 +51,21 @@ def _end_at_once(run: TargetRun, exc: BaseException | None) -> bool:
         run_id=run.run_id,
         at=utc_now(),
     )
+    pending = run.audit.pending
     try:
         with run.reading() as connection:
             problem = run.evidence.end_at_once(
-                connection, _outcome(run, exc), checkpoint, utc_now()
+                connection, _outcome(run, exc), checkpoint, utc_now(), pending
             )
     except SQLAlchemyError as error:
         problem = describe_error(error)
     if problem is None:
         return False
-    if problem:
+    if problem:  # nothing of that transaction stays: the pending records go on their own
+        run.audit.flush(wait=FINAL_WAIT)
         run.audit.log.error("evidence.end_not_signed", env=run.env.name, error=problem)
+    elif pending and run.evidence.appended is not None:
+        run.audit.written_with(pending, run.evidence.appended)
     return True
 
 

@@ -4,6 +4,8 @@ In parts: tables, set_up, rows, schemas, audit_chain, appending, checkpoints, qu
 from orchestrator.evidence.ledger.appending import (
     append_audit,
     append_audit_if_ready,
+    append_statements,
+    appended,
 )
 from orchestrator.evidence.ledger.audit_chain import (
     BrokenRow,
@@ -105,6 +107,8 @@ __all__ = [
     "acquired_runs",
     "append_audit",
     "append_audit_if_ready",
+    "append_statements",
+    "appended",
     "audit",
     "audit_select",
     "audited_revisions",

@@ -55,11 +55,13 @@ FROM ((SELECT id, hash FROM {AUDIT_TABLE} ORDER BY id DESC LIMIT 1)
 def _append_in_one_round_trip(
     connection: Connection, records: Sequence[Mapping[str, Any]]
 ) -> dict[str, Any] | None:
-    done = run_batch(connection, _append_statements(records))
-    return None if done is None else _written(records, done[-1][0])
+    done = run_batch(connection, append_statements(records))
+    return None if done is None else appended(records, done[-1][0])
 
 
-def _append_statements(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+def append_statements(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any]]:
+    """`records` appended in one batch (db.database.run_batch): the chain's lock, then one
+    INSERT each, the last returning what `appended` needs."""
     rows = chain_rows(records, 0, GENESIS)  # the columns; id and hashes come from the server
     statements: list[tuple[str, Any]] = [
         ("SELECT pg_advisory_xact_lock(%(k)s)", {"k": CHAIN_LOCK_KEY})
@@ -69,7 +71,8 @@ def _append_statements(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, 
     return statements
 
 
-def _written(records: Sequence[Mapping[str, Any]], returned: Mapping[str, Any]) -> dict[str, Any]:
+def appended(records: Sequence[Mapping[str, Any]], returned: Mapping[str, Any]) -> dict[str, Any]:
+    """The last of `records` as written, from what its INSERT returned."""
     last = chain_rows(records[-1:], 0, GENESIS)[0]
     return {
         **last,
@@ -113,13 +116,13 @@ def append_audit_if_ready(
     ):
         return None
     try:
-        done = run_batch(connection, [(_LISTED_IF_READY, {}), *_append_statements(records)])
+        done = run_batch(connection, [(_LISTED_IF_READY, {}), *append_statements(records)])
     except DBAPIError:
         return None
     if done is None:
         return None
     remember_tables(connection, done[0][0]["tables"])
-    return _written(records, done[-1][0])
+    return appended(records, done[-1][0])
 
 
 def _lock_chain(connection: Connection) -> None:
