@@ -70,10 +70,9 @@ def make_engine(
     if writer and parsed.get_backend_name() == "postgresql":
         event.listen(engine, "do_connect", _no_idle_timeouts_at_startup)
         event.listen(engine, "connect", no_idle_timeouts)
-    if parsed.get_backend_name() == "postgresql":
         event.listen(engine, "do_connect", hand_over)  # a connection opened ahead, if any
-    if writer and engine.dialect.driver == "psycopg":
-        event.listen(engine, "do_connect", _connect_committing_with)
+        if engine.dialect.driver == "psycopg":
+            event.listen(engine, "do_connect", _connect_committing_with)
     return engine
 
 

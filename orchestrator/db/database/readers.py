@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from typing import Any
@@ -16,7 +17,6 @@ from sqlalchemy.pool import NullPool
 
 from orchestrator.core.errors import UsageError
 from orchestrator.core.secrets import register_url
-from orchestrator.db.database.ahead import close_ahead, open_ahead
 from orchestrator.db.database.engines import make_engine
 from orchestrator.db.database.tables import _TABLES, _Tables
 
@@ -46,27 +46,74 @@ def keep_reads() -> Iterator[None]:
         for connection in kept.values():
             with suppress(Exception):
                 connection.close()
-        for engine in list(_readers.values()):
-            close_ahead(engine)  # opened for a read that did not come (a refusal came first)
+        with _ahead_lock:
+            unused, _ahead_opened[:] = list(_ahead_opened), []
+        for opened in unused:  # opened for a read that did not come (a refusal came first)
+            opened.add_done_callback(_close)
+
+
+# Connections `open_read_ahead` is opening, by (url, application_name); taken by `read_only`.
+_ahead: dict[tuple[str, str], Future[Connection]] = {}
+_ahead_opened: list[Future[Connection]] = []
+_ahead_lock = threading.Lock()
 
 
 def open_read_ahead(url: str, application_name: str) -> None:
-    """The connection `read_only(url, application_name)` will open, opened now in a thread
-    (PostgreSQL; not where this thread keeps one open already)."""
+    """The connection `read_only(url, application_name)` will open, opened now in a thread,
+    SQLAlchemy's first-connection query included: the round trips of connecting go by
+    while this thread works (PostgreSQL; not where this thread keeps one open already)."""
     kept = _kept.get()
     try:
         parsed = make_url(url)
     except ArgumentError:
         return  # read_only says so, when it comes
+    key = (url, application_name)
     if parsed.get_backend_name() != "postgresql" or (kept is not None and url in kept):
         return
     register_url(url)
-    database = parsed.database
+    opened: Future[Connection] = Future()
+    with _ahead_lock:
+        if key in _ahead:
+            return
+        _ahead[key] = opened
+        _ahead_opened.append(opened)
 
-    def choose() -> None:
-        _database.set(database)
+    def open_one() -> None:
+        try:
+            opened.set_result(_connect(parsed, application_name))
+        except BaseException as exc:  # noqa: BLE001 -- read_only connects anew, and says why
+            opened.set_exception(exc)
 
-    open_ahead(_server_engine(parsed, application_name), database, before=choose)
+    threading.Thread(target=open_one, daemon=True, name="orchestrator-read-ahead").start()
+
+
+def _opened_ahead(url: str, application_name: str) -> Connection | None:
+    with _ahead_lock:
+        opened = _ahead.pop((url, application_name), None)
+        if opened is not None:
+            _ahead_opened.remove(opened)
+    if opened is None:
+        return None
+    try:
+        return opened.result()
+    except Exception:  # noqa: BLE001 -- connect as usual: its error is the one to report
+        return None
+
+
+def _connect(parsed: Any, application_name: str) -> Connection:
+    engine = _server_engine(parsed, application_name)
+    token = _database.set(parsed.database)
+    try:
+        # autocommit: under READ COMMITTED each statement reads its own snapshot anyway,
+        # and a read needs no BEGIN and ROLLBACK round trips around it
+        return engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+    finally:
+        _database.reset(token)
+
+
+def _close(opened: Future[Connection]) -> None:
+    with suppress(Exception):
+        opened.result().close()
 
 
 @contextmanager
@@ -89,14 +136,7 @@ def read_only(url: str, application_name: str) -> Iterator[Connection]:
     kept = _kept.get()
     found = kept.get(url) if kept is not None else None
     if found is None:
-        engine = _server_engine(parsed, application_name)
-        token = _database.set(parsed.database)
-        try:
-            # autocommit: under READ COMMITTED each statement reads its own snapshot anyway,
-            # and a read needs no BEGIN and ROLLBACK round trips around it
-            found = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        finally:
-            _database.reset(token)
+        found = _opened_ahead(url, application_name) or _connect(parsed, application_name)
         if kept is not None:
             kept[url] = found
     connection = found
@@ -119,7 +159,7 @@ def _server_engine(url: Any, application_name: str) -> Engine:
                 poolclass=NullPool,
                 use_native_hstore=False,  # a read binds no hstore: no look-up of its type
             )
-            event.listen(engine, "do_connect", _choose_database, insert=True)
+            event.listen(engine, "do_connect", _choose_database)
             _readers[key] = engine
         return _readers[key]
 
