@@ -121,6 +121,34 @@ def test_a_revision_that_moves_the_version_row_itself_fails_whole(pg_project: Pr
     assert pg_project.run("audit", "verify", "--env", "dev").code == 0
 
 
+def test_branches_a_merge_and_a_downgrade_to_base_keep_the_version_rows_right(
+    pg_project: Project,
+) -> None:
+    """Alembic's statements on its version table at a merge (a DELETE, then an UPDATE), at a
+    branch (an INSERT) and going down to base (DELETEs) ride with each revision's COMMIT in
+    their order: the rows end as Alembic leaves them, with a ledger row each."""
+    _env(pg_project, None)
+    for path in pg_project.versions.glob("*.py"):
+        path.unlink()
+    merge = "d4000000000d"
+    pg_project.add_revision(FIRST, None, "op.execute('CREATE TABLE first_t (id int)')")
+    pg_project.add_revision(SECOND, FIRST, "op.execute('CREATE TABLE second_t (id int)')")
+    pg_project.add_revision(THIRD, FIRST, "op.execute('CREATE TABLE third_t (id int)')")
+    pg_project.add_revision(merge, (SECOND, THIRD), "pass")  # type: ignore[arg-type]
+    up = pg_project.run("migrate", "dev")
+    assert up.code == 0, up.output
+    assert pg_project.version("dev") == [merge]
+    assert sorted(pg_project.ledger("dev")) == sorted(
+        [(FIRST, "up"), (SECOND, "up"), (THIRD, "up"), (merge, "up")]
+    )
+    down = pg_project.run("downgrade", "dev", "--to", "base", "--reason", "start over")
+    assert down.code == 0, down.output
+    assert pg_project.version("dev") == []
+    assert [r for r in pg_project.ledger("dev") if r[1] == "down"][-1] == (FIRST, "down")
+    assert len(pg_project.ledger("dev")) == 8
+    assert pg_project.run("audit", "verify", "--env", "dev").code == 0
+
+
 def test_per_run_success_commits_every_revision_and_ledger_row(pg_project: Project) -> None:
     _env(pg_project, "per-run")
     _history_failing_at_third(pg_project)
