@@ -3,7 +3,7 @@ real network"): bare Alembic (stock env.py) beside `orchestrator migrate` (signi
 off) on the same history, through a loopback proxy that adds a fixed round-trip time (0, 10
 and 50 ms) and counts each command's connections and round trips (tests/latencyproxy.py).
 
-    .venv/bin/python bench/network.py        # standalone (BENCH_NET_RTTS, BENCH_NET_FLEET)
+    .venv/bin/python bench/network.py  # standalone: BENCH_NET_RTTS, _FLEET, _REPS
 
 Work: 10 revisions onto an empty database; a release of 10 onto a database that has our
 tables and 10 before them; 100 revisions onto an empty database (one transaction per revision, and
@@ -34,6 +34,7 @@ from projects import make_project, rev_id  # noqa: E402
 
 RTTS = [float(x) for x in os.environ.get("BENCH_NET_RTTS", "0,10,50").split(",")]
 FLEET = int(os.environ.get("BENCH_NET_FLEET", "50"))
+REPS = int(os.environ.get("BENCH_NET_REPS", "3"))  # each row's times: the median of these
 
 
 @dataclass
@@ -234,12 +235,20 @@ def network_bench(cluster: Any, log: Callable[[str], None]) -> tuple[str, list[s
             proxy.set_rtt(rtt)
             log(f"  network: RTT {rtt:g} ms")
             for label, bare, ours in work:
-                b = bare() if bare is not None else None
-                o = ours()
+                # alternating, each time: the median of REPS (the fleet's row once: minutes)
+                reps = 1 if label.startswith("a fleet") else REPS
+                pairs = [(bare() if bare is not None else None, ours()) for _ in range(reps)]
+                b = _median([p[0] for p in pairs]) if bare is not None else None
+                o = _median([p[1] for p in pairs])
                 results[(label, rtt)] = (b, o)
                 shown = f"bare {b.counts.round_trips} rt/{b.seconds:.2f}s, " if b else ""
                 log(f"    {label}: {shown}ours {o.counts.round_trips} rt/{o.seconds:.2f}s")
     return render(work, results)
+
+
+def _median(measured: list[Any]) -> Measured:
+    """The run of median wall time (counts are the same every time)."""
+    return sorted(measured, key=lambda m: m.seconds)[len(measured) // 2]
 
 
 def render(
@@ -254,8 +263,8 @@ def render(
         "authentication and closing count for both tools. Bare Alembic: the stock env.py; ours: "
         "`orchestrator migrate` with signing on and lint off. Goal (SPEC): at most bare + N + 20 "
         "round trips over at most 3 connections for N revisions; a no-op at most "
-        "`alembic current` + 5; `status` one connection per database. Each row measured once "
-        "per RTT, both tools in the same run.",
+        "`alembic current` + 5; `status` one connection per database. Each row's time is the "
+        f"median of {REPS} runs per RTT (the fleet's: one), the two tools alternating.",
         "",
         "| work | RTT ms | bare: connections / round trips / s | ours: connections / round "
         "trips / s | ours - bare round trips | ours / bare time |",
