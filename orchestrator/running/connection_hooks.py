@@ -44,8 +44,7 @@ def _version_rides_with_commit(cursor: Any, statement: str, parameters: Any, con
     if version_table is None:
         return False
     dbapi = connection.connection.dbapi_connection
-    table = getattr(context.compiled, "statement", None)
-    table = getattr(table, "table", None)
+    table = getattr(getattr(context.compiled, "statement", None), "table", None)  # DML's
     ours = (getattr(table, "name", None), getattr(table, "schema", None)) == version_table
     # (an INSERT, a revision's first from base, may return its key: it goes as it comes)
     if not ours or parameters or not (context.isupdate or context.isdelete):

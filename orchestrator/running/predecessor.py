@@ -182,8 +182,8 @@ def predecessor_states(
 
 
 def open_predecessor_ahead(app: App, env: EnvironmentConfig) -> None:
-    """The connections the gate will read `env`'s predecessor over, opened now in threads:
-    their round trips go by while the run reads its own database."""
+    """The connection the gate will read `env`'s predecessor over, opened now in a thread:
+    its round trips go by while the run reads its own database."""
     name = env.promotes_from
     if name is None or name in app.predecessor_cache or per_developer(app, name) is not None:
         return
@@ -191,8 +191,8 @@ def open_predecessor_ahead(app: App, env: EnvironmentConfig) -> None:
         targets = app.targets(name)
     except OrchestratorError:  # (a variable unset) said by the read itself, where it comes
         return
-    for target in targets:
-        open_read_ahead(target.url, READER_NAME)
+    if len(targets) == 1:  # a fleet's databases are read in threads of their own
+        open_read_ahead(targets[0].url, READER_NAME)
 
 
 def believed(

@@ -38,45 +38,44 @@ _kept: ContextVar[dict[str, Connection] | None] = ContextVar("orchestrator_kept"
 def keep_reads() -> Iterator[None]:
     """`read_only` keeps its connections open until the block ends (this thread only)."""
     kept: dict[str, Connection] = {}
-    token = _kept.set(kept)
+    ahead: dict[tuple[str, str], Future[Connection]] = {}
+    tokens = _kept.set(kept), _ahead.set(ahead)
     try:
         yield
     finally:
-        _kept.reset(token)
+        _kept.reset(tokens[0])
+        _ahead.reset(tokens[1])
         for connection in kept.values():
             with suppress(Exception):
                 connection.close()
-        with _ahead_lock:
-            unused, _ahead_opened[:] = list(_ahead_opened), []
-        for opened in unused:  # opened for a read that did not come (a refusal came first)
+        for opened in ahead.values():  # opened for a read that did not come (a refusal first)
             opened.add_done_callback(_close)
 
 
-# Connections `open_read_ahead` is opening, by (url, application_name); taken by `read_only`.
-_ahead: dict[tuple[str, str], Future[Connection]] = {}
-_ahead_opened: list[Future[Connection]] = []
-_ahead_lock = threading.Lock()
+# Within `keep_reads()`, the connections `open_read_ahead` is opening for `read_only`, by
+# (url, application_name): this thread's block only.
+_ahead: ContextVar[dict[tuple[str, str], Future[Connection]] | None] = ContextVar(
+    "orchestrator_ahead", default=None
+)
 
 
 def open_read_ahead(url: str, application_name: str) -> None:
-    """The connection `read_only(url, application_name)` will open, opened now in a thread,
-    SQLAlchemy's first-connection query included: the round trips of connecting go by
-    while this thread works (PostgreSQL; not where this thread keeps one open already)."""
-    kept = _kept.get()
+    """Within `keep_reads()`: the connection `read_only(url, application_name)` will open,
+    opened now in a thread, SQLAlchemy's first-connection query included: the round trips
+    of connecting go by while this thread works (PostgreSQL; not where one is kept open)."""
+    kept, ahead = _kept.get(), _ahead.get()
     try:
         parsed = make_url(url)
     except ArgumentError:
         return  # read_only says so, when it comes
     key = (url, application_name)
-    if parsed.get_backend_name() != "postgresql" or (kept is not None and url in kept):
+    if kept is None or ahead is None or url in kept or key in ahead:
+        return
+    if parsed.get_backend_name() != "postgresql":
         return
     register_url(url)
     opened: Future[Connection] = Future()
-    with _ahead_lock:
-        if key in _ahead:
-            return
-        _ahead[key] = opened
-        _ahead_opened.append(opened)
+    ahead[key] = opened
 
     def open_one() -> None:
         try:
@@ -88,10 +87,8 @@ def open_read_ahead(url: str, application_name: str) -> None:
 
 
 def _opened_ahead(url: str, application_name: str) -> Connection | None:
-    with _ahead_lock:
-        opened = _ahead.pop((url, application_name), None)
-        if opened is not None:
-            _ahead_opened.remove(opened)
+    ahead = _ahead.get()
+    opened = ahead.pop((url, application_name), None) if ahead is not None else None
     if opened is None:
         return None
     try:
