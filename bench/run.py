@@ -784,8 +784,10 @@ def main() -> int:
             {
                 "`orchestrator envs`": lambda: run_once(small.orch("envs")),
                 "`alembic --help`": lambda: run_once(small.alembic("--help")),
-                "`orchestrator migrate dev`, nothing to do": lambda: run_once(
-                    small.orch("migrate", "dev")
+                # staging's: dev's trail holds the synthetic audit rows by now, which its
+                # runs refuse to sign over (rightly)
+                "`orchestrator migrate staging`, nothing to do": lambda: run_once(
+                    small.orch("migrate", "staging")
                 ),
                 "`alembic current`": lambda: run_once(small.alembic("current")),
             },
