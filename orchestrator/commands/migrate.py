@@ -39,6 +39,7 @@ from orchestrator.running.predecessor import (
     env_py_note,
     expected_reads,
     judge,
+    looking_at,
     per_developer,
     predecessor_states,
     read_connection,
@@ -110,7 +111,7 @@ def settled_targets(app: App, targets: Sequence[Target], destination: str) -> se
 
     def at_rest(target: Target) -> bool:
         try:
-            with read_connection(target) as connection:
+            with looking_at(app, target) as connection:
                 state = read_state(connection, app.graph, target.name)
                 return (
                     not upgrade_steps(app, state.heads, destination, target.env)

@@ -22,6 +22,7 @@ from orchestrator.running.predecessor import (
     checksum_drift,
     env_py_note,
     judge,
+    looking_at,
     predecessor_states,
     read_connection,
     read_each,
@@ -156,7 +157,7 @@ def _target_status(
         "evidence": evidence_kind(env),
     }
     try:
-        with read_connection(target) as connection:
+        with looking_at(app, target, status=True) as connection:
             state = read_state(connection, app.graph, target.name)
             open_runs = ledger.runs_without_end(connection)
             live = live_run_ids(connection) if open_runs else set()

@@ -109,6 +109,29 @@ def read_connection(target: Target) -> Iterator[Connection]:
         ) from None
 
 
+@contextmanager
+def looking_at(app: App, target: Target, *, status: bool = False) -> Iterator[Connection]:
+    """`read_connection`, with what a run would read of it (its state, open runs, recorded
+    schema and stamp) read in its first round trip; for `status`, its evidence and last
+    runs' ends too."""
+    from orchestrator.running import read_ahead
+
+    env = app.envs.get(target.env)
+    signed = app.public_keys(env.name) is not None
+    with (
+        read_connection(target) as connection,
+        read_ahead.looking(
+            connection,
+            evidence=status and signed,
+            drift=env.policy.schema_drift != "off",
+            signed=signed,
+            schemas=env.schemas,
+            ends=status,
+        ),
+    ):
+        yield connection
+
+
 # a run's own look at its target (TargetRun.reading): no connection of its own
 OwnReading = Callable[[], AbstractContextManager[Connection]]
 

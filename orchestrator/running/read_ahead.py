@@ -12,12 +12,19 @@ every step reads as before: the read ahead never decides anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection
 
-from orchestrator.db.database import PG_TABLES, VERSION_TABLE, listed_tables, read_all
+from orchestrator.db.database import (
+    PG_TABLES,
+    VERSION_TABLE,
+    listed_tables,
+    read_all,
+    reads_kept,
+)
 from orchestrator.evidence import ledger
 from orchestrator.evidence.audit_proof import AUDIT_SINCE_PIN
 from orchestrator.evidence.chain import ALL_ROWS, IDENTITY
@@ -32,7 +39,7 @@ EVIDENCE = ("live", "identity", "chain", "ledger", "audit")
 def under_lock(
     connection: Connection,
     memo: MutableMapping[str, Any],
-    lock: str,
+    lock: str | None,
     *,
     evidence: bool,
     migrate: bool,
@@ -40,10 +47,12 @@ def under_lock(
     drift: bool,
     signed: bool,
     schemas: Sequence[str] | None,
+    ends: bool = False,
 ) -> bool:
     """`lock` (the wait for commits in flight), then the reads of the steps that follow, in
     one round trip outside any transaction; False where that cannot be (nothing is kept)."""
-    statements: list[tuple[str, Mapping[str, Any]]] = [(lock, {}), (PG_TABLES, {})]
+    statements: list[tuple[str, Mapping[str, Any]]] = [(lock, {})] if lock else []
+    statements.append((PG_TABLES, {}))
     if evidence:
         statements += [(LIVE_SESSIONS, {}), (IDENTITY, {}), ALL_ROWS]
         statements += [(ledger.LEDGER_ROWS, {}), *((sql, {}) for sql in AUDIT_SINCE_PIN)]
@@ -56,6 +65,8 @@ def under_lock(
         if drift:
             statements += [(sql, {}) for sql in ledger.newest_schema_sql(signed, versioned)]
             statements += [pg_stamp_read(connection, schemas)]
+    if ends:  # the last runs' ends (what `status` shows)
+        statements += [(ledger.recent_ends_sql(connection), {})]
     found = read_all(connection, statements)
     if found is None:
         return False
@@ -84,7 +95,39 @@ def under_lock(
                 pg_stamp_read(connection, schemas)[1]["schemas"],
                 stamp_of(next(iter(stamped[0].values()))),
             )
+    if ends:
+        memo["recent_ends"] = next(results)
     return True
+
+
+@contextmanager
+def looking(
+    connection: Connection,
+    *,
+    evidence: bool,
+    drift: bool,
+    signed: bool,
+    schemas: Sequence[str] | None,
+    ends: bool,
+) -> Iterator[None]:
+    """A read-only look at one database (a fleet's test for work, `status`): what a run reads
+    under its lock (and the last runs' ends, where `ends`), read in the look's first round
+    trip; each step takes its part as in a run. A database without a version table reads
+    step by step."""
+    with reads_kept(connection) as memo:
+        under_lock(
+            connection,
+            memo,
+            None,
+            evidence=evidence,
+            migrate=True,
+            versioned=True,
+            drift=drift,
+            signed=signed,
+            schemas=schemas,
+            ends=ends,
+        )
+        yield
 
 
 def after_run(

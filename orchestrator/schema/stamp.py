@@ -3,6 +3,7 @@ description was recorded with it."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -22,11 +23,30 @@ from orchestrator.schema.catalog import home_schema
 # live in rows already stamped (pg_class, pg_proc, pg_attribute); default privileges in
 # pg_default_acl (format 3).
 STAMP_FORMAT = "3"
+# Shaped for a fresh session (a fleet reads each database in one): each catalog is read by
+# the index on the column that ties it to the listed schemas' relations or namespaces, not
+# joined (a join plans, and scans, the whole catalog). Objects a user creates have OIDs from
+# 16384 (FirstNormalObjectId) up; the catalogs' own, below, are read by a scan only where a
+# system schema is listed (`sys`). The rows, and so the stamps, are those of the join form.
 _PG_STAMP = text(
     """
-    WITH ns AS (SELECT oid, xmin FROM pg_namespace WHERE nspname = ANY(CAST(:schemas AS text[]))),
-    rels AS (SELECT c.oid, c.xmin FROM pg_class c JOIN ns ON c.relnamespace = ns.oid),
-    procs AS (SELECT p.oid, p.xmin FROM pg_proc p JOIN ns ON p.pronamespace = ns.oid)
+    WITH ns AS MATERIALIZED (
+      SELECT oid, xmin FROM pg_namespace WHERE nspname = ANY(CAST(:schemas AS text[]))),
+    sys AS MATERIALIZED (SELECT oid FROM ns WHERE oid < 16384 AND oid <> 2200),
+    rels AS MATERIALIZED (
+      SELECT oid, xmin FROM pg_class WHERE relnamespace = ANY(ARRAY(SELECT oid FROM ns))),
+    types AS MATERIALIZED (
+      SELECT oid, xmin FROM pg_type
+        WHERE oid >= 16384 AND typnamespace = ANY(ARRAY(SELECT oid FROM ns))
+      UNION ALL
+      SELECT oid, xmin FROM pg_type WHERE EXISTS (SELECT FROM sys) AND oid < 16384
+        AND typnamespace = ANY(ARRAY(SELECT oid FROM sys))),
+    procs AS MATERIALIZED (
+      SELECT oid, xmin FROM pg_proc
+        WHERE oid >= 16384 AND pronamespace = ANY(ARRAY(SELECT oid FROM ns))
+      UNION ALL
+      SELECT oid, xmin FROM pg_proc WHERE EXISTS (SELECT FROM sys) AND oid < 16384
+        AND pronamespace = ANY(ARRAY(SELECT oid FROM sys)))
     SELECT count(*)::text || ' ' || coalesce(sum(hashtextextended(x, 0)), 0)::text FROM (
       SELECT 's' || array_to_string(CAST(:schemas AS text[]), ',') AS x
       UNION ALL
@@ -34,37 +54,36 @@ _PG_STAMP = text(
       UNION ALL
       SELECT 'r' || oid::text || ' ' || xmin::text FROM rels
       UNION ALL
-      SELECT 'a' || a.attrelid::text || ' ' || a.attnum::text || ' ' || a.xmin::text
-        FROM pg_attribute a JOIN rels ON rels.oid = a.attrelid WHERE a.attnum > 0
+      SELECT 'a' || attrelid::text || ' ' || attnum::text || ' ' || xmin::text
+        FROM pg_attribute WHERE attrelid = ANY(ARRAY(SELECT oid FROM rels)) AND attnum > 0
       UNION ALL
-      SELECT 'd' || d.oid::text || ' ' || d.xmin::text
-        FROM pg_attrdef d JOIN rels ON rels.oid = d.adrelid
+      SELECT 'd' || oid::text || ' ' || xmin::text
+        FROM pg_attrdef WHERE adrelid = ANY(ARRAY(SELECT oid FROM rels))
       UNION ALL
-      SELECT 'i' || i.indexrelid::text || ' ' || i.xmin::text
-        FROM pg_index i JOIN rels ON rels.oid = i.indrelid
+      SELECT 'i' || indexrelid::text || ' ' || xmin::text
+        FROM pg_index WHERE indrelid = ANY(ARRAY(SELECT oid FROM rels))
       UNION ALL
-      SELECT 'c' || o.oid::text || ' ' || o.xmin::text
-        FROM pg_constraint o JOIN ns ON o.connamespace = ns.oid
+      SELECT 'c' || oid::text || ' ' || xmin::text
+        FROM pg_constraint WHERE connamespace = ANY(ARRAY(SELECT oid FROM ns))
       UNION ALL
-      SELECT 't' || t.oid::text || ' ' || t.xmin::text
-        FROM pg_type t JOIN ns ON t.typnamespace = ns.oid
+      SELECT 't' || oid::text || ' ' || xmin::text FROM types
       UNION ALL
-      SELECT 'e' || e.oid::text || ' ' || e.xmin::text
-        FROM pg_enum e JOIN pg_type t ON t.oid = e.enumtypid JOIN ns ON t.typnamespace = ns.oid
+      SELECT 'e' || oid::text || ' ' || xmin::text
+        FROM pg_enum WHERE enumtypid = ANY(ARRAY(SELECT oid FROM types))
       UNION ALL
       SELECT 'p' || oid::text || ' ' || xmin::text FROM procs
       UNION ALL
-      SELECT 'g' || t.oid::text || ' ' || t.xmin::text
-        FROM pg_trigger t JOIN rels ON rels.oid = t.tgrelid
+      SELECT 'g' || oid::text || ' ' || xmin::text
+        FROM pg_trigger WHERE tgrelid = ANY(ARRAY(SELECT oid FROM rels))
       UNION ALL
-      SELECT 'o' || p.oid::text || ' ' || p.xmin::text
-        FROM pg_policy p JOIN rels ON rels.oid = p.polrelid
+      SELECT 'o' || oid::text || ' ' || xmin::text
+        FROM pg_policy WHERE polrelid = ANY(ARRAY(SELECT oid FROM rels))
       UNION ALL
-      SELECT 'q' || s.seqrelid::text || ' ' || s.xmin::text
-        FROM pg_sequence s JOIN rels ON rels.oid = s.seqrelid
+      SELECT 'q' || seqrelid::text || ' ' || xmin::text
+        FROM pg_sequence WHERE seqrelid = ANY(ARRAY(SELECT oid FROM rels))
       UNION ALL
-      SELECT 'w' || w.oid::text || ' ' || w.xmin::text
-        FROM pg_rewrite w JOIN rels ON rels.oid = w.ev_class
+      SELECT 'w' || oid::text || ' ' || xmin::text
+        FROM pg_rewrite WHERE ev_class = ANY(ARRAY(SELECT oid FROM rels))
       UNION ALL
       SELECT 'x' || oid::text || ' ' || xmin::text FROM pg_extension
       UNION ALL
@@ -93,7 +112,12 @@ def pg_stamp_read(
     connection: Connection, schemas: Sequence[str] | None
 ) -> tuple[str, dict[str, Any]]:
     """The stamp's statement to read ahead (psycopg's parameters): `stamp_of` its row."""
-    return psycopg_style(str(_PG_STAMP)), {"schemas": stamped_schemas(connection, schemas)}
+    return _pg_stamp_sql(), {"schemas": stamped_schemas(connection, schemas)}
+
+
+@functools.cache
+def _pg_stamp_sql() -> str:
+    return psycopg_style(str(_PG_STAMP))
 
 
 def stamp_of(found: Any) -> str:

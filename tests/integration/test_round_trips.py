@@ -277,3 +277,44 @@ def test_a_predecessor_table_not_as_made_is_read_step_by_step(world: World) -> N
     dev = _predecessor_read(world, "migrate", "staging")
     assert dev.connections == 1
     assert dev.round_trips > PREDECESSOR_ROUND_TRIPS["witnessed"], dev
+
+
+# a read-only look at a database: the SSL question, the startup, one batch, closing
+LOOK_ROUND_TRIPS = 4
+
+
+def test_status_reads_each_database_in_one_round_trip(world: World) -> None:
+    """Its state, open runs, recorded schema and stamp, evidence and last runs' ends: what a
+    database's row shows is read in one batch; the engine's first connection also asks
+    SQLAlchemy's first-connection question, once per server."""
+    for env in ("dev", "staging", "prod"):
+        world.orchestrator("migrate", env)
+    counts = world.orchestrator("status")
+    looks = sorted(len(said) for said in world.proxy.transcript())
+    assert counts.connections == 3
+    assert looks == [LOOK_ROUND_TRIPS, LOOK_ROUND_TRIPS, LOOK_ROUND_TRIPS + 1], looks
+
+
+def test_a_fleet_at_head_is_told_apart_in_one_round_trip_per_database(
+    world: World,
+    pg_cluster,  # noqa: ANN001
+) -> None:
+    """A no-op re-run over a fleet reads each database once, in one batch (what its run would
+    read under the lock), and starts no run where there is nothing to do."""
+    names = [f"rt_fleet_{i}_{os.getpid()}" for i in range(3)]
+    for name in names:
+        pg_cluster.create_database(name)
+    server = urlsplit(world.env["DEV_DATABASE_URL"])._replace(path="/postgres").geturl()
+    envs = world.orch / "environments"
+    (envs / "fleet.yaml").write_text(
+        "name: fleet\ndatabase:\n  url_env: FLEET_SERVER_URL\n  databases_file: fleet.txt\n"
+        'policy:\n  lint: "off"\n',
+        encoding="utf-8",
+    )
+    (envs / "fleet.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+    world.env["FLEET_SERVER_URL"] = server
+    world.orchestrator("migrate", "fleet")
+    counts = world.orchestrator("migrate", "fleet")
+    looks = sorted(len(said) for said in world.proxy.transcript())
+    assert counts.connections == 3
+    assert looks == [LOOK_ROUND_TRIPS, LOOK_ROUND_TRIPS, LOOK_ROUND_TRIPS + 1], looks

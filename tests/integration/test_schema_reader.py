@@ -314,3 +314,19 @@ def test_the_catalog_read_is_what_reflection_read_after_the_shipped_history(
     assert catalog == reflected
     recorded = pg_project.query("dev", "SELECT fingerprint FROM orchestrator_schema ORDER BY id")
     assert recorded[-1][0] == fingerprint(reflected)
+
+
+def test_a_listed_system_schema_is_stamped_to_its_initdb_objects(pg_db: str) -> None:
+    """User objects have OIDs from 16384 up and are read by index; a listed system schema's
+    own functions (below 16384) are stamped too: changing one moves the stamp."""
+    engine = sa.create_engine(pg_db)
+    try:
+        with engine.connect() as connection:
+            listed = ["public", "pg_catalog"]
+            stamp = catalog_stamp(connection, listed)
+            assert catalog_stamp(connection, ["public"]) != stamp
+            connection.exec_driver_sql("ALTER FUNCTION pg_catalog.lower(text) COST 2")
+            connection.commit()
+            assert catalog_stamp(connection, listed) != stamp
+    finally:
+        engine.dispose()

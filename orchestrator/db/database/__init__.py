@@ -9,6 +9,7 @@ from orchestrator.db.database.batches import (
     psycopg_style,
     read_all,
     read_at_once,
+    reads_kept,
     run_batch,
     run_script,
 )
@@ -77,6 +78,7 @@ __all__ = [
     "memoise_tables",
     "no_idle_timeouts",
     "prefetched",
+    "reads_kept",
     "psycopg_style",
     "read_all",
     "read_at_once",

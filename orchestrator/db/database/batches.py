@@ -4,7 +4,8 @@ steps that follow."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -105,6 +106,19 @@ def memoise_reads(engine: Engine) -> dict[str, Any]:
 
     event.listen(engine, "checkout", checkout)
     return memo
+
+
+@contextmanager
+def reads_kept(connection: Connection) -> Iterator[dict[str, Any]]:
+    """A dict this connection's steps take their reads made ahead from (`prefetched`) while
+    the block lasts: a read-only look, whose connection outlives it (`keep_reads`)."""
+    memo: dict[str, Any] = {}
+    connection.info[_PREFETCHED] = memo
+    try:
+        yield memo
+    finally:
+        memo.clear()  # what no step took is not kept for a later look
+        connection.info.pop(_PREFETCHED, None)
 
 
 def prefetched(connection: Connection, name: str) -> Any:

@@ -37,6 +37,7 @@ from orchestrator.evidence.ledger.queries import (
     open_runs_sql,
     query_audit,
     recent_ends,
+    recent_ends_sql,
     runs_without_end,
 )
 from orchestrator.evidence.ledger.rows import (
@@ -135,6 +136,7 @@ __all__ = [
     "metadata",
     "newest_schema_sql",
     "open_runs_sql",
+    "recent_ends_sql",
     "query_audit",
     "read_chain",
     "read_checkpoints",

@@ -3,7 +3,7 @@ runs without an end."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,17 +54,32 @@ def query_audit(connection: Connection, flt: AuditFilter) -> list[dict[str, Any]
     return [{"id": row.id, **record_of(row._mapping)} for row in reversed(rows)]
 
 
-def recent_ends(connection: Connection, limit: int = 200) -> list[dict[str, Any]]:
+RECENT_ENDS = 200
+
+
+def recent_ends(connection: Connection) -> list[dict[str, Any]]:
     """The most recent run ends (TERMINAL_EVENTS), oldest first: what `status` shows."""
     if not has_table(connection, AUDIT_TABLE):
         return []
-    rows = connection.execute(
+    found = prefetched(connection, "recent_ends")
+    if found is not None:
+        return [{"id": row["id"], **record_of(row)} for row in reversed(found)]
+    rows = connection.execute(_recent_ends()).all()
+    return [{"id": row.id, **record_of(row._mapping)} for row in reversed(rows)]
+
+
+def _recent_ends() -> Select[Any]:
+    return (
         select(audit.c.id, audit.c.payload, *_INDEXED_COLUMNS)
         .where(audit.c.event.in_(TERMINAL_EVENTS))
         .order_by(audit.c.id.desc())
-        .limit(limit)
-    ).all()
-    return [{"id": row.id, **record_of(row._mapping)} for row in reversed(rows)]
+        .limit(RECENT_ENDS)
+    )
+
+
+def recent_ends_sql(connection: Connection) -> str:
+    """What recent_ends reads, as SQL to read ahead (values inline)."""
+    return _literal_sql(connection, _recent_ends)
 
 
 def audit_select(flt: AuditFilter) -> Select[Any]:
@@ -120,8 +135,18 @@ def _open_runs() -> Select[Any]:
 
 def open_runs_sql(connection: Connection) -> str:
     """What runs_without_end reads, as SQL to read ahead (values inline)."""
-    compiled = _open_runs().compile(connection, compile_kwargs={"literal_binds": True})
-    return str(compiled)
+    return _literal_sql(connection, _open_runs)
+
+
+_LITERAL_SQL: dict[tuple[str, str], str] = {}  # compiled once per process, not per database
+
+
+def _literal_sql(connection: Connection, statement: Callable[[], Select[Any]]) -> str:
+    key = (statement.__name__, connection.dialect.name)
+    if key not in _LITERAL_SQL:
+        compiled = statement().compile(connection, compile_kwargs={"literal_binds": True})
+        _LITERAL_SQL[key] = str(compiled)
+    return _LITERAL_SQL[key]
 
 
 def acquired_runs(connection: Connection, run_ids: Iterable[str]) -> set[str]:
