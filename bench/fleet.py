@@ -30,6 +30,8 @@ DATABASES = int(os.environ.get("BENCH_FLEET_SIZE", "500"))
 FULL_MODES = [("sequential", []), ("--parallel 2", ["--parallel", "2"])]
 # issue 18's targets, for 500 databases
 NOOP_SECONDS, STATUS_SECONDS, PARALLEL_RATIO = 5.0, 3.0, 0.6
+# issue 32's: the no-op re-run and `status` at most this times the bare sessions' floor
+OVER_BARE_SESSIONS = 1.3
 NOOP, STATUS, ONE = (
     "no-op re-run (migrate at head)",
     "status roll-up",
@@ -183,8 +185,10 @@ class FleetBench:
             "Full upgrades: one run per mode per round, each on emptied databases; the no-op "
             "re-run, `status fleet` and a one-database no-op several times per round. A no-op "
             f"re-run and `status` read the fleet in {READERS} threads through one engine per "
-            "server (one connection per database; six or seven queries each, one of them the "
-            "catalog stamp of the drift check), and run a database only where there is work.",
+            "server (one connection per database, its reads in one round trip, the catalog "
+            "stamp of the drift check among them), and run a database only where there is "
+            f"work. Issue 32's floor: each at most {OVER_BARE_SESSIONS} times the bare "
+            "sessions in as many threads.",
             "",
             "| measurement | median s (min-max) | per database ms | target | met |",
             "|---|---:|---:|---|:---:|",
@@ -211,6 +215,18 @@ class FleetBench:
             f"fleet {DATABASES}: full upgrade --parallel 2 / sequential {ratio:.2f}  "
             f"≤ {PARALLEL_RATIO} {'ok' if met else 'NOT MET'}"
         )
+        floor = median(t[BARE])
+        for label in (NOOP, STATUS):
+            over = median(t[label]) / floor
+            met = over <= OVER_BARE_SESSIONS
+            lines.append(
+                f"| {label} / bare sessions | {over:.2f} | | ≤ {OVER_BARE_SESSIONS} "
+                f"| {'yes' if met else '**NO**'} |"
+            )
+            summary.append(
+                f"fleet {DATABASES}: {label} / bare sessions {over:.2f}  "
+                f"≤ {OVER_BARE_SESSIONS} {'ok' if met else 'NOT MET'}"
+            )
         bound = self._bound()
         if bound:
             summary.append(f"fleet {DATABASES}: {bound[-1]}")

@@ -647,24 +647,34 @@ def profile_failures(benches: dict[int, Bench], rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+# issue 32: the concurrent runs' wall time at most this times the floor the cores put under
+# them (the CPU they took, PostgreSQL's included, spread over every core)
+CONCURRENCY_OVER_CPU_FLOOR = 1.15
+
+
 def concurrency_bound(benches: dict[int, Bench]) -> list[str]:
     """The floor the machine's cores put under the concurrent runs: the CPU they took (the
-    processes' own, and PostgreSQL's, from the machine's counters) spread over every core."""
+    processes' own, and PostgreSQL's, from the machine's counters) spread over every core;
+    their wall time against it (target CONCURRENCY_OVER_CPU_FLOOR)."""
     cores = os.cpu_count() or 1
     lines = []
     for n, bench in sorted(benches.items()):
         if not bench.conc_cpu or not bench.alone_cpu:
             continue  # not Linux: no /proc/stat
         alone = bench.samples["migrate (full)"].median
+        together = bench.samples[f"{CONCURRENCY} x migrate at once"].median
         one = statistics.median(c.ours + c.rest for c in bench.alone_cpu)
         ours = statistics.median(c.ours for c in bench.conc_cpu)
         rest = statistics.median(c.rest for c in bench.conc_cpu)
         floor = (ours + rest) / cores
+        met = together <= CONCURRENCY_OVER_CPU_FLOOR * floor
         lines.append(
             f"- N={n}: the {CONCURRENCY} runs took {ours:.2f} s of CPU and PostgreSQL "
             f"{rest:.2f} s (medians); spread over {cores} cores that is at least "
             f"{floor:.2f} s, {floor / alone:.2f} times one run alone ({alone:.2f} s, which "
-            f"took {one:.2f} s of CPU with PostgreSQL's)."
+            f"took {one:.2f} s of CPU with PostgreSQL's). They took {together:.2f} s: "
+            f"{together / floor:.2f} times that floor (target <= {CONCURRENCY_OVER_CPU_FLOOR}: "
+            f"{'ok' if met else 'NOT MET'})."
         )
     if lines:
         lines.insert(0, "What bounds them (CPU during each repetition, all processes):")
@@ -756,7 +766,7 @@ def main() -> int:
         all_samples = {n: b.samples for n, b in benches.items()}
         rows = ratio_rows(all_samples)
         fleet_section, fleet_summary = fleet.render() if fleet is not None else ("", [])
-        network_section, network_summary = ("", [])
+        network_section, network_summary = "", list[str]()
         if os.environ.get("BENCH_NETWORK", "1") == "1":
             log("\n#### on a network (latency proxy)")
             network_section, network_summary = network_bench(cluster, log)
