@@ -38,6 +38,7 @@ NOOP, STATUS, ONE = (
     "no-op migrate of one database (--shard 1/N)",
 )
 BARE = f"bare sessions: connect, SELECT 1, close ({READERS} threads)"
+ALEMBIC_READS = f"Alembic's read: connect, its version table, close ({READERS} threads)"
 
 FLEET_YAML = """\
 # the bench's fleet: every name in fleet.txt is one database on the server of FLEET_SERVER_URL
@@ -79,8 +80,9 @@ class FleetBench:
             STATUS: [],
             ONE: [],
             BARE: [],
+            ALEMBIC_READS: [],
         }
-        self.cpu: dict[str, list[CpuSplit]] = {NOOP: [], STATUS: [], BARE: []}
+        self.cpu: dict[str, list[CpuSplit]] = {NOOP: [], STATUS: [], BARE: [], ALEMBIC_READS: []}
         log(f"  fleet: creating {DATABASES} databases (fsync off while creating them)")
         with cluster.setup_mode():
             for name in self.names:
@@ -111,6 +113,7 @@ class FleetBench:
             STATUS: partial(run_once, self.command("status", "fleet")),
             ONE: partial(run_once, self.command("migrate", "fleet", "--shard", f"1/{DATABASES}")),
             BARE: self._bare_sessions,
+            ALEMBIC_READS: self._alembic_reads,
         }
         for _ in range(reps):
             for label, measure in runs.items():
@@ -134,6 +137,27 @@ class FleetBench:
         start = time.perf_counter()
         with ThreadPoolExecutor(READERS) as pool:
             list(pool.map(touch, self.names))
+        return time.perf_counter() - start
+
+    def _alembic_reads(self) -> float:
+        """What an Alembic-based look at each database costs: an engine and a session through
+        SQLAlchemy (its first-connection queries included) and Alembic's own read of where it
+        stands (`alembic current`'s), nothing else."""
+        from alembic.runtime.migration import MigrationContext
+        from sqlalchemy import create_engine
+        from sqlalchemy.pool import NullPool
+
+        def current(name: str) -> None:
+            engine = create_engine(self.cluster.url(name), poolclass=NullPool)
+            try:
+                with engine.connect() as connection:
+                    MigrationContext.configure(connection).get_current_heads()
+            finally:
+                engine.dispose()
+
+        start = time.perf_counter()
+        with ThreadPoolExecutor(READERS) as pool:
+            list(pool.map(current, self.names))
         return time.perf_counter() - start
 
     def _bound(self) -> list[str]:
@@ -217,6 +241,9 @@ class FleetBench:
         )
         floor = median(t[BARE])
         for label in (NOOP, STATUS):
+            alembic = median(t[label]) / median(t[ALEMBIC_READS])
+            lines.append(f"| {label} / Alembic's read | {alembic:.2f} | | | |")
+            summary.append(f"fleet {DATABASES}: {label} / Alembic's read {alembic:.2f}")
             over = median(t[label]) / floor
             met = over <= OVER_BARE_SESSIONS
             lines.append(
