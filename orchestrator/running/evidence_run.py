@@ -21,6 +21,7 @@ from orchestrator.running.liveness import LIVE_SESSIONS, run_ids_of
 
 if TYPE_CHECKING:
     from orchestrator.core import signing
+    from orchestrator.evidence.audit import AuditTrail
 
 
 class RunEvidence:
@@ -38,7 +39,6 @@ class RunEvidence:
         self.writer: store.Writer | None = None
         self.witnessed: list[dict[str, Any]] = []  # predecessor heads the gate relied on
         self.audit_head: tuple[int, str] | None = None
-        self.appended: dict[str, Any] | None = None  # end_at_once's last pending record
         self.problem: str | None = None  # what verify found (kept for keys repair)
         self.evidence: store.Evidence | None = None
 
@@ -168,18 +168,17 @@ class RunEvidence:
         outcome: str | None,
         checkpoint: Callable[..., dict[str, Any]],
         at: str,
-        pending: Sequence[Mapping[str, Any]] = (),
+        audit: AuditTrail | None = None,
     ) -> str | None:
         """The run's end in one transaction of two round trips, on PostgreSQL: BEGIN, the
-        locks, the audit records still `pending` (the run's last: lock.released) appended,
-        and every read (the entries since the chain verified, the audit rows since its pin,
-        the ledger's extent, the live sessions); then the checkpoint (`checkpoint` signs it,
+        locks, the records `audit` still holds (the run's last: lock.released) appended, and
+        every read (the entries since the chain verified, the audit rows since its pin, the
+        ledger's extent, the live sessions); then the checkpoint (`checkpoint` signs it,
         given the audit head and the ledger's extent), the signed end entry and COMMIT. ''
-        when written (then `self.appended` is the last pending record as written), else why
-        not; None where it cannot be done this way (not psycopg, or the chain did not
-        verify at the start): the caller ends step by step. Either way, pending records not
-        written are the caller's to write. `checkpoint(audit=, ledger_id=, signed_from=)`:
-        the checkpoint row to write."""
+        when written (`audit` then holds nothing), else why not; None where it cannot be
+        done this way (not psycopg, or the chain did not verify at the start): the caller
+        ends step by step, and writes what `audit` still holds.
+        `checkpoint(audit=, ledger_id=, signed_from=)`: the checkpoint row to write."""
         if (
             connection.dialect.driver != "psycopg"
             or self.writer is None
@@ -190,6 +189,7 @@ class RunEvidence:
         verified = self.evidence.verdict
         pin = chain.last_end(verified)
         audit_from = max(int(pin.content.get("audit_id") or 0) if pin else 0, 1)
+        pending = audit.pending if audit is not None else []
         appends = ledger.append_statements(pending) if pending else []
         try:
             reads = run_batch(
@@ -237,7 +237,8 @@ class RunEvidence:
         assert self.writer is not None
         self.writer.head = (end_row["seq"], end_row["hash"])
         self.audit_head = head
-        self.appended = written
+        if audit is not None and written is not None:
+            audit.written_with(pending, written)
         return ""
 
     def _end_rows(

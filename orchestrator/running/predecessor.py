@@ -36,6 +36,7 @@ from orchestrator.db.database import (
 )
 from orchestrator.evidence import ledger
 from orchestrator.migrations.revisions import RevisionGraph, RevisionsError, checksum_file
+from orchestrator.running import read_ahead
 from orchestrator.running.app import App, revision_error
 from orchestrator.running.predecessor_batch import STATE_QUERIES, Batch, read_batch
 
@@ -114,8 +115,6 @@ def looking_at(app: App, target: Target, *, status: bool = False) -> Iterator[Co
     """`read_connection`, with what a run would read of it (its state, open runs, recorded
     schema and stamp) read in its first round trip; for `status`, its evidence and last
     runs' ends too."""
-    from orchestrator.running import read_ahead
-
     env = app.envs.get(target.env)
     signed = app.public_keys(env.name) is not None
     with (

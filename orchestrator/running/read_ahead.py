@@ -24,6 +24,7 @@ from orchestrator.db.database import (
     listed_tables,
     read_all,
     reads_kept,
+    table_names,
 )
 from orchestrator.evidence import ledger
 from orchestrator.evidence.audit_proof import AUDIT_SINCE_PIN
@@ -112,10 +113,11 @@ def looking(
 ) -> Iterator[None]:
     """A read-only look at one database (a fleet's test for work, `status`): what a run reads
     under its lock (and the last runs' ends, where `ends`), read in the look's first round
-    trip; each step takes its part as in a run. A database without a version table reads
-    step by step."""
+    trip; each step takes its part as in a run. Where the batch fails (a database without
+    our tables: never migrated) the tables are listed instead, and each step reads what is
+    there, step by step."""
     with reads_kept(connection) as memo:
-        under_lock(
+        read = under_lock(
             connection,
             memo,
             None,
@@ -127,6 +129,8 @@ def looking(
             schemas=schemas,
             ends=ends,
         )
+        if not read:
+            table_names(connection)  # one listing answers every step's "is it there?"
         yield
 
 

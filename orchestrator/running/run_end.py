@@ -51,11 +51,10 @@ def _end_at_once(run: TargetRun, exc: BaseException | None) -> bool:
         run_id=run.run_id,
         at=utc_now(),
     )
-    pending = run.audit.pending
     try:
         with run.reading() as connection:
             problem = run.evidence.end_at_once(
-                connection, _outcome(run, exc), checkpoint, utc_now(), pending
+                connection, _outcome(run, exc), checkpoint, utc_now(), run.audit
             )
     except SQLAlchemyError as error:
         problem = describe_error(error)
@@ -64,8 +63,6 @@ def _end_at_once(run: TargetRun, exc: BaseException | None) -> bool:
     if problem:  # nothing of that transaction stays: the pending records go on their own
         run.audit.flush(wait=FINAL_WAIT)
         run.audit.log.error("evidence.end_not_signed", env=run.env.name, error=problem)
-    elif pending and run.evidence.appended is not None:
-        run.audit.written_with(pending, run.evidence.appended)
     return True
 
 

@@ -709,3 +709,68 @@ def test_a_schema_table_of_an_earlier_release_is_read_as_unsigned(signed: Projec
     drift = signed.run("drift", "staging")
     assert drift.code == 2 and "whose signature verifies" in drift.stderr, drift.output
     assert signed.run("migrate", "staging").code == 0  # the run puts the column back
+
+
+def test_a_fleets_no_op_look_takes_no_forged_schema_record_for_no_drift(
+    pg_project: Project,
+    pg_cluster,  # noqa: ANN001
+) -> None:
+    """A fleet's no-op re-run and `status` read each tenant in one batch, its recorded schema
+    and catalog stamp among them. On one tenant the deploy role hot-fixes the schema and
+    records a newer schema row with its fingerprint, description and stamp: the batch must
+    check that row's signature as a run does, so the tenant is still run (its drift
+    recorded) and `status` still says drifted."""
+    from orchestrator.schema.description import fingerprint
+    from orchestrator.schema.reader import catalog_stamp, read_schema
+
+    names = [f"forge_{os.getpid()}_{i}" for i in range(2)]
+    for name in names:
+        pg_cluster.create_database(name)
+    envs = pg_project.path / "environments"
+    (envs / "fleet.yaml").write_text(
+        "name: fleet\ndatabase:\n  url_env: FLEET_SERVER_URL\n  databases_file: fleet.txt\n"
+    )
+    (envs / "fleet.txt").write_text("\n".join(names) + "\n")
+    pg_project.extra_env["FLEET_SERVER_URL"] = pg_cluster.url("postgres")
+    sign_env(pg_project, "fleet")
+    assert pg_project.run("migrate", "fleet").code == 0
+
+    forged = names[1]
+    engine = sa.create_engine(pg_cluster.url(forged))
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("CREATE INDEX ix_forged ON users (display_name)"))
+        with engine.begin() as connection:
+            live = read_schema(connection)
+            connection.execute(
+                sa.text(
+                    "INSERT INTO orchestrator_schema (heads, fingerprint, description, stamp,"
+                    " run_id, env, actor, at) SELECT heads, :f, :d, :s, run_id, env, actor, at"
+                    " FROM orchestrator_schema WHERE id = (SELECT max(id) FROM orchestrator_schema)"
+                ),
+                {
+                    "f": fingerprint(live),
+                    "d": ledger.canonical(live),
+                    "s": catalog_stamp(connection),
+                },
+            )
+    finally:
+        engine.dispose()
+
+    status = pg_project.run("status", "fleet", "--targets", "--json")
+    assert status.code == 0, status.output
+    assert {row["target"]: row["schema"] for row in status.json()} == {
+        names[0]: "ok",
+        forged: "drifted",
+    }
+
+    def events(name: str) -> list[str]:
+        with pg_cluster.connect(name) as conn:
+            return [e for (e,) in conn.execute("SELECT event FROM orchestrator_audit ORDER BY id")]
+
+    before = {name: len(events(name)) for name in names}
+    again = pg_project.run("migrate", "fleet")
+    assert again.code == 0, again.output
+    assert len(events(names[0])) == before[names[0]]  # told apart: not run
+    new = events(forged)[before[forged] :]
+    assert {"schema.drifted", "run.succeeded"} <= set(new), new  # run, its drift recorded
